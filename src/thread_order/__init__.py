@@ -1,0 +1,46 @@
+"""thread_order: run Python callables concurrently on threads, in explicit dependency order."""
+
+from ._capture import ThreadProxyLogger, configure_logging
+from ._errors import (
+    CycleError,
+    DuplicateTaskError,
+    GraphError,
+    HistoryError,
+    ThreadOrderError,
+    UnknownDependencyError,
+    UsageError,
+)
+from ._events import Event, EventKind
+from ._graph import Graph
+from ._model import TaskRecord, TaskSpec, TaskStatus, dmark, mark
+from ._scheduler import Scheduler, default_workers
+
+try:
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("thread-order")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "CycleError",
+    "DuplicateTaskError",
+    "Event",
+    "EventKind",
+    "Graph",
+    "GraphError",
+    "HistoryError",
+    "Scheduler",
+    "TaskRecord",
+    "TaskSpec",
+    "TaskStatus",
+    "ThreadOrderError",
+    "ThreadProxyLogger",
+    "UnknownDependencyError",
+    "UsageError",
+    "__version__",
+    "configure_logging",
+    "default_workers",
+    "dmark",
+    "mark",
+]

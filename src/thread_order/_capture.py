@@ -1,0 +1,147 @@
+"""Per-task capture of stdout, stderr and log records, and thread-aware logging."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Any
+
+__all__ = ["OutputCapture", "ThreadProxyLogger", "configure_logging"]
+
+_get_ident = threading.get_ident
+
+
+class _Router:
+    """Stands in for sys.stdout/sys.stderr: writes from a capturing thread go to
+    that thread's buffer, everything else to the stream it replaced."""
+
+    def __init__(self, original: Any, buffers: dict[int, list[str]]) -> None:
+        self._original = original
+        self._buffers = buffers
+
+    def write(self, text: str) -> int:
+        buf = self._buffers.get(_get_ident())
+        if buf is None:
+            return self._original.write(text)
+        buf.append(text)
+        return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if self._buffers.get(_get_ident()) is None:
+            self._original.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._original, name)
+
+
+class _LogToBuffer(logging.Handler):
+    """Root-logger handler copying records emitted on a capturing thread into its buffer."""
+
+    def __init__(self, buffers: dict[int, list[str]]) -> None:
+        super().__init__(logging.NOTSET)
+        self._buffers = buffers
+        self.setFormatter(
+            logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
+
+    def emit(self, record: logging.LogRecord) -> None:
+        buf = self._buffers.get(record.thread)
+        if buf is not None:
+            try:
+                buf.append(self.format(record) + "\n")
+            except Exception:
+                self.handleError(record)
+
+
+class OutputCapture:
+    """Routes what each capturing thread prints or logs into its own buffer.
+
+    Installed process-wide for the duration of a run (nested runs share one
+    installation through a reference count). ``begin()``/``end()`` bracket one
+    task on the calling thread; they touch only this thread's dict slot, so
+    tasks running at the same moment never see each other's output.
+    """
+
+    # guards _installs, _saved and the sys.stdout/sys.stderr swap
+    _lock = threading.Lock()
+    _installs = 0
+    _saved: tuple[Any, Any, logging.Handler] | None = None
+    # ident -> list of text pieces; written only by its own thread (or the installer)
+    buffers: dict[int, list[str]] = {}
+
+    @classmethod
+    def install(cls) -> None:
+        with cls._lock:
+            cls._installs += 1
+            if cls._installs > 1:
+                return
+            handler = _LogToBuffer(cls.buffers)
+            cls._saved = (sys.stdout, sys.stderr, handler)
+            sys.stdout = _Router(sys.stdout, cls.buffers)
+            sys.stderr = _Router(sys.stderr, cls.buffers)
+            logging.getLogger().addHandler(handler)
+
+    @classmethod
+    def uninstall(cls) -> None:
+        with cls._lock:
+            if cls._installs == 0:
+                return
+            cls._installs -= 1
+            if cls._installs or cls._saved is None:
+                return
+            out, err, handler = cls._saved
+            cls._saved = None
+            # restore only what is still ours: someone may have swapped the stream since
+            if isinstance(sys.stdout, _Router) and sys.stdout._original is out:
+                sys.stdout = out
+            if isinstance(sys.stderr, _Router) and sys.stderr._original is err:
+                sys.stderr = err
+            logging.getLogger().removeHandler(handler)
+
+    @classmethod
+    def begin(cls) -> None:
+        cls.buffers[_get_ident()] = []
+
+    @classmethod
+    def end(cls) -> str:
+        pieces = cls.buffers.pop(_get_ident(), None)
+        return "".join(pieces) if pieces else ""
+
+
+class ThreadProxyLogger:
+    """A logger that resolves, at each call, to the logger named after the current thread.
+
+    ``logger = ThreadProxyLogger(); logger.info("x")`` inside a task logs to
+    ``logging.getLogger("thread_3")`` when the task runs on ``thread_3``.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(logging.getLogger(threading.current_thread().name), name)
+
+
+_HANDLER_FLAG = "_thread_order_handler"
+
+
+def configure_logging(verbose: bool = False, stream: Any = None) -> logging.Handler:
+    """Send log records to ``stream`` (stderr) as ``time LEVEL [thread] message``.
+
+    Sets the root level to DEBUG when ``verbose`` else INFO. Idempotent: a
+    second call replaces the handler the first one added.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _HANDLER_FLAG, False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(stream if stream is not None else sys.__stderr__)
+    setattr(handler, _HANDLER_FLAG, True)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)-7s [%(threadName)s] %(message)s", "%H:%M:%S")
+    )
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    return handler

@@ -1,0 +1,67 @@
+"""Exceptions raised by thread_order.
+
+The tree::
+
+    ThreadOrderError                 base of everything we raise on purpose
+     +-- GraphError (ValueError)     the task graph is not a valid DAG
+     |    +-- DuplicateTaskError     a name registered twice      (.name)
+     |    +-- UnknownDependencyError a dependency nobody defined  (.task, .dependency)
+     |    +-- CycleError             a dependency cycle           (.cycle)
+     +-- UsageError                  bad input to a front-end (file, option, target)
+     +-- HistoryError                the run history cannot be read or written
+
+Front-ends turn these into one line and an exit code; anything else is a bug.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ThreadOrderError",
+    "GraphError",
+    "DuplicateTaskError",
+    "UnknownDependencyError",
+    "CycleError",
+    "UsageError",
+    "HistoryError",
+]
+
+
+class ThreadOrderError(Exception):
+    """Base class of every error thread_order raises on purpose."""
+
+
+class GraphError(ThreadOrderError, ValueError):
+    """The registered tasks do not form a valid dependency graph."""
+
+
+class DuplicateTaskError(GraphError):
+    """A task name was registered twice."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"task {name!r} is already registered")
+        self.name = name
+
+
+class UnknownDependencyError(GraphError):
+    """A task depends on a name that was never registered."""
+
+    def __init__(self, task: str, dependency: str) -> None:
+        super().__init__(f"task {task!r} depends on unknown task {dependency!r}")
+        self.task = task
+        self.dependency = dependency
+
+
+class CycleError(GraphError):
+    """The dependencies form a cycle; ``cycle`` lists it, first name repeated last."""
+
+    def __init__(self, cycle: list[str]) -> None:
+        super().__init__("dependency cycle: " + " -> ".join(cycle))
+        self.cycle = list(cycle)
+
+
+class UsageError(ThreadOrderError):
+    """Bad input to a front-end: a missing file, a bad option value, an unknown target."""
+
+
+class HistoryError(ThreadOrderError):
+    """The run history file is missing, corrupt, or written by a newer version."""

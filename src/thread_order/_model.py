@@ -1,0 +1,207 @@
+"""Values shared by the engine and its front-ends: task specs, statuses and records."""
+
+from __future__ import annotations
+
+import enum
+import functools
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable
+
+__all__ = ["TaskStatus", "TaskSpec", "TaskRecord", "mark", "dmark", "parse_tags", "MARK_ATTR"]
+
+#: attribute under which ``mark`` stores a function's task options
+MARK_ATTR = "__thread_order__"
+
+
+class TaskStatus(str, enum.Enum):
+    """The final state of a task; every task of a run ends in exactly one."""
+
+    PASSED = "PASSED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    CANCELLED = "CANCELLED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def parse_tags(tags: str | Iterable[str] | None) -> tuple[str, ...]:
+    """Normalise ``"a, b"`` or ``["a", "b"]`` into ``("a", "b")``."""
+    if tags is None:
+        return ()
+    if isinstance(tags, str):
+        items = tags.split(",")
+    else:
+        try:
+            items = list(tags)
+        except TypeError:
+            raise TypeError(f"tags must be a string or a list of strings, not {tags!r}") from None
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"tags must be strings, got {item!r}")
+        item = item.strip()
+        if item and item not in out:
+            out.append(item)
+    return tuple(out)
+
+
+def _parse_after(after: str | Iterable[str] | None, task: str) -> tuple[str, ...]:
+    if after is None:
+        return ()
+    if isinstance(after, str):
+        after = [after]
+    try:
+        names = list(after)
+    except TypeError:
+        raise TypeError(f"task {task!r}: after must be a list of task names, not {after!r}") from None
+    for dep in names:
+        if not isinstance(dep, str) or not dep:
+            raise TypeError(f"task {task!r}: after must hold task names, got {dep!r}")
+    return tuple(dict.fromkeys(names))
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """What was registered: a callable and how to run it."""
+
+    name: str
+    fn: Callable[..., Any]
+    after: tuple[str, ...] = ()
+    with_state: bool = False
+    tags: tuple[str, ...] = ()
+    always: bool = False
+    retries: int = 0
+    retry_delay: float = 0.0
+    timeout: float | None = None
+
+    @classmethod
+    def build(
+        cls,
+        fn: Callable[..., Any],
+        name: str,
+        after: str | Iterable[str] | None = None,
+        with_state: bool = False,
+        tags: str | Iterable[str] | None = None,
+        always: bool = False,
+        retries: int = 0,
+        retry_delay: float = 0.0,
+        timeout: float | None = None,
+    ) -> "TaskSpec":
+        """Validate user input and build a spec; raises TypeError or ValueError naming the task."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"task name must be a non-empty string, not {name!r}")
+        if not callable(fn):
+            raise TypeError(f"task {name!r}: {fn!r} is not callable")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"task {name!r}: retries must be an integer >= 0, not {retries!r}")
+        if isinstance(retry_delay, bool) or not isinstance(retry_delay, (int, float)) or retry_delay < 0:
+            raise ValueError(f"task {name!r}: retry_delay must be a number >= 0, not {retry_delay!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+        ):
+            raise ValueError(f"task {name!r}: timeout must be a number > 0 or None, not {timeout!r}")
+        return cls(
+            name=name,
+            fn=fn,
+            after=_parse_after(after, name),
+            with_state=bool(with_state),
+            tags=parse_tags(tags),
+            always=bool(always),
+            retries=retries,
+            retry_delay=float(retry_delay),
+            timeout=None if timeout is None else float(timeout),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """What happened to one task in one run.
+
+    Times are epoch seconds (for display); ``duration`` is measured with a
+    monotonic clock. ``thread`` is None for tasks that never ran.
+    """
+
+    name: str
+    status: TaskStatus
+    thread: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration: float = 0.0
+    attempts: int = 0
+    error_type: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    output: str = ""
+    reason: str | None = None
+    tags: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (status as its string value)."""
+        data = asdict(self)
+        data["status"] = self.status.value
+        data["tags"] = list(self.tags)
+        return data
+
+
+def _marker(default_with_state: bool):
+    def marker(
+        *,
+        after: str | Iterable[str] | None = None,
+        with_state: bool = default_with_state,
+        tags: str | Iterable[str] | None = None,
+        always: bool = False,
+        retries: int = 0,
+        retry_delay: float = 0.0,
+        timeout: float | None = None,
+    ):
+        options = dict(
+            after=after,
+            with_state=with_state,
+            tags=tags,
+            always=always,
+            retries=retries,
+            retry_delay=retry_delay,
+            timeout=timeout,
+        )
+
+        def decorate(fn):
+            # validate now so a bad option is reported at import, naming the function
+            spec = TaskSpec.build(fn, getattr(fn, "__name__", repr(fn)), **options)
+
+            @functools.wraps(fn)
+            def wrapped(*args, **kwargs):
+                return fn(*args, **kwargs)
+
+            setattr(
+                wrapped,
+                MARK_ATTR,
+                {
+                    "after": list(spec.after),
+                    "with_state": spec.with_state,
+                    "orig_name": spec.name,
+                    "tags": list(spec.tags),
+                    "always": spec.always,
+                    "retries": spec.retries,
+                    "retry_delay": spec.retry_delay,
+                    "timeout": spec.timeout,
+                },
+            )
+            return wrapped
+
+        return decorate
+
+    return marker
+
+
+mark = _marker(default_with_state=True)
+mark.__name__ = "mark"
+mark.__doc__ = """Attach task options to a function for discovery by ``tdrun``; registers nothing.
+
+The function stays callable unchanged. Options mean what they mean for
+:meth:`Scheduler.register`; ``with_state`` defaults to True.
+"""
+
+dmark = _marker(default_with_state=False)
+dmark.__name__ = "dmark"
+dmark.__doc__ = """Like :func:`mark`, but ``with_state`` defaults to False."""

@@ -1,0 +1,709 @@
+"""The Scheduler: runs registered callables on a thread pool in dependency order."""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+import traceback
+import uuid
+from collections import Counter
+from typing import Any, Callable, Iterable
+
+from ._capture import OutputCapture, configure_logging
+from ._errors import DuplicateTaskError
+from ._events import Event, EventKind, EventStream
+from ._graph import Graph
+from ._model import TaskRecord, TaskSpec, TaskStatus
+
+__all__ = ["Scheduler", "default_workers"]
+
+log = logging.getLogger("thread_order")
+
+#: I/O-bound work: more threads than cores, as concurrent.futures does
+default_workers = min(32, (os.cpu_count() or 1) + 4)
+
+_PASSED, _FAILED, _SKIPPED, _CANCELLED = (
+    TaskStatus.PASSED, TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.CANCELLED,
+)
+
+# where a task is in its life during a run
+_WAITING, _READY, _RUNNING, _RETRY_WAIT, _DONE = range(5)
+
+# messages to the dispatcher (the thread that called start())
+_MSG_DONE, _MSG_RUNNING, _MSG_INTERRUPT = range(3)
+
+
+class _Lane:
+    """One worker thread's slot; a lane abandoned after a timeout is replaced by a twin."""
+
+    __slots__ = ("name", "thread", "abandoned")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.thread: threading.Thread | None = None
+        self.abandoned = False
+
+
+class _Job:
+    """One attempt of one task, handed to a worker."""
+
+    __slots__ = ("idx", "attempt", "lane", "abandoned")
+
+    def __init__(self, idx: int, attempt: int) -> None:
+        self.idx = idx
+        self.attempt = attempt
+        self.lane: _Lane | None = None
+        self.abandoned = False
+
+
+class Scheduler:
+    """Run callables concurrently on threads while honouring their declared order.
+
+    Args:
+        workers: size of the thread pool (default: ``default_workers``).
+        state: the dict shared with tasks registered ``with_state``; a new one if None.
+        store_results: keep each task's return value in ``state['results'][name]``.
+        clear_results_on_start: empty ``state['results']`` when a run starts.
+        skip_dependents: a failed task's transitive dependents are SKIPPED.
+        setup_logging: configure root logging to stderr (``[thread_N]`` per line).
+        verbose: with ``setup_logging``, log at DEBUG instead of INFO.
+        capture: collect each task's stdout, stderr and log records into its record.
+
+    Raises:
+        ValueError: ``workers`` is less than 1.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        state: dict | None = None,
+        store_results: bool = True,
+        clear_results_on_start: bool = True,
+        skip_dependents: bool = True,
+        setup_logging: bool = False,
+        verbose: bool = False,
+        capture: bool = True,
+    ) -> None:
+        if workers is None:
+            workers = default_workers
+        if isinstance(workers, bool) or not isinstance(workers, int):
+            raise TypeError(f"workers must be an integer, not {workers!r}")
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers!r}")
+        if state is not None and not isinstance(state, dict):
+            raise TypeError(f"state must be a dict, not {type(state).__name__}")
+        self.workers = workers
+        self.state: dict = state if state is not None else {}
+        self.state.setdefault("_state_lock", threading.RLock())
+        self.state_lock = self.state["_state_lock"]
+        self.store_results = store_results
+        self.clear_results_on_start = clear_results_on_start
+        self.skip_dependents = skip_dependents
+        self.capture = capture
+        if store_results:
+            self.state.setdefault("results", {})
+        if setup_logging:
+            configure_logging(verbose=verbose)
+
+        self._specs: list[TaskSpec] = []
+        self._names: dict[str, int] = {}
+        self._graph: Graph | None = None
+        self.events = EventStream()
+        # guards _running_run (the one start() in progress) and _inbox for cancel()
+        self._lock = threading.Lock()
+        self._inbox: queue.SimpleQueue | None = None
+        self._running_run = False
+        self.last_summary: dict | None = None
+        #: the TaskRecord of every task of the last run, in registration order
+        self.last_records: list[TaskRecord] = []
+
+    # ------------------------------------------------------------------ registration
+
+    def register(
+        self,
+        fn: Callable[..., Any],
+        name: str,
+        after: str | Iterable[str] | None = None,
+        with_state: bool = False,
+        *,
+        tags: str | Iterable[str] | None = None,
+        always: bool = False,
+        retries: int = 0,
+        retry_delay: float = 0.0,
+        timeout: float | None = None,
+    ) -> None:
+        """Add a task. Dependencies may name tasks registered later.
+
+        Raises:
+            TypeError: ``fn`` is not callable, or a name is not a string.
+            ValueError: ``name`` is taken (DuplicateTaskError) or an option is out of range.
+        """
+        spec = TaskSpec.build(
+            fn, name, after, with_state, tags=tags, always=always,
+            retries=retries, retry_delay=retry_delay, timeout=timeout,
+        )
+        if spec.name in self._names:
+            raise DuplicateTaskError(spec.name)
+        self._names[spec.name] = len(self._specs)
+        self._specs.append(spec)
+        self._graph = None
+
+    def dregister(self, after=None, with_state: bool = False, **options: Any):
+        """Decorator form of :meth:`register`, under ``fn.__name__``; returns ``fn`` itself."""
+
+        def decorate(fn):
+            self.register(fn, getattr(fn, "__name__", None), after, with_state, **options)
+            return fn
+
+        return decorate
+
+    @property
+    def tasks(self) -> tuple[TaskSpec, ...]:
+        """The registered task specs, in registration order."""
+        return tuple(self._specs)
+
+    @property
+    def graph(self) -> Graph:
+        """The validated dependency graph (raises GraphError if it is not a DAG)."""
+        if self._graph is None:
+            self._graph = Graph((s.name, s.after) for s in self._specs)
+        return self._graph
+
+    # ------------------------------------------------------------------ observation
+
+    def subscribe(self, fn: Callable[[Event], Any], *kinds: EventKind | str) -> Callable[[], None]:
+        """Receive every event (or only ``kinds``) on the thread running ``start()``.
+
+        Returns a function that unsubscribes.
+        """
+        return self.events.subscribe(fn, kinds or None)
+
+    def _callback(self, kind: EventKind, adapt: Callable[[Event], tuple], fn, args, kwargs):
+        if not callable(fn):
+            raise TypeError(f"callback {fn!r} is not callable")
+
+        def call(event: Event) -> None:
+            fn(*adapt(event), *args, **kwargs)
+
+        call.__qualname__ = getattr(fn, "__qualname__", repr(fn))
+        return self.events.subscribe(call, (kind,))
+
+    def on_scheduler_start(self, fn, *args, **kwargs):
+        """Call ``fn(meta, *args, **kwargs)`` when a run starts."""
+        return self._callback(EventKind.RUN_STARTED, lambda e: (dict(e.data),), fn, args, kwargs)
+
+    def on_task_start(self, fn, *args, **kwargs):
+        """Call ``fn(name, *args, **kwargs)`` when a task is handed to a worker."""
+        return self._callback(EventKind.TASK_STARTED, lambda e: (e.name,), fn, args, kwargs)
+
+    def on_task_run(self, fn, *args, **kwargs):
+        """Call ``fn(name, thread_name, *args, **kwargs)`` when a worker begins a task."""
+        return self._callback(EventKind.TASK_RUNNING, lambda e: (e.name, e.thread), fn, args, kwargs)
+
+    def on_task_done(self, fn, *args, **kwargs):
+        """Call ``fn(name, thread_name, status, count, *args, **kwargs)`` when a task is final."""
+        return self._callback(
+            EventKind.TASK_FINISHED,
+            lambda e: (e.name, e.record.thread, e.record.status, e.count),
+            fn, args, kwargs,
+        )
+
+    def on_scheduler_done(self, fn, *args, **kwargs):
+        """Call ``fn(summary, *args, **kwargs)`` when a run ends."""
+        return self._callback(EventKind.RUN_FINISHED, lambda e: (e.data,), fn, args, kwargs)
+
+    # ------------------------------------------------------------------ control
+
+    def cancel(self, force: bool = False) -> bool:
+        """Ask the running ``start()`` to stop, as Ctrl-C does; safe from any thread.
+
+        The first request lets running tasks finish, starts nothing new except
+        ``always`` tasks and cancels the rest; a second (or ``force``) stops
+        waiting at once. Returns False when no run is in progress.
+        """
+        with self._lock:
+            inbox = self._inbox if self._running_run else None
+        if inbox is None:
+            return False
+        inbox.put((_MSG_INTERRUPT, force))
+        return True
+
+    @property
+    def running(self) -> bool:
+        """True while ``start()`` is in progress."""
+        return self._running_run
+
+    def start(self) -> dict:
+        """Run every registered task and return the run summary.
+
+        Raises:
+            GraphError: the graph has an unknown dependency or a cycle (nothing ran).
+            RuntimeError: this scheduler is already running.
+        """
+        graph = self.graph  # validates before anything runs
+        with self._lock:
+            if self._running_run:
+                raise RuntimeError("start: this scheduler is already running")
+            self._running_run = True
+            self._inbox = queue.SimpleQueue()
+        try:
+            run = _Run(self, graph, self._inbox)
+            summary = run.execute()
+        finally:
+            with self._lock:
+                self._running_run = False
+                self._inbox = None
+        self.last_summary = summary
+        return summary
+
+
+class _Run:
+    """The state of one call to ``Scheduler.start()``; lives on the dispatcher thread."""
+
+    def __init__(self, sched: Scheduler, graph: Graph, inbox: queue.SimpleQueue) -> None:
+        self.s = sched
+        self.specs = sched._specs
+        self.graph = graph
+        self.inbox = inbox
+        self.events = sched.events
+        n = len(self.specs)
+        self.n = n
+        self.where = [_WAITING] * n
+        self.deps_left = [len(p) for p in graph._parent_idx]
+        self.children = graph._child_idx
+        # first non-passed dependency seen, and the failure at the root of it
+        self.blame: list[tuple[str, TaskStatus, str] | None] = [None] * n
+        self.records: list[TaskRecord | None] = [None] * n
+        self.attempts = [0] * n
+        self.failed_attempt: dict[int, TaskRecord] = {}
+        self.ready: list[int] = []
+        self.timers: list[tuple[float, int, int, Any]] = []  # (deadline, seq, kind, payload)
+        self.timer_seq = 0
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.lanes: list[_Lane] = []
+        self.free = sched.workers
+        self.unfinished = n
+        self.finished_count = 0
+        self.interrupted = False
+        self.forced = False
+        self.order: dict[TaskStatus, list[str]] = {s: [] for s in TaskStatus}
+        self.finish_order: list[TaskRecord] = []
+        self.results = sched.state.get("results") if sched.store_results else None
+        self.want_running = self.events.wants(EventKind.TASK_RUNNING)
+
+    # -------------------------------------------------------------- worker side
+
+    def _worker(self, lane: _Lane) -> None:
+        get = self.jobs.get
+        put = self.inbox.put
+        specs = self.specs
+        state = self.s.state
+        capture = self.s.capture
+        want_running = self.want_running
+        perf = time.perf_counter
+        wall = time.time
+        name = lane.name
+        while True:
+            job = get()
+            if job is None:
+                return
+            job.lane = lane
+            if job.abandoned:  # timed out before this worker picked it up
+                continue
+            spec = specs[job.idx]
+            if want_running:
+                put((_MSG_RUNNING, job, name))
+            if capture:
+                OutputCapture.begin()
+            started = wall()
+            t0 = perf()
+            try:
+                value = spec.fn(state) if spec.with_state else spec.fn()
+                ok = True
+                error = None
+            except BaseException as exc:  # noqa: B902 - a task may raise anything, even SystemExit
+                ok = False
+                value = None
+                error = (type(exc).__name__, str(exc), traceback.format_exc())
+                del exc
+            duration = perf() - t0
+            output = OutputCapture.end() if capture else ""
+            put((_MSG_DONE, job, ok, value, error, started, duration, output, name))
+            if lane.abandoned:
+                return
+
+    def _start_lane(self, name: str) -> _Lane:
+        lane = _Lane(name)
+        thread = threading.Thread(target=self._worker, args=(lane,), name=name, daemon=True)
+        lane.thread = thread
+        thread.start()
+        return lane
+
+    # -------------------------------------------------------------- dispatcher side
+
+    def execute(self) -> dict:
+        s = self.s
+        state = s.state
+        if s.store_results:
+            with s.state_lock:
+                results = state.setdefault("results", {})
+                if s.clear_results_on_start:
+                    results.clear()
+            self.results = results
+        self.events.reset()
+        self.started_at = time.time()
+        self.t0 = time.perf_counter()
+        run_id = uuid.uuid4().hex
+        self.run_id = run_id
+        meta = {
+            "run_id": run_id,
+            "total_tasks": self.n,
+            "workers": s.workers,
+            "start_time": self.started_at,
+            "tasks": list(self.graph.nodes),
+        }
+        self.events.emit(EventKind.RUN_STARTED, data=meta)
+
+        restore_sigint = self._install_sigint()
+        if s.capture:
+            OutputCapture.install()
+        try:
+            self.lanes = [self._start_lane(f"thread_{i}") for i in range(min(s.workers, max(self.n, 1)))]
+            self.free = len(self.lanes)
+            for i in range(self.n):
+                if not self.deps_left[i]:
+                    self._decide(i)
+            self._loop()
+        finally:
+            for _ in self.lanes:
+                self.jobs.put(None)
+            if s.capture:
+                OutputCapture.uninstall()
+            restore_sigint()
+        if not self.forced:
+            for lane in self.lanes:
+                if not lane.abandoned and lane.thread is not None:
+                    lane.thread.join()
+        summary = self._summary()
+        self.s.last_records = [r for r in self.records if r is not None]
+        self.events.emit(EventKind.RUN_FINISHED, data=summary)
+        return summary
+
+    def _install_sigint(self) -> Callable[[], None]:
+        """Turn SIGINT into an inbox message while we run, when we own the main thread."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        try:
+            previous = signal.getsignal(signal.SIGINT)
+        except (ValueError, OSError):
+            return lambda: None
+        if previous is not signal.default_int_handler:
+            return lambda: None  # someone else handles SIGINT; KeyboardInterrupt is caught below
+        inbox = self.inbox
+
+        def on_sigint(signum, frame):
+            inbox.put((_MSG_INTERRUPT, False))
+
+        signal.signal(signal.SIGINT, on_sigint)
+
+        def restore() -> None:
+            signal.signal(signal.SIGINT, previous)
+
+        return restore
+
+    def _loop(self) -> None:
+        get = self.inbox.get
+        get_nowait = self.inbox.get_nowait
+        handle = self._handle
+        while self.unfinished and not self.forced:
+            try:
+                self._dispatch()
+                if not self.unfinished:
+                    break
+                timers = self.timers
+                if timers:
+                    wait = timers[0][0] - time.monotonic()
+                    if wait <= 0:
+                        self._fire_timers()
+                        continue
+                    try:
+                        msg = get(timeout=wait)
+                    except queue.Empty:
+                        self._fire_timers()
+                        continue
+                else:
+                    msg = get()
+                handle(msg)
+                # drain what else has arrived before dispatching again
+                while self.unfinished and not self.forced:
+                    try:
+                        msg = get_nowait()
+                    except queue.Empty:
+                        break
+                    handle(msg)
+            except KeyboardInterrupt:
+                self._interrupt(force=self.interrupted)
+
+    def _dispatch(self) -> None:
+        ready = self.ready
+        where = self.where
+        while self.free and ready:
+            idx = heapq.heappop(ready)
+            if where[idx] != _READY:
+                continue  # cancelled while queued
+            self._launch(idx)
+
+    def _launch(self, idx: int) -> None:
+        spec = self.specs[idx]
+        self.where[idx] = _RUNNING
+        self.attempts[idx] += 1
+        job = _Job(idx, self.attempts[idx])
+        self.free -= 1
+        if spec.timeout is not None:
+            self._add_timer(time.monotonic() + spec.timeout, 0, job)
+        self.jobs.put(job)
+        events = self.events
+        if events._subs[EventKind.TASK_STARTED]:
+            events.emit(EventKind.TASK_STARTED, name=spec.name, attempt=job.attempt)
+
+    def _add_timer(self, deadline: float, kind: int, payload: Any) -> None:
+        self.timer_seq += 1
+        heapq.heappush(self.timers, (deadline, self.timer_seq, kind, payload))
+
+    def _fire_timers(self) -> None:
+        now = time.monotonic()
+        timers = self.timers
+        while timers and timers[0][0] <= now:
+            _, _, kind, payload = heapq.heappop(timers)
+            if kind == 0:
+                self._timeout(payload)
+            else:  # a retry's delay is over
+                idx = payload
+                if self.where[idx] == _RETRY_WAIT:
+                    self._make_ready(idx)
+
+    def _timeout(self, job: _Job) -> None:
+        idx = job.idx
+        if self.where[idx] != _RUNNING or job.abandoned or self.attempts[idx] != job.attempt:
+            return  # finished in time
+        spec = self.specs[idx]
+        job.abandoned = True
+        lane = job.lane
+        if lane is None:
+            self.free += 1  # nobody picked it up; whoever does will drop it
+            thread_name = None
+        else:
+            # Python cannot kill a thread: abandon this one (daemon) and keep the pool's width
+            lane.abandoned = True
+            thread_name = lane.name
+            if lane.thread is not None:
+                lane.thread.name = f"{lane.name}-abandoned"
+            self.lanes[self.lanes.index(lane)] = self._start_lane(lane.name)
+            self.free += 1
+        message = f"task {spec.name!r} still running after {spec.timeout:g}s"
+        log.warning("%s; abandoning its thread", message)
+        self._attempt_failed(
+            idx, thread_name, ("TimeoutError", message, None), started=None, duration=spec.timeout, output=""
+        )
+
+    def _handle(self, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == _MSG_DONE:
+            _, job, ok, value, error, started, duration, output, thread = msg
+            if job.abandoned:
+                return  # timed out earlier; its outcome is already recorded
+            self.free += 1
+            idx = job.idx
+            if ok:
+                name = self.specs[idx].name
+                results = self.results
+                if results is not None:
+                    with self.s.state_lock:
+                        results[name] = value
+                self._finish(
+                    idx,
+                    TaskRecord(
+                        name, _PASSED, thread, started, started + duration, duration,
+                        job.attempt, output=output, tags=self.specs[idx].tags,
+                    ),
+                )
+            else:
+                self._attempt_failed(idx, thread, error, started, duration, output)
+        elif kind == _MSG_RUNNING:
+            _, job, thread = msg
+            if not job.abandoned:
+                self.events.emit(
+                    EventKind.TASK_RUNNING, name=self.specs[job.idx].name, thread=thread, attempt=job.attempt
+                )
+        else:
+            self._interrupt(force=msg[1] or self.interrupted)
+
+    def _attempt_failed(self, idx, thread, error, started, duration, output) -> None:
+        spec = self.specs[idx]
+        attempt = self.attempts[idx]
+        error_type, message, tb = error
+        if started is None:
+            started = time.time() - duration
+        record = TaskRecord(
+            spec.name, _FAILED, thread, started, started + duration, duration, attempt,
+            error_type, message, tb if tb is not None else f"{error_type}: {message}\n", output,
+            tags=spec.tags,
+        )
+        if attempt <= spec.retries and not self.interrupted:
+            self.where[idx] = _RETRY_WAIT
+            self.failed_attempt[idx] = record
+            self.events.emit(
+                EventKind.TASK_RETRYING, name=spec.name, thread=thread, attempt=attempt,
+                record=record, data={"delay": spec.retry_delay},
+            )
+            if spec.retry_delay > 0:
+                self._add_timer(time.monotonic() + spec.retry_delay, 1, idx)
+            else:
+                self._make_ready(idx)
+            return
+        self._finish(idx, record)
+
+    def _make_ready(self, idx: int) -> None:
+        self.where[idx] = _READY
+        heapq.heappush(self.ready, idx)
+        if self.attempts[idx] == 0:
+            self.events.emit(EventKind.TASK_READY, name=self.specs[idx].name)
+
+    def _decide(self, idx: int) -> None:
+        """Every dependency of ``idx`` is final: run it, skip it or cancel it."""
+        pending = [idx]
+        while pending:
+            i = pending.pop()
+            if self.where[i] != _WAITING:
+                continue
+            spec = self.specs[i]
+            blame = self.blame[i]
+            if spec.always:
+                self._make_ready(i)
+            elif self.interrupted:
+                self._finish(i, self._final(i, _CANCELLED, "cancelled: the run was interrupted"), pending)
+            elif blame is not None and (self.s.skip_dependents or blame[1] is _CANCELLED):
+                dep, status, root = blame
+                if root == dep:
+                    reason = f"dependency {dep!r} {status.value.lower()}"
+                else:
+                    reason = f"dependency {dep!r} skipped: upstream {root!r} failed"
+                status = _CANCELLED if status is _CANCELLED else _SKIPPED
+                self._finish(i, self._final(i, status, reason), pending)
+            else:
+                self._make_ready(i)
+
+    def _final(self, idx: int, status: TaskStatus, reason: str) -> TaskRecord:
+        now = time.time()
+        spec = self.specs[idx]
+        return TaskRecord(spec.name, status, None, None, now, 0.0, self.attempts[idx],
+                          reason=reason, tags=spec.tags)
+
+    def _finish(self, idx: int, record: TaskRecord, pending: list[int] | None = None) -> None:
+        """Record a final state and release the dependents it was holding back."""
+        self.where[idx] = _DONE
+        self.records[idx] = record
+        self.unfinished -= 1
+        self.finished_count += 1
+        status = record.status
+        self.order[status].append(record.name)
+        self.finish_order.append(record)
+        events = self.events
+        if events._subs[EventKind.TASK_FINISHED]:
+            events.emit(EventKind.TASK_FINISHED, name=record.name, record=record, count=self.finished_count)
+        if status is not _PASSED:
+            if status is _SKIPPED and self.blame[idx] is not None:
+                root = self.blame[idx][2]
+            else:
+                root = record.name
+            blame_entry = (record.name, status, root)
+        deps_left = self.deps_left
+        blame = self.blame
+        release = pending if pending is not None else []
+        for c in self.children[idx]:
+            if status is not _PASSED and blame[c] is None:
+                blame[c] = blame_entry
+            deps_left[c] -= 1
+            if not deps_left[c]:
+                release.append(c)
+        if pending is None and release:
+            for c in release:
+                self._decide(c)
+
+    def _interrupt(self, force: bool) -> None:
+        first = not self.interrupted
+        self.interrupted = True
+        if first:
+            log.warning("interrupted: running tasks may finish, teardown tasks still run; "
+                        "interrupt again to stop waiting")
+            self.events.emit(EventKind.RUN_INTERRUPTED, data={"force": False})
+            where = self.where
+            for i, spec in enumerate(self.specs):
+                if spec.always:
+                    continue
+                if where[i] == _RETRY_WAIT:
+                    rec = self.failed_attempt[i]
+                    self._finish(i, dataclasses.replace(rec, reason="retries stopped: the run was interrupted"))
+                elif where[i] in (_WAITING, _READY):
+                    self._finish(i, self._final(i, _CANCELLED, "cancelled: the run was interrupted"))
+            return
+        if force or not first:
+            self.forced = True
+            self.events.emit(EventKind.RUN_INTERRUPTED, data={"force": True})
+            for i in range(self.n):
+                if self.where[i] != _DONE:
+                    reason = ("abandoned: still running when the run was stopped"
+                              if self.where[i] == _RUNNING else "cancelled: the run was stopped")
+                    self._finish(i, self._final(i, _CANCELLED, reason), pending=[])
+
+    # -------------------------------------------------------------- summary
+
+    def _summary(self) -> dict:
+        finished_at = time.time()
+        duration = time.perf_counter() - self.t0
+        records = self.records
+        failures = {}
+        failure_counts: Counter = Counter()
+        tasks = {}
+        for rec in records:
+            if rec is None:  # unreachable unless forced; kept defensive for summaries
+                continue
+            tasks[rec.name] = {
+                "status": rec.status, "thread": rec.thread, "started_at": rec.started_at,
+                "finished_at": rec.finished_at, "duration": rec.duration, "attempts": rec.attempts,
+                "error_type": rec.error_type, "error": rec.error, "traceback": rec.traceback,
+                "output": rec.output, "reason": rec.reason,
+            }
+        for name in self.order[_FAILED]:
+            rec = records[self.s._names[name]]
+            failures[name] = {"error_type": rec.error_type, "error": rec.error}
+            failure_counts[rec.error_type] += 1
+        passed, failed = self.order[_PASSED], self.order[_FAILED]
+        skipped, cancelled = self.order[_SKIPPED], self.order[_CANCELLED]
+        text = f"{len(passed)} passed, {len(failed)} failed, {len(skipped)} skipped"
+        if cancelled:
+            text += f", {len(cancelled)} cancelled"
+        text += f" in {duration:.2f}s"
+        return {
+            "run_id": self.run_id,
+            "ran": [r.name for r in self.finish_order if r.attempts],
+            "passed": list(passed),
+            "failed": list(failed),
+            "skipped": list(skipped),
+            "cancelled": list(cancelled),
+            "failures": failures,
+            "failure_counts": dict(failure_counts),
+            "started_at": self.started_at,
+            "finished_at": finished_at,
+            "duration": duration,
+            "interrupted": self.interrupted,
+            "workers": self.s.workers,
+            "text": text,
+            "tasks": tasks,
+        }

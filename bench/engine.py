@@ -109,7 +109,7 @@ def best_of(fn, repeat):
 
 def main(quick: bool = False):
     rows = []
-    repeat = 1 if quick else 3
+    repeat = 1 if quick else 5
     cases = [
         ("10,000 independent no-ops", independent(10_000), lambda n: noop, 1.5),
         ("chain of 2,000 no-ops", chain(2_000), lambda n: noop, 1.5),

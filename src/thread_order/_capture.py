@@ -62,9 +62,9 @@ class OutputCapture:
     """Routes what each capturing thread prints or logs into its own buffer.
 
     Installed process-wide for the duration of a run (nested runs share one
-    installation through a reference count). ``begin()``/``end()`` bracket one
-    task on the calling thread; they touch only this thread's dict slot, so
-    tasks running at the same moment never see each other's output.
+    installation through a reference count). A worker brackets each task by
+    setting and popping ``buffers[its thread ident]``; it touches only its own
+    slot, so tasks running at the same moment never see each other's output.
     """
 
     # guards _installs, _saved and the sys.stdout/sys.stderr swap
@@ -102,15 +102,6 @@ class OutputCapture:
             if isinstance(sys.stderr, _Router) and sys.stderr._original is err:
                 sys.stderr = err
             logging.getLogger().removeHandler(handler)
-
-    @classmethod
-    def begin(cls) -> None:
-        cls.buffers[_get_ident()] = []
-
-    @classmethod
-    def end(cls) -> str:
-        pieces = cls.buffers.pop(_get_ident(), None)
-        return "".join(pieces) if pieces else ""
 
 
 class ThreadProxyLogger:

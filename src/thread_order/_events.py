@@ -6,8 +6,7 @@ import enum
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from ._model import TaskRecord
 
@@ -32,11 +31,11 @@ class EventKind(str, enum.Enum):
         return self.value
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One thing that happened during a run, in the order it happened.
 
     ``seq`` numbers the events of a run from 1; ``time`` is epoch seconds.
+    Immutable; a named tuple because one is built per event on the hot path.
     """
 
     kind: EventKind

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import logging
 import os
@@ -300,11 +299,14 @@ class _Run:
     # -------------------------------------------------------------- worker side
 
     def _worker(self, lane: _Lane) -> None:
+        # locals: this loop is the per-task hot path of every worker
         get = self.jobs.get
         put = self.inbox.put
         specs = self.specs
         state = self.s.state
         capture = self.s.capture
+        buffers = OutputCapture.buffers  # this thread touches only its own slot
+        ident = threading.get_ident()
         want_running = self.want_running
         perf = time.perf_counter
         wall = time.time
@@ -320,7 +322,7 @@ class _Run:
             if want_running:
                 put((_MSG_RUNNING, job, name))
             if capture:
-                OutputCapture.begin()
+                buffers[ident] = []
             started = wall()
             t0 = perf()
             try:
@@ -333,7 +335,11 @@ class _Run:
                 error = (type(exc).__name__, str(exc), traceback.format_exc())
                 del exc
             duration = perf() - t0
-            output = OutputCapture.end() if capture else ""
+            if capture:
+                pieces = buffers.pop(ident, None)
+                output = "".join(pieces) if pieces else ""
+            else:
+                output = ""
             put((_MSG_DONE, job, ok, value, error, started, duration, output, name))
             if lane.abandoned:
                 return
@@ -649,7 +655,7 @@ class _Run:
                     continue
                 if where[i] == _RETRY_WAIT:
                     rec = self.failed_attempt[i]
-                    self._finish(i, dataclasses.replace(rec, reason="retries stopped: the run was interrupted"))
+                    self._finish(i, rec._replace(reason="retries stopped: the run was interrupted"))
                 elif where[i] in (_WAITING, _READY):
                     self._finish(i, self._final(i, _CANCELLED, "cancelled: the run was interrupted"))
             return

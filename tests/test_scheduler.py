@@ -1,0 +1,810 @@
+"""The Scheduler through its public interface: one or more tests per numbered rule of the spec."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+
+import pytest
+
+from thread_order import (
+    DuplicateTaskError,
+    EventKind,
+    Scheduler,
+    TaskSpec,
+    TaskStatus,
+    UnknownDependencyError,
+    default_workers,
+)
+
+K = EventKind
+WAIT = 10.0  # upper bound for every wait on another thread; tests never take that long when green
+
+PASSED, FAILED, SKIPPED, CANCELLED = (
+    TaskStatus.PASSED, TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.CANCELLED,
+)
+
+
+def wait_for(event: threading.Event, what: str) -> None:
+    assert event.wait(WAIT), f"timed out waiting for {what}"
+
+
+def returns(value):
+    def fn():
+        return value
+    return fn
+
+
+def raises(exc):
+    def fn():
+        raise exc
+    return fn
+
+
+def statuses(summary):
+    return {name: task["status"] for name, task in summary["tasks"].items()}
+
+
+# ------------------------------------------------------------------ construction
+
+
+def test_default_workers_follow_the_io_bound_rule():
+    assert default_workers == min(32, (os.cpu_count() or 1) + 4)
+    assert Scheduler().workers == default_workers
+    assert Scheduler(workers=3).workers == 3
+
+
+def test_workers_below_one_are_rejected():
+    with pytest.raises(ValueError, match=r"^workers must be at least 1, not 0$"):
+        Scheduler(workers=0)
+    with pytest.raises(ValueError, match=r"^workers must be at least 1, not -4$"):
+        Scheduler(workers=-4)
+    with pytest.raises(TypeError, match=r"^workers must be an integer, not 2\.5$"):
+        Scheduler(workers=2.5)
+    with pytest.raises(TypeError, match=r"^workers must be an integer, not True$"):
+        Scheduler(workers=True)
+
+
+def test_state_must_be_a_dict_and_is_shared_as_given():
+    with pytest.raises(TypeError, match=r"^state must be a dict, not list$"):
+        Scheduler(state=[])
+    mine = {"token": "abc"}
+    s = Scheduler(workers=2, state=mine)
+    assert s.state is mine
+    assert set(mine) == {"token", "results", "_state_lock"}
+    lock = mine["_state_lock"]
+    # re-entrant: the same thread may take it twice
+    assert lock.acquire(timeout=1) and lock.acquire(timeout=1)
+    lock.release()
+    lock.release()
+
+
+def test_store_results_false_keeps_no_results():
+    s = Scheduler(workers=1, store_results=False)
+    s.register(returns(1), "a")
+    assert s.start()["passed"] == ["a"]
+    assert "results" not in s.state
+
+
+# ------------------------------------------------------------------ registration
+
+
+def test_register_validates_at_once():
+    s = Scheduler(workers=1)
+    s.register(returns(1), "a")
+    with pytest.raises(DuplicateTaskError, match=r"^task 'a' is already registered$") as info:
+        s.register(returns(2), "a")
+    assert info.value.name == "a" and isinstance(info.value, ValueError)
+    with pytest.raises(TypeError, match=r"^task 'b': 'nope' is not callable$"):
+        s.register("nope", "b")
+    with pytest.raises(TypeError, match=r"^task name must be a non-empty string, not None$"):
+        s.register(returns(1), None)
+    with pytest.raises(ValueError, match=r"^task 'c': retries must be an integer >= 0, not -1$"):
+        s.register(returns(1), "c", retries=-1)
+    assert [t.name for t in s.tasks] == ["a"]
+
+
+def test_unknown_dependency_is_reported_by_start_before_anything_runs():
+    ran = []
+    s = Scheduler(workers=2)
+    s.register(lambda: ran.append("a"), "a")
+    s.register(lambda: ran.append("b"), "b", after=["a", "x"])
+    with pytest.raises(UnknownDependencyError, match=r"^task 'b' depends on unknown task 'x'$"):
+        s.start()
+    assert ran == []
+    assert not s.running
+
+
+def test_register_keeps_options_in_task_specs():
+    s = Scheduler(workers=1)
+
+    def teardown(state):
+        return None
+
+    s.register(teardown, "teardown", after="create", with_state=True, tags="api,slow",
+               always=True, retries=2, retry_delay=0.5, timeout=3)
+    s.register(returns(1), "create")
+    (spec, create) = s.tasks
+    assert spec == TaskSpec("teardown", teardown, ("create",), True, ("api", "slow"), True, 2, 0.5, 3.0)
+    assert create.after == () and not create.always and create.with_state is False
+
+
+def test_dregister_registers_under_the_function_name_and_returns_a_callable():
+    s = Scheduler(workers=2)
+
+    @s.dregister()
+    def create():
+        return "created"
+
+    @s.dregister(after=["create"], with_state=True, always=True, tags=["cleanup"])
+    def teardown(state):
+        return ("deleted", state["results"]["create"])
+
+    assert create() == "created"
+    assert teardown({"results": {"create": "x"}}) == ("deleted", "x")
+    assert [t.name for t in s.tasks] == ["create", "teardown"]
+    assert s.tasks[1].always and s.tasks[1].with_state and s.tasks[1].tags == ("cleanup",)
+    summary = s.start()
+    assert summary["passed"] == ["create", "teardown"]
+    assert s.state["results"]["teardown"] == ("deleted", "created")
+
+    with pytest.raises(DuplicateTaskError, match=r"^task 'create' is already registered$"):
+        @s.dregister()
+        def create():  # noqa: F811 - the duplicate is the point
+            return None
+
+
+def test_with_state_tasks_get_the_shared_dict():
+    state = {"base": 40}
+    s = Scheduler(workers=2, state=state)
+
+    def create(st):
+        with st["_state_lock"]:
+            st["created"] = st["base"] + 1
+        return "id-1"
+
+    def verify(st):
+        return (st["created"] + 1, st["results"]["create"])
+
+    s.register(create, "create", with_state=True)
+    s.register(verify, "verify", after=["create"], with_state=True)
+    s.register(returns("plain"), "plain")
+    s.start()
+    assert state["created"] == 41
+    assert state["results"] == {"create": "id-1", "verify": (42, "id-1"), "plain": "plain"}
+
+
+# ------------------------------------------------------------------ rule 1: always waits for final deps
+
+
+def test_always_task_waits_until_every_dependency_is_final():
+    """A teardown must not start while an upstream task is still running, even if another failed."""
+    b_failed = threading.Event()
+    log: list[str] = []
+    s = Scheduler(workers=4)
+
+    def slow():
+        wait_for(b_failed, "the failing sibling to be final")
+        log.append("slow done")
+
+    def teardown():
+        log.append("teardown")
+
+    s.register(returns("x"), "create")
+    s.register(slow, "slow", after=["create"])
+    s.register(raises(ValueError("boom")), "fast", after=["create"])
+    s.register(teardown, "teardown", after=["slow", "fast"], always=True)
+    s.subscribe(lambda e: e.name == "fast" and b_failed.set(), K.TASK_FINISHED)
+    summary = s.start()
+    assert log == ["slow done", "teardown"]
+    assert statuses(summary) == {"create": PASSED, "slow": PASSED, "fast": FAILED, "teardown": PASSED}
+
+
+def test_always_task_runs_after_skipped_and_failed_dependencies_and_unblocks_others():
+    s = Scheduler(workers=3)
+    s.register(raises(RuntimeError("no")), "create")
+    s.register(returns(1), "update", after=["create"])
+    s.register(returns(2), "teardown", after=["update"], always=True)
+    s.register(returns(3), "report", after=["teardown"])
+    s.register(returns(4), "report_update", after=["teardown", "update"])
+    summary = s.start()
+    assert statuses(summary) == {
+        "create": FAILED, "update": SKIPPED, "teardown": PASSED,
+        "report": PASSED, "report_update": SKIPPED,
+    }
+    assert summary["tasks"]["report_update"]["reason"] == "dependency 'update' skipped: upstream 'create' failed"
+
+
+# ------------------------------------------------------------------ rule 2: skipping
+
+
+def test_failure_skips_transitive_dependents_with_reasons_and_independent_work_continues():
+    executed = []
+    lock = threading.Lock()
+
+    def task(name, fail=False):
+        def fn():
+            with lock:
+                executed.append(name)
+            if fail:
+                raise ValueError(f"{name} is broken")
+            return name
+        return fn
+
+    s = Scheduler(workers=3)
+    s.register(task("a", fail=True), "a")
+    s.register(task("b"), "b", after=["a"])
+    s.register(task("c"), "c", after=["b"])
+    s.register(task("d"), "d", after=["c", "x"])
+    s.register(task("x"), "x")
+    s.register(task("y"), "y", after=["x"])
+    summary = s.start()
+    assert sorted(executed) == ["a", "x", "y"]
+    assert statuses(summary) == {
+        "a": FAILED, "b": SKIPPED, "c": SKIPPED, "d": SKIPPED, "x": PASSED, "y": PASSED,
+    }
+    reasons = {n: t["reason"] for n, t in summary["tasks"].items()}
+    assert reasons["b"] == "dependency 'a' failed"
+    assert reasons["c"] == "dependency 'b' skipped: upstream 'a' failed"
+    assert reasons["d"] == "dependency 'c' skipped: upstream 'a' failed"
+    assert reasons["a"] is None and reasons["x"] is None
+    for name in "bcd":
+        task_ = summary["tasks"][name]
+        assert task_["thread"] is None and task_["attempts"] == 0 and task_["started_at"] is None
+    assert summary["failures"] == {"a": {"error_type": "ValueError", "error": "a is broken"}}
+
+
+def test_skip_dependents_false_runs_them_anyway():
+    s = Scheduler(workers=2, skip_dependents=False)
+    s.register(raises(ValueError("no")), "a")
+    s.register(returns("b"), "b", after=["a"])
+    s.register(returns("c"), "c", after=["b"])
+    summary = s.start()
+    assert statuses(summary) == {"a": FAILED, "b": PASSED, "c": PASSED}
+    assert s.state["results"] == {"b": "b", "c": "c"}
+
+
+# ------------------------------------------------------------------ rule 3: any registration order
+
+
+def test_dependencies_may_be_registered_in_any_order():
+    order = []
+    s = Scheduler(workers=1)
+    s.register(lambda: order.append("verify"), "verify", after=["update"])
+    s.register(lambda: order.append("update"), "update", after=["create"])
+    s.register(lambda: order.append("create"), "create")
+    summary = s.start()
+    assert order == ["create", "update", "verify"]
+    assert summary["passed"] == ["create", "update", "verify"]
+
+
+# ------------------------------------------------------------------ rule 4: deterministic dispatch
+
+
+def test_workers_1_runs_ready_tasks_in_registration_order_every_time():
+    s = Scheduler(workers=1)
+    executed: list[str] = []
+    s.register(lambda: executed.append("b"), "b", after=["a"])
+    s.register(lambda: executed.append("a"), "a")
+    s.register(lambda: executed.append("c"), "c")
+    s.register(lambda: executed.append("d"), "d", after=["c"])
+    s.register(lambda: executed.append("e"), "e")
+    runs = []
+    for _ in range(5):
+        executed.clear()
+        summary = s.start()
+        runs.append((list(executed), summary["ran"]))
+    # ready at start: a, c, e; a releases b, which was registered first of all
+    assert runs == [(["a", "b", "c", "d", "e"], ["a", "b", "c", "d", "e"])] * 5
+
+
+def test_ready_tasks_are_handed_out_in_registration_order():
+    s = Scheduler(workers=2)
+    started: list[str] = []
+    s.subscribe(lambda e: started.append(e.name), K.TASK_STARTED)
+    for name in ["t4", "t1", "t3", "t0", "t2"]:
+        s.register(returns(name), name)
+    s.start()
+    assert started[:2] == ["t4", "t1"]
+    assert sorted(started) == ["t0", "t1", "t2", "t3", "t4"]
+
+
+# ------------------------------------------------------------------ rule 5: anything a task raises
+
+
+class CustomBase(BaseException):
+    pass
+
+
+def exit_three():
+    raise SystemExit(3)
+
+
+def ctrl_c_inside():
+    raise KeyboardInterrupt("pressed inside the task")
+
+
+def custom_base():
+    raise CustomBase("odd")
+
+
+def test_base_exceptions_in_tasks_are_failures_not_crashes():
+    s = Scheduler(workers=3)
+    s.register(exit_three, "exits")
+    s.register(ctrl_c_inside, "ctrl_c")
+    s.register(custom_base, "custom")
+    s.register(returns(1), "after_exit", after=["exits"])
+    s.register(returns(2), "after_ctrl_c", after=["ctrl_c"])
+    s.register(returns(3), "independent")
+    summary = s.start()
+    assert statuses(summary) == {
+        "exits": FAILED, "ctrl_c": FAILED, "custom": FAILED,
+        "after_exit": SKIPPED, "after_ctrl_c": SKIPPED, "independent": PASSED,
+    }
+    assert summary["interrupted"] is False
+    assert summary["cancelled"] == []
+    tasks = summary["tasks"]
+    assert (tasks["exits"]["error_type"], tasks["exits"]["error"]) == ("SystemExit", "3")
+    assert (tasks["ctrl_c"]["error_type"], tasks["ctrl_c"]["error"]) == (
+        "KeyboardInterrupt", "pressed inside the task")
+    assert (tasks["custom"]["error_type"], tasks["custom"]["error"]) == ("CustomBase", "odd")
+    tb = tasks["exits"]["traceback"]
+    assert tb.startswith("Traceback (most recent call last):")
+    assert "in exit_three" in tb and "raise SystemExit(3)" in tb and tb.rstrip().endswith("SystemExit: 3")
+    assert summary["failure_counts"] == {"SystemExit": 1, "KeyboardInterrupt": 1, "CustomBase": 1}
+
+
+def test_scheduler_is_usable_after_tasks_raised_base_exceptions():
+    s = Scheduler(workers=1)
+    s.register(exit_three, "exits")
+    s.register(returns("fine"), "fine")
+    s.start()
+    summary = s.start()
+    assert statuses(summary) == {"exits": FAILED, "fine": PASSED}
+
+
+# ------------------------------------------------------------------ rule 6: retries
+
+
+def test_retries_rerun_a_failing_task_and_report_attempts():
+    calls = {"flaky": 0, "hopeless": 0}
+
+    def flaky():
+        calls["flaky"] += 1
+        if calls["flaky"] < 3:
+            raise ConnectionError(f"attempt {calls['flaky']} refused")
+        return "finally"
+
+    def hopeless():
+        calls["hopeless"] += 1
+        raise ConnectionError("never")
+
+    s = Scheduler(workers=2)
+    s.register(flaky, "flaky", retries=2)
+    s.register(hopeless, "hopeless", retries=1)
+    s.register(returns("dep"), "dep", after=["hopeless"])
+    events = []
+    s.subscribe(events.append, K.TASK_READY, K.TASK_STARTED, K.TASK_RETRYING, K.TASK_FINISHED)
+    summary = s.start()
+
+    assert calls == {"flaky": 3, "hopeless": 2}
+    tasks = summary["tasks"]
+    assert (tasks["flaky"]["status"], tasks["flaky"]["attempts"]) == (PASSED, 3)
+    assert (tasks["hopeless"]["status"], tasks["hopeless"]["attempts"]) == (FAILED, 2)
+    assert tasks["hopeless"]["error"] == "never"
+    assert tasks["dep"]["status"] == SKIPPED
+    assert s.state["results"]["flaky"] == "finally"
+
+    flaky_events = [(e.kind, e.attempt) for e in events if e.name == "flaky"]
+    assert flaky_events == [
+        (K.TASK_READY, 0), (K.TASK_STARTED, 1), (K.TASK_RETRYING, 1),
+        (K.TASK_STARTED, 2), (K.TASK_RETRYING, 2), (K.TASK_STARTED, 3), (K.TASK_FINISHED, 0),
+    ]
+    retrying = [e for e in events if e.kind is K.TASK_RETRYING and e.name == "flaky"]
+    assert [e.record.error for e in retrying] == ["attempt 1 refused", "attempt 2 refused"]
+    assert all(e.record.status is FAILED and e.data == {"delay": 0.0} for e in retrying)
+
+
+def test_waiting_retry_does_not_hold_the_only_worker():
+    delay = 0.4
+    seq: list[tuple[str, float]] = []
+    attempts = {"n": 0}
+
+    def flaky():
+        attempts["n"] += 1
+        seq.append((f"flaky{attempts['n']}", time.monotonic()))
+        if attempts["n"] == 1:
+            raise TimeoutError("gateway timeout")
+
+    def other():
+        seq.append(("other", time.monotonic()))
+
+    s = Scheduler(workers=1)
+    s.register(flaky, "flaky", retries=1, retry_delay=delay)
+    s.register(other, "other")
+    retry_events = []
+    s.subscribe(retry_events.append, K.TASK_RETRYING)
+    summary = s.start()
+    assert [name for name, _ in seq] == ["flaky1", "other", "flaky2"]
+    assert seq[2][1] - seq[0][1] >= delay
+    assert statuses(summary) == {"flaky": PASSED, "other": PASSED}
+    assert summary["tasks"]["flaky"]["attempts"] == 2
+    assert retry_events[0].data == {"delay": delay}
+
+
+# ------------------------------------------------------------------ rule 7: timeouts
+
+
+def test_timeout_fails_the_task_skips_dependents_and_keeps_the_pool_width():
+    release = threading.Event()
+    stuck_thread: list[threading.Thread] = []
+
+    def stuck():
+        stuck_thread.append(threading.current_thread())
+        release.wait(WAIT)
+        return "too late"
+
+    s = Scheduler(workers=1)
+    s.register(stuck, "stuck", timeout=0.2)
+    s.register(returns("never"), "dep", after=["stuck"])
+    s.register(returns("later"), "later")
+    s.register(returns("cleanup"), "teardown", after=["stuck"], always=True)
+    try:
+        summary = s.start()
+        assert not release.is_set()
+        assert stuck_thread[0].is_alive()  # abandoned, not joined
+        tasks = summary["tasks"]
+        assert statuses(summary) == {"stuck": FAILED, "dep": SKIPPED, "later": PASSED, "teardown": PASSED}
+        assert tasks["stuck"]["error_type"] == "TimeoutError"
+        assert tasks["stuck"]["error"] == "task 'stuck' still running after 0.2s"
+        assert tasks["stuck"]["thread"] == "thread_0" and tasks["stuck"]["attempts"] == 1
+        assert tasks["stuck"]["duration"] == pytest.approx(0.2)
+        assert tasks["dep"]["reason"] == "dependency 'stuck' failed"
+        # the lane came back under its own name on a fresh thread
+        assert tasks["later"]["thread"] == "thread_0"
+        assert tasks["teardown"]["thread"] == "thread_0"
+        assert summary["failure_counts"] == {"TimeoutError": 1}
+    finally:
+        release.set()
+        for t in stuck_thread:
+            t.join(WAIT)
+    # the late return of the abandoned attempt changes nothing
+    assert "stuck" not in s.state["results"]
+    assert s.last_records[0].status is FAILED
+
+
+def test_timed_out_attempt_is_retried():
+    release = threading.Event()
+    attempts = {"n": 0}
+
+    def slow_then_fast():
+        attempts["n"] += 1
+        if attempts["n"] == 1:
+            release.wait(WAIT)
+            return "first"
+        return "second"
+
+    s = Scheduler(workers=1)
+    s.register(slow_then_fast, "t", timeout=0.2, retries=1)
+    try:
+        summary = s.start()
+        assert summary["tasks"]["t"]["status"] == PASSED
+        assert summary["tasks"]["t"]["attempts"] == 2
+        assert s.state["results"]["t"] == "second"
+    finally:
+        release.set()
+
+
+def test_task_finishing_in_time_is_not_timed_out():
+    s = Scheduler(workers=2)
+    s.register(returns(1), "quick", timeout=5)
+    summary = s.start()
+    assert summary["passed"] == ["quick"]
+
+
+# ------------------------------------------------------------------ rules 10 and 13: callbacks
+
+
+def test_callbacks_get_standard_args_then_extra_args_on_the_start_thread():
+    calls = []
+    me = threading.get_ident()
+
+    def cb(kind):
+        def fn(*args, **kwargs):
+            calls.append((kind, args, kwargs, threading.get_ident(), threading.current_thread().name))
+        return fn
+
+    s = Scheduler(workers=2)
+    s.register(returns(1), "a")
+    s.register(raises(ValueError("x")), "b", after=["a"])
+    s.register(returns(3), "c", after=["b"])
+    s.on_scheduler_start(cb("start"), "extra", flag=1)
+    s.on_task_start(cb("task_start"), "extra")
+    s.on_task_run(cb("task_run"), "extra")
+    s.on_task_done(cb("task_done"), "extra", flag=2)
+    s.on_scheduler_done(cb("done"), flag=3)
+    summary = s.start()
+
+    assert {ident for *_, ident, _ in calls} == {me}
+    assert not any(name.startswith("thread_") for *_, name in calls)
+    by_kind = {}
+    for kind, args, kwargs, _, _ in calls:
+        by_kind.setdefault(kind, []).append((args, kwargs))
+
+    ((meta_args, meta_kwargs),) = by_kind["start"]
+    assert meta_args[1:] == ("extra",) and meta_kwargs == {"flag": 1}
+    assert meta_args[0]["tasks"] == ["a", "b", "c"] and meta_args[0]["workers"] == 2
+    assert by_kind["task_start"] == [(("a", "extra"), {}), (("b", "extra"), {})]
+    assert [(a[0], a[2]) for a, _ in by_kind["task_run"]] == [("a", "extra"), ("b", "extra")]
+    assert all(a[1] in ("thread_0", "thread_1") for a, _ in by_kind["task_run"])
+    assert [(a[0], a[2], a[3], a[4], k) for a, k in by_kind["task_done"]] == [
+        ("a", PASSED, 1, "extra", {"flag": 2}),
+        ("b", FAILED, 2, "extra", {"flag": 2}),
+        ("c", SKIPPED, 3, "extra", {"flag": 2}),
+    ]
+    assert by_kind["task_done"][2][0][1] is None  # a skipped task ran on no thread
+    assert by_kind["done"] == [((summary,), {"flag": 3})]
+    assert [kind for kind, *_ in calls][0] == "start" and [kind for kind, *_ in calls][-1] == "done"
+
+
+def test_callbacks_and_subscribers_share_one_ordered_stream():
+    seen = []
+    s = Scheduler(workers=2)
+    s.register(returns(1), "a")
+    s.register(returns(2), "b", after=["a"])
+    s.subscribe(lambda e: seen.append(("event", e.kind.value, e.name)))
+    s.on_task_done(lambda name, thread, status, count: seen.append(("done", name)))
+    s.on_task_start(lambda name: seen.append(("start", name)))
+    s.start()
+    # each callback fires right after the event it is built on, in stream order
+    for i, item in enumerate(seen):
+        if item[0] == "done":
+            assert seen[i - 1] == ("event", "task_finished", item[1])
+        if item[0] == "start":
+            assert seen[i - 1] == ("event", "task_started", item[1])
+    assert [x[1] for x in seen if x[0] == "done"] == ["a", "b"]
+
+
+def test_raising_callback_is_logged_and_the_run_goes_on(caplog):
+    done = []
+    s = Scheduler(workers=2)
+    s.register(returns(1), "a")
+    s.register(returns(2), "b", after=["a"])
+
+    def broken(name):
+        raise RuntimeError(f"callback broke on {name}")
+
+    s.on_task_start(broken)
+    s.on_task_done(lambda name, *rest: done.append(name))
+    with caplog.at_level(logging.ERROR, logger="thread_order"):
+        summary = s.start()
+    assert summary["passed"] == ["a", "b"] and done == ["a", "b"]
+    assert "callback broke on a" in caplog.text and "callback broke on b" in caplog.text
+
+
+def test_callback_registration_rejects_non_callables_and_can_be_undone():
+    s = Scheduler(workers=1)
+    s.register(returns(1), "a")
+    with pytest.raises(TypeError, match=r"^callback 5 is not callable$"):
+        s.on_task_done(5)
+    calls = []
+    undo = s.on_task_done(lambda *args: calls.append(args))
+    s.start()
+    undo()
+    s.start()
+    assert len(calls) == 1
+
+
+# ------------------------------------------------------------------ rule 11: lanes
+
+
+def test_worker_threads_are_named_lanes():
+    barrier = threading.Barrier(3, timeout=WAIT)
+    names = []
+    lock = threading.Lock()
+
+    def meet():
+        barrier.wait()
+        with lock:
+            names.append(threading.current_thread().name)
+
+    s = Scheduler(workers=3)
+    for i in range(6):
+        s.register(meet if i < 3 else returns(i), f"t{i}")
+    summary = s.start()
+    assert sorted(names) == ["thread_0", "thread_1", "thread_2"]
+    threads = {t["thread"] for t in summary["tasks"].values()}
+    assert threads <= {"thread_0", "thread_1", "thread_2"}
+    assert {summary["tasks"][f"t{i}"]["thread"] for i in range(3)} == {"thread_0", "thread_1", "thread_2"}
+
+
+def test_a_run_uses_no_more_lanes_than_tasks():
+    barrier = threading.Barrier(2, timeout=WAIT)
+    s = Scheduler(workers=8)
+    s.register(barrier.wait, "a")
+    s.register(barrier.wait, "b")
+    running = []
+    s.subscribe(lambda e: running.append(e.thread), K.TASK_RUNNING)
+    s.start()
+    assert sorted(running) == ["thread_0", "thread_1"]
+
+
+# ------------------------------------------------------------------ rule 12: results and restarts
+
+
+class OwnerLock:
+    """A re-entrant lock that knows which thread holds it."""
+
+    def __init__(self):
+        self._lock = threading.RLock()
+        self.owner = None
+        self.depth = 0
+
+    def acquire(self, blocking=True, timeout=-1):
+        ok = self._lock.acquire(blocking, timeout)
+        if ok:
+            self.owner = threading.get_ident()
+            self.depth += 1
+        return ok
+
+    def release(self):
+        self.depth -= 1
+        if not self.depth:
+            self.owner = None
+        self._lock.release()
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def held_here(self):
+        return self.owner == threading.get_ident()
+
+
+class GuardedResults(dict):
+    """Records, for each write, whether the state lock was held by the writing thread."""
+
+    def __init__(self, lock):
+        super().__init__()
+        self.lock = lock
+        self.writes = []
+
+    def __setitem__(self, key, value):
+        self.writes.append((key, self.lock.held_here()))
+        super().__setitem__(key, value)
+
+    def clear(self):
+        self.writes.append(("<clear>", self.lock.held_here()))
+        super().clear()
+
+
+def test_results_are_written_under_the_state_lock():
+    lock = OwnerLock()
+    results = GuardedResults(lock)
+    s = Scheduler(workers=4, state={"_state_lock": lock, "results": results})
+    for i in range(8):
+        s.register(returns(i * i), f"t{i}", after=[f"t{i - 1}"] if i % 2 else None)
+    s.start()
+    assert dict(results) == {f"t{i}": i * i for i in range(8)}
+    assert s.state["results"] is results and s.state["_state_lock"] is lock
+    assert len(results.writes) == 9 and all(held for _, held in results.writes), results.writes
+
+
+def test_start_may_be_called_again():
+    calls = []
+    s = Scheduler(workers=2)
+    s.register(lambda: calls.append("a") or len(calls), "a")
+    first = s.start()
+    s.state["results"]["stale"] = True
+    second = s.start()
+    assert first["run_id"] != second["run_id"]
+    assert first["passed"] == second["passed"] == ["a"]
+    assert calls == ["a", "a"]
+    assert s.state["results"] == {"a": 2}  # cleared on start
+    assert [r.name for r in s.last_records] == ["a"]
+    assert s.last_summary is second
+
+
+def test_clear_results_on_start_false_keeps_earlier_results():
+    s = Scheduler(workers=1, clear_results_on_start=False)
+    s.register(returns("v"), "a")
+    s.state["results"]["kept"] = 1
+    s.start()
+    assert s.state["results"] == {"kept": 1, "a": "v"}
+
+
+def test_start_while_running_is_refused():
+    s = Scheduler(workers=2)
+
+    def nested():
+        s.start()
+
+    s.register(nested, "nested")
+    summary = s.start()
+    task = summary["tasks"]["nested"]
+    assert task["status"] == FAILED
+    assert (task["error_type"], task["error"]) == ("RuntimeError", "start: this scheduler is already running")
+    assert not s.running
+
+
+def test_running_flag_and_cancel_outside_a_run():
+    seen = []
+    s = Scheduler(workers=1)
+    s.register(lambda: seen.append(s.running), "a")
+    assert s.running is False
+    assert s.cancel() is False
+    s.start()
+    assert seen == [True]
+    assert s.running is False and s.cancel() is False
+
+
+# ------------------------------------------------------------------ summary
+
+
+SUMMARY_KEYS = {
+    "run_id", "ran", "passed", "failed", "skipped", "cancelled", "failures", "failure_counts",
+    "started_at", "finished_at", "duration", "interrupted", "workers", "text", "tasks",
+}
+TASK_KEYS = {
+    "status", "thread", "started_at", "finished_at", "duration", "attempts",
+    "error_type", "error", "traceback", "output", "reason",
+}
+
+
+def test_summary_keys_and_values():
+    s = Scheduler(workers=2)
+    s.register(lambda: time.sleep(0.02), "slow")
+    s.register(raises(ValueError("bad value")), "bad")
+    s.register(raises(ValueError("worse value")), "worse")
+    s.register(raises(KeyError("k")), "key")
+    s.register(returns(1), "after_bad", after=["bad"])
+    before = time.time()
+    summary = s.start()
+    after = time.time()
+
+    assert set(summary) == SUMMARY_KEYS
+    assert all(set(t) == TASK_KEYS for t in summary["tasks"].values())
+    assert list(summary["tasks"]) == ["slow", "bad", "worse", "key", "after_bad"]
+    assert summary["passed"] == ["slow"]
+    assert sorted(summary["failed"]) == ["bad", "key", "worse"]
+    assert summary["skipped"] == ["after_bad"] and summary["cancelled"] == []
+    assert sorted(summary["ran"]) == ["bad", "key", "slow", "worse"]
+    assert summary["failures"] == {
+        "bad": {"error_type": "ValueError", "error": "bad value"},
+        "worse": {"error_type": "ValueError", "error": "worse value"},
+        "key": {"error_type": "KeyError", "error": "'k'"},
+    }
+    assert summary["failure_counts"] == {"ValueError": 2, "KeyError": 1}
+    assert before <= summary["started_at"] <= summary["finished_at"] <= after
+    assert 0.02 <= summary["duration"] <= after - before
+    assert summary["interrupted"] is False and summary["workers"] == 2
+    assert re.fullmatch(r"1 passed, 3 failed, 1 skipped in \d+\.\d\ds", summary["text"]), summary["text"]
+    assert summary["text"].endswith(f" in {summary['duration']:.2f}s")
+
+    slow = summary["tasks"]["slow"]
+    assert slow["status"] == "PASSED" and slow["thread"] in ("thread_0", "thread_1")
+    assert slow["duration"] >= 0.02 and slow["attempts"] == 1
+    assert slow["finished_at"] - slow["started_at"] == pytest.approx(slow["duration"], abs=1e-6)
+    assert slow["error_type"] is slow["error"] is slow["traceback"] is slow["reason"] is None
+    assert slow["output"] == ""
+    assert "ValueError: bad value" in summary["tasks"]["bad"]["traceback"]
+
+
+def test_summary_of_an_empty_run():
+    summary = Scheduler(workers=3).start()
+    assert summary["tasks"] == {} and summary["ran"] == [] and summary["passed"] == []
+    assert re.fullmatch(r"0 passed, 0 failed, 0 skipped in \d+\.\d\ds", summary["text"])
+
+
+def test_last_records_are_task_records_in_registration_order():
+    s = Scheduler(workers=2)
+    s.register(returns(1), "b", after=["a"], tags="x")
+    s.register(raises(OSError("disk")), "a")
+    s.start()
+    b, a = s.last_records
+    assert (a.name, a.status, a.error_type, a.attempts) == ("a", FAILED, "OSError", 1)
+    assert (b.name, b.status, b.tags, b.reason) == ("b", SKIPPED, ("x",), "dependency 'a' failed")

@@ -1,0 +1,805 @@
+// thread-order web UI: plain JavaScript, no build step. Talks to the JSON API of the server
+// that served it; live runs arrive as server-sent events (a snapshot, then coalesced batches).
+"use strict";
+
+const TOKEN = document.querySelector('meta[name="tdrun-token"]').content;
+const PAGE_SIZE = 100;
+const FINAL = ["PASSED", "FAILED", "SKIPPED", "CANCELLED"];
+
+// ------------------------------------------------------------------------------------ helpers
+
+const $ = (id) => document.getElementById(id);
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k === "text") el.textContent = v;
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+function fmtDur(s) {
+  if (s === null || s === undefined || Number.isNaN(s)) return "";
+  if (s < 1) return `${Math.round(s * 1000)} ms`;
+  if (s < 60) return `${s.toFixed(2)} s`;
+  const m = Math.floor(s / 60);
+  const rest = Math.floor(s - m * 60);
+  if (m < 60) return `${m}m ${String(rest).padStart(2, "0")}s`;
+  return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
+}
+
+function fmtClock(epoch) {
+  if (!epoch) return "";
+  const d = new Date(epoch * 1000);
+  const p = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
+
+function pill(status, cls) {
+  return h("span", { class: `pill ${cls || "s-" + status}` }, String(status).toLowerCase());
+}
+
+class ApiError extends Error {
+  constructor(message, status, data) {
+    super(message);
+    this.status = status;
+    this.data = data;
+  }
+}
+
+async function api(method, path, body) {
+  const opts = { method, headers: { "X-Tdrun-Token": TOKEN } };
+  if (body !== undefined) {
+    opts.headers["Content-Type"] = "application/json";
+    opts.body = JSON.stringify(body);
+  }
+  let res;
+  try {
+    res = await fetch(path, opts);
+  } catch (e) {
+    throw new ApiError("cannot reach the server: is tdrun ui still running?", 0, null);
+  }
+  const type = res.headers.get("content-type") || "";
+  const data = type.includes("application/json") ? await res.json() : { error: await res.text() };
+  if (!res.ok) throw new ApiError((data && data.error) || `HTTP ${res.status}`, res.status, data);
+  return data;
+}
+
+let toastTimer = null;
+function toast(message, bad) {
+  const el = $("toast");
+  el.textContent = message;
+  el.classList.toggle("bad", !!bad);
+  el.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { el.hidden = true; }, bad ? 6000 : 3000);
+}
+
+function showError(el, message, trace) {
+  el.replaceChildren(h("p", { class: "error-message", text: message }));
+  if (trace) el.append(h("pre", { class: "trace", text: trace }));
+  el.hidden = false;
+}
+
+// A table that shows one page of rows at a time: big runs stay responsive.
+class PagedTable {
+  constructor(el, columns, opts) {
+    this.el = el;
+    this.columns = columns;
+    this.opts = opts || {};
+    this.rows = [];
+    this.page = 0;
+  }
+  setRows(rows, keepPage) {
+    this.rows = rows;
+    if (!keepPage) this.page = 0;
+    this.page = Math.min(this.page, Math.max(0, Math.ceil(rows.length / PAGE_SIZE) - 1));
+    this.render();
+  }
+  render() {
+    const start = this.page * PAGE_SIZE;
+    const slice = this.rows.slice(start, start + PAGE_SIZE);
+    const head = h("tr", {}, this.columns.map((c) => h("th", { class: c.cls || null }, c.title)));
+    const body = slice.map((row) => {
+      const tr = h("tr", { class: this.opts.rowClass ? this.opts.rowClass(row) : null },
+        this.columns.map((c) => h("td", { class: c.cls || null }, c.render(row))));
+      if (this.opts.onClick) {
+        tr.classList.add("clickable");
+        tr.addEventListener("click", (e) => { if (!e.target.closest("input,a,button")) this.opts.onClick(row); });
+      }
+      return tr;
+    });
+    const table = h("table", { class: "table" }, h("thead", {}, head), h("tbody", {}, body));
+    if (!this.rows.length) {
+      this.el.replaceChildren(table, h("p", { class: "muted", text: this.opts.empty || "nothing to show" }));
+      return;
+    }
+    const pages = Math.ceil(this.rows.length / PAGE_SIZE);
+    const pager = h("div", { class: "pager" },
+      h("span", {}, `${start + 1}–${start + slice.length} of ${this.rows.length.toLocaleString()}`),
+      pages > 1 ? h("span", {},
+        h("button", { type: "button", disabled: this.page === 0, onclick: () => { this.page--; this.render(); } }, "‹ Prev"),
+        ` page ${this.page + 1} / ${pages} `,
+        h("button", { type: "button", disabled: this.page >= pages - 1, onclick: () => { this.page++; this.render(); } }, "Next ›"),
+      ) : null);
+    this.el.replaceChildren(table, pager);
+  }
+}
+
+function insertSvg(container, payload, noteEl) {
+  if (!payload || !payload.svg) {
+    container.replaceChildren(h("div", { class: "note", text: (payload && payload.reason) || "no graph" }));
+    return new Map();
+  }
+  container.innerHTML = payload.svg;  // drawn by our own server from escaped names
+  const nodes = new Map();
+  for (const g of container.querySelectorAll("g.node[data-task]")) nodes.set(g.dataset.task, g);
+  if (noteEl) noteEl.textContent = `${nodes.size.toLocaleString()} tasks`;
+  return nodes;
+}
+
+// ------------------------------------------------------------------------------------ app state
+
+const app = {
+  module: null,        // GET /api/module
+  stateRows: [],       // the editor's rows: {key, text, source, orig}
+  stateDirty: false,
+  live: null,          // the live run model
+  source: null,        // EventSource of the live run
+  runGraphFor: null,   // live id whose graph is drawn
+  runGraphNodes: new Map(),
+  renderQueued: false,
+  historySelected: new Set(),
+};
+
+// ------------------------------------------------------------------------------------ routing
+
+const TABS = ["tasks", "state", "run", "history", "compare"];
+
+function route() {
+  const parts = location.hash.replace(/^#/, "").split("/").filter(Boolean);
+  let tab = parts[0] || "tasks";
+  if (!TABS.includes(tab)) tab = "tasks";
+  const section = tab === "compare" ? "history" : tab;
+  for (const name of ["tasks", "state", "run", "history"]) $(`view-${name}`).hidden = name !== section;
+  for (const a of document.querySelectorAll("#tabs a")) a.classList.toggle("active", a.dataset.tab === section);
+  if (tab === "history") {
+    if (parts[1]) showHistoryRun(parts[1]);
+    else showHistoryList();
+  } else if (tab === "compare") {
+    showCompare(parts[1], parts[2]);
+  } else if (tab === "state") {
+    renderRunState();
+  } else if (tab === "run") {
+    renderLive();
+  }
+}
+
+// ------------------------------------------------------------------------------------ module
+
+const taskTable = new PagedTable(null, [
+  { title: "#", cls: "num", render: (t) => String(t.index) },
+  { title: "Task", cls: "name", render: (t) => h("span", { title: t.doc || null }, t.name) },
+  { title: "Depends on", render: (t) => h("span", { class: "deps" }, t.after.length ? t.after.join(", ") : "—") },
+  { title: "Tags", render: (t) => t.tags.map((x) => h("span", { class: "tag" }, x)) },
+  { title: "Options", render: (t) => [
+    t.always ? h("span", { class: "flag", title: "runs whatever its dependencies ended as" }, "always") : null,
+    t.retries ? h("span", { class: "flag" }, `retries ${t.retries}`) : null,
+    t.timeout ? h("span", { class: "flag" }, `timeout ${t.timeout}s`) : null,
+  ] },
+], { empty: "no task matches the filter" });
+
+async function loadModule(path) {
+  $("load-button").disabled = true;
+  try {
+    const info = await api("POST", "/api/module", { path });
+    app.module = info;
+    renderModule();
+    refreshRecent();
+    if (!location.hash.startsWith("#tasks")) location.hash = "#tasks";
+    toast(`loaded ${info.tasks.length} tasks from ${info.module}`);
+  } catch (e) {
+    if (e.status === 409) { toast(e.message, true); return; }
+    app.module = { module: null, load_error: { target: path, error: e.message, traceback: e.data && e.data.traceback } };
+    renderModule();
+    location.hash = "#tasks";
+  } finally {
+    $("load-button").disabled = false;
+  }
+}
+
+function renderModule() {
+  const m = app.module || { module: null };
+  const err = m.load_error;
+  $("module-error").hidden = !err;
+  if (err) {
+    $("module-error-target").textContent = err.target || "";
+    $("module-error-message").textContent = err.error;
+    $("module-error-trace").textContent = err.traceback || "";
+    $("module-error-trace").hidden = !err.traceback;
+  }
+  const loaded = !!m.module;
+  $("module-view").hidden = !loaded;
+  $("module-empty").hidden = loaded || !!err;
+  if (!loaded) return;
+  if (!$("module-path").value) $("module-path").value = m.target;
+  $("module-name").textContent = m.target;
+  const meta = [`${m.tasks.length} tasks`];
+  if (m.edges !== null) meta.push(`${m.edges} dependencies`, `${m.levels} levels`);
+  if (m.has_setup_state) meta.push("has setup_state()");
+  $("module-meta").textContent = meta.join(" · ");
+  $("graph-error").hidden = !m.graph_error;
+  if (m.graph_error) showError($("graph-error"), `the tasks do not form a valid graph: ${m.graph_error}`);
+  $("module-tags").replaceChildren(...m.tags.map((t) => h("option", { value: t })));
+  taskTable.el = $("task-table");
+  filterTasks();
+  $("module-graph").replaceChildren(h("div", { class: "note", text: "drawing…" }));
+  api("GET", "/api/module/graph").then((g) => insertSvg($("module-graph"), g, $("module-graph-note")))
+    .catch((e) => $("module-graph").replaceChildren(h("div", { class: "note", text: e.message })));
+  if (!app.live) $("run-empty").querySelector("p").textContent =
+    `${m.tasks.length} tasks loaded from ${m.target}. Choose workers and press Run.`;
+}
+
+function filterTasks() {
+  if (!app.module || !app.module.tasks) return;
+  const q = $("task-filter").value.trim().toLowerCase();
+  const rows = q ? app.module.tasks.filter((t) => t.name.toLowerCase().includes(q) || t.tags.some((x) => x.toLowerCase().includes(q)))
+    : app.module.tasks;
+  taskTable.setRows(rows);
+}
+
+async function refreshRecent() {
+  try {
+    const { recent } = await api("GET", "/api/modules/recent");
+    $("recent-modules").replaceChildren(...recent.map((r) => h("option", { value: r })));
+    $("recent-list").replaceChildren(...recent.slice(0, 8).map((r) =>
+      h("button", { type: "button", class: "chip", onclick: () => { $("module-path").value = r; loadModule(r); } }, r)));
+  } catch (e) { /* the list is a convenience */ }
+}
+
+// ------------------------------------------------------------------------------------ state
+
+function displayText(value) {
+  if (typeof value === "string") {
+    try { JSON.parse(value); return JSON.stringify(value); } catch (e) { /* plain text */ }
+    return /^\s*[[{"]/.test(value) ? JSON.stringify(value) : value;
+  }
+  if (value && typeof value === "object" && "__repr__" in value) return value.__repr__;
+  return JSON.stringify(value);
+}
+
+async function loadState() {
+  const view = await api("GET", "/api/state");
+  setStateView(view);
+}
+
+function setStateView(view) {
+  app.stateRows = view.entries.map((e) => ({ key: e.key, text: displayText(e.value), source: e.source, orig: displayText(e.value), origKey: e.key }));
+  $("state-file-name").textContent = view.file ? `using ${view.file}` : "none loaded";
+  setDirty(false);
+  renderStateRows();
+}
+
+function setDirty(dirty) {
+  app.stateDirty = dirty;
+  $("state-dirty").textContent = dirty ? "unsaved changes" : "";
+}
+
+const KEY_RE = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
+
+function renderStateRows() {
+  const body = $("state-rows");
+  if (!app.stateRows.length) {
+    body.replaceChildren(h("tr", {}, h("td", { colspan: 4, class: "muted", text: "No values yet: the run starts from setup_state() alone." })));
+    return;
+  }
+  const seen = new Set();
+  body.replaceChildren(...app.stateRows.map((row, i) => {
+    const dup = seen.has(row.key);
+    seen.add(row.key);
+    const badKey = row.key !== "" && (!KEY_RE.test(row.key) || dup || row.key === "results");
+    const keyInput = h("input", { value: row.key, placeholder: "key", "aria-label": "state key",
+      class: badKey ? "invalid" : null, title: dup ? "duplicate key" : null, spellcheck: "false" });
+    keyInput.addEventListener("input", () => { row.key = keyInput.value; if (row.source === "state file") row.source = "typed in"; setDirty(true); });
+    keyInput.addEventListener("change", renderStateRows);
+    const valueInput = h("input", { value: row.text, placeholder: "value", "aria-label": `value of ${row.key || "new key"}`, spellcheck: "false" });
+    valueInput.addEventListener("input", () => { row.text = valueInput.value; setDirty(true); });
+    const source = row.text !== row.orig || row.key !== row.origKey ? "typed in" : row.source;
+    return h("tr", {},
+      h("td", {}, keyInput), h("td", {}, valueInput),
+      h("td", {}, h("span", { class: `source source-${source.replace(/ /g, "-")}` }, source)),
+      h("td", {}, row.source === "state file" && row.text === row.orig ? null
+        : h("button", { type: "button", title: "remove", "aria-label": `remove ${row.key}`, onclick: () => { app.stateRows.splice(i, 1); setDirty(true); renderStateRows(); } }, "×")));
+  }));
+}
+
+async function saveState() {
+  const values = {};
+  for (const row of app.stateRows) {
+    if (!row.key) continue;
+    const edited = row.text !== row.orig || row.key !== row.origKey;
+    if (row.source === "typed in" || edited) values[row.key] = row.text;
+  }
+  $("state-error").hidden = true;
+  try {
+    setStateView(await api("PUT", "/api/state", { values }));
+    return true;
+  } catch (e) {
+    $("state-error").textContent = e.message;
+    $("state-error").hidden = false;
+    return false;
+  }
+}
+
+async function loadStateFile(body) {
+  $("state-file-error").hidden = true;
+  try {
+    setStateView(await api("PUT", "/api/state/file", body));
+    toast("state file loaded");
+  } catch (e) {
+    $("state-file-error").textContent = e.message;
+    $("state-file-error").hidden = false;
+  }
+}
+
+function renderRunState() {
+  const live = app.live;
+  const card = $("run-state-card");
+  if (!live || !live.state) { card.hidden = true; return; }
+  card.hidden = false;
+  $("run-state-note").textContent = `run ${live.id}`;
+  $("run-state-rows").replaceChildren(...(live.state.length ? live.state.map((e) => h("tr", {},
+    h("td", { class: "name" }, e.key), h("td", { class: "value" }, e.text),
+    h("td", {}, h("span", { class: `source source-${e.source.replace(/ /g, "-")}` }, e.source))))
+    : [h("tr", {}, h("td", { colspan: 3, class: "muted", text: "empty" }))]));
+}
+
+// ------------------------------------------------------------------------------------ runs
+
+async function startRun() {
+  $("run-error").hidden = true;
+  if (app.stateDirty && !(await saveState())) {
+    showError($("run-error"), `fix the state first: ${$("state-error").textContent}`);
+    return;
+  }
+  const body = {
+    workers: Number($("run-workers").value),
+    tags: $("run-tags").value.trim(),
+    skip_dependents: $("run-skip").checked,
+  };
+  $("run-button").disabled = true;
+  try {
+    const snap = await api("POST", "/api/runs", body);
+    location.hash = "#run";
+    connect(snap.id);
+  } catch (e) {
+    showError($("run-error"), e.message, e.data && e.data.traceback);
+    $("run-button").disabled = false;
+  }
+}
+
+async function cancelRun() {
+  if (!app.live) return;
+  const force = app.live.phase === "cancelling";
+  try {
+    await api("POST", `/api/runs/${app.live.id}/cancel`, { force });
+    toast(force ? "stopping now" : "cancelling: running tasks finish, teardown still runs");
+  } catch (e) {
+    toast(e.message, true);
+  }
+}
+
+function connect(id) {
+  if (app.source) app.source.close();
+  const es = new EventSource(`/api/runs/${id}/events`);
+  app.source = es;
+  es.addEventListener("snapshot", (e) => applySnapshot(JSON.parse(e.data)));
+  es.addEventListener("batch", (e) => applyBatch(JSON.parse(e.data)));
+  es.onerror = () => {
+    // EventSource reconnects by itself; the next snapshot catches the page up
+    if (app.live && isDone(app.live)) es.close();
+  };
+}
+
+function isDone(live) { return live.phase === "finished" || live.phase === "error"; }
+
+function applySnapshot(s) {
+  const live = app.live && app.live.id === s.id ? app.live : { recent: [] };
+  Object.assign(live, s);
+  live.statusMap = new Map(Object.entries(s.statuses));
+  live.recent = s.recent.slice().reverse();
+  live.offset = s.server_time * 1000 - Date.now();
+  app.live = live;
+  if (app.runGraphFor !== s.id) loadRunGraph(s.id);
+  else recolourAll();
+  afterUpdate();
+}
+
+function applyBatch(b) {
+  const live = app.live;
+  if (!live || live.id !== b.id) return;
+  for (const [name, status] of Object.entries(b.changes)) {
+    live.statusMap.set(name, status);
+    const node = app.runGraphNodes.get(name);
+    if (node) node.setAttribute("data-status", status);
+  }
+  for (const rec of b.completed) live.recent.unshift(rec);
+  live.recent.length = Math.min(live.recent.length, 30);
+  const keep = { changes: 1, completed: 1 };
+  for (const [k, v] of Object.entries(b)) if (!(k in keep)) live[k] = v;
+  live.offset = b.server_time * 1000 - Date.now();
+  afterUpdate();
+}
+
+function afterUpdate() {
+  const live = app.live;
+  if (isDone(live) && app.source) { app.source.close(); app.source = null; }
+  $("run-button").disabled = !isDone(live);
+  $("cancel-button").disabled = isDone(live);
+  $("cancel-button").textContent = live.phase === "cancelling" ? "Stop now" : "Cancel";
+  updatePill();
+  if (!app.renderQueued) {
+    app.renderQueued = true;
+    requestAnimationFrame(() => { app.renderQueued = false; renderLive(); });
+  }
+}
+
+function updatePill() {
+  const live = app.live;
+  const el = $("run-pill");
+  if (!live) { el.className = "pill phase-idle"; el.textContent = "idle"; return; }
+  el.className = `pill phase-${live.phase}`;
+  el.textContent = isDone(live) ? (live.phase === "error" ? "run error" : "idle · last run done")
+    : `${live.phase} ${live.finished}/${live.total}`;
+}
+
+async function loadRunGraph(id) {
+  app.runGraphFor = id;
+  app.runGraphNodes = new Map();
+  $("run-graph").replaceChildren(h("div", { class: "note", text: "drawing…" }));
+  try {
+    const g = await api("GET", `/api/runs/${id}/graph`);
+    if (app.runGraphFor !== id) return;
+    app.runGraphNodes = insertSvg($("run-graph"), g, $("run-graph-note"));
+    recolourAll();
+  } catch (e) {
+    $("run-graph").replaceChildren(h("div", { class: "note", text: e.message }));
+  }
+}
+
+function recolourAll() {
+  const live = app.live;
+  if (!live) return;
+  for (const [name, node] of app.runGraphNodes) node.setAttribute("data-status", live.statusMap.get(name) || "WAITING");
+}
+
+function nowServer() { return (Date.now() + (app.live ? app.live.offset : 0)) / 1000; }
+
+const runTaskTable = new PagedTable(null, [
+  { title: "#", cls: "num", render: (t) => String(t.index) },
+  { title: "Task", cls: "name", render: (t) => t.name },
+  { title: "Status", render: (t) => pill(app.live.statusMap.get(t.name) || "WAITING") },
+  { title: "Depends on", render: (t) => h("span", { class: "deps" }, t.after.length ? t.after.join(", ") : "—") },
+], { empty: "no task has this status" });
+
+function renderLive() {
+  const live = app.live;
+  $("run-empty").hidden = !!live;
+  $("run-view").hidden = !live;
+  if (!live || $("view-run").hidden) { renderRunState(); return; }
+  const done = isDone(live);
+  const phase = $("run-phase");
+  phase.className = `pill phase-${live.phase}`;
+  phase.textContent = live.phase;
+  $("run-title").textContent = `${live.target} · ${live.workers} workers${live.tags.length ? " · tags " + live.tags.join(",") : ""}`;
+  const pct = live.total ? Math.floor((live.finished / live.total) * 100) : 100;
+  const bar = $("progress-bar");
+  bar.style.width = `${pct}%`;
+  bar.classList.toggle("done", done && !live.counts.FAILED);
+  bar.classList.toggle("bad", !!live.counts.FAILED);
+  $("progress-text").textContent = `${pct}% · ${live.finished.toLocaleString()} / ${live.total.toLocaleString()} tasks`;
+  const waiting = Math.max(0, live.total - live.finished - live.running);
+  const counters = [["PASSED", live.counts.PASSED], ["FAILED", live.counts.FAILED], ["SKIPPED", live.counts.SKIPPED],
+    ["CANCELLED", live.counts.CANCELLED], ["RUNNING", live.running], ["WAITING", waiting]];
+  $("counters").replaceChildren(...counters.map(([s, n]) =>
+    h("div", { class: `counter s-${s}`, dataset: { status: s } }, h("span", { class: "dot" }), h("b", {}, n.toLocaleString()), h("span", {}, s.toLowerCase()))));
+  const sum = $("run-summary");
+  if (done) {
+    sum.hidden = false;
+    sum.classList.toggle("bad", live.phase === "error" || !!live.counts.FAILED);
+    const parts = [live.error || (live.summary ? live.summary.text : "finished")];
+    if (live.summary && live.summary.interrupted) parts.push("(cancelled)");
+    sum.replaceChildren(h("b", {}, parts.join(" ")), " ",
+      live.history_id ? h("a", { href: `#history/${live.history_id}` }, `open run #${live.history_id} in the history →`) : null,
+      live.history_error ? h("span", { class: "muted" }, ` ${live.history_error}`) : null);
+  } else {
+    sum.hidden = true;
+  }
+  renderLanes();
+  renderRecent();
+  runTaskTable.el = $("run-task-table");
+  const want = $("run-task-status").value;
+  const rows = want ? live.tasks.filter((t) => (live.statusMap.get(t.name) || "WAITING") === want) : live.tasks;
+  runTaskTable.setRows(rows, true);
+  tick();
+}
+
+function renderLanes() {
+  const live = app.live;
+  const byThread = new Map(live.lanes.map((l) => [l.thread, l]));
+  const names = [];
+  for (let i = 0; i < live.lanes_count; i++) names.push(`thread_${i}`);
+  for (const l of live.lanes) if (!names.includes(l.thread)) names.push(l.thread);
+  $("lanes-note").textContent = `${live.lanes_count} threads`;
+  $("lanes").replaceChildren(...names.map((t) => {
+    const lane = byThread.get(t);
+    return h("div", { class: `lane${lane ? " busy" : ""}`, dataset: { thread: t } },
+      h("span", { class: "thread" }, t),
+      lane ? h("span", { class: "task", title: lane.task }, lane.task) : h("span", { class: "task idle" }, isDone(live) ? "done" : "idle"),
+      h("span", { class: "elapsed", dataset: { since: lane ? lane.since : "" } }, ""));
+  }));
+}
+
+function renderRecent() {
+  const live = app.live;
+  $("recent").replaceChildren(...live.recent.map((r) => h("li", { class: `s-${r.status}` },
+    h("span", { class: "dot" }),
+    h("span", { class: "body" }, h("span", { class: "name" }, r.name),
+      r.status !== "PASSED" ? h("span", { class: "why" },
+        r.status === "FAILED" ? `${r.error_type}: ${r.error}` : (r.reason || r.status.toLowerCase())) : null),
+    h("span", { class: "meta" }, r.thread ? `${r.thread} · ${fmtDur(r.duration)}` : r.status.toLowerCase()))));
+  if (!live.recent.length) $("recent").replaceChildren(h("li", { class: "muted" }, "nothing finished yet"));
+}
+
+function tick() {
+  const live = app.live;
+  if (!live) return;
+  const now = nowServer();
+  const end = live.finished_at || (isDone(live) ? now : null);
+  const started = live.started_at;
+  $("run-elapsed").textContent = started ? `elapsed ${fmtDur((end || now) - started)}` : "starting…";
+  for (const el of document.querySelectorAll("#lanes .elapsed")) {
+    const since = Number(el.dataset.since);
+    el.textContent = since ? fmtDur(Math.max(0, now - since)) : "";
+  }
+}
+
+setInterval(() => { if (app.live && !isDone(app.live) && !$("view-run").hidden) tick(); }, 200);
+
+// ------------------------------------------------------------------------------------ history
+
+const historyTable = new PagedTable(null, [
+  { title: "", render: (r) => {
+    const box = h("input", { type: "checkbox", "aria-label": `select run ${r.id}` });
+    box.checked = app.historySelected.has(r.id);
+    box.addEventListener("change", () => {
+      if (box.checked) app.historySelected.add(r.id); else app.historySelected.delete(r.id);
+      if (app.historySelected.size > 2) { app.historySelected.delete([...app.historySelected][0]); historyTable.render(); }
+      updateCompareButton();
+    });
+    return box;
+  } },
+  { title: "Run", cls: "num", render: (r) => h("a", { href: `#history/${r.id}` }, `#${r.id}`) },
+  { title: "Started", render: (r) => fmtClock(r.started_at) },
+  { title: "Module", cls: "name", render: (r) => r.target || r.module },
+  { title: "Status", render: (r) => pill(r.status) },
+  { title: "Passed", cls: "num", render: (r) => String(r.passed) },
+  { title: "Failed", cls: "num", render: (r) => String(r.failed) },
+  { title: "Skipped", cls: "num", render: (r) => String(r.skipped) },
+  { title: "Cancelled", cls: "num", render: (r) => String(r.cancelled) },
+  { title: "Duration", cls: "num", render: (r) => fmtDur(r.duration) },
+  { title: "Workers", cls: "num", render: (r) => String(r.workers ?? "") },
+], { empty: "no runs recorded yet (or none match the filters)", onClick: (r) => { location.hash = `#history/${r.id}`; } });
+
+function updateCompareButton() {
+  const n = app.historySelected.size;
+  $("compare-button").disabled = n !== 2;
+  $("compare-button").textContent = n === 2 ? "Compare 2 runs" : `Compare selected (${n}/2)`;
+}
+
+async function showHistoryList() {
+  $("history-list-view").hidden = false;
+  $("history-detail").hidden = true;
+  $("compare-view").hidden = true;
+  $("history-error").hidden = true;
+  historyTable.el = $("history-table");
+  const q = new URLSearchParams();
+  if ($("history-module").value) q.set("module", $("history-module").value);
+  if ($("history-status").value) q.set("status", $("history-status").value);
+  try {
+    const data = await api("GET", `/api/history?${q}`);
+    const select = $("history-module");
+    const chosen = select.value;
+    select.replaceChildren(h("option", { value: "" }, "all modules"), ...data.modules.map((m) => h("option", { value: m }, m)));
+    select.value = chosen;
+    $("history-path").textContent = data.history;
+    historyTable.setRows(data.runs);
+    updateCompareButton();
+  } catch (e) {
+    showError($("history-error"), e.message);
+    historyTable.setRows([]);
+  }
+}
+
+function metaGrid(pairs) {
+  return h("div", { class: "meta-grid" }, pairs.filter(([, v]) => v !== null && v !== undefined && v !== "")
+    .map(([k, v]) => h("div", {}, h("span", {}, k), h("b", {}, String(v)))));
+}
+
+async function showHistoryRun(id) {
+  $("history-list-view").hidden = true;
+  $("compare-view").hidden = true;
+  const el = $("history-detail");
+  el.hidden = false;
+  el.replaceChildren(h("p", { class: "muted" }, "loading…"));
+  let run;
+  try {
+    run = await api("GET", `/api/history/${encodeURIComponent(id)}`);
+  } catch (e) {
+    el.replaceChildren(h("a", { href: "#history" }, "← all runs"), h("div", { class: "error-panel" }, h("p", { class: "error-message" }, e.message)));
+    return;
+  }
+  const tasks = run.tasks || [];
+  const failed = tasks.filter((t) => t.status === "FAILED");
+  const notRun = tasks.filter((t) => t.status === "SKIPPED" || t.status === "CANCELLED");
+  const graphBox = h("div", { class: "graph" });
+  const counts = [["PASSED", run.passed], ["FAILED", run.failed], ["SKIPPED", run.skipped], ["CANCELLED", run.cancelled]];
+  el.replaceChildren(
+    h("div", { class: "detail-head" },
+      h("a", { href: "#history" }, "← all runs"),
+      h("h2", {}, `Run #${run.id}`), pill(run.status),
+      h("span", { class: "run-title" }, run.target || run.module),
+      h("span", { class: "spacer" }),
+      h("a", { class: "button", href: `/api/history/${run.id}/report`, target: "_blank" }, "HTML report")),
+    h("div", { class: "card" },
+      metaGrid([["Started", fmtClock(run.started_at)], ["Finished", fmtClock(run.finished_at)], ["Duration", fmtDur(run.duration)],
+        ["Workers", run.workers], ["Host", run.host], ["Tags", (run.tags || []).join(", ")], ["Tasks", run.total],
+        ["Command", (run.argv || []).join(" ")]]),
+      h("div", { class: "counters" }, counts.map(([s, n]) =>
+        h("div", { class: `counter s-${s}` }, h("span", { class: "dot" }), h("b", {}, String(n ?? 0)), h("span", {}, s.toLowerCase()))))),
+    h("div", { class: "card" }, h("div", { class: "card-head" }, h("h3", {}, "Timeline")),
+      run.timeline_svg ? (() => { const d = h("div", { class: "timeline" }); d.innerHTML = run.timeline_svg; return d; })()
+        : h("p", { class: "muted" }, "no task ran")),
+    h("div", { class: "card" }, h("div", { class: "card-head" }, h("h3", {}, "Graph")), graphBox),
+    failed.length ? h("div", { class: "card", id: "failures" }, h("div", { class: "card-head" }, h("h3", {}, `Failures (${failed.length})`)),
+      failed.map((t) => h("div", { class: "failure" },
+        h("h4", {}, t.name, h("span", { class: "muted" }, `  ${t.thread || ""} · attempt ${t.attempts} · ${fmtDur(t.duration)}`)),
+        h("p", { class: "error-message" }, `${t.error_type}: ${t.error}`),
+        t.traceback ? h("pre", { class: "trace", text: t.traceback }) : null,
+        t.output ? h("details", {}, h("summary", {}, "captured output"), h("pre", { class: "trace output", text: t.output })) : null))) : null,
+    notRun.length ? h("div", { class: "card" }, h("div", { class: "card-head" }, h("h3", {}, `Skipped and cancelled (${notRun.length})`)),
+      h("table", { class: "table" }, h("tbody", {}, notRun.slice(0, 500).map((t) =>
+        h("tr", {}, h("td", { class: "name" }, t.name), h("td", {}, pill(t.status)), h("td", { class: "deps" }, t.reason || "")))))) : null,
+    (() => {
+      const box = h("div", {});
+      new PagedTable(box, [
+        { title: "Task", cls: "name", render: (t) => t.name },
+        { title: "Status", render: (t) => pill(t.status) },
+        { title: "Thread", render: (t) => t.thread || "" },
+        { title: "Attempts", cls: "num", render: (t) => String(t.attempts ?? "") },
+        { title: "Duration", cls: "num", render: (t) => t.thread ? fmtDur(t.duration) : "" },
+        { title: "Output", render: (t) => t.output ? h("details", {}, h("summary", {}, `${t.output.length} chars`), h("pre", { class: "trace output", text: t.output })) : "" },
+      ]).setRows(tasks);
+      return h("div", { class: "card" }, h("div", { class: "card-head" }, h("h3", {}, "All tasks")), box);
+    })(),
+  );
+  insertSvg(graphBox, run.graph_view);
+}
+
+async function showCompare(a, b) {
+  $("history-list-view").hidden = true;
+  $("history-detail").hidden = true;
+  const el = $("compare-view");
+  el.hidden = false;
+  el.replaceChildren(h("p", { class: "muted" }, "loading…"));
+  let data;
+  try {
+    data = await api("GET", `/api/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
+  } catch (e) {
+    el.replaceChildren(h("a", { href: "#history" }, "← all runs"), h("div", { class: "error-panel" }, h("p", { class: "error-message" }, e.message)));
+    return;
+  }
+  const side = (r, label) => h("div", { class: "card" },
+    h("div", { class: "card-head" }, h("h3", {}, h("a", { href: `#history/${r.id}` }, `${label}: run #${r.id}`)), pill(r.status)),
+    metaGrid([["Started", fmtClock(r.started_at)], ["Duration", fmtDur(r.duration)], ["Workers", r.workers],
+      ["Passed", r.passed], ["Failed", r.failed], ["Skipped", r.skipped], ["Cancelled", r.cancelled], ["Module", r.target || r.module]]));
+  const onlyChanges = h("input", { type: "checkbox", id: "compare-only" });
+  const changed = data.tasks.filter((t) => t.change !== "same");
+  onlyChanges.checked = changed.length > 0;
+  const box = h("div", {});
+  const table = new PagedTable(box, [
+    { title: "Task", cls: "name", render: (t) => t.name },
+    { title: `Run #${data.a.id}`, render: (t) => t.status_a ? pill(t.status_a) : "—" },
+    { title: `Run #${data.b.id}`, render: (t) => t.status_b ? pill(t.status_b) : "—" },
+    { title: "Change", render: (t) => h("span", { class: `change-${t.change}` }, t.change === "same" ? "" : t.change) },
+    { title: "Duration A", cls: "num", render: (t) => fmtDur(t.duration_a) },
+    { title: "Duration B", cls: "num", render: (t) => fmtDur(t.duration_b) },
+    { title: "Δ", cls: "num", render: (t) => t.delta === null ? "" : `${t.delta >= 0 ? "+" : "−"}${fmtDur(Math.abs(t.delta))}` },
+    { title: "Error / reason in B", render: (t) => h("span", { class: "deps" }, t.error_b || "") },
+  ], { empty: "no differences" });
+  const refresh = () => table.setRows(onlyChanges.checked ? changed : data.tasks);
+  onlyChanges.addEventListener("change", refresh);
+  const c = data.changes;
+  el.replaceChildren(
+    h("div", { class: "detail-head" }, h("a", { href: "#history" }, "← all runs"), h("h2", {}, `Compare run #${data.a.id} with run #${data.b.id}`)),
+    h("div", { class: "compare-head" }, side(data.a, "A"), side(data.b, "B")),
+    h("div", { class: "card" },
+      h("div", { class: "card-head" },
+        h("h3", {}, `${c.broken} broken · ${c.fixed} fixed · ${c.changed} changed · ${c.added} added · ${c.removed} removed · ${c.same} the same`),
+        h("label", { class: "check" }, onlyChanges, " only differences")),
+      box));
+  refresh();
+}
+
+// ------------------------------------------------------------------------------------ start-up
+
+function wire() {
+  $("load-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const path = $("module-path").value.trim();
+    if (path) loadModule(path);
+  });
+  $("task-filter").addEventListener("input", filterTasks);
+  $("state-add").addEventListener("click", () => {
+    app.stateRows.push({ key: "", text: "", source: "typed in", orig: null, origKey: null });
+    setDirty(true);
+    renderStateRows();
+    const inputs = $("state-rows").querySelectorAll("input");
+    if (inputs.length >= 2) inputs[inputs.length - 2].focus();
+  });
+  $("state-save").addEventListener("click", async () => { if (await saveState()) toast("state saved"); });
+  $("state-upload").addEventListener("change", async (e) => {
+    const file = e.target.files[0];
+    if (!file) return;
+    await loadStateFile({ name: file.name, content: await file.text() });
+    e.target.value = "";
+  });
+  $("state-path-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const path = $("state-path").value.trim();
+    if (path) loadStateFile({ path });
+  });
+  $("state-file-clear").addEventListener("click", async () => {
+    try { setStateView(await api("DELETE", "/api/state/file")); } catch (e) { toast(e.message, true); }
+  });
+  $("run-form").addEventListener("submit", (e) => { e.preventDefault(); startRun(); });
+  $("cancel-button").addEventListener("click", cancelRun);
+  $("run-task-status").addEventListener("change", () => renderLive());
+  $("history-module").addEventListener("change", showHistoryList);
+  $("history-status").addEventListener("change", showHistoryList);
+  $("compare-button").addEventListener("click", () => {
+    const [x, y] = [...app.historySelected].sort((p, q) => p - q);
+    location.hash = `#compare/${x}/${y}`;
+  });
+  window.addEventListener("hashchange", route);
+}
+
+async function init() {
+  wire();
+  try {
+    const [info, module] = await Promise.all([api("GET", "/api/info"), api("GET", "/api/module")]);
+    app.module = module;
+    renderModule();
+    if (module.module) $("module-path").value = module.target;
+    else if (module.load_error) $("module-path").value = module.load_error.target || "";
+    await loadState();
+    refreshRecent();
+    const runId = info.current_run || info.last_run;
+    if (runId) connect(runId);
+  } catch (e) {
+    toast(e.message, true);
+  }
+  route();
+  document.body.dataset.ready = "1";
+}
+
+init();

@@ -36,6 +36,7 @@ class BackgroundRun:
     """start() on its own thread, so a run that does not return fails the test instead of hanging it."""
 
     def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
         self.summary = None
         self.error = None
         self.returned_at = None
@@ -51,7 +52,12 @@ class BackgroundRun:
 
     def join(self, timeout: float = WAIT) -> dict:
         self.thread.join(timeout)
-        assert not self.thread.is_alive(), f"start() did not return within {timeout}s"
+        if self.thread.is_alive():
+            # don't leave a hung run behind for the next tests: stop waiting, twice to be sure
+            self.scheduler.cancel(force=True)
+            self.scheduler.cancel(force=True)
+            self.thread.join(timeout)
+            pytest.fail(f"start() did not return within {timeout}s")
         if self.error is not None:
             raise self.error
         return self.summary
@@ -220,6 +226,26 @@ def test_always_chain_still_runs_after_cancel():
     assert statuses(summary) == {
         "create": PASSED, "use": CANCELLED, "delete_child": PASSED, "delete_parent": PASSED,
     }
+
+
+def test_ctrl_c_arriving_while_a_callback_runs_still_runs_teardown():
+    """KeyboardInterrupt surfacing inside a subscriber (Ctrl-C under a custom SIGINT handler)."""
+    s = Scheduler(workers=2)
+    s.register(lambda: "created", "create")
+    s.register(lambda: "deleted", "teardown", after=["create"], always=True)
+    s.register(lambda: "later", "later", after=["teardown"])
+    pressed = []
+
+    def ctrl_c_during_callback(event):
+        if event.name == "create" and not pressed:
+            pressed.append(event.seq)
+            raise KeyboardInterrupt
+
+    s.subscribe(ctrl_c_during_callback, K.TASK_FINISHED)
+    summary = BackgroundRun(s).join(timeout=5.0)
+    assert pressed
+    assert summary["interrupted"] is True
+    assert statuses(summary) == {"create": PASSED, "teardown": PASSED, "later": CANCELLED}
 
 
 # ------------------------------------------------------------------ Ctrl-C in process

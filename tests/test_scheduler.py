@@ -366,6 +366,37 @@ def test_scheduler_is_usable_after_tasks_raised_base_exceptions():
     assert statuses(summary) == {"exits": FAILED, "fine": PASSED}
 
 
+def test_a_task_registering_a_task_mid_run_cannot_break_the_run():
+    s = Scheduler(workers=1)
+
+    def adder():
+        try:
+            s.register(returns("late"), "late")
+        except Exception:  # refusing is as good as deferring to the next run
+            pass
+        assert s.cancel() is True
+
+    s.register(adder, "adder")
+    s.register(returns("other"), "other")
+    result = {}
+
+    def run():
+        try:
+            result["summary"] = s.start()
+        except BaseException as exc:  # reported below
+            result["error"] = exc
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(WAIT)
+    assert not runner.is_alive()
+    assert "error" not in result, f"start() raised {result.get('error')!r}"
+    summary = result["summary"]
+    assert summary["interrupted"] is True
+    assert summary["tasks"]["adder"]["status"] == PASSED
+    assert summary["tasks"]["other"]["status"] == CANCELLED
+
+
 # ------------------------------------------------------------------ rule 6: retries
 
 
@@ -619,6 +650,29 @@ def test_worker_threads_are_named_lanes():
     threads = {t["thread"] for t in summary["tasks"].values()}
     assert threads <= {"thread_0", "thread_1", "thread_2"}
     assert {summary["tasks"][f"t{i}"]["thread"] for i in range(3)} == {"thread_0", "thread_1", "thread_2"}
+
+
+def test_running_tasks_never_exceed_workers_and_fill_the_pool():
+    workers = 3
+    barrier = threading.Barrier(workers, timeout=WAIT)  # progress needs exactly 3 at once
+    lock = threading.Lock()
+    counts = {"active": 0, "peak": 0}
+
+    def task():
+        with lock:
+            counts["active"] += 1
+            counts["peak"] = max(counts["peak"], counts["active"])
+        barrier.wait()
+        time.sleep(0.01)  # bounded workload: give a 4th task the chance to overlap if allowed
+        with lock:
+            counts["active"] -= 1
+
+    s = Scheduler(workers=workers)
+    for i in range(4 * workers):
+        s.register(task, f"t{i}")
+    summary = s.start()
+    assert len(summary["passed"]) == 4 * workers
+    assert counts["peak"] == workers
 
 
 def test_a_run_uses_no_more_lanes_than_tasks():

@@ -176,6 +176,19 @@ def test_thread_proxy_logger_resolves_to_the_current_threads_logger():
     assert proxy.getEffectiveLevel() == logging.getLogger(threading.current_thread().name).getEffectiveLevel()
 
 
+def test_with_setup_logging_info_records_of_a_task_are_captured(root_logging):
+    proxy = ThreadProxyLogger()
+    s = Scheduler(workers=2, setup_logging=True)
+    s.register(lambda: proxy.info("created %s", "net-1"), "create")
+    s.register(lambda: logging.getLogger("lib").debug("hidden at INFO"), "quiet")
+    summary = s.start()
+    line = summary["tasks"]["create"]["output"].strip()
+    m = re.fullmatch(LOG_LINE, line)
+    assert m and m["level"] == "INFO" and m["msg"] == "created net-1", line
+    assert m["logger"] == summary["tasks"]["create"]["thread"]
+    assert summary["tasks"]["quiet"]["output"] == ""
+
+
 def test_configure_logging_writes_thread_names_and_is_idempotent(root_logging):
     first = io.StringIO()
     second = io.StringIO()

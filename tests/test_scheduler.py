@@ -48,6 +48,28 @@ def statuses(summary):
     return {name: task["status"] for name, task in summary["tasks"].items()}
 
 
+def start_or_fail(s: Scheduler, timeout: float = WAIT) -> dict:
+    """start() on another thread: a run that hangs or raises fails the test instead of hanging it."""
+    result = {}
+
+    def run():
+        try:
+            result["summary"] = s.start()
+        except BaseException as exc:  # reported below
+            result["error"] = exc
+
+    runner = threading.Thread(target=run, name="test-runner", daemon=True)
+    runner.start()
+    runner.join(timeout)
+    if runner.is_alive():
+        s.cancel(force=True)  # don't leave a hung run behind for the next tests
+        s.cancel(force=True)
+        runner.join(timeout)
+        pytest.fail(f"start() did not return within {timeout}s")
+    assert "error" not in result, f"start() raised {result['error']!r}"
+    return result["summary"]
+
+
 # ------------------------------------------------------------------ construction
 
 
@@ -378,20 +400,7 @@ def test_a_task_registering_a_task_mid_run_cannot_break_the_run():
 
     s.register(adder, "adder")
     s.register(returns("other"), "other")
-    result = {}
-
-    def run():
-        try:
-            result["summary"] = s.start()
-        except BaseException as exc:  # reported below
-            result["error"] = exc
-
-    runner = threading.Thread(target=run, daemon=True)
-    runner.start()
-    runner.join(WAIT)
-    assert not runner.is_alive()
-    assert "error" not in result, f"start() raised {result.get('error')!r}"
-    summary = result["summary"]
+    summary = start_or_fail(s)
     assert summary["interrupted"] is True
     assert summary["tasks"]["adder"]["status"] == PASSED
     assert summary["tasks"]["other"]["status"] == CANCELLED
@@ -527,6 +536,33 @@ def test_timed_out_attempt_is_retried():
         assert s.state["results"]["t"] == "second"
     finally:
         release.set()
+
+
+def test_slow_subscriber_does_not_turn_a_task_that_finished_in_time_into_a_timeout():
+    """The dispatcher may be late to look at a finished task; the task was not late."""
+    go = threading.Event()
+    threads_before = set(threading.enumerate())
+
+    def quick():
+        assert go.wait(WAIT)
+        return "quick"
+
+    def slow_subscriber(event):
+        if event.name == "u":
+            go.set()  # quick returns at once, well inside its 0.2s
+            time.sleep(0.4)  # this subscriber's own work outlasts quick's timeout
+
+    s = Scheduler(workers=2)
+    s.register(quick, "quick", timeout=0.2)
+    s.register(returns("v"), "v")
+    s.register(returns("u"), "u", after=["v"])
+    s.subscribe(slow_subscriber, K.TASK_STARTED)
+    summary = start_or_fail(s)
+    assert statuses(summary) == {"quick": PASSED, "v": PASSED, "u": PASSED}
+    assert s.state["results"]["quick"] == "quick"
+    # no worker thread is left behind once the run is over
+    leftover = [t.name for t in set(threading.enumerate()) - threads_before if t.name.startswith("thread_")]
+    assert leftover == []
 
 
 def test_task_finishing_in_time_is_not_timed_out():

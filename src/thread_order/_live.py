@@ -48,6 +48,7 @@ class Snapshot:
     total: int
     lanes: tuple[str, ...]
     running: dict  # lane -> (task, started monotonic, attempt)
+    last: dict  # lane -> (task, status) it finished last
     counts: dict  # status value -> n
     finished: int
     retries: int
@@ -76,6 +77,7 @@ class LiveModel:
         self.total = total
         self.lanes = tuple(f"thread_{i}" for i in range(lanes))
         self.running: dict[str, tuple[str, float, int]] = {}
+        self.last: dict[str, tuple[str, str]] = {}
         self.counts = {s.value: 0 for s in TaskStatus}
         self.finished = 0
         self.retries = 0
@@ -129,6 +131,8 @@ class LiveModel:
             detail = rec.reason or ""
         with self._lock:
             self._free(rec.thread, rec.name)
+            if rec.thread is not None:
+                self.last[rec.thread] = (rec.name, status)
             self.counts[status] += 1
             self.finished = event.count
             self.recent.appendleft((rec.name, status, rec.thread, rec.duration, detail))
@@ -145,7 +149,7 @@ class LiveModel:
     def snapshot(self) -> Snapshot:
         with self._lock:
             return Snapshot(
-                self.title, self.total, self.lanes, dict(self.running), dict(self.counts), self.finished,
+                self.title, self.total, self.lanes, dict(self.running), dict(self.last), dict(self.counts), self.finished,
                 self.retries, tuple(self.recent), self.started, time.monotonic(), self.interrupted, self.done,
             )
 
@@ -250,7 +254,12 @@ def _lanes(snap: Snapshot, width: int, max_rows: int) -> Table:
             lane = lanes[i]
             held = snap.running.get(lane)
             if held is None:
-                cells += [lane, Text("·", style="dim"), Text("idle", style="dim"), ""]
+                idle = Text("idle", style="dim")
+                last = snap.last.get(lane)
+                if last is not None:
+                    idle.append(f"  last: {last[0]} ", style="dim")
+                    idle.append(ICONS.get(last[1], ""), style=COLORS.get(last[1], ""))
+                cells += [lane, Text("·", style="dim"), idle, ""]
             else:
                 name, since, attempt = held
                 label = Text(name, style=f"bold {COLORS['RUNNING']}")
@@ -296,7 +305,7 @@ def render_view(snap: Snapshot, width: int, height: int) -> RenderableType:
     if show:
         parts.append(Text("latest", style="dim"))
         parts.append(_recent(snap, show))
-    title = Text.assemble(("tdrun ", "bold"), (snap.title, ""))
+    title = Text.assemble(("tdrun ", "bold"), (snap.title, ""), (f" · {snap.total} tasks", "dim"))
     subtitle = Text(f"{len(snap.lanes)} threads · {_duration(snap.elapsed)} · Ctrl-C stops", style="dim")
     return Panel(Group(*parts), title=title, title_align="left", subtitle=subtitle,
                  subtitle_align="right", border_style="dim", width=width, padding=(0, 1))

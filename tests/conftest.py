@@ -1,0 +1,78 @@
+"""Fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+MODULES = TESTS / "modules"
+REPO = TESTS.parent
+
+
+# ---------------------------------------------------------------------------- tdrun
+
+
+@dataclass
+class TdrunResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def tdrun_main(capsys, monkeypatch):
+    """Call ``thread_order._cli.main(argv)`` in this process; returns code, stdout and stderr."""
+    from thread_order._cli import main
+
+    for name in ("CI", "NO_COLOR", "TDRUN_HISTORY"):
+        monkeypatch.delenv(name, raising=False)
+
+    def run(*argv: str) -> TdrunResult:
+        capsys.readouterr()
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return TdrunResult(code, out, err)
+
+    return run
+
+
+def tdrun_env(**extra: str) -> dict[str, str]:
+    """The environment for a tdrun subprocess: ours, minus what changes tdrun's output."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "NO_COLOR", "COLUMNS", "LINES")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def tdrun_proc():
+    """Run ``python -m thread_order._cli ARGS`` as a real process; returns code, stdout and stderr."""
+
+    def run(*argv: str, timeout: float = 60, cwd: Path | None = None, **env: str) -> TdrunResult:
+        proc = subprocess.run(
+            [sys.executable, "-m", "thread_order._cli", *map(str, argv)],
+            capture_output=True, text=True, timeout=timeout, env=tdrun_env(**env),
+            cwd=cwd, stdin=subprocess.DEVNULL,
+        )
+        return TdrunResult(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+@pytest.fixture
+def write_module(tmp_path):
+    """Write a task module into a temporary folder and return its path."""
+
+    def write(text: str, name: str = "tasks.py") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return path
+
+    return write

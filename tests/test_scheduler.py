@@ -379,6 +379,27 @@ def test_base_exceptions_in_tasks_are_failures_not_crashes():
     assert summary["failure_counts"] == {"SystemExit": 1, "KeyboardInterrupt": 1, "CustomBase": 1}
 
 
+class UnprintableError(Exception):
+    def __str__(self):
+        raise RuntimeError("str() of this exception fails too")
+
+
+def raise_unprintable():
+    raise UnprintableError()
+
+
+def test_an_exception_that_cannot_be_printed_is_still_a_failure():
+    s = Scheduler(workers=1)
+    s.register(raise_unprintable, "bad")
+    s.register(returns("dep"), "dep", after=["bad"])
+    s.register(returns("other"), "other")
+    summary = start_or_fail(s, timeout=5.0)
+    assert statuses(summary) == {"bad": FAILED, "dep": SKIPPED, "other": PASSED}
+    bad = summary["tasks"]["bad"]
+    assert bad["error_type"] == "UnprintableError"
+    assert isinstance(bad["error"], str) and "raise_unprintable" in bad["traceback"]
+
+
 def test_scheduler_is_usable_after_tasks_raised_base_exceptions():
     s = Scheduler(workers=1)
     s.register(exit_three, "exits")
@@ -557,7 +578,7 @@ def test_slow_subscriber_does_not_turn_a_task_that_finished_in_time_into_a_timeo
     s.register(returns("v"), "v")
     s.register(returns("u"), "u", after=["v"])
     s.subscribe(slow_subscriber, K.TASK_STARTED)
-    summary = start_or_fail(s)
+    summary = start_or_fail(s, timeout=5.0)
     assert statuses(summary) == {"quick": PASSED, "v": PASSED, "u": PASSED}
     assert s.state["results"]["quick"] == "quick"
     # no worker thread is left behind once the run is over

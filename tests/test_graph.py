@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from thread_order import CycleError, Graph, GraphError, Scheduler, UnknownDependencyError
+from thread_order import (
+    CycleError,
+    DuplicateTaskError,
+    Graph,
+    GraphError,
+    Scheduler,
+    UnknownDependencyError,
+)
 
 # create -> (update, attach) -> verify -> teardown, plus an unrelated side task
 LIFECYCLE = [
@@ -145,6 +152,12 @@ def test_longer_cycle_is_reported_in_run_order_from_the_earliest_registered_task
     with pytest.raises(CycleError, match=r"^dependency cycle: b -> c -> a -> b$") as info:
         Graph(deps)
     assert info.value.cycle == ["b", "c", "a", "b"]
+
+
+def test_duplicate_names_are_rejected_when_building_a_graph_directly():
+    with pytest.raises(DuplicateTaskError, match=r"^task 'a' is already registered$") as info:
+        Graph([("a", ()), ("b", ("a",)), ("a", ())])
+    assert info.value.name == "a"
 
 
 def test_self_dependency_is_a_cycle():

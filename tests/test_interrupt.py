@@ -163,6 +163,27 @@ def test_second_cancel_stops_waiting_for_running_tasks():
     assert ran == []
 
 
+def test_a_run_after_an_interrupted_run_is_a_normal_run():
+    s = Scheduler(workers=2)
+    runs = []
+
+    def first_task():
+        runs.append(1)
+        if len(runs) == 1:
+            assert s.cancel() is True  # only the first run is cancelled
+
+    s.register(first_task, "first")
+    s.register(lambda: "b", "b", after=["first"])
+    s.register(lambda: "t", "teardown", after=["b"], always=True)
+    first = s.start()
+    assert first["interrupted"] is True
+    assert statuses(first) == {"first": PASSED, "b": CANCELLED, "teardown": PASSED}
+    second = s.start()
+    assert second["interrupted"] is False
+    assert statuses(second) == {"first": PASSED, "b": PASSED, "teardown": PASSED}
+    assert second["text"].startswith("3 passed, 0 failed, 0 skipped in ")
+
+
 def test_cancel_force_returns_at_once_abandoning_running_tasks():
     release = threading.Event()
     both_running = threading.Barrier(3, timeout=WAIT)

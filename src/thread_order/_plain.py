@@ -246,7 +246,7 @@ def print_end_of_run(console: Console, summary: dict, records: Iterable[TaskReco
         console.print(Text(f"!!! interrupted: {teardown_note}, "
                            f"{len(summary.get('cancelled', ()))} cancelled !!!", style=COLORS["SKIPPED"]))
     for note in notes:
-        console.print(Text(note, style="dim"))
+        console.print(Text(note, style="dim"), soft_wrap=True)
     _section(console, summary["text"], summary_style(summary))
 
 

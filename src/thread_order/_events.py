@@ -82,6 +82,9 @@ class EventStream:
         self._lock = threading.Lock()
         self._subs: dict[EventKind, tuple[Subscriber, ...]] = {k: () for k in EventKind}
         self._seq = 0
+        #: called when a subscriber raises KeyboardInterrupt (Ctrl-C landing inside it):
+        #: the run turns it into an interrupt request instead of losing its bookkeeping
+        self.on_keyboard_interrupt: Callable[[], None] | None = None
 
     def subscribe(self, fn: Subscriber, kinds: Iterable[EventKind] | None = None) -> Callable[[], None]:
         """Call ``fn(event)`` for every event of ``kinds`` (all when None); returns an undo function."""
@@ -120,5 +123,9 @@ class EventStream:
         for fn in subs:
             try:
                 fn(event)
+            except KeyboardInterrupt:
+                if self.on_keyboard_interrupt is None:
+                    raise
+                self.on_keyboard_interrupt()
             except Exception:
                 log.exception("event subscriber %r failed on %s", fn, kind.value)

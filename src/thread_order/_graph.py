@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Iterable, Mapping, Sequence
 
-from ._errors import CycleError, UnknownDependencyError
+from ._errors import CycleError, DuplicateTaskError, UnknownDependencyError
 
 __all__ = ["Graph"]
 
@@ -17,6 +17,7 @@ class Graph:
     the roots; a node's level is the length of the longest path reaching it.
 
     Raises:
+        DuplicateTaskError: a name appears twice.
         UnknownDependencyError: a task depends on a name not in the graph.
         CycleError: the dependencies form a cycle (reported as its path).
     """
@@ -30,6 +31,8 @@ class Graph:
         pairs = list(deps)
         index: dict[str, int] = {}
         for i, (name, _) in enumerate(pairs):
+            if name in index:
+                raise DuplicateTaskError(name)
             index[name] = i
         n = len(pairs)
         parent_idx: list[list[int]] = [[] for _ in range(n)]

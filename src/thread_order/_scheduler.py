@@ -38,6 +38,19 @@ _WAITING, _READY, _RUNNING, _RETRY_WAIT, _DONE = range(5)
 _MSG_DONE, _MSG_RUNNING, _MSG_INTERRUPT = range(3)
 
 
+def _describe(exc: BaseException) -> tuple[str, str, str]:
+    """(type name, message, traceback) of ``exc``; never raises, whatever the exception does."""
+    try:
+        message = str(exc)
+    except BaseException:  # noqa: B902 - a broken __str__ must not kill the worker
+        message = f"<{type(exc).__name__} object: str() failed>"
+    try:
+        tb = traceback.format_exc()
+    except BaseException:  # noqa: B902
+        tb = f"{type(exc).__name__}: {message}\n"
+    return type(exc).__name__, message, tb
+
+
 class _Lane:
     """One worker thread's slot; a lane abandoned after a timeout is replaced by a twin."""
 
@@ -267,7 +280,9 @@ class _Run:
 
     def __init__(self, sched: Scheduler, graph: Graph, inbox: queue.SimpleQueue) -> None:
         self.s = sched
-        self.specs = sched._specs
+        # a snapshot: a task registered while this run goes on belongs to the next run
+        self.specs = list(sched._specs)
+        self.index = dict(sched._names)
         self.graph = graph
         self.inbox = inbox
         self.events = sched.events
@@ -332,7 +347,7 @@ class _Run:
             except BaseException as exc:  # noqa: B902 - a task may raise anything, even SystemExit
                 ok = False
                 value = None
-                error = (type(exc).__name__, str(exc), traceback.format_exc())
+                error = _describe(exc)
                 del exc
             duration = perf() - t0
             if capture:
@@ -363,6 +378,8 @@ class _Run:
                     results.clear()
             self.results = results
         self.events.reset()
+        inbox = self.inbox
+        self.events.on_keyboard_interrupt = lambda: inbox.put((_MSG_INTERRUPT, False))
         self.started_at = time.time()
         self.t0 = time.perf_counter()
         run_id = uuid.uuid4().hex
@@ -392,6 +409,7 @@ class _Run:
             if s.capture:
                 OutputCapture.uninstall()
             restore_sigint()
+            self.events.on_keyboard_interrupt = None
         if not self.forced:
             for lane in self.lanes:
                 if not lane.abandoned and lane.thread is not None:
@@ -425,7 +443,6 @@ class _Run:
 
     def _loop(self) -> None:
         get = self.inbox.get
-        get_nowait = self.inbox.get_nowait
         handle = self._handle
         while self.unfinished and not self.forced:
             try:
@@ -436,6 +453,9 @@ class _Run:
                 if timers:
                     wait = timers[0][0] - time.monotonic()
                     if wait <= 0:
+                        # what already arrived happened before the deadline we noticed late
+                        # (e.g. behind a slow subscriber): handle it before any timer fires
+                        self._drain()
                         self._fire_timers()
                         continue
                     try:
@@ -446,15 +466,19 @@ class _Run:
                 else:
                     msg = get()
                 handle(msg)
-                # drain what else has arrived before dispatching again
-                while self.unfinished and not self.forced:
-                    try:
-                        msg = get_nowait()
-                    except queue.Empty:
-                        break
-                    handle(msg)
+                self._drain()  # what else has arrived, before dispatching again
             except KeyboardInterrupt:
                 self._interrupt(force=self.interrupted)
+
+    def _drain(self) -> None:
+        get_nowait = self.inbox.get_nowait
+        handle = self._handle
+        while self.unfinished and not self.forced:
+            try:
+                msg = get_nowait()
+            except queue.Empty:
+                return
+            handle(msg)
 
     def _dispatch(self) -> None:
         ready = self.ready
@@ -658,8 +682,9 @@ class _Run:
                     self._finish(i, rec._replace(reason="retries stopped: the run was interrupted"))
                 elif where[i] in (_WAITING, _READY):
                     self._finish(i, self._final(i, _CANCELLED, "cancelled: the run was interrupted"))
-            return
-        if force or not first:
+            if not force:
+                return
+        if not self.forced:
             self.forced = True
             self.events.emit(EventKind.RUN_INTERRUPTED, data={"force": True})
             for i in range(self.n):
@@ -687,7 +712,7 @@ class _Run:
                 "output": rec.output, "reason": rec.reason,
             }
         for name in self.order[_FAILED]:
-            rec = records[self.s._names[name]]
+            rec = records[self.index[name]]
             failures[name] = {"error_type": rec.error_type, "error": rec.error}
             failure_counts[rec.error_type] += 1
         passed, failed = self.order[_PASSED], self.order[_FAILED]

@@ -357,7 +357,8 @@ async def run_events(request: Request) -> Response:
         waiter, snapshot = live.add_waiter(ring)
         try:
             yield "retry: 1500\n" + _sse("snapshot", snapshot)
-            if live.done or live.closed:
+            # decide from what was sent: the run may have ended since, with a batch still due
+            if snapshot["phase"] in ("finished", "error") or live.closed:
                 return
             while True:
                 try:
@@ -465,11 +466,17 @@ async def compare(request: Request, ui: UiServer) -> dict[str, Any]:
         raise UsageError("compare needs two run ids: ?a=RUN&b=RUN")
     run_a = await run_in_threadpool(_get_history_run, ui, _run_id(a))
     run_b = await run_in_threadpool(_get_history_run, ui, _run_id(b))
-    return compare_runs(run_a, run_b)
+    from ._history import compare_runs
+
+    out = compare_runs(run_a, run_b)  # the same verdict as `tdrun compare`
+    for key, run in (("a", run_a), ("b", run_b)):
+        out[key]["workers"] = run.get("workers")
+    out.update(compare_tasks(run_a, run_b))
+    return out
 
 
-def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Task by task: status and duration in run ``a`` and run ``b``, and what changed."""
+def compare_tasks(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Every task side by side: status and duration in run ``a`` and ``b``, and what changed."""
     tasks_a = {t["name"]: t for t in a.get("tasks", [])}
     tasks_b = {t["name"]: t for t in b.get("tasks", [])}
     names = list(tasks_a) + [n for n in tasks_b if n not in tasks_a]
@@ -492,24 +499,32 @@ def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         else:
             change = "changed"
         changes[change] += 1
-        da = ta.get("duration") if ta else None
-        db = tb.get("duration") if tb else None
+        ran_a = ta is not None and ta.get("started_at") is not None
+        ran_b = tb is not None and tb.get("started_at") is not None
+        da = ta.get("duration") if ran_a else None
+        db = tb.get("duration") if ran_b else None
         rows.append({
             "name": name, "status_a": sa, "status_b": sb, "duration_a": da, "duration_b": db,
             "delta": (db - da) if da is not None and db is not None else None, "change": change,
             "error_b": (tb or {}).get("error") or (tb or {}).get("reason"),
         })
-    keys = ("id", "module", "target", "status", "started_at", "duration", "passed", "failed",
-            "skipped", "cancelled", "total", "workers")
-    return {"a": {k: a.get(k) for k in keys}, "b": {k: b.get(k) for k in keys},
-            "tasks": rows, "changes": changes}
+    return {"tasks": rows, "changes": changes}
 
 
 # --------------------------------------------------------------------------- app
 
 
-def create_app(ui: UiServer) -> Starlette:
-    """The ASGI app for ``ui``, wrapped in the security guard."""
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 404)
+    if status == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = f"no such page or API endpoint: {request.url.path}"
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(ui: UiServer) -> Guard:
+    """The ASGI app for ``ui``, wrapped in the security guard (``app.ui`` is ``ui``)."""
     routes = [
         Route("/", index),
         Route("/api/info", info),
@@ -532,8 +547,9 @@ def create_app(ui: UiServer) -> Starlette:
         Route("/api/compare", compare),
         Mount("/static", app=StaticFiles(directory=str(STATIC_DIR)), name="static"),
     ]
-    inner = Starlette(routes=routes)
+    inner = Starlette(routes=routes, exception_handlers={404: _http_error, 405: _http_error})
     inner.state.ui = ui
     guard = Guard(inner, token=ui.token, remote=ui.remote)
     inner.state.guard = guard
+    guard.ui = ui
     return guard

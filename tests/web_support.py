@@ -1,0 +1,74 @@
+"""Helpers for the web UI tests: a real uvicorn server on 127.0.0.1 and an SSE reader."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+
+from thread_order._web import _bind, build_server
+from thread_order._web_api import UiServer
+from thread_order._web_security import new_token
+
+MODULES = Path(__file__).resolve().parent / "modules"
+
+
+def module_path(name: str) -> str:
+    return str(MODULES / f"{name}.py")
+
+
+def make_ui(tmp_path: Path, history: bool = True, remote: bool = False) -> UiServer:
+    return UiServer(token=new_token(), remote=remote,
+                    history_path=(tmp_path / "history.db") if history else None)
+
+
+def loaded(name: str):
+    """The module object the UI imported for ``tests/modules/NAME.py``."""
+    return sys.modules["_tdrun_" + name]
+
+
+class LiveServer:
+    """``tdrun ui``'s own server (same uvicorn subclass) on a free loopback port, in a thread."""
+
+    def __init__(self, ui: UiServer) -> None:
+        self.ui = ui
+        self.sock = _bind("127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self._started = threading.Event()
+        self.server = build_server(ui, self.sock, self._started.set)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       name="test-uvicorn", daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        if not self._started.wait(10):
+            raise RuntimeError("the UI server did not start within 10 s")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.sock.close()
+        if self.thread.is_alive():
+            raise RuntimeError("the UI server did not stop within 30 s")
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-Tdrun-Token": self.ui.token}
+
+
+def sse_events(lines):
+    """Parse ``text/event-stream`` lines into ``(event, data)`` pairs (comments skipped)."""
+    kind, data = None, []
+    for line in lines:
+        if line == "":
+            if data:
+                yield kind or "message", json.loads("\n".join(data))
+            kind, data = None, []
+        elif line.startswith(":"):
+            continue
+        elif line.startswith("event:"):
+            kind = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())

@@ -1,0 +1,105 @@
+"""The demo: the API it starts, the lifecycle against it, and an injected failure."""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import REPO
+
+DEMO = REPO / "examples" / "demo.py"
+TEARDOWN = ["delete_route", "delete_subnet_a", "delete_subnet_b", "delete_gateway", "delete_network"]
+EMPTY = {"networks": 0, "subnets": 0, "gateways": 0, "routes": 0}
+
+
+@pytest.fixture
+def api():
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        from demo_api import DemoAPI
+    finally:
+        sys.path.remove(str(REPO / "examples"))
+    with DemoAPI(latency=(0.0, 0.01)) as server:
+        yield server
+
+
+def request(api, method, path, body=None, headers=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(api.url + path, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            raw = resp.read()
+            return resp.status, (json.loads(raw) if raw else None)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_demo_api_resources_conflicts_and_faults(api):
+    status, net = request(api, "POST", "/networks", {"name": "n", "cidr": "10.0.0.0/16"})
+    assert status == 201 and net["id"].startswith("net-")
+    status, sub = request(api, "POST", "/subnets", {"network_id": net["id"], "name": "s", "cidr": "10.0.1.0/24"})
+    assert status == 201
+    assert request(api, "DELETE", f"/networks/{net['id']}") == (
+        409, {"error": f"network {net['id']!r} still has subnets", "status": 409})
+    assert request(api, "POST", "/subnets", {"network_id": "net-000000", "name": "s", "cidr": "x"}) == (
+        404, {"error": "network_id 'net-000000' does not exist", "status": 404})
+    assert request(api, "POST", "/gateways", {"name": "g"}) == (
+        422, {"error": "missing field(s): network_id", "status": 422})
+    assert request(api, "GET", "/networks", headers={"X-Fault": "503"}) == (
+        503, {"error": "injected fault", "status": 503})
+    status, _ = request(api, "PATCH", f"/networks/{net['id']}", {"description": "d"})
+    assert status == 200
+    assert request(api, "GET", f"/networks/{net['id']}")[1]["status"] == "updating"  # settles later
+    assert request(api, "DELETE", f"/subnets/{sub['id']}") == (204, None)
+    assert request(api, "DELETE", f"/networks/{net['id']}") == (204, None)
+    assert api.store.counts() == EMPTY
+
+
+def run_demo(tdrun_proc, tmp_path, *argv):
+    report = tmp_path / "demo.json"
+    result = tdrun_proc(DEMO, "--json-report", report, *argv)
+    data = json.loads(report.read_text()) if report.exists() else None
+    return result, data
+
+
+def test_demo_lifecycle_passes_and_leaves_nothing_behind(tdrun_proc, tmp_path, api):
+    result, data = run_demo(tdrun_proc, tmp_path, f"--api_url={api.url}")
+    assert result.code == 0, result.out + result.err
+    assert data["counts"] == {"total": 14, "passed": 14, "failed": 0, "skipped": 0, "cancelled": 0}
+    assert api.store.counts() == EMPTY
+    assert api.store.requests >= 14
+    tasks = {t["name"]: t for t in data["tasks"]}
+    # the two subnets and the gateway are created in parallel, on different threads
+    parallel = [tasks[n] for n in ("create_subnet_a", "create_subnet_b", "create_gateway")]
+    assert len({t["thread"] for t in parallel}) == 3
+    assert all(tasks[n]["always"] for n in TEARDOWN)
+
+
+def test_injected_failure_skips_dependents_and_teardown_still_cleans_up(tdrun_proc, tmp_path, api):
+    result, data = run_demo(tdrun_proc, tmp_path, f"--api_url={api.url}", "--fail_at=create_subnet_a")
+    assert result.code == 1
+    status = {t["name"]: t["status"] for t in data["tasks"]}
+    assert status["create_subnet_a"] == "FAILED"
+    assert {n for n, s in status.items() if s == "SKIPPED"} == {
+        "verify_subnet_a", "create_route", "update_network", "verify_network"}
+    assert all(status[n] == "PASSED" for n in TEARDOWN)
+    assert api.store.counts() == EMPTY  # teardown deleted what had been created
+    assert "ApiError: POST /subnets -> 500: injected fault" in result.out
+    assert "SKIPPED   create_route     dependency 'create_subnet_a' failed" in result.out
+
+
+def test_demo_starts_its_own_api(tdrun_proc, tmp_path):
+    result, data = run_demo(tdrun_proc, tmp_path, "--latency=0.02")
+    assert result.code == 0, result.out + result.err
+    assert data["state_keys"]["api_url"] == "setup_state"
+
+
+def test_demo_rejects_an_unknown_fail_at(tdrun_proc, tmp_path, api):
+    result, data = run_demo(tdrun_proc, tmp_path, f"--api_url={api.url}", "--fail_at=create_subnet_z")
+    assert result.code == 4 and data is None
+    assert result.err.startswith(f"tdrun: error: {DEMO}: setup_state() raised ValueError: "
+                                 "--fail_at=create_subnet_z: no task of that name; pick one of create_network, ")

@@ -47,13 +47,13 @@ class Snapshot:
     title: str
     total: int
     lanes: tuple[str, ...]
-    running: dict  # lane -> (task, started monotonic, attempt)
+    running: dict  # lane -> (task, started (epoch, from the event), attempt)
     last: dict  # lane -> (task, status) it finished last
     counts: dict  # status value -> n
     finished: int
     retries: int
     recent: tuple  # newest first: (name, status, thread, duration, detail)
-    started: float | None  # monotonic
+    started: float | None  # epoch seconds, display only
     now: float
     interrupted: int  # 0 no, 1 graceful, 2 forced
     done: bool
@@ -103,11 +103,11 @@ class LiveModel:
             self.total = meta.get("total_tasks", self.total)
             n = min(meta.get("workers", len(self.lanes)), max(self.total, 1))
             self.lanes = tuple(f"thread_{i}" for i in range(n))
-            self.started = time.monotonic()
+            self.started = event.time
 
     def _on_running(self, event: Event) -> None:
         with self._lock:
-            self.running[event.thread] = (event.name, time.monotonic(), event.attempt)
+            self.running[event.thread] = (event.name, event.time, event.attempt)
 
     def _free(self, thread: str | None, name: str) -> None:
         held = self.running.get(thread)
@@ -150,7 +150,7 @@ class LiveModel:
         with self._lock:
             return Snapshot(
                 self.title, self.total, self.lanes, dict(self.running), dict(self.last), dict(self.counts), self.finished,
-                self.retries, tuple(self.recent), self.started, time.monotonic(), self.interrupted, self.done,
+                self.retries, tuple(self.recent), self.started, time.time(), self.interrupted, self.done,
             )
 
 

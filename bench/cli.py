@@ -1,0 +1,187 @@
+"""tdrun benchmark: plain lines vs the live view vs --progress on 10,000 no-op tasks, and collection time.
+
+Each mode runs as a real ``tdrun`` process on a pseudo-terminal (100x30)
+whose output a reader thread drains, as a terminal would; the modes take
+turns, so they share the machine's conditions. The time compared is the run
+itself (``duration`` from ``--json-report``: from the first task to the last),
+not Python's start-up or the collection.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import json
+import os
+import pty
+import select
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+from pathlib import Path
+
+from thread_order._collect import collect
+
+TASKS = 10_000
+WORKERS = 8
+MODES = [("plain", "--plain"), ("live view", "--viewer"), ("--progress", "--progress")]
+TARGET_RATIO = 1.10
+TARGET_COLLECT = 1.0
+
+
+def write_module(folder: Path, n: int = TASKS) -> Path:
+    """A module of ``n`` marked no-op functions (every tenth depends on the one before)."""
+    lines = ["from thread_order import dmark", ""]
+    for i in range(n):
+        after = f'after=["t{i - 1}"]' if i % 10 == 9 else ""
+        lines += [f"@dmark({after})", f"def t{i}():", "    pass", ""]
+    path = folder / "bench_tasks.py"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def run_on_pty(argv: list[str], rows: int = 30, cols: int = 100) -> tuple[int, int, float]:
+    """Run ``argv`` with a pty as its terminal; returns (exit code, bytes written, wall seconds)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "NO_COLOR", "COLUMNS", "LINES")}
+    env.update(TERM="xterm-256color", TDRUN_HISTORY="off")
+    written = 0
+    done = threading.Event()
+
+    def drain() -> None:
+        nonlocal written
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                if done.is_set():
+                    return
+                continue
+            try:
+                data = os.read(master, 1 << 16)
+            except OSError:
+                return
+            if not data:
+                return
+            written += len(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    code = proc.wait()
+    wall = time.perf_counter() - t0
+    done.set()
+    reader.join(10)
+    os.close(master)
+    return code, written, wall
+
+
+def in_process(path: Path, repeat: int) -> dict[str, float]:
+    """The same run in this process, output to /dev/null: what each display costs the engine."""
+    from thread_order import Scheduler
+    from thread_order._live import LiveView
+    from thread_order._plain import PlainReporter, make_console
+
+    col = collect(str(path))
+    times: dict[str, list[float]] = {"engine alone": [], "plain": [], "live view": [], "--progress": []}
+    with open(os.devnull, "w") as null:
+        for _ in range(repeat):
+            for label in times:
+                sched = Scheduler(workers=WORKERS)
+                col.register_into(sched)
+                sched.graph
+                console = make_console(null, force_terminal=label != "plain", width=100)
+                if label == "plain":
+                    display = PlainReporter(console, TASKS, WORKERS)
+                elif label == "engine alone":
+                    display = None
+                else:
+                    display = LiveView(console, mode="live" if label == "live view" else "progress",
+                                       total=TASKS, lanes=WORKERS)
+                gc.collect()
+                if display is not None:
+                    display.attach(sched, {})
+                t0 = time.perf_counter()
+                sched.start()
+                times[label].append(time.perf_counter() - t0)
+                if display is not None:
+                    display.finish()
+    return {label: statistics.median(v) for label, v in times.items()}
+
+
+def time_collect(path: Path, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        col = collect(str(path))
+        best = min(best, time.perf_counter() - t0)
+        if len(col.specs) != TASKS:
+            raise SystemExit(f"collected {len(col.specs)} tasks, expected {TASKS}")
+    return best
+
+
+def main(quick: bool = False):
+    repeat = 2 if quick else 7
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="tdrun-bench-") as tmp:
+        folder = Path(tmp)
+        module = write_module(folder)
+        collect_s = time_collect(module, 3)
+        inproc = in_process(module, repeat)
+        runs: dict[str, list[tuple[float, float, int]]] = {label: [] for label, _ in MODES}
+        for r in range(repeat):
+            order = MODES if r % 2 == 0 else MODES[::-1]  # alternate, so no mode always goes first
+            for label, flag in order:
+                report = folder / "r.json"
+                argv = [sys.executable, "-m", "thread_order._cli", str(module), flag,
+                        "--workers", str(WORKERS), "--json-report", str(report)]
+                code, written, wall = run_on_pty(argv)
+                if code != 0:
+                    raise SystemExit(f"tdrun {flag} exited {code}")
+                data = json.loads(report.read_text())
+                if data["counts"]["passed"] != TASKS:
+                    raise SystemExit(f"tdrun {flag} lost tasks: {data['summary']}")
+                runs[label].append((data["duration"], wall, written))
+        base = statistics.median(d for d, _, _ in runs["plain"])
+        for label, _ in MODES:
+            durations = [d for d, _, _ in runs[label]]
+            run_s = statistics.median(durations)
+            wall = statistics.median(w for _, w, _ in runs[label])
+            out = statistics.median(b for _, _, b in runs[label])
+            rows.append((label, run_s, min(durations), wall, out, run_s / base))
+    return rows, {"collect": collect_s, "repeat": repeat, "in_process": inproc}
+
+
+def print_table(rows, extra) -> bool:
+    print(f"tdrun: {TASKS:,} no-op tasks, {WORKERS} workers, on a 100x30 pseudo-terminal "
+          f"(median of {extra['repeat']} runs per mode, modes interleaved)")
+    print(f"{'mode':<12} {'run':>9} {'best':>9} {'process':>9} {'output':>10} {'vs plain':>9} {'target':>7}  ok")
+    ok_all = True
+    for label, run_s, best, wall, out, ratio in rows:
+        target = "" if label == "plain" else f"{TARGET_RATIO:.2f}x"
+        ok = label == "plain" or ratio <= TARGET_RATIO
+        ok_all &= ok
+        print(f"{label:<12} {run_s:>8.3f}s {best:>8.3f}s {wall:>8.3f}s {out / 1024:>8.0f}KB "
+              f"{ratio:>8.2f}x {target:>7}  {'yes' if ok else 'NO'}")
+    inproc = extra["in_process"]
+    base = inproc["engine alone"]
+    print("same run in process, output to /dev/null (what the subscribers cost the engine):  "
+          + "  ".join(f"{label} {t:.3f}s ({t / base:.2f}x)" for label, t in inproc.items()))
+    collect_ok = extra["collect"] < TARGET_COLLECT
+    ok_all &= collect_ok
+    print(f"{'collect a module of 10,000 @mark functions':<52} {extra['collect']:>8.3f}s "
+          f"{'< 1s':>7}  {'yes' if collect_ok else 'NO'}")
+    return ok_all
+
+
+if __name__ == "__main__":
+    rows, extra = main(quick="--quick" in sys.argv)
+    print_table(rows, extra)

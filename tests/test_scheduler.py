@@ -586,6 +586,25 @@ def test_slow_subscriber_does_not_turn_a_task_that_finished_in_time_into_a_timeo
     assert leftover == []
 
 
+def test_tasks_finishing_right_at_their_deadline_never_break_the_pool(caplog):
+    """Either outcome is fine for a task that ends as its timeout fires; crashing or hanging is not."""
+    caplog.set_level(logging.ERROR, logger="thread_order")  # one timeout warning per task otherwise
+    threads_before = set(threading.enumerate())
+    for _ in range(3):
+        s = Scheduler(workers=4)
+        for i in range(100):
+            s.register(lambda: time.sleep(0.005), f"t{i}", timeout=0.005)
+        summary = start_or_fail(s)
+        assert len(summary["passed"]) + len(summary["failed"]) == 100
+        assert set(summary["failure_counts"]) <= {"TimeoutError"}
+        lanes = {t["thread"] for t in summary["tasks"].values()}
+        assert lanes <= {"thread_0", "thread_1", "thread_2", "thread_3"}
+    # every worker of these runs ends: abandoned ones once their sleep is over
+    for t in set(threading.enumerate()) - threads_before:
+        t.join(WAIT)
+        assert not t.is_alive(), f"thread {t.name!r} outlived its run"
+
+
 def test_task_finishing_in_time_is_not_timed_out():
     s = Scheduler(workers=2)
     s.register(returns(1), "quick", timeout=5)

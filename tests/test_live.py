@@ -42,7 +42,7 @@ def text_of(renderable, width: int = 100, height: int = 30) -> str:
 class HeldRun:
     """A real scheduler whose tasks ``slow_*`` block until released; runs start() on a thread."""
 
-    def __init__(self, workers: int, model: LiveModel, running_needed: int) -> None:
+    def __init__(self, workers: int, model: LiveModel, running_needed: int, finished_needed: int) -> None:
         self.release = threading.Event()
         self.running = threading.Event()
         self.sched = Scheduler(workers=workers)
@@ -61,17 +61,19 @@ class HeldRun:
         self.sched.register(lambda: None, "last", after=["slow_a", "slow_b"])
         model.subscribe(self.sched)
 
-        def on_running(event):  # subscribed after the model: the model is up to date when this fires
-            seen.append(event.name)
-            if len([n for n in seen if n.startswith("slow")]) == running_needed:
+        def on_event(event):  # subscribed after the model: the model is up to date when this fires
+            seen.append((event.kind, event.name))
+            slow = sum(1 for k, n in seen if k is EventKind.TASK_RUNNING and n.startswith("slow"))
+            final = sum(1 for k, _ in seen if k is EventKind.TASK_FINISHED)
+            if slow == running_needed and final == finished_needed:
                 self.running.set()
 
-        self.sched.subscribe(on_running, EventKind.TASK_RUNNING)
+        self.sched.subscribe(on_event, EventKind.TASK_RUNNING, EventKind.TASK_FINISHED)
         self.thread = threading.Thread(target=self.sched.start, daemon=True)
 
     def __enter__(self):
         self.thread.start()
-        assert self.running.wait(WAIT), "the slow tasks never started"
+        assert self.running.wait(WAIT), "the run never reached the expected point"
         return self
 
     def __exit__(self, *exc):
@@ -82,7 +84,7 @@ class HeldRun:
 
 def test_view_mid_run_shows_lanes_idle_lanes_counters_and_latest():
     model = LiveModel(total=0, lanes=3, title="tasks.py")
-    with HeldRun(workers=3, model=model, running_needed=2):
+    with HeldRun(workers=3, model=model, running_needed=2, finished_needed=2):
         # boom and skipped_child are final; slow_a and slow_b hold two lanes, one lane is idle
         snap = model.snapshot()
         text = text_of(render_view(snap, 100, 30))

@@ -213,13 +213,13 @@ async def module_graph(request: Request, ui: UiServer) -> dict[str, Any]:
     return await run_in_threadpool(_graph_payload, graph.nodes, graph.edges, None)
 
 
-def _graph_payload(nodes, edges, statuses) -> dict[str, Any]:
+def _graph_payload(nodes, edges, statuses, critical=None) -> dict[str, Any]:
     if len(nodes) > GRAPH_LIMIT:
         return {"svg": None, "reason": f"{len(nodes):,} tasks: the graph is drawn up to "
                                        f"{GRAPH_LIMIT:,} tasks; see the task table"}
     from ._svg import graph_svg
 
-    return {"svg": graph_svg(list(nodes), list(edges), statuses), "reason": None}
+    return {"svg": graph_svg(list(nodes), list(edges), statuses, critical=critical), "reason": None}
 
 
 @api
@@ -300,7 +300,7 @@ def parse_state_text(name: str, text: str) -> dict[str, Any]:
 async def start_run(request: Request, ui: UiServer) -> Response:
     body = await json_body(request)
     live = await run_in_threadpool(ui.runs.start, ui.workspace, body)
-    return JSONResponse(live.snapshot(), status_code=202)
+    return JSONResponse(live.snapshot(with_tasks=True), status_code=202)
 
 
 @api
@@ -431,14 +431,19 @@ async def history_run(request: Request, ui: UiServer) -> dict[str, Any]:
 
 
 def _history_detail(ui: UiServer, run_id: int | str) -> dict[str, Any]:
-    from ._svg import timeline_svg
+    from ._svg import critical_path, timeline_svg
 
     run = _get_history_run(ui, run_id)
     graph = run.get("graph") or {}
-    nodes, edges = graph.get("nodes") or [], graph.get("edges") or []
-    statuses = {t["name"]: t["status"] for t in run.get("tasks", [])}
-    run["graph_view"] = _graph_payload(nodes, [tuple(e) for e in edges], statuses)
-    run["timeline_svg"] = timeline_svg(run.get("tasks", [])) if run.get("tasks") else None
+    nodes = graph.get("nodes") or []
+    edges = [tuple(e) for e in graph.get("edges") or []]
+    tasks = run.get("tasks") or []
+    statuses = {t["name"]: t["status"] for t in tasks}
+    critical = critical_path(tasks, edges)
+    run["critical_path"] = critical
+    run["graph_view"] = _graph_payload(nodes, edges, statuses, critical)
+    ran = any(t.get("thread") for t in tasks)
+    run["timeline_svg"] = timeline_svg(tasks, critical=critical) if ran else None
     return run
 
 

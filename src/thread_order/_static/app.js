@@ -27,6 +27,30 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// replaceChildren() would print "null" for the parts left out
+function put(el, ...children) {
+  el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
+
+let svgCount = 0;
+// Several SVGs share one document: give each its own ids (arrow markers...) so a hidden
+// one never swallows another's references.
+function adoptSvg(container, markup) {
+  container.innerHTML = markup;  // drawn by our own server from escaped names
+  const n = ++svgCount;
+  for (const el of container.querySelectorAll("[id]")) {
+    const old = el.id;
+    const fresh = `${old}-v${n}`;
+    el.id = fresh;
+    for (const ref of container.querySelectorAll("*")) {
+      for (const attr of ref.getAttributeNames()) {
+        const v = ref.getAttribute(attr);
+        if (v.includes(`#${old})`) || v === `#${old}`) ref.setAttribute(attr, v.split(`#${old}`).join(`#${fresh}`));
+      }
+    }
+  }
+}
+
 function fmtDur(s) {
   if (s === null || s === undefined || Number.isNaN(s)) return "";
   if (s < 1) return `${Math.round(s * 1000)} ms`;
@@ -140,7 +164,7 @@ function insertSvg(container, payload, noteEl) {
     container.replaceChildren(h("div", { class: "note", text: (payload && payload.reason) || "no graph" }));
     return new Map();
   }
-  container.innerHTML = payload.svg;  // drawn by our own server from escaped names
+  adoptSvg(container, payload.svg);
   const nodes = new Map();
   for (const g of container.querySelectorAll("g.node[data-task]")) nodes.set(g.dataset.task, g);
   if (noteEl) noteEl.textContent = `${nodes.size.toLocaleString()} tasks`;
@@ -188,7 +212,7 @@ function route() {
 
 const taskTable = new PagedTable(null, [
   { title: "#", cls: "num", render: (t) => String(t.index) },
-  { title: "Task", cls: "name", render: (t) => h("span", { title: t.doc || null }, t.name) },
+  { title: "Task", cls: "name", render: (t) => [t.name, t.doc ? h("div", { class: "doc" }, t.doc) : null] },
   { title: "Depends on", render: (t) => h("span", { class: "deps" }, t.after.length ? t.after.join(", ") : "—") },
   { title: "Tags", render: (t) => t.tags.map((x) => h("span", { class: "tag" }, x)) },
   { title: "Options", render: (t) => [
@@ -302,24 +326,39 @@ function renderStateRows() {
     body.replaceChildren(h("tr", {}, h("td", { colspan: 4, class: "muted", text: "No values yet: the run starts from setup_state() alone." })));
     return;
   }
-  const seen = new Set();
   body.replaceChildren(...app.stateRows.map((row, i) => {
-    const dup = seen.has(row.key);
-    seen.add(row.key);
-    const badKey = row.key !== "" && (!KEY_RE.test(row.key) || dup || row.key === "results");
-    const keyInput = h("input", { value: row.key, placeholder: "key", "aria-label": "state key",
-      class: badKey ? "invalid" : null, title: dup ? "duplicate key" : null, spellcheck: "false" });
-    keyInput.addEventListener("input", () => { row.key = keyInput.value; if (row.source === "state file") row.source = "typed in"; setDirty(true); });
-    keyInput.addEventListener("change", renderStateRows);
+    const badge = h("span", {});
+    const keyInput = h("input", { value: row.key, placeholder: "key", "aria-label": "state key", spellcheck: "false" });
     const valueInput = h("input", { value: row.text, placeholder: "value", "aria-label": `value of ${row.key || "new key"}`, spellcheck: "false" });
-    valueInput.addEventListener("input", () => { row.text = valueInput.value; setDirty(true); });
-    const source = row.text !== row.orig || row.key !== row.origKey ? "typed in" : row.source;
+    const showSource = () => {
+      const source = row.text !== row.orig || row.key !== row.origKey ? "typed in" : row.source;
+      badge.className = `source source-${source.replace(/ /g, "-")}`;
+      badge.textContent = source;
+    };
+    keyInput.addEventListener("input", () => { row.key = keyInput.value.trim(); setDirty(true); showSource(); checkKeys(); });
+    valueInput.addEventListener("input", () => { row.text = valueInput.value; setDirty(true); showSource(); });
+    showSource();
+    row.keyInput = keyInput;
+    const fromFile = row.source === "state file" && row.orig !== null;
     return h("tr", {},
-      h("td", {}, keyInput), h("td", {}, valueInput),
-      h("td", {}, h("span", { class: `source source-${source.replace(/ /g, "-")}` }, source)),
-      h("td", {}, row.source === "state file" && row.text === row.orig ? null
-        : h("button", { type: "button", title: "remove", "aria-label": `remove ${row.key}`, onclick: () => { app.stateRows.splice(i, 1); setDirty(true); renderStateRows(); } }, "×")));
+      h("td", {}, keyInput), h("td", {}, valueInput), h("td", {}, badge),
+      h("td", {}, fromFile ? null : h("button", { type: "button", class: "icon", title: "remove", "aria-label": `remove ${row.key}`,
+        onclick: () => { app.stateRows.splice(i, 1); setDirty(true); renderStateRows(); } }, "×")));
   }));
+  checkKeys();
+}
+
+// mark bad or duplicate keys in place (re-rendering would steal the focus while typing)
+function checkKeys() {
+  const seen = new Set();
+  for (const row of app.stateRows) {
+    if (!row.keyInput) continue;
+    const dup = row.key !== "" && seen.has(row.key);
+    seen.add(row.key);
+    const bad = row.key !== "" && (!KEY_RE.test(row.key) || dup || row.key === "results");
+    row.keyInput.classList.toggle("invalid", bad);
+    row.keyInput.title = dup ? "duplicate key" : bad ? "letters, digits, _ . - ; starting with a letter or _" : "";
+  }
 }
 
 async function saveState() {
@@ -356,7 +395,7 @@ function renderRunState() {
   const card = $("run-state-card");
   if (!live || !live.state) { card.hidden = true; return; }
   card.hidden = false;
-  $("run-state-note").textContent = `run ${live.id}`;
+  $("run-state-note").textContent = live.history_id ? `run #${live.history_id}` : "";
   $("run-state-rows").replaceChildren(...(live.state.length ? live.state.map((e) => h("tr", {},
     h("td", { class: "name" }, e.key), h("td", { class: "value" }, e.text),
     h("td", {}, h("span", { class: `source source-${e.source.replace(/ /g, "-")}` }, e.source))))
@@ -379,6 +418,7 @@ async function startRun() {
   $("run-button").disabled = true;
   try {
     const snap = await api("POST", "/api/runs", body);
+    applySnapshot(snap);
     location.hash = "#run";
     connect(snap.id);
   } catch (e) {
@@ -457,9 +497,13 @@ function updatePill() {
   const live = app.live;
   const el = $("run-pill");
   if (!live) { el.className = "pill phase-idle"; el.textContent = "idle"; return; }
-  el.className = `pill phase-${live.phase}`;
-  el.textContent = isDone(live) ? (live.phase === "error" ? "run error" : "idle · last run done")
-    : `${live.phase} ${live.finished}/${live.total}`;
+  if (isDone(live)) {
+    el.className = "pill phase-idle";
+    el.textContent = "idle";
+  } else {
+    el.className = `pill phase-${live.phase}`;
+    el.textContent = `${live.phase} ${live.finished}/${live.total}`;
+  }
 }
 
 async function loadRunGraph(id) {
@@ -502,10 +546,10 @@ function renderLive() {
   phase.textContent = live.phase;
   $("run-title").textContent = `${live.target} · ${live.workers} workers${live.tags.length ? " · tags " + live.tags.join(",") : ""}`;
   const pct = live.total ? Math.floor((live.finished / live.total) * 100) : 100;
-  const bar = $("progress-bar");
-  bar.style.width = `${pct}%`;
-  bar.classList.toggle("done", done && !live.counts.FAILED);
-  bar.classList.toggle("bad", !!live.counts.FAILED);
+  const share = (n) => `${live.total ? (n / live.total) * 100 : 0}%`;
+  put($("progress-bar"), ...["PASSED", "FAILED", "SKIPPED", "CANCELLED"].map((st) =>
+    h("div", { class: `seg s-${st}`, style: `width:${share(live.counts[st])}` })),
+    h("div", { class: "seg s-RUNNING", style: `width:${share(live.running)}` }));
   $("progress-text").textContent = `${pct}% · ${live.finished.toLocaleString()} / ${live.total.toLocaleString()} tasks`;
   const waiting = Math.max(0, live.total - live.finished - live.running);
   const counters = [["PASSED", live.counts.PASSED], ["FAILED", live.counts.FAILED], ["SKIPPED", live.counts.SKIPPED],
@@ -518,7 +562,7 @@ function renderLive() {
     sum.classList.toggle("bad", live.phase === "error" || !!live.counts.FAILED);
     const parts = [live.error || (live.summary ? live.summary.text : "finished")];
     if (live.summary && live.summary.interrupted) parts.push("(cancelled)");
-    sum.replaceChildren(h("b", {}, parts.join(" ")), " ",
+    put(sum, h("b", {}, parts.join(" ")), " ",
       live.history_id ? h("a", { href: `#history/${live.history_id}` }, `open run #${live.history_id} in the history →`) : null,
       live.history_error ? h("span", { class: "muted" }, ` ${live.history_error}`) : null);
   } else {
@@ -630,6 +674,11 @@ async function showHistoryList() {
   }
 }
 
+function statusCounters(counts) {
+  return h("div", { class: "counters" }, counts.map(([s, n]) =>
+    h("div", { class: `counter s-${s}` }, h("span", { class: "dot" }), h("b", {}, String(n ?? 0)), h("span", {}, s.toLowerCase()))));
+}
+
 function metaGrid(pairs) {
   return h("div", { class: "meta-grid" }, pairs.filter(([, v]) => v !== null && v !== undefined && v !== "")
     .map(([k, v]) => h("div", {}, h("span", {}, k), h("b", {}, String(v)))));
@@ -653,7 +702,7 @@ async function showHistoryRun(id) {
   const notRun = tasks.filter((t) => t.status === "SKIPPED" || t.status === "CANCELLED");
   const graphBox = h("div", { class: "graph" });
   const counts = [["PASSED", run.passed], ["FAILED", run.failed], ["SKIPPED", run.skipped], ["CANCELLED", run.cancelled]];
-  el.replaceChildren(
+  put(el,
     h("div", { class: "detail-head" },
       h("a", { href: "#history" }, "← all runs"),
       h("h2", {}, `Run #${run.id}`), pill(run.status),
@@ -664,10 +713,9 @@ async function showHistoryRun(id) {
       metaGrid([["Started", fmtClock(run.started_at)], ["Finished", fmtClock(run.finished_at)], ["Duration", fmtDur(run.duration)],
         ["Workers", run.workers], ["Host", run.host], ["Tags", (run.tags || []).join(", ")], ["Tasks", run.total],
         ["Command", (run.argv || []).join(" ")]]),
-      h("div", { class: "counters" }, counts.map(([s, n]) =>
-        h("div", { class: `counter s-${s}` }, h("span", { class: "dot" }), h("b", {}, String(n ?? 0)), h("span", {}, s.toLowerCase()))))),
+      statusCounters(counts)),
     h("div", { class: "card" }, h("div", { class: "card-head" }, h("h3", {}, "Timeline")),
-      run.timeline_svg ? (() => { const d = h("div", { class: "timeline" }); d.innerHTML = run.timeline_svg; return d; })()
+      run.timeline_svg ? (() => { const d = h("div", { class: "timeline" }); adoptSvg(d, run.timeline_svg); return d; })()
         : h("p", { class: "muted" }, "no task ran")),
     h("div", { class: "card" }, h("div", { class: "card-head" }, h("h3", {}, "Graph")), graphBox),
     failed.length ? h("div", { class: "card", id: "failures" }, h("div", { class: "card-head" }, h("h3", {}, `Failures (${failed.length})`)),
@@ -710,8 +758,9 @@ async function showCompare(a, b) {
   }
   const side = (r, label) => h("div", { class: "card" },
     h("div", { class: "card-head" }, h("h3", {}, h("a", { href: `#history/${r.id}` }, `${label}: run #${r.id}`)), pill(r.status)),
-    metaGrid([["Started", fmtClock(r.started_at)], ["Duration", fmtDur(r.duration)], ["Workers", r.workers],
-      ["Passed", r.passed], ["Failed", r.failed], ["Skipped", r.skipped], ["Cancelled", r.cancelled], ["Module", r.target || r.module]]));
+    h("div", { class: "run-title" }, r.target || r.module),
+    h("div", { class: "muted stats" }, `started ${fmtClock(r.started_at)} · ${fmtDur(r.duration)} · ${r.workers ?? "?"} workers`),
+    statusCounters([["PASSED", r.passed], ["FAILED", r.failed], ["SKIPPED", r.skipped], ["CANCELLED", r.cancelled]]));
   const onlyChanges = h("input", { type: "checkbox", id: "compare-only" });
   const changed = data.tasks.filter((t) => t.change !== "same");
   onlyChanges.checked = changed.length > 0;
@@ -729,7 +778,7 @@ async function showCompare(a, b) {
   const refresh = () => table.setRows(onlyChanges.checked ? changed : data.tasks);
   onlyChanges.addEventListener("change", refresh);
   const c = data.changes;
-  el.replaceChildren(
+  put(el,
     h("div", { class: "detail-head" }, h("a", { href: "#history" }, "← all runs"), h("h2", {}, `Compare run #${data.a.id} with run #${data.b.id}`)),
     h("div", { class: "compare-head" }, side(data.a, "A"), side(data.b, "B")),
     h("div", { class: "card" },

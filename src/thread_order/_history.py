@@ -44,7 +44,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from ._errors import HistoryError
 from ._events import Event, EventKind
-from ._model import TaskStatus
+from ._model import TaskStatus, parse_tags
 
 __all__ = [
     "DEFAULT_HISTORY",
@@ -589,9 +589,10 @@ class HistoryRecorder:
     def attach(self, scheduler: Any, run_info: Mapping[str, Any] | None = None) -> None:
         """Start recording the next run of ``scheduler``.
 
-        ``run_info`` keys (all optional): ``module``, ``target``, ``argv``,
-        ``tags``, ``workers``, ``state`` (the initial state; default
-        ``scheduler.state``). Call before ``scheduler.start()``.
+        ``run_info`` keys (all optional): ``module`` (the module's path),
+        ``target``, ``argv``, ``tags`` (a list or ``"a,b"``), ``workers``,
+        ``state`` (the initial state; default ``scheduler.state``). Call
+        before ``scheduler.start()``.
 
         Raises:
             HistoryError: the file cannot be created, opened or migrated.
@@ -612,7 +613,7 @@ class HistoryRecorder:
             "module": None if info.get("module") is None else str(info["module"]),
             "target": None if info.get("target") is None else str(info["target"]),
             "argv": json.dumps(redact_argv(info.get("argv") or [])),
-            "tags": json.dumps([str(t) for t in info.get("tags") or []]),
+            "tags": json.dumps(list(parse_tags(info.get("tags") or None))),
             "workers": info.get("workers", getattr(scheduler, "workers", None)),
             "host": _HOST,
             "pid": os.getpid(),

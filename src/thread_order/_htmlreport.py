@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ._errors import UsageError
+from ._plain import user_traceback
 from ._svg import STATUS_COLORS, critical_path, format_seconds, graph_svg, timeline_svg
 
 __all__ = ["render_report", "write_report"]
@@ -169,7 +170,8 @@ def _failure(task: Mapping[str, Any], t0: float | None) -> str:
         f'<div class="sub">{_DOT.join(sub)}</div>',
     ]
     if task.get("traceback"):
-        parts.append(f"<details open><summary>traceback</summary>{_pre(task['traceback'])}</details>")
+        tb = user_traceback(task["traceback"])
+        parts.append(f"<details open><summary>traceback</summary>{_pre(tb)}</details>")
     if task.get("output"):
         parts.append(f"<details open><summary>captured output</summary>{_pre(task['output'])}</details>")
     parts.append("</div>")
@@ -223,7 +225,7 @@ def render_report(run: Mapping[str, Any]) -> str:
     missing = [name for name in nodes if name not in by_name]
     status = str(run.get("status") or "unknown")
     module = str(run.get("module") or "")
-    target = module + (f"::{run['target']}" if run.get("target") else "")
+    target = str(run.get("target") or module)
     counts = [("passed", run.get("passed")), ("failed", run.get("failed")),
               ("skipped", run.get("skipped")), ("cancelled", run.get("cancelled")),
               ("tasks", run.get("total"))]

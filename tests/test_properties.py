@@ -179,7 +179,10 @@ def check_reported_once(case: Case, summary: dict, events: list) -> None:
 def check_dependencies_final_before_start(case: Case, probe: Probe, events: list) -> None:
     finished_seq = {e.name: e.seq for e in events if e.kind is K.TASK_FINISHED}
     for e in events:
-        # a task's fate (run, skip) is decided only once every dependency is final
+        # a task's fate (run, skip) is decided only once every dependency is final;
+        # an interrupt cancels what never started without waiting (rule 8)
+        if e.kind is K.TASK_FINISHED and e.record.status is TaskStatus.CANCELLED:
+            continue
         if e.kind in (K.TASK_READY, K.TASK_STARTED, K.TASK_RUNNING, K.TASK_FINISHED):
             i = int(e.name[1:])
             for p in case.deps[i]:
@@ -301,3 +304,62 @@ def test_retries_follow_the_model(data):
     check_reported_once(case, summary, events)
     check_dependencies_final_before_start(case, probe, events)
     assert probe.peak <= case.workers
+
+
+@PROPERTY
+@given(st.data())
+def test_cancel_at_any_point_runs_teardown_and_cancels_the_rest(data):
+    case = data.draw(cases())
+    if case.n < 2:
+        case.deps.append([0])
+        case.register_order.append(1)
+    cancel_after = data.draw(st.integers(1, case.n - 1))  # finished tasks before cancel()
+    probe = Probe(case)
+    s = probe.scheduler()
+    events = []
+    s.subscribe(events.append)
+    s.subscribe(lambda e: e.count == cancel_after and s.cancel(), K.TASK_FINISHED)
+    summary = s.start()
+
+    check_reported_once_allowing_cancelled(case, summary, events)
+    check_dependencies_final_before_start(case, probe, events)
+    assert probe.peak <= case.workers
+
+    interrupts = [e for e in events if e.kind is K.RUN_INTERRUPTED]
+    if not interrupts:
+        # the request came as the last running tasks' results were already queued:
+        # nothing was left to stop, so nothing new may have started after it
+        asked = next(e.seq for e in events if e.kind is K.TASK_FINISHED and e.count == cancel_after)
+        assert not [e for e in events if e.seq > asked and e.kind in (K.TASK_READY, K.TASK_STARTED)]
+        assert summary["interrupted"] is False
+        assert {int(n[1:]): t["status"] for n, t in summary["tasks"].items()} == expected_statuses(case)
+        return
+    assert summary["interrupted"] is True
+    (interrupt,) = interrupts
+    assert interrupt.data == {"force": False}
+    for e in events:
+        if e.kind is K.TASK_STARTED and e.seq > interrupt.seq:
+            assert int(e.name[1:]) in case.always, f"{e.name} started after the interrupt"
+    # not forced: every always-task runs once its dependencies are final
+    assert case.always <= set(probe.calls)
+    for i in range(case.n):
+        task = summary["tasks"][name(i)]
+        if i in probe.calls:
+            assert task["status"] is (FAILED if i in case.failing else PASSED)
+        else:
+            assert i not in case.always
+            finished = next(e for e in events if e.kind is K.TASK_FINISHED and e.name == name(i))
+            if finished.seq > interrupt.seq:
+                assert task["status"] is TaskStatus.CANCELLED, (name(i), task)
+            else:
+                assert task["status"] is SKIPPED, (name(i), task)
+
+
+def check_reported_once_allowing_cancelled(case: Case, summary: dict, events: list) -> None:
+    names = sorted(name(i) for i in range(case.n))
+    finished = [e.name for e in events if e.kind is K.TASK_FINISHED]
+    assert sorted(finished) == names
+    listed = summary["passed"] + summary["failed"] + summary["skipped"] + summary["cancelled"]
+    assert sorted(listed) == names
+    for n in summary["cancelled"]:
+        assert summary["tasks"][n]["reason"] == "cancelled: the run was interrupted"

@@ -752,14 +752,22 @@ def test_running_tasks_never_exceed_workers_and_fill_the_pool():
 
 
 def test_a_run_uses_no_more_lanes_than_tasks():
+    before = set(threading.enumerate())
     barrier = threading.Barrier(2, timeout=WAIT)
+    lanes_seen = []
+
+    def meet():
+        barrier.wait()
+        lanes_seen.append(sorted(t.name for t in set(threading.enumerate()) - before))
+
     s = Scheduler(workers=8)
-    s.register(barrier.wait, "a")
-    s.register(barrier.wait, "b")
+    s.register(meet, "a")
+    s.register(meet, "b")
     running = []
     s.subscribe(lambda e: running.append(e.thread), K.TASK_RUNNING)
     s.start()
     assert sorted(running) == ["thread_0", "thread_1"]
+    assert lanes_seen == [["thread_0", "thread_1"]] * 2
 
 
 # ------------------------------------------------------------------ rule 12: results and restarts

@@ -348,6 +348,8 @@ def _open_writable(path: Path) -> sqlite3.Connection:
         raise _fail(path, f"cannot open: {_describe(exc)}") from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # look before touching: someone else's database must not even be switched to WAL
+        _check_version(conn, path, allow_empty=True)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             log.warning("history file %s: journal mode is %s, not wal", path, mode)
@@ -575,7 +577,9 @@ class HistoryRecorder:
         #: the run's id in the history file, set by attach()
         self.run_id: int | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._urgent = threading.Event()  # the run ended: commit without waiting for the window
+        # wakes the writer before its batch window is over: the run ended, or flush() was called
+        self._wake = threading.Event()
+        self._ending = False  # no more events will come: the writer stops waiting for windows
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._undo: list = []
@@ -646,8 +650,25 @@ class HistoryRecorder:
         self._thread.start()
 
     def _on_run_finished(self, event: Event) -> None:
+        self._ending = True
         self._queue.put(event)
-        self._urgent.set()
+        self._wake.set()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every task finished so far is committed; False if ``timeout`` passed first.
+
+        Safe from any thread, a running task included. Raises HistoryError if
+        recording failed.
+        """
+        if self._thread is None:
+            raise RuntimeError("flush: the recorder was never attached")
+        done = threading.Event()
+        self._queue.put(done)
+        self._wake.set()
+        ok = done.wait(timeout) or not self._thread.is_alive()
+        if self._error is not None:
+            raise _fail(self.path, f"could not record run {self.run_id}: {self._error}")
+        return ok
 
     def finish(self, timeout: float = 60.0) -> int | None:
         """Write what is left and close the file; returns the run id.
@@ -664,8 +685,9 @@ class HistoryRecorder:
             self._finished = True
             for undo in self._undo:
                 undo()
+            self._ending = True
             self._queue.put(_STOP)
-            self._urgent.set()
+            self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise _fail(self.path, f"still writing run {self.run_id} after {timeout:g}s")
@@ -685,10 +707,12 @@ class HistoryRecorder:
                 except queue.Empty:
                     self._write(conn, [], [], None)  # a heartbeat: this run is still alive
                     continue
-                if first is not _STOP and not self._urgent.is_set():
+                if first is not _STOP and not self._wake.is_set():
                     # hold the batch open: one commit per window instead of one per task, and no
                     # wake-up per task competing with the dispatcher for the GIL
-                    self._urgent.wait(BATCH_WINDOW)
+                    self._wake.wait(BATCH_WINDOW)
+                if not self._ending:
+                    self._wake.clear()
                 batch = [first]
                 get = q.get_nowait
                 while True:
@@ -709,10 +733,13 @@ class HistoryRecorder:
         add = finished.append
         finished_kind = EventKind.TASK_FINISHED
         final: dict[str, Any] = {}
+        flushes: list[threading.Event] = []
         stop = False
         for item in batch:
             if item is _STOP:
                 stop = True
+            elif type(item) is not Event:
+                flushes.append(item)
             elif item.kind is finished_kind:
                 add(item)
             elif item.kind is EventKind.RUN_STARTED:
@@ -727,6 +754,8 @@ class HistoryRecorder:
         if stop and "status" not in final:
             if not self._started:
                 self._discard(conn)
+                for done in flushes:
+                    done.set()
                 return True
             # start() ended without RUN_FINISHED (it raised): keep what finished
             final.update(status="interrupted", finished_at=time.time())
@@ -740,6 +769,8 @@ class HistoryRecorder:
             if len(lean) != len(finished) else []
         self._write(conn, rows, list(itertools.chain.from_iterable(map(_EVENT_LEAN, lean))),
                     final or None)
+        for done in flushes:
+            done.set()
         return stop
 
     def _write(self, conn, rows, lean, final) -> None:

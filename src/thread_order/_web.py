@@ -60,10 +60,7 @@ def _missing_extras() -> str | None:
 
 
 def _history_path(explicit: str | None) -> Path | None:
-    try:
-        from ._history import resolve_history_path
-    except ImportError:  # TODO(history): remove once the store lands
-        return None
+    from ._history import resolve_history_path
 
     path = resolve_history_path(explicit, False)
     return None if path is None else Path(path).resolve()

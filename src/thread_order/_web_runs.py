@@ -561,7 +561,7 @@ class RunManager:
                 "module": str(split_target(target)[0]), "target": target,
                 "argv": ["tdrun", "ui", target, f"--workers={options.workers}"]
                 + ([f"--tags={','.join(options.tags)}"] if options.tags else [])
-                + ([] if options.skip_dependents else ["--no-skip-dependents"]),
+                + ([] if options.skip_dependents else ["--no-skip-deps"]),
                 "tags": list(options.tags), "workers": options.workers, "state": state,
             }
             recorder = self.recorder_factory(scheduler, run_info)

@@ -51,6 +51,17 @@ function adoptSvg(container, markup) {
   }
 }
 
+// a graph a little wider than its card is scaled down to fit; a much wider one scrolls
+function fitSvg(container) {
+  const svg = container.querySelector("svg");
+  const avail = container.clientWidth - 2;
+  const width = svg ? Number(svg.getAttribute("width")) : 0;
+  if (svg && avail > 0 && width > avail && width < avail * 1.6) {
+    svg.style.width = "100%";
+    svg.style.height = "auto";
+  }
+}
+
 function fmtDur(s) {
   if (s === null || s === undefined || Number.isNaN(s)) return "";
   if (s < 1) return `${Math.round(s * 1000)} ms`;
@@ -105,7 +116,7 @@ function toast(message, bad) {
   el.classList.toggle("bad", !!bad);
   el.hidden = false;
   clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { el.hidden = true; }, bad ? 6000 : 3000);
+  toastTimer = setTimeout(() => { el.hidden = true; }, bad ? 6000 : 2000);
 }
 
 function showError(el, message, trace) {
@@ -165,6 +176,7 @@ function insertSvg(container, payload, noteEl) {
     return new Map();
   }
   adoptSvg(container, payload.svg);
+  fitSvg(container);
   const nodes = new Map();
   for (const g of container.querySelectorAll("g.node[data-task]")) nodes.set(g.dataset.task, g);
   if (noteEl) noteEl.textContent = `${nodes.size.toLocaleString()} tasks`;

@@ -12,6 +12,7 @@ import logging
 import math
 import queue
 import re
+import sys
 import threading
 import time
 from collections import deque
@@ -27,6 +28,11 @@ from rich.text import Text
 
 from ._events import Event, EventKind
 from ._model import TaskStatus
+
+try:
+    import termios
+except ImportError:  # not a POSIX system: the view works, keys are echoed
+    termios = None
 from ._plain import COLORS, LOG_FORMAT, interrupt_message, log_text
 
 __all__ = ["LiveModel", "Snapshot", "LiveView", "QueueLogHandler", "render_view", "render_bar"]
@@ -57,6 +63,7 @@ class Snapshot:
     now: float
     interrupted: int  # 0 no, 1 graceful, 2 forced
     done: bool
+    name_width: int = 24  # the longest task name, to size the lanes
 
     @property
     def waiting(self) -> int:
@@ -85,6 +92,7 @@ class LiveModel:
         self.started: float | None = None
         self.interrupted = 0
         self.done = False
+        self.name_width = 24
 
     def subscribe(self, scheduler) -> list[Callable[[], None]]:
         sub = scheduler.subscribe
@@ -103,6 +111,7 @@ class LiveModel:
             self.total = meta.get("total_tasks", self.total)
             n = min(meta.get("workers", len(self.lanes)), max(self.total, 1))
             self.lanes = tuple(f"thread_{i}" for i in range(n))
+            self.name_width = max((len(t) for t in meta.get("tasks", ())), default=24)
             self.started = event.time
 
     def _on_running(self, event: Event) -> None:
@@ -151,6 +160,7 @@ class LiveModel:
             return Snapshot(
                 self.title, self.total, self.lanes, dict(self.running), dict(self.last), dict(self.counts), self.finished,
                 self.retries, tuple(self.recent), self.started, time.time(), self.interrupted, self.done,
+                self.name_width,
             )
 
 
@@ -184,11 +194,13 @@ def _eta(snap: Snapshot) -> tuple[float, str]:
     return rate, f"ETA {minutes:d}:{sec:02d}"
 
 
-def _counters(snap: Snapshot) -> Text:
+def _counters(snap: Snapshot, final: bool = False) -> Text:
     text = Text()
-    parts = [
+    parts = [] if final else [
         ("waiting", snap.waiting, COLORS["WAITING"]),
         ("running", len(snap.running), COLORS["RUNNING"]),
+    ]
+    parts += [
         ("passed", snap.counts["PASSED"], COLORS["PASSED"]),
         ("failed", snap.counts["FAILED"], COLORS["FAILED"]),
         ("skipped", snap.counts["SKIPPED"], COLORS["SKIPPED"]),
@@ -197,11 +209,15 @@ def _counters(snap: Snapshot) -> Text:
         parts.append(("cancelled", snap.counts["CANCELLED"], COLORS["CANCELLED"]))
     if snap.retries:
         parts.append(("retries", snap.retries, COLORS["SKIPPED"]))
+    if final:  # the closing line: only what happened
+        parts = [p for p in parts if p[1] or p[0] == "passed"]
     for i, (label, n, color) in enumerate(parts):
         if i:
             text.append("  ")
         text.append(f"{n} ", style=f"bold {color}" if n else "dim")
         text.append(label, style=color if n else "dim")
+    text.no_wrap = True
+    text.overflow = "ellipsis"
     return text
 
 
@@ -217,7 +233,7 @@ def render_bar(snap: Snapshot, width: int, counters: bool = False) -> Table:
     stats.append(eta, style="dim")
     if counters:
         stats.append("  ")
-        stats.append_text(_counters(snap))
+        stats.append_text(_counters(snap, final=snap.done))
     complete = COLORS["FAILED"] if snap.counts["FAILED"] else COLORS["PASSED"]
     bar_width = max(10, min(60, width - stats.cell_len - 2))
     grid = Table.grid(padding=(0, 1))
@@ -241,8 +257,8 @@ def _lanes(snap: Snapshot, width: int, max_rows: int) -> Table:
     for _ in range(columns):
         grid.add_column(width=lane_w, no_wrap=True, style="dim")
         grid.add_column(width=1, no_wrap=True)
-        grid.add_column(width=max(min(cell_w - lane_w - 11, 40), 8), no_wrap=True, overflow="ellipsis")
-        grid.add_column(width=7, no_wrap=True, justify="right")
+        grid.add_column(width=6, no_wrap=True, justify="right")
+        grid.add_column(width=max(cell_w - lane_w - 11, 8), no_wrap=True, overflow="ellipsis")
     frame = SPINNER[int(snap.now * REFRESH_HZ) % len(SPINNER)]
     for r in range(rows):
         cells: list = []
@@ -254,31 +270,34 @@ def _lanes(snap: Snapshot, width: int, max_rows: int) -> Table:
             lane = lanes[i]
             held = snap.running.get(lane)
             if held is None:
-                idle = Text("idle", style="dim")
                 last = snap.last.get(lane)
+                note = Text()
                 if last is not None:
-                    idle.append(f"  last: {last[0]} ", style="dim")
-                    idle.append(ICONS.get(last[1], ""), style=COLORS.get(last[1], ""))
-                cells += [lane, Text("·", style="dim"), idle, ""]
+                    note.append(f"last: {last[0]} ", style="dim")
+                    note.append(ICONS.get(last[1], ""), style=COLORS.get(last[1], ""))
+                cells += [lane, Text("·", style="dim"), Text("idle", style="dim"), note]
             else:
                 name, since, attempt = held
                 label = Text(name, style=f"bold {COLORS['RUNNING']}")
-                if attempt > 1:
-                    label.append(f" (attempt {attempt})", style=COLORS["SKIPPED"])
-                cells += [lane, Text(frame, style=COLORS["RUNNING"]), label,
-                          Text(_duration(snap.now - since), style="bold")]
+                if attempt > 1:  # a retry: say which attempt this is
+                    label.append(f" {ICONS['RETRY']} attempt {attempt}", style=COLORS["SKIPPED"])
+                cells += [lane, Text(frame, style=COLORS["RUNNING"]),
+                          Text(_duration(max(snap.now - since, 0.0)), style="bold"), label]
         grid.add_row(*cells)
     return grid
 
 
-def _recent(snap: Snapshot, limit: int) -> Table:
+def _recent(snap: Snapshot, limit: int, width: int) -> Table:
+    rows = snap.recent[:limit]
+    name_w = max(8, min(max((len(r[0]) for r in rows), default=8), 36, width // 3))
+    detail_w = max(width - name_w - 1 - 9 - 6 - 4, 0)
     grid = Table.grid(padding=(0, 1))
     grid.add_column(width=1, no_wrap=True)
-    grid.add_column(no_wrap=True, max_width=36, overflow="ellipsis")
+    grid.add_column(width=name_w, no_wrap=True, overflow="ellipsis")
     grid.add_column(width=9, no_wrap=True)
     grid.add_column(width=6, no_wrap=True, justify="right")
-    grid.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
-    for name, status, thread, duration, detail in snap.recent[:limit]:
+    grid.add_column(width=detail_w, no_wrap=True, overflow="ellipsis")
+    for name, status, thread, duration, detail in rows:
         color = COLORS.get(status, COLORS["SKIPPED"])
         ran = thread is not None
         grid.add_row(
@@ -300,11 +319,12 @@ def render_view(snap: Snapshot, width: int, height: int) -> RenderableType:
     room = height - fixed - lanes.row_count - 1
     parts: list[RenderableType] = [lanes, Text(""), render_bar(snap, inner), _counters(snap)]
     if snap.interrupted:
-        parts.append(Text(interrupt_message(snap.interrupted == 2), style=f"bold {COLORS['SKIPPED']}"))
+        parts.append(Text(interrupt_message(snap.interrupted == 2), style=f"bold {COLORS['SKIPPED']}",
+                          no_wrap=True, overflow="ellipsis"))
     show = max(0, min(RECENT_SHOW, room - 1, len(snap.recent)))
     if show:
         parts.append(Text("latest", style="dim"))
-        parts.append(_recent(snap, show))
+        parts.append(_recent(snap, show, inner))
     title = Text.assemble(("tdrun ", "bold"), (snap.title, ""), (f" · {snap.total} tasks", "dim"))
     subtitle = Text(f"{len(snap.lanes)} threads · {_duration(snap.elapsed)} · Ctrl-C stops", style="dim")
     return Panel(Group(*parts), title=title, title_align="left", subtitle=subtitle,
@@ -347,6 +367,7 @@ class LiveView:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._live: Live | None = None
+        self._tty: tuple[int, list] | None = None
         self.redraws = 0
 
     def log_handler(self) -> logging.Handler:
@@ -359,8 +380,33 @@ class LiveView:
             return render_bar(snap, width, counters=True)
         return render_view(snap, min(width, 120), height)
 
+    def _quiet_keyboard(self) -> None:
+        """Stop the terminal echoing keys (``^C`` above all) into the middle of the view."""
+        if termios is None:
+            return
+        try:
+            fd = sys.stdin.fileno()
+            if not self.console.is_terminal or not sys.stdin.isatty():
+                return
+            saved = termios.tcgetattr(fd)
+            quiet = termios.tcgetattr(fd)
+            quiet[3] &= ~(termios.ECHO | termios.ECHOCTL)
+            termios.tcsetattr(fd, termios.TCSANOW, quiet)
+            self._tty = (fd, saved)
+        except (AttributeError, OSError, ValueError, termios.error):  # stdin is closed or replaced
+            self._tty = None
+
+    def _restore_keyboard(self) -> None:
+        tty, self._tty = self._tty, None
+        if tty is not None:
+            try:
+                termios.tcsetattr(tty[0], termios.TCSADRAIN, tty[1])
+            except (OSError, termios.error):
+                pass
+
     def attach(self, scheduler, run_info: dict | None = None) -> None:
         self._undo = self.model.subscribe(scheduler)
+        self._quiet_keyboard()
         self._live = Live(console=self.console, auto_refresh=False, transient=False,
                           redirect_stdout=False, redirect_stderr=False, vertical_overflow="crop")
         self._live.start()
@@ -404,6 +450,7 @@ class LiveView:
         self._undo = []
         live, self._live = self._live, None
         if live is None:
+            self._restore_keyboard()
             return
         try:
             self._drain_logs()
@@ -411,4 +458,7 @@ class LiveView:
             width = self.console.size.width
             live.update(render_bar(snap, min(width, 120), counters=True), refresh=True)
         finally:
-            live.stop()  # shows the cursor again, even after Ctrl-C or an error
+            try:
+                live.stop()  # shows the cursor again, even after Ctrl-C or an error
+            finally:
+                self._restore_keyboard()

@@ -165,7 +165,7 @@ def interrupt_message(force: bool) -> str:
     if force:
         return "interrupted again: stopped waiting for running tasks"
     return ("interrupted: running tasks may finish, teardown tasks still run "
-            "(press Ctrl-C again to stop waiting)")
+            "(Ctrl-C again stops waiting)")
 
 
 def log_text(line: str, levelname: str, highlights: Iterable[tuple[re.Pattern, str]] = ()) -> Text:

@@ -28,11 +28,15 @@ class TdrunResult:
 
 @pytest.fixture
 def tdrun_main(capsys, monkeypatch):
-    """Call ``thread_order._cli.main(argv)`` in this process; returns code, stdout and stderr."""
+    """Call ``thread_order._cli.main(argv)`` in this process; returns code, stdout and stderr.
+
+    Runs are not recorded in a history file (``TDRUN_HISTORY=off``).
+    """
     from thread_order._cli import main
 
-    for name in ("CI", "NO_COLOR", "TDRUN_HISTORY"):
+    for name in ("CI", "NO_COLOR"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TDRUN_HISTORY", "off")
 
     def run(*argv: str) -> TdrunResult:
         capsys.readouterr()
@@ -44,9 +48,13 @@ def tdrun_main(capsys, monkeypatch):
 
 
 def tdrun_env(**extra: str) -> dict[str, str]:
-    """The environment for a tdrun subprocess: ours, minus what changes tdrun's output."""
+    """The environment for a tdrun subprocess: ours, minus what changes tdrun's output.
+
+    History recording is off unless ``extra`` says otherwise (``TDRUN_HISTORY="on"``).
+    """
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "NO_COLOR", "COLUMNS", "LINES")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["TDRUN_HISTORY"] = "off"
     env.update(extra)
     return env
 

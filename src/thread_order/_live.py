@@ -194,7 +194,7 @@ def _eta(snap: Snapshot) -> tuple[float, str]:
     return rate, f"ETA {minutes:d}:{sec:02d}"
 
 
-def _counters(snap: Snapshot, final: bool = False) -> Text:
+def _counters(snap: Snapshot, final: bool = False, compact: bool = False) -> Text:
     text = Text()
     parts = [] if final else [
         ("waiting", snap.waiting, COLORS["WAITING"]),
@@ -209,7 +209,7 @@ def _counters(snap: Snapshot, final: bool = False) -> Text:
         parts.append(("cancelled", snap.counts["CANCELLED"], COLORS["CANCELLED"]))
     if snap.retries:
         parts.append(("retries", snap.retries, COLORS["SKIPPED"]))
-    if final:  # the closing line: only what happened
+    if final or compact:  # the one-line forms: only what is there
         parts = [p for p in parts if p[1] or p[0] == "passed"]
     for i, (label, n, color) in enumerate(parts):
         if i:
@@ -233,9 +233,9 @@ def render_bar(snap: Snapshot, width: int, counters: bool = False) -> Table:
     stats.append(eta, style="dim")
     if counters:
         stats.append("  ")
-        stats.append_text(_counters(snap, final=snap.done))
+        stats.append_text(_counters(snap, final=snap.done, compact=True))
     complete = COLORS["FAILED"] if snap.counts["FAILED"] else COLORS["PASSED"]
-    bar_width = max(10, min(60, width - stats.cell_len - 2))
+    bar_width = max(20, min(60, width - stats.cell_len - 2))
     grid = Table.grid(padding=(0, 1))
     grid.add_column(width=bar_width, no_wrap=True)
     grid.add_column(no_wrap=True, overflow="ellipsis")

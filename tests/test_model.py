@@ -153,7 +153,7 @@ def test_mark_validates_options_at_decoration_naming_the_function():
         def broken(state):
             return None
 
-    with pytest.raises(TypeError, match=r"^tags must be strings, got 3$"):
+    with pytest.raises(TypeError, match=r"^task 'bad_tags': tags must be strings, got 3$"):
         @dmark(tags=["ok", 3])
         def bad_tags():
             return None

@@ -101,12 +101,16 @@ class TaskSpec:
             isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
         ):
             raise ValueError(f"task {name!r}: timeout must be a number > 0 or None, not {timeout!r}")
+        try:
+            tag_names = parse_tags(tags)
+        except TypeError as exc:
+            raise TypeError(f"task {name!r}: {exc}") from None
         return cls(
             name=name,
             fn=fn,
             after=_parse_after(after, name),
             with_state=bool(with_state),
-            tags=parse_tags(tags),
+            tags=tag_names,
             always=bool(always),
             retries=retries,
             retry_delay=float(retry_delay),

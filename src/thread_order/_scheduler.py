@@ -27,6 +27,8 @@ log = logging.getLogger("thread_order")
 #: I/O-bound work: more threads than cores, as concurrent.futures does
 default_workers = min(32, (os.cpu_count() or 1) + 4)
 
+_K_RUNNING = EventKind.TASK_RUNNING
+
 _PASSED, _FAILED, _SKIPPED, _CANCELLED = (
     TaskStatus.PASSED, TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.CANCELLED,
 )
@@ -54,10 +56,11 @@ def _describe(exc: BaseException) -> tuple[str, str, str]:
 class _Lane:
     """One worker thread's slot; a lane abandoned after a timeout is replaced by a twin."""
 
-    __slots__ = ("name", "thread", "abandoned")
+    __slots__ = ("slot", "name", "thread", "abandoned")
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, slot: int) -> None:
+        self.slot = slot
+        self.name = f"thread_{slot}"
         self.thread: threading.Thread | None = None
         self.abandoned = False
 
@@ -65,13 +68,14 @@ class _Lane:
 class _Job:
     """One attempt of one task, handed to a worker."""
 
-    __slots__ = ("idx", "attempt", "lane", "abandoned")
+    __slots__ = ("idx", "attempt", "lane", "abandoned", "done")
 
     def __init__(self, idx: int, attempt: int) -> None:
         self.idx = idx
         self.attempt = attempt
         self.lane: _Lane | None = None
-        self.abandoned = False
+        self.abandoned = False  # set by the dispatcher when the attempt timed out
+        self.done = False  # set by the worker when the task returned
 
 
 class Scheduler:
@@ -309,7 +313,9 @@ class _Run:
         self.order: dict[TaskStatus, list[str]] = {s: [] for s in TaskStatus}
         self.finish_order: list[TaskRecord] = []
         self.results = sched.state.get("results") if sched.store_results else None
-        self.want_running = self.events.wants(EventKind.TASK_RUNNING)
+        # guards each _Job's lane/abandoned/done flags: a worker picking up or finishing a job
+        # and the dispatcher timing it out must agree on who won, or two threads serve one lane
+        self.handshake = threading.Lock()
 
     # -------------------------------------------------------------- worker side
 
@@ -322,7 +328,8 @@ class _Run:
         capture = self.s.capture
         buffers = OutputCapture.buffers  # this thread touches only its own slot
         ident = threading.get_ident()
-        want_running = self.want_running
+        subs = self.events._subs
+        handshake = self.handshake
         perf = time.perf_counter
         wall = time.time
         name = lane.name
@@ -330,11 +337,12 @@ class _Run:
             job = get()
             if job is None:
                 return
-            job.lane = lane
-            if job.abandoned:  # timed out before this worker picked it up
-                continue
+            with handshake:
+                if job.abandoned:  # timed out before this worker picked it up
+                    continue
+                job.lane = lane
             spec = specs[job.idx]
-            if want_running:
+            if subs[_K_RUNNING]:
                 put((_MSG_RUNNING, job, name))
             if capture:
                 buffers[ident] = []
@@ -355,13 +363,15 @@ class _Run:
                 output = "".join(pieces) if pieces else ""
             else:
                 output = ""
+            with handshake:
+                job.done = not job.abandoned
             put((_MSG_DONE, job, ok, value, error, started, duration, output, name))
-            if lane.abandoned:
+            if lane.abandoned:  # timed out: a twin already serves this lane
                 return
 
-    def _start_lane(self, name: str) -> _Lane:
-        lane = _Lane(name)
-        thread = threading.Thread(target=self._worker, args=(lane,), name=name, daemon=True)
+    def _start_lane(self, slot: int) -> _Lane:
+        lane = _Lane(slot)
+        thread = threading.Thread(target=self._worker, args=(lane,), name=lane.name, daemon=True)
         lane.thread = thread
         thread.start()
         return lane
@@ -397,7 +407,7 @@ class _Run:
         if s.capture:
             OutputCapture.install()
         try:
-            self.lanes = [self._start_lane(f"thread_{i}") for i in range(min(s.workers, max(self.n, 1)))]
+            self.lanes = [self._start_lane(i) for i in range(min(s.workers, max(self.n, 1)))]
             self.free = len(self.lanes)
             for i in range(self.n):
                 if not self.deps_left[i]:
@@ -523,19 +533,22 @@ class _Run:
         if self.where[idx] != _RUNNING or job.abandoned or self.attempts[idx] != job.attempt:
             return  # finished in time
         spec = self.specs[idx]
-        job.abandoned = True
-        lane = job.lane
+        with self.handshake:
+            if job.done:
+                return  # it returned before we looked; its message is on the way
+            job.abandoned = True
+            lane = job.lane
+            if lane is not None:
+                lane.abandoned = True
+        self.free += 1
         if lane is None:
-            self.free += 1  # nobody picked it up; whoever does will drop it
-            thread_name = None
+            thread_name = None  # nobody picked it up; whoever does will drop it
         else:
             # Python cannot kill a thread: abandon this one (daemon) and keep the pool's width
-            lane.abandoned = True
             thread_name = lane.name
             if lane.thread is not None:
                 lane.thread.name = f"{lane.name}-abandoned"
-            self.lanes[self.lanes.index(lane)] = self._start_lane(lane.name)
-            self.free += 1
+            self.lanes[lane.slot] = self._start_lane(lane.slot)
         message = f"task {spec.name!r} still running after {spec.timeout:g}s"
         log.warning("%s; abandoning its thread", message)
         self._attempt_failed(

@@ -133,6 +133,16 @@ def test_json_report_keys_and_content(basic_reports):
     }
 
 
+def test_secret_looking_values_are_redacted_from_argv(tmp_path, tdrun_main):
+    path = tmp_path / "r.json"
+    tdrun_main(MODULES / "cli_ok.py", "--api_token=s3cr3t", "--DB_PASSWORD=hunter2", "--env=dev",
+               "--json-report", path)
+    text = path.read_text()
+    assert "s3cr3t" not in text and "hunter2" not in text
+    argv = json.loads(text)["argv"]
+    assert argv[1:4] == ["--api_token=***redacted***", "--DB_PASSWORD=***redacted***", "--env=dev"]
+
+
 def test_json_report_keys_are_documented():
     doc = (REPO / "docs" / "json-report.md").read_text()
     from thread_order import _reports

@@ -8,7 +8,8 @@ added, existing ones keep their meaning while ``format_version`` stays 1:
 - ``tool`` (str): ``"tdrun"``; ``version`` (str): the thread-order version.
 - ``module`` (str): the module's name (its file stem); ``path`` (str): the file as given.
 - ``target`` (str | null): the ``::task`` part of TARGET.
-- ``argv`` (list of str): the command-line arguments.
+- ``argv`` (list of str): the command-line arguments; the value of a ``--key=value`` whose
+  key looks secret (password, token, secret, key, auth, credential) reads ``***redacted***``.
 - ``outcome`` (str): ``"passed"``, ``"failed"`` or ``"interrupted"``.
 - ``exit_code`` (int): tdrun's exit code for the run.
 - ``run_id`` (str), ``started_at``/``finished_at`` (epoch seconds), ``duration`` (seconds),
@@ -74,6 +75,21 @@ class RunData:
 # ---------------------------------------------------------------------------- JSON
 
 
+_SECRET_KEY = re.compile(r"password|passwd|token|secret|key|auth|credential", re.I)
+_KEY_VALUE = re.compile(r"^(--[^=]+)=(.*)$", re.S)
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """``argv`` with the values of secret-looking ``--key=value`` entries replaced."""
+    out = []
+    for item in argv:
+        m = _KEY_VALUE.match(item)
+        if m and _SECRET_KEY.search(m.group(1)):
+            item = f"{m.group(1)}=***redacted***"
+        out.append(item)
+    return out
+
+
 def json_report(run: RunData) -> dict[str, Any]:
     """The JSON report as a dict (see the module docstring for the keys)."""
     from . import __version__
@@ -103,7 +119,7 @@ def json_report(run: RunData) -> dict[str, Any]:
         "module": run.module,
         "path": run.path,
         "target": run.target,
-        "argv": list(run.argv),
+        "argv": redact_argv(run.argv),
         "outcome": run.outcome,
         "exit_code": run.exit_code,
         "run_id": summary["run_id"],

@@ -40,6 +40,10 @@ EXIT_CODES = {
 #: and returns the exit code. A module that cannot be imported exits 4.
 SUBCOMMANDS: dict[str, str] = {
     "ui": "thread_order._web:main",
+    "history": "thread_order._history_cli:main",
+    "show": "thread_order._history_cli:main",
+    "report": "thread_order._history_cli:main",
+    "compare": "thread_order._history_cli:main",
 }
 
 # a state entry typed on the command line: --key=value (value may be empty)
@@ -106,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--no-color", action="store_true", help="no colours (the NO_COLOR variable works too)")
     out.add_argument("--junit-xml", metavar="PATH", help="write a JUnit XML report for CI")
     out.add_argument("--json-report", metavar="PATH", help="write the run as a JSON document")
+    hist = p.add_argument_group("history (see tdrun history, show, report, compare)")
+    hist.add_argument("--history", metavar="PATH",
+                      help="record the run in this SQLite file (default: .tdrun/history.db)")
+    hist.add_argument("--no-history", action="store_true",
+                      help="do not record the run (TDRUN_HISTORY=off does the same)")
+    hist.add_argument("--html-report", metavar="FILE.html",
+                      help="write the run as a self-contained HTML page: timeline, graph, failures")
     p.add_argument("--version", action="version", version=f"tdrun {__version__}")
     return p
 
@@ -145,7 +156,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str], dic
         raise UsageError(f"{' and '.join(picked)} cannot be used together")
     if args.graph and args.list:
         raise UsageError("--graph and --list cannot be used together")
-    for option, path in (("--junit-xml", args.junit_xml), ("--json-report", args.json_report)):
+    for option, path in (("--junit-xml", args.junit_xml), ("--json-report", args.json_report),
+                         ("--html-report", args.html_report), ("--history", args.history)):
         if path is not None and (not path or Path(path).is_dir()):
             raise UsageError(f"{option} {path!r}: expected a file path")
     return args, values, results
@@ -298,6 +310,11 @@ def _run_observers(args: argparse.Namespace) -> list[Any]:
     (history...) plug in.
     """
     observers: list[Any] = []
+    from ._history_cli import history_observer
+
+    recorder = history_observer(args.history, args.no_history, args.html_report)
+    if recorder is not None:
+        observers.append(recorder)
     return observers
 
 
@@ -372,6 +389,7 @@ def _run(args, argv, collection: Collection, scheduler: Scheduler, sources: dict
             except OSError as exc:
                 raise UsageError(f"{option} {path}: cannot write: {exc.strerror or exc}") from None
             written.append(f"{option.lstrip('-').replace('-', ' ')} written to {path}")
+    written.extend(note for observer in observers for note in getattr(observer, "notes", ()))
     end_console = make_console(out, color=color)
     print_end_of_run(end_console, summary, records, notes=written)
     out.flush()

@@ -12,14 +12,22 @@ import datetime as _dt
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
 from ._errors import HistoryError, UsageError
-from ._history import DEFAULT_HISTORY, RUN_STATUSES, HistoryStore, compare_runs
+from ._history import (
+    DEFAULT_HISTORY,
+    RUN_STATUSES,
+    HistoryRecorder,
+    HistoryStore,
+    compare_runs,
+    resolve_history_path,
+)
 from ._svg import STATUS_COLORS, format_seconds
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["main", "COMMANDS", "HistoryObserver", "history_observer"]
 
 EXIT_OK, EXIT_USAGE = 0, 4
 
@@ -281,6 +289,92 @@ def _cmd_compare(args, store: HistoryStore, out: _Out) -> int:
                          f"{sign}{format_seconds(abs(d['delta']))}", ratio])
         out.table(["task", "A", "B", "change", "ratio"], rows, right=(1, 2, 3, 4))
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- a tdrun run
+
+
+class HistoryObserver:
+    """tdrun's run observer: records the run and writes ``--html-report``.
+
+    With history off but a report asked for, the run is recorded into a
+    throwaway file, so the report is drawn from exactly what a recorded run
+    holds. Problems after the run become ``notes`` (printed with the summary)
+    rather than errors: the run's own outcome and exit code stand.
+    """
+
+    def __init__(self, path: Path | None, html_report: str | None) -> None:
+        self.path = path
+        self.html_report = html_report
+        self.notes: list[str] = []
+        self.run_id: int | None = None
+        self._recorder: HistoryRecorder | None = None
+        self._scratch: tempfile.TemporaryDirectory | None = None
+        self._file: Path | None = None
+
+    def attach(self, scheduler: Any, run_info: dict[str, Any]) -> None:
+        info = dict(run_info)
+        target = str(info.get("target") or "")
+        if target:  # the module's path, as the web UI records it, not just its name
+            from ._collect import split_target
+
+            info["module"] = split_target(target)[0]
+        if self.path is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="tdrun-report-")
+            self._file = Path(self._scratch.name) / "run.db"
+        else:
+            self._file = self.path
+        recorder = HistoryRecorder(self._file)
+        try:
+            recorder.attach(scheduler, info)
+        except HistoryError as exc:
+            self._cleanup()
+            raise UsageError(f"{exc} (--no-history runs without recording)") from None
+        self._recorder = recorder
+        self.run_id = recorder.run_id
+
+    def finish(self) -> None:
+        if self._recorder is None:
+            return
+        recorder, self._recorder = self._recorder, None
+        try:
+            run_id = recorder.finish()
+            if run_id is None:  # the run never started
+                return
+            if self._scratch is None:
+                hint = "" if self.path == DEFAULT_HISTORY else f" --history {self.path}"
+                self.notes.append(f"run {run_id} recorded in {self.path} (tdrun show {run_id}{hint})")
+            if self.html_report:
+                from ._htmlreport import write_report
+
+                with HistoryStore(self._file) as store:
+                    write_report(self.html_report, store.get_run(run_id))
+                self.notes.append(f"html report written to {self.html_report}")
+        except (HistoryError, UsageError) as exc:
+            self.notes.append(f"warning: {exc}")
+        finally:
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+
+
+def history_observer(history: str | None, no_history: bool, html_report: str | None) -> HistoryObserver | None:
+    """The observer for tdrun's ``--history``/``--no-history``/``--html-report`` (None: nothing to do).
+
+    Raises:
+        UsageError: the folder of ``--html-report`` does not exist.
+    """
+    path = resolve_history_path(history, no_history)
+    if html_report:
+        folder = Path(html_report).expanduser().parent
+        if not folder.is_dir():
+            raise UsageError(f"--html-report {html_report}: folder {folder} does not exist")
+    if path is None and not html_report:
+        return None
+    return HistoryObserver(path, html_report)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, HistoryStore, _Out], int]] = {

@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ._events import Event, EventKind
-from ._model import TaskStatus
+from ._model import TaskRecord, TaskStatus
 
 try:
     import termios
@@ -74,8 +74,18 @@ class Snapshot:
         return (self.now - self.started) if self.started is not None else 0.0
 
 
+_PASSED, _FAILED, _SKIPPED, _CANCELLED = (
+    TaskStatus.PASSED, TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.CANCELLED,
+)
+
+
 class LiveModel:
-    """What the live view shows, updated from the event stream (cheap: runs on the dispatcher)."""
+    """What the live view shows, updated from the event stream.
+
+    The handlers run on the scheduler's dispatcher thread for every task, so
+    they only store what arrived (records, not strings made from them);
+    :meth:`snapshot`, on the refresh thread, turns that into what is drawn.
+    """
 
     def __init__(self, total: int, lanes: int, title: str = "") -> None:
         # guards every field below; held for a few assignments at a time
@@ -83,12 +93,12 @@ class LiveModel:
         self.title = title
         self.total = total
         self.lanes = tuple(f"thread_{i}" for i in range(lanes))
-        self.running: dict[str, tuple[str, float, int]] = {}
-        self.last: dict[str, tuple[str, str]] = {}
-        self.counts = {s.value: 0 for s in TaskStatus}
+        self.running: dict[str, tuple[str, float, int]] = {}  # lane -> (task, since, attempt)
+        self.last: dict[str, TaskRecord] = {}  # lane -> the record it finished last
+        self.passed = self.failed = self.skipped = self.cancelled = 0
         self.finished = 0
         self.retries = 0
-        self.recent: deque = deque(maxlen=RECENT_KEEP)
+        self.recent: deque = deque(maxlen=RECENT_KEEP)  # (record, attempt if a retry else 0)
         self.started: float | None = None
         self.interrupted = 0
         self.done = False
@@ -118,33 +128,35 @@ class LiveModel:
         with self._lock:
             self.running[event.thread] = (event.name, event.time, event.attempt)
 
-    def _free(self, thread: str | None, name: str) -> None:
-        held = self.running.get(thread)
-        if held is not None and held[0] == name:
-            del self.running[thread]
-
     def _on_retrying(self, event: Event) -> None:
         rec = event.record
         with self._lock:
-            self._free(rec.thread, rec.name)
+            held = self.running.get(rec.thread)
+            if held is not None and held[0] == rec.name:
+                del self.running[rec.thread]
             self.retries += 1
-            self.recent.appendleft((rec.name, "RETRY", rec.thread, rec.duration,
-                                    f"attempt {event.attempt} failed: {_first_line(rec.error_type, rec.error)}"))
+            self.recent.appendleft((rec, event.attempt))
 
     def _on_finished(self, event: Event) -> None:
         rec = event.record
-        status = rec.status.value
-        if status == "FAILED":
-            detail = _first_line(rec.error_type, rec.error)
-        else:
-            detail = rec.reason or ""
+        status = rec.status
+        thread = rec.thread
         with self._lock:
-            self._free(rec.thread, rec.name)
-            if rec.thread is not None:
-                self.last[rec.thread] = (rec.name, status)
-            self.counts[status] += 1
+            if thread is not None:
+                held = self.running.get(thread)
+                if held is not None and held[0] == rec.name:
+                    del self.running[thread]
+                self.last[thread] = rec
+            if status is _PASSED:
+                self.passed += 1
+            elif status is _FAILED:
+                self.failed += 1
+            elif status is _SKIPPED:
+                self.skipped += 1
+            else:
+                self.cancelled += 1
             self.finished = event.count
-            self.recent.appendleft((rec.name, status, rec.thread, rec.duration, detail))
+            self.recent.appendleft((rec, 0))
 
     def _on_interrupted(self, event: Event) -> None:
         with self._lock:
@@ -157,11 +169,29 @@ class LiveModel:
 
     def snapshot(self) -> Snapshot:
         with self._lock:
-            return Snapshot(
-                self.title, self.total, self.lanes, dict(self.running), dict(self.last), dict(self.counts), self.finished,
-                self.retries, tuple(self.recent), self.started, time.time(), self.interrupted, self.done,
-                self.name_width,
-            )
+            running = dict(self.running)
+            last = dict(self.last)
+            recent = tuple(self.recent)
+            counts = {"PASSED": self.passed, "FAILED": self.failed, "SKIPPED": self.skipped,
+                      "CANCELLED": self.cancelled}
+            fields = (self.title, self.total, self.lanes, self.finished, self.retries, self.started,
+                      self.interrupted, self.done, self.name_width)
+        title, total, lanes, finished, retries, started, interrupted, done, name_width = fields
+        return Snapshot(
+            title, total, lanes, running, {lane: (r.name, r.status.value) for lane, r in last.items()},
+            counts, finished, retries, tuple(_completion(rec, attempt) for rec, attempt in recent),
+            started, time.time(), interrupted, done, name_width,
+        )
+
+
+def _completion(rec: TaskRecord, attempt: int) -> tuple:
+    """(name, status, thread, duration, detail) of one line of the latest completions."""
+    if attempt:
+        detail = f"attempt {attempt} failed: {_first_line(rec.error_type, rec.error)}"
+        return rec.name, "RETRY", rec.thread, rec.duration, detail
+    status = rec.status.value
+    detail = _first_line(rec.error_type, rec.error) if status == "FAILED" else (rec.reason or "")
+    return rec.name, status, rec.thread, rec.duration, detail
 
 
 def _first_line(error_type: str | None, error: str | None) -> str:

@@ -166,3 +166,23 @@ def test_a_module_talking_to_a_real_http_server(tdrun_proc, tmp_path):
         assert api.store.requests == 5
     tasks = {t["name"]: t for t in json.loads(report.read_text())["tasks"]}
     assert [tasks[n]["status"] for n in tasks] == ["PASSED"] * 5
+
+
+@pytest.mark.parametrize("fail, code", [(False, 0), (True, 1)])
+def test_a_reader_that_stops_early_does_not_change_the_exit_code(write_module, fail, code):
+    # 2,000 lines are far more than a pipe holds, so tdrun writes into a closed pipe
+    body = "".join(f"@dmark()\ndef t{i}():\n    pass\n\n" for i in range(2000))
+    body += "@dmark()\ndef last():\n    raise RuntimeError('no')\n" if fail else ""
+    module = write_module("from thread_order import dmark\n\n" + body)
+    proc = subprocess.Popen([sys.executable, "-m", "thread_order._cli", str(module)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=tdrun_env())
+    try:
+        assert proc.stdout.read(200).startswith(b"[thread_")
+        proc.stdout.close()
+        err = proc.stderr.read()
+        assert proc.wait(WAIT) == code
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert err == b""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import logging
 import os
 import re
@@ -184,10 +185,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.write("tdrun: interrupted\n")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # tdrun --list | head: the reader has all it wanted
+        _silence(out)
+        return EXIT_OK
     except Exception:
         err.write(traceback.format_exc())
         err.write("tdrun: internal error: this is a bug in tdrun, please report it with the traceback above\n")
         return EXIT_INTERNAL
+
+
+def _silence(stream: TextIO) -> None:
+    """Point ``stream`` at /dev/null, so the flush at exit does not fail on a closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
 
 
 def console_main() -> None:
@@ -391,8 +405,11 @@ def _run(args, argv, collection: Collection, scheduler: Scheduler, sources: dict
             written.append(f"{option.lstrip('-').replace('-', ' ')} written to {path}")
     written.extend(note for observer in observers for note in getattr(observer, "notes", ()))
     end_console = make_console(out, color=color)
-    print_end_of_run(end_console, summary, records, notes=written)
-    out.flush()
+    try:
+        print_end_of_run(end_console, summary, records, notes=written)
+        out.flush()
+    except BrokenPipeError:  # tdrun ... | head: the run's outcome still decides the exit code
+        _silence(out)
     return code
 
 

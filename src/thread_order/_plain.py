@@ -38,11 +38,18 @@ PLAIN_WIDTH = 80
 LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)-7s [%(threadName)s] %(message)s", "%H:%M:%S")
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich exits with status 1 here; tdrun's caller decides the exit code instead
+        self.quiet = True
+        raise BrokenPipeError("the output stream was closed")
+
+
 def make_console(file: TextIO, *, color: bool = True, force_terminal: bool | None = None,
                  width: int | None = None) -> Console:
     """A rich console on ``file``; ``color=False`` (``--no-color``) and ``NO_COLOR`` turn colour off."""
     no_color = not color or bool(os.environ.get("NO_COLOR"))
-    return Console(file=file, force_terminal=force_terminal, no_color=no_color, highlight=False,
+    return _Console(file=file, force_terminal=force_terminal, no_color=no_color, highlight=False,
                    width=width, soft_wrap=False)
 
 

@@ -435,14 +435,18 @@ class LiveView:
                 pass
 
     def attach(self, scheduler, run_info: dict | None = None) -> None:
-        self._undo = self.model.subscribe(scheduler)
-        self._quiet_keyboard()
-        self._live = Live(console=self.console, auto_refresh=False, transient=False,
-                          redirect_stdout=False, redirect_stderr=False, vertical_overflow="crop")
-        self._live.start()
-        self._redraw()
-        self._thread = threading.Thread(target=self._loop, name="tdrun-live", daemon=True)
-        self._thread.start()
+        try:
+            self._undo = self.model.subscribe(scheduler)
+            self._quiet_keyboard()
+            self._live = Live(console=self.console, auto_refresh=False, transient=False,
+                              redirect_stdout=False, redirect_stderr=False, vertical_overflow="crop")
+            self._live.start()
+            self._redraw()
+            self._thread = threading.Thread(target=self._loop, name="tdrun-live", daemon=True)
+            self._thread.start()
+        except BaseException:  # noqa: B902 - Ctrl-C half way through must not leave the terminal muted
+            self.finish()
+            raise
 
     def _loop(self) -> None:
         while not self._stop.wait(1 / REFRESH_HZ):

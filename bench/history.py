@@ -1,8 +1,14 @@
-"""History benchmark: a 10,000 no-op task run with a HistoryRecorder attached vs without."""
+"""History benchmark: a 10,000 no-op task run with a HistoryRecorder attached vs without.
+
+Also the same comparison one level up: tdrun's ``main()`` in this process (collect, run,
+summary; output to /dev/null) with ``--history PATH`` vs ``--no-history``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 import queue
 import shutil
 import tempfile
@@ -69,6 +75,28 @@ def run_recorded(path: Path) -> float:
     return elapsed
 
 
+def write_module(folder: Path) -> Path:
+    lines = ["from thread_order import dmark", ""]
+    for i in range(TASKS):
+        lines += ["@dmark()", f"def t{i}():", "    pass", ""]
+    path = folder / "bench_history_tasks.py"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def run_tdrun(module: Path, *options: str) -> float:
+    from thread_order._cli import main as tdrun
+
+    gc.collect()
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        t0 = time.perf_counter()
+        code = tdrun([str(module), "--plain", "--workers", str(WORKERS), *options])
+        elapsed = time.perf_counter() - t0
+    if code != 0:
+        raise SystemExit(f"tdrun {' '.join(options)} exited {code}")
+    return elapsed
+
+
 def main(quick: bool = False):
     repeat = 3 if quick else 7
     folder = Path(tempfile.mkdtemp(prefix="tdrun-bench-"))
@@ -81,12 +109,18 @@ def main(quick: bool = False):
             times["listener"].append(run_listener())
             times["recorded"].append(run_recorded(path))
         size = path.stat().st_size + sum(p.stat().st_size for p in folder.glob("history.db-*"))
+        module = write_module(folder)
+        cli_path = folder / "tdrun.db"
+        for _ in range(max(repeat // 2, 2)):
+            times.setdefault("tdrun off", []).append(run_tdrun(module, "--no-history"))
+            times.setdefault("tdrun on", []).append(run_tdrun(module, "--history", str(cli_path)))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     base = min(times["plain"])
     rows = [
         (f"{TASKS:,} no-ops, one queueing listener", base, min(times["listener"]), None),
         (f"{TASKS:,} no-ops, history recorded", base, min(times["recorded"]), TARGET),
+        ("tdrun main(): collect + run + summary", min(times["tdrun off"]), min(times["tdrun on"]), TARGET),
     ]
     return rows, {"runs": repeat, "file_mib": size / 2**20}
 

@@ -13,12 +13,11 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from thread_order import EventKind, HistoryError, Scheduler
+from thread_order import HistoryError, Scheduler
 from thread_order._history import (
     DEFAULT_HISTORY,
     OUTPUT_CAP,

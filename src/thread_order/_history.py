@@ -9,14 +9,9 @@ fraction of a second. The file is in WAL mode with a busy timeout, and every
 write transaction is ``BEGIN IMMEDIATE``, so several processes can record into
 one file at once.
 
-A run row says ``running`` until its recorder writes the outcome. To tell a
-live run from one whose process died, each row keeps the writer's ``host``,
-``pid`` and a ``heartbeat`` (refreshed by every commit and every
-``HEARTBEAT_INTERVAL`` seconds while the run is idle). Readers report a
-``running`` row as ``interrupted`` when its process is gone (same host: the pid
-no longer exists) or its heartbeat is older than ``LEASE`` (other hosts, or a
-reused pid). Rows from schema version 1 have neither and always read as
-interrupted.
+A run row says ``running`` until its recorder writes the outcome; readers
+tell a live run from a dead one by the writer's host, pid and heartbeat (see
+``_history_db``), and report the dead one as ``interrupted``.
 
 Reading: :class:`HistoryStore` opens the file read-only (``mode=ro``) and never
 creates, migrates or modifies it; it reads older schema versions as they are.
@@ -25,29 +20,42 @@ A file written by a newer schema is refused with a :class:`HistoryError`.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
-import math
 import operator
 import os
 import queue
-import re
-import socket
 import sqlite3
 import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Mapping
 
 from ._errors import HistoryError
 from ._events import Event, EventKind
+from ._history_db import (
+    HOST,
+    OUTPUT_CAP,
+    RUN_STATUSES,
+    SCHEMA_VERSION,
+    cap_text,
+    describe,
+    effective_status,
+    fail,
+    open_readonly,
+    open_writable,
+    redact_argv,
+    snapshot_state,
+    transaction,
+)
 from ._model import TaskStatus, parse_tags
 
 __all__ = [
     "DEFAULT_HISTORY",
+    "OUTPUT_CAP",
+    "RUN_STATUSES",
     "SCHEMA_VERSION",
     "HistoryStore",
     "HistoryRecorder",
@@ -63,102 +71,9 @@ log = logging.getLogger("thread_order")
 
 #: where tdrun records runs, relative to the current directory
 DEFAULT_HISTORY = Path(".tdrun/history.db")
-#: the schema this version writes; it reads every version up to this one
-SCHEMA_VERSION = 2
-#: captured output (and tracebacks) longer than this many UTF-8 bytes are cut in the middle
-OUTPUT_CAP = 64 * 1024
-REDACTED = "***redacted***"
-#: state keys (and ``--option=value`` names) that look like secrets
-SECRET_KEY = re.compile(r"password|passwd|token|secret|key|auth|credential", re.IGNORECASE)
 #: a batch of finished tasks is committed at most this long after its first task
 BATCH_WINDOW = 0.1
 HEARTBEAT_INTERVAL = 5.0
-#: a "running" row whose heartbeat is older than this is a dead run
-LEASE = 60.0
-BUSY_TIMEOUT_MS = 15_000
-RUN_STATUSES = ("passed", "failed", "interrupted", "running")
-_HOST = socket.gethostname()
-_NOT_JSON = "__not_json__"
-_MAX_DEPTH = 32
-
-# MIGRATIONS[v] upgrades a file from schema version v to v + 1; a new file runs them all.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (  # 0 -> 1: the first schema
-        """CREATE TABLE runs (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            started_at REAL NOT NULL,
-            finished_at REAL,
-            module TEXT,
-            target TEXT,
-            argv TEXT NOT NULL DEFAULT '[]',
-            tags TEXT NOT NULL DEFAULT '[]',
-            workers INTEGER,
-            host TEXT,
-            status TEXT NOT NULL,
-            passed INTEGER NOT NULL DEFAULT 0,
-            failed INTEGER NOT NULL DEFAULT 0,
-            skipped INTEGER NOT NULL DEFAULT 0,
-            cancelled INTEGER NOT NULL DEFAULT 0,
-            total INTEGER NOT NULL DEFAULT 0,
-            duration REAL,
-            graph TEXT NOT NULL DEFAULT '{}',
-            state TEXT NOT NULL DEFAULT '{}'
-        )""",
-        """CREATE TABLE tasks (
-            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-            seq INTEGER NOT NULL,
-            name TEXT NOT NULL,
-            status TEXT NOT NULL,
-            thread TEXT,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            started_at REAL,
-            finished_at REAL,
-            duration REAL NOT NULL DEFAULT 0,
-            error_type TEXT,
-            error TEXT,
-            traceback TEXT,
-            reason TEXT,
-            output TEXT NOT NULL DEFAULT '',
-            PRIMARY KEY (run_id, name)
-        )""",
-    ),
-    (  # 1 -> 2: tell dead runs from live ones; tasks in insertion order (rowid) with an index
-        # on run_id instead of a (run_id, name) key: appending a batch no longer reshuffles a
-        # B-tree by name, which halves the cost of recording a task
-        """CREATE TABLE tasks_v2 (
-            id INTEGER PRIMARY KEY,
-            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-            seq INTEGER NOT NULL,
-            name TEXT NOT NULL,
-            status TEXT NOT NULL,
-            thread TEXT,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            started_at REAL,
-            finished_at REAL,
-            duration REAL NOT NULL DEFAULT 0,
-            error_type TEXT,
-            error TEXT,
-            traceback TEXT,
-            reason TEXT,
-            output TEXT NOT NULL DEFAULT '',
-            output_bytes INTEGER,
-            tags TEXT NOT NULL DEFAULT '[]'
-        )""",
-        """INSERT INTO tasks_v2 (run_id, seq, name, status, thread, attempts, started_at, finished_at,
-                                 duration, error_type, error, traceback, reason, output)
-           SELECT run_id, seq, name, status, thread, attempts, started_at, finished_at,
-                  duration, error_type, error, traceback, reason, output
-           FROM tasks ORDER BY run_id, seq""",
-        "DROP TABLE tasks",
-        "ALTER TABLE tasks_v2 RENAME TO tasks",
-        "CREATE INDEX tasks_by_run ON tasks (run_id)",
-        "ALTER TABLE runs ADD COLUMN pid INTEGER",
-        "ALTER TABLE runs ADD COLUMN heartbeat REAL",
-        "ALTER TABLE runs ADD COLUMN run_uuid TEXT",
-        "CREATE INDEX runs_by_module ON runs (module, id)",
-        "CREATE INDEX runs_by_status ON runs (status, id)",
-    ),
-)
 
 _RUN_FIELDS = (
     "id", "started_at", "finished_at", "module", "target", "status", "passed", "failed",
@@ -188,217 +103,6 @@ def resolve_history_path(explicit: str | os.PathLike | None, disabled: bool) -> 
     return DEFAULT_HISTORY
 
 
-# --------------------------------------------------------------------------- values
-
-
-def snapshot_state(state: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON-ready copy of a run's initial state, safe to store.
-
-    ``_state_lock`` and ``results`` are left out. Values under a key that looks
-    like a secret (see :data:`SECRET_KEY`) become ``"***redacted***"``, at any
-    depth of nested dicts. Values JSON cannot hold are stored as
-    ``{"__not_json__": "TypeName"}``: the type only, because an object's repr
-    can carry the very secrets redaction is there to keep out.
-    """
-    out: dict[str, Any] = {}
-    for key, value in state.items():
-        if key in ("_state_lock", "results"):
-            continue
-        out[str(key)] = _clean(key, value, 0)
-    return out
-
-
-def _clean(key: Any, value: Any, depth: int) -> Any:
-    if isinstance(key, str) and SECRET_KEY.search(key):
-        return REDACTED
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else {_NOT_JSON: "float"}
-    if depth >= _MAX_DEPTH:
-        return {_NOT_JSON: type(value).__name__}
-    if isinstance(value, Mapping):
-        return {str(k): _clean(k, v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(None, v, depth + 1) for v in value]
-    return {_NOT_JSON: type(value).__qualname__}
-
-
-def redact_argv(argv: Iterable[str]) -> list[str]:
-    """Hide the values of secret-looking options: ``--api-token=x`` and ``--api-token x``."""
-    out: list[str] = []
-    hide_next = False
-    for arg in argv:
-        arg = str(arg)
-        if hide_next and not arg.startswith("-"):
-            out.append(REDACTED)
-            hide_next = False
-            continue
-        hide_next = False
-        if arg.startswith("-"):
-            name, eq, _ = arg.partition("=")
-            if SECRET_KEY.search(name):
-                if eq:
-                    arg = f"{name}={REDACTED}"
-                else:
-                    hide_next = True
-        out.append(arg)
-    return out
-
-
-def cap_text(text: str | None, limit: int = OUTPUT_CAP) -> tuple[str | None, int]:
-    """Cut ``text`` to at most ``limit`` UTF-8 bytes, keeping its head and tail.
-
-    Returns ``(text, original_size_in_bytes)``; a cut text says
-    ``[... truncated N bytes ...]`` where the middle was.
-    """
-    if not text:
-        return text, 0
-    try:
-        raw = text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates from a misbehaving stream
-        raw = text.encode("utf-8", "replace")
-        text = raw.decode("utf-8")
-    if len(raw) <= limit:
-        return text, len(raw)
-    budget = limit - 64  # room for the note
-    head = raw[: budget * 3 // 4].decode("utf-8", "ignore")
-    tail = raw[len(raw) - (budget - budget * 3 // 4):].decode("utf-8", "ignore")
-    dropped = len(raw) - len(head.encode("utf-8")) - len(tail.encode("utf-8"))
-    return f"{head}\n[... truncated {dropped} bytes ...]\n{tail}", len(raw)
-
-
-# --------------------------------------------------------------------------- connections
-
-
-def _fail(path: Path, what: str) -> HistoryError:
-    return HistoryError(f"history file {path}: {what}")
-
-
-def _describe(exc: sqlite3.Error) -> str:
-    text = str(exc) or type(exc).__name__
-    if "not a database" in text or "malformed" in text:
-        return f"not a readable thread-order history file ({text})"
-    return text
-
-
-def _check_version(conn: sqlite3.Connection, path: Path, *, allow_empty: bool) -> int:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise _fail(path, f"written by a newer thread-order (schema version {version}, "
-                          f"this version reads up to {SCHEMA_VERSION})")
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if version == 0:
-        if tables - {"sqlite_sequence"} or not allow_empty:
-            raise _fail(path, "not a thread-order history file (no schema version)")
-    elif not {"runs", "tasks"} <= tables:
-        raise _fail(path, "not a thread-order history file (tables runs and tasks are missing)")
-    return version
-
-
-def _open_readonly(path: Path) -> sqlite3.Connection:
-    if not path.exists():
-        raise _fail(path, "no such file")
-    if path.is_dir():
-        raise _fail(path, "is a directory")
-    try:
-        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True,
-                               isolation_level=None, check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise _fail(path, f"cannot open: {_describe(exc)}") from None
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        _check_version(conn, path, allow_empty=False)
-    except sqlite3.Error as exc:
-        conn.close()
-        raise _fail(path, _describe(exc)) from None
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction that takes the write lock up front (waiting up to the busy timeout)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def _open_writable(path: Path) -> sqlite3.Connection:
-    """Open ``path`` for writing, creating it and migrating it to ``SCHEMA_VERSION``."""
-    if path.is_dir():
-        raise _fail(path, "is a directory")
-    try:
-        fresh_dir = not path.parent.exists()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if fresh_dir and path.parent.name == ".tdrun":
-            # keep recorded runs (state, output) out of version control by default
-            (path.parent / ".gitignore").write_text("# created by tdrun\n*\n", encoding="utf-8")
-    except OSError as exc:
-        raise _fail(path, f"cannot create its folder: {exc.strerror or exc}") from None
-    try:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise _fail(path, f"cannot open: {_describe(exc)}") from None
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        # look before touching: someone else's database must not even be switched to WAL
-        _check_version(conn, path, allow_empty=True)
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            log.warning("history file %s: journal mode is %s, not wal", path, mode)
-        # in WAL mode NORMAL keeps every commit through a process crash; only power loss can cost
-        # the last commits
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-            # under the write lock: two processes opening one old file migrate it once
-            with _transaction(conn):
-                version = _check_version(conn, path, allow_empty=True)
-                for step in range(version, SCHEMA_VERSION):
-                    for statement in MIGRATIONS[step]:
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    except sqlite3.Error as exc:
-        conn.close()
-        raise _fail(path, _describe(exc)) from None
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # exists, owned by someone else (or we cannot tell)
-    return True
-
-
-def effective_status(status: str, host: str | None, pid: int | None, heartbeat: float | None,
-                     now: float | None = None) -> str:
-    """A stored run status, with a ``running`` row whose writer is gone read as ``interrupted``."""
-    if status != "running":
-        return status
-    if heartbeat is None:
-        return "interrupted"  # schema 1 rows, or a writer that never wrote
-    # os.kill(pid, 0) is a liveness probe on POSIX only (on Windows it would terminate the process)
-    if host == _HOST and pid and os.name == "posix" and not _pid_alive(pid):
-        return "interrupted"
-    if (now if now is not None else time.time()) - heartbeat > LEASE:
-        return "interrupted"
-    return "running"
-
-
 # --------------------------------------------------------------------------- reading
 
 
@@ -417,7 +121,7 @@ class HistoryStore:
     def __init__(self, path: str | os.PathLike, *, readonly: bool = True) -> None:
         self.path = Path(path)
         self.readonly = readonly
-        self._conn = _open_readonly(self.path) if readonly else _open_writable(self.path)
+        self._conn = open_readonly(self.path) if readonly else open_writable(self.path)
         # guards _conn: the web UI may share one store between request threads
         self._lock = threading.Lock()
         try:
@@ -425,7 +129,7 @@ class HistoryStore:
                              for table in ("runs", "tasks")}
         except sqlite3.Error as exc:
             self._conn.close()
-            raise _fail(self.path, _describe(exc)) from None
+            raise fail(self.path, describe(exc)) from None
 
     def __enter__(self) -> "HistoryStore":
         return self
@@ -448,13 +152,13 @@ class HistoryStore:
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
             if self._conn is None:
-                raise _fail(self.path, "the store is closed")
+                raise fail(self.path, "the store is closed")
             try:
                 cur = self._conn.execute(sql, tuple(params))
                 names = [d[0] for d in cur.description]
                 return [dict(zip(names, row)) for row in cur.fetchall()]
             except sqlite3.Error as exc:
-                raise _fail(self.path, _describe(exc)) from None
+                raise fail(self.path, describe(exc)) from None
 
     def _run_dict(self, row: dict[str, Any], now: float) -> dict[str, Any]:
         status = effective_status(row["status"], row["host"], row["pid"], row["heartbeat"], now)
@@ -503,7 +207,7 @@ class HistoryStore:
             if text.lower() == "last":
                 rows = self._query("SELECT MAX(id) AS id FROM runs")
                 if rows[0]["id"] is None:
-                    raise _fail(self.path, "no runs recorded yet")
+                    raise fail(self.path, "no runs recorded yet")
                 return rows[0]["id"]
             if not text.isdigit():
                 raise HistoryError(f"run id must be a number or 'last', not {run_id!r}")
@@ -511,7 +215,7 @@ class HistoryStore:
         if isinstance(run_id, bool) or not isinstance(run_id, int):
             raise HistoryError(f"run id must be a number or 'last', not {run_id!r}")
         if not self._query("SELECT id FROM runs WHERE id = ?", (run_id,)):
-            raise _fail(self.path, f"no run {run_id}")
+            raise fail(self.path, f"no run {run_id}")
         return run_id
 
     def get_run(self, run_id: int | str) -> dict[str, Any]:
@@ -619,7 +323,7 @@ class HistoryRecorder:
             "argv": json.dumps(redact_argv(info.get("argv") or [])),
             "tags": json.dumps(list(parse_tags(info.get("tags") or None))),
             "workers": info.get("workers", getattr(scheduler, "workers", None)),
-            "host": _HOST,
+            "host": HOST,
             "pid": os.getpid(),
             "heartbeat": now,
             "status": "running",
@@ -627,9 +331,9 @@ class HistoryRecorder:
             "graph": json.dumps(graph),
             "state": json.dumps(snapshot_state(state)),
         }
-        conn = _open_writable(self.path)
+        conn = open_writable(self.path)
         try:
-            with _transaction(conn):
+            with transaction(conn):
                 cur = conn.execute(
                     f"INSERT INTO runs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
                     tuple(values.values()),
@@ -637,7 +341,7 @@ class HistoryRecorder:
             self.run_id = cur.lastrowid
         except sqlite3.Error as exc:
             conn.close()
-            raise _fail(self.path, f"cannot record a run: {_describe(exc)}") from None
+            raise fail(self.path, f"cannot record a run: {describe(exc)}") from None
         self._conn = conn
         put = self._queue.put
         self._undo = [
@@ -667,7 +371,7 @@ class HistoryRecorder:
         self._wake.set()
         ok = done.wait(timeout) or not self._thread.is_alive()
         if self._error is not None:
-            raise _fail(self.path, f"could not record run {self.run_id}: {self._error}")
+            raise fail(self.path, f"could not record run {self.run_id}: {self._error}")
         return ok
 
     def finish(self, timeout: float = 60.0) -> int | None:
@@ -690,9 +394,9 @@ class HistoryRecorder:
             self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
-            raise _fail(self.path, f"still writing run {self.run_id} after {timeout:g}s")
+            raise fail(self.path, f"still writing run {self.run_id} after {timeout:g}s")
         if self._error is not None:
-            raise _fail(self.path, f"could not record run {self.run_id}: {self._error}")
+            raise fail(self.path, f"could not record run {self.run_id}: {self._error}")
         return self.run_id
 
     # ---------------------------------------------------------------- writer thread
@@ -785,7 +489,7 @@ class HistoryRecorder:
         if final:
             fields.update(final)
         try:
-            with _transaction(conn):
+            with transaction(conn):
                 _insert(conn, self.run_id, _LEAN_COLUMNS, lean)
                 _insert(conn, self.run_id, _TASK_COLUMNS, list(itertools.chain.from_iterable(rows)))
                 conn.execute(
@@ -797,7 +501,7 @@ class HistoryRecorder:
 
     def _discard(self, conn) -> None:
         try:
-            with _transaction(conn):
+            with transaction(conn):
                 conn.execute("DELETE FROM tasks WHERE run_id = ?", (self.run_id,))
                 conn.execute("DELETE FROM runs WHERE id = ?", (self.run_id,))
         except sqlite3.Error as exc:
@@ -806,7 +510,7 @@ class HistoryRecorder:
 
     def _note_error(self, exc: BaseException) -> None:
         if self._error is None:
-            self._error = _describe(exc) if isinstance(exc, sqlite3.Error) else f"{type(exc).__name__}: {exc}"
+            self._error = describe(exc) if isinstance(exc, sqlite3.Error) else f"{type(exc).__name__}: {exc}"
             log.warning("history file %s: recording stopped: %s", self.path, self._error)
 
 

@@ -442,8 +442,8 @@ def test_reading_never_modifies_the_file(tmp_path):
 
 # --------------------------------------------------------------------------- migration
 
-# schema version 1 exactly as it shipped: typed out here, not taken from the module, so a
-# later edit to the module's migrations cannot quietly change what "version 1" means
+# schema version 1, typed out here rather than taken from the module's MIGRATIONS, so a later
+# edit to the migrations cannot quietly change what a "version 1 file" is
 V1_SCHEMA = """
 CREATE TABLE runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -265,7 +265,7 @@ def render_bar(snap: Snapshot, width: int, counters: bool = False) -> Table:
         stats.append("  ")
         stats.append_text(_counters(snap, final=snap.done, compact=True))
     complete = COLORS["FAILED"] if snap.counts["FAILED"] else COLORS["PASSED"]
-    bar_width = max(20, min(60, width - stats.cell_len - 2))
+    bar_width = max(10 if snap.done else 20, min(60, width - stats.cell_len - 2))
     grid = Table.grid(padding=(0, 1))
     grid.add_column(width=bar_width, no_wrap=True)
     grid.add_column(no_wrap=True, overflow="ellipsis")

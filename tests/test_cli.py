@@ -387,6 +387,19 @@ def test_setup_state_that_raises(tdrun_main, write_module):
         f"tdrun: error: {module}: setup_state() raised KeyError: 'api_url'\n")
 
 
+def test_setup_state_that_exits(tdrun_main, write_module):
+    module = write_module("""
+        from thread_order import mark
+
+        def setup_state(state):
+            raise SystemExit(7)
+
+        @mark()
+        def a(state): pass
+    """)
+    assert error_of(tdrun_main(module)) == f"tdrun: error: {module}: setup_state() called sys.exit(7)\n"
+
+
 # ---------------------------------------------------------------------------- exit 5, exit 3, subcommands
 
 

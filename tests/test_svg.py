@@ -250,6 +250,13 @@ def test_the_critical_path_is_marked_on_the_timeline():
     assert marked == ["b", "c"]
     chained = [{"name": n, "started_at": float(i), "finished_at": float(i + 1)} for i, n in enumerate("xyz")]
     assert critical_path(chained, [("x", "y"), ("y", "z")]) == ["x", "y", "z"]
+    # a teardown released by a failure: the chain runs back through the skipped task to it
+    failed = [{"name": "create", "started_at": 0.0, "finished_at": 1.0},
+              {"name": "slow_side", "started_at": 0.0, "finished_at": 0.5},
+              {"name": "verify", "started_at": None, "finished_at": 1.0},
+              {"name": "teardown", "started_at": 1.0, "finished_at": 2.0}]
+    edges = [("create", "verify"), ("verify", "teardown"), ("slow_side", "teardown")]
+    assert critical_path(failed, edges) == ["create", "verify", "teardown"]
     assert critical_path([], []) == []
 
 

@@ -231,10 +231,11 @@ def critical_path(tasks: Iterable[Mapping[str, Any]], edges: Iterable[Sequence[s
     """The chain of tasks that decided when the run ended, first to last.
 
     From the task that finished last, step back each time to the dependency
-    that finished last (the one that released it).
+    that finished last (the one that released it). Tasks decided without
+    running (skipped after a failure) count, at the moment they were decided:
+    a teardown released by a failure upstream leads back to that failure.
     """
-    ran = {t["name"]: t for t in tasks
-           if t.get("started_at") is not None and t.get("finished_at") is not None}
+    ran = {t["name"]: t for t in tasks if t.get("finished_at") is not None}
     if not ran:
         return []
     parents: dict[str, list[str]] = defaultdict(list)

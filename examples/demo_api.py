@@ -18,7 +18,6 @@ import re
 import secrets
 import threading
 import time
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 __all__ = ["DemoAPI"]

@@ -49,6 +49,11 @@ def follow(client, run_id):
         return list(sse_events(r.iter_lines()))
 
 
+def flat(changes):
+    """A batch's ``{status: [task, ...]}`` as ``{task: status}``."""
+    return {name: status for status, names in changes.items() for name in names}
+
+
 def run_to_end(client, **options):
     r = client.post("/api/runs", json=options)
     assert r.status_code == 202, r.text
@@ -218,7 +223,7 @@ def test_a_run_streams_a_snapshot_then_batches_and_is_recorded_in_the_history(cl
     # every task's last status, from the snapshot and the coalesced changes
     statuses = dict(snapshot["statuses"])
     for _, batch in events[1:]:
-        statuses.update(batch["changes"])
+        statuses.update(flat(batch["changes"]))
     assert statuses == {t["name"]: "PASSED" for t in snapshot["tasks"]}
 
     history_id = final["history_id"]
@@ -273,9 +278,9 @@ def test_bad_run_options_are_400(client, options, message):
     assert (r.status_code, r.json()["error"]) == (400, message)
 
 
-def test_one_run_at_a_time_cancel_lets_teardown_run(client):
+def test_one_run_at_a_time_cancel_lets_teardown_run(client, ui):
     load(client, "web_gate")
-    gate = loaded("web_gate")
+    gate = loaded(ui)
     r = client.post("/api/runs", json={"workers": 2})
     assert r.status_code == 202
     run_id = r.json()["id"]
@@ -420,7 +425,7 @@ def test_remote_mode_needs_the_token_on_every_request(tmp_path):
 def test_live_stream_on_a_real_server_catches_up_after_reconnecting(ui):
     with LiveServer(ui) as srv, httpx.Client(base_url=srv.url, headers=srv.headers, timeout=10) as http:
         assert http.post("/api/module", json={"path": module_path("web_gate")}).status_code == 200
-        gate = loaded("web_gate")
+        gate = loaded(ui)
         run_id = http.post("/api/runs", json={"workers": 2}).json()["id"]
         try:
             assert gate.STARTED.wait(10)
@@ -438,7 +443,7 @@ def test_live_stream_on_a_real_server_catches_up_after_reconnecting(ui):
             events = list(sse_events(r.iter_lines()))
         statuses = dict(events[0][1]["statuses"])
         for _, batch in events[1:]:
-            statuses.update(batch["changes"])
+            statuses.update(flat(batch["changes"]))
         assert statuses == dict.fromkeys(["hold", "step_1", "step_2", "step_3", "teardown"], "PASSED")
         assert events[-1][1]["phase"] == "finished"
         assert ui.runs.join(10)
@@ -477,7 +482,7 @@ def test_a_big_run_is_coalesced_into_few_batches(tmp_path, ui):
         assert final["phase"] == "finished" and final["counts"]["PASSED"] == 3000
         statuses = dict(events[0][1]["statuses"])
         for _, batch in events[1:]:
-            statuses.update(batch["changes"])
+            statuses.update(flat(batch["changes"]))
         assert len(statuses) == 3000 and set(statuses.values()) == {"PASSED"}
         batches = len(events) - 1
         # at most one batch per COALESCE (0.1 s) plus the last one, whatever the task count

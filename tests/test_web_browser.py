@@ -195,7 +195,7 @@ def test_failure_details_and_comparing_two_runs(page):
 def test_cancel_lets_teardown_run(page, server):
     load(page, module_path("web_gate"))
     page.wait_for_selector("#module-view:not([hidden])")
-    gate = loaded("web_gate")
+    gate = loaded(server.ui)
     page.click("a[data-tab=run]")
     page.fill("#run-workers", "2")
     page.click("#run-button")
@@ -222,7 +222,7 @@ def test_cancel_lets_teardown_run(page, server):
 def test_a_reloaded_page_catches_up_with_the_run(page, server):
     load(page, module_path("web_gate"))
     page.wait_for_selector("#module-view:not([hidden])")
-    gate = loaded("web_gate")
+    gate = loaded(server.ui)
     page.click("a[data-tab=run]")
     page.click("#run-button")
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from pathlib import Path
 
@@ -23,9 +22,10 @@ def make_ui(tmp_path: Path, history: bool = True, remote: bool = False) -> UiSer
                     history_path=(tmp_path / "history.db") if history else None)
 
 
-def loaded(name: str):
-    """The module object the UI imported for ``tests/modules/NAME.py``."""
-    return sys.modules["_tdrun_" + name]
+def loaded(ui: UiServer):
+    """The module object the UI imported last (to reach a test module's Events)."""
+    with ui.workspace._lock:
+        return ui.workspace.collection.module
 
 
 class LiveServer:

@@ -479,10 +479,12 @@ function applySnapshot(s) {
 function applyBatch(b) {
   const live = app.live;
   if (!live || live.id !== b.id) return;
-  for (const [name, status] of Object.entries(b.changes)) {
-    live.statusMap.set(name, status);
-    const node = app.runGraphNodes.get(name);
-    if (node) node.setAttribute("data-status", status);
+  for (const [status, names] of Object.entries(b.changes)) {
+    for (const name of names) {
+      live.statusMap.set(name, status);
+      const node = app.runGraphNodes.get(name);
+      if (node) node.setAttribute("data-status", status);
+    }
   }
   for (const rec of b.completed) live.recent.unshift(rec);
   live.recent.length = Math.min(live.recent.length, 30);

@@ -143,8 +143,12 @@ def test_mark_registers_nothing_and_is_keyword_only():
     def t(state):
         return None
 
-    # only metadata: no scheduler knows about it, and the original function is reachable
-    assert t.__wrapped__.__name__ == "t"
+    # only metadata: no scheduler knows about it, and the function itself comes back unwrapped
+    def plain(state):
+        return "same"
+
+    assert mark()(plain) is plain and plain(None) == "same"
+    assert t.__name__ == "t" and not hasattr(t, "__wrapped__")
 
 
 def test_mark_validates_options_at_decoration_naming_the_function():

@@ -251,10 +251,7 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO) -> int:
         out.write(_task_list(collection, graph))
         return EXIT_OK
 
-    try:
-        state, sources = build_state(collection.module, args.state_file, values, results)
-    except SystemExit as exc:  # sys.exit() in the hook must not become tdrun's exit code
-        raise UsageError(f"{collection.path}: setup_state() called sys.exit({exc.code!r})") from None
+    state, sources = build_state(collection.module, args.state_file, values, results)
     _check_state(state, sources, args.state_file)
     n = len(collection.specs)
     workers = args.workers or min(default_workers, n)

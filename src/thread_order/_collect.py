@@ -82,6 +82,21 @@ def _user_traceback(exc: BaseException, path: Path) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
+def _module_name(path: Path) -> str:
+    """The file's own name, as ``python -m`` would use, so the user's classes and tracebacks
+    read naturally; a private name instead when that would shadow another importable module."""
+    stem = re.sub(r"\W", "_", path.stem)
+    if not stem.isidentifier():
+        stem = "_" + stem
+    try:
+        found = importlib.util.find_spec(stem)
+    except (ImportError, ValueError):
+        found = None
+    if found is not None and (found.origin is None or Path(found.origin).resolve() != path.resolve()):
+        return "_tdrun_" + stem
+    return stem
+
+
 def load_module(path_str: str) -> ModuleType:
     """Import a Python file by path, as ``tdrun`` and the web UI do.
 
@@ -96,8 +111,8 @@ def load_module(path_str: str) -> ModuleType:
         raise UsageError(f"{path_str}: is a directory, expected a Python file")
     if path.suffix != ".py":
         raise UsageError(f"{path_str}: not a Python file (expected a .py file)")
-    name = "_tdrun_" + re.sub(r"\W", "_", path.stem)
-    spec = importlib.util.spec_from_file_location(name, path)
+    name = _module_name(path)
+    spec = importlib.util.spec_from_file_location(name, path.resolve())
     if spec is None or spec.loader is None:
         raise UsageError(f"{path_str}: cannot load as a Python module")
     module = importlib.util.module_from_spec(spec)
@@ -105,6 +120,7 @@ def load_module(path_str: str) -> ModuleType:
     folder = str(path.resolve().parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)
+    module.__tdrun_path__ = path_str  # as the user named it, for messages
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
@@ -246,6 +262,10 @@ def read_state_file(path_str: str) -> dict[str, Any]:
     return data
 
 
+def _where(module: ModuleType) -> str:
+    return getattr(module, "__tdrun_path__", None) or getattr(module, "__file__", None) or "module"
+
+
 def build_state(
     module: ModuleType | None,
     state_file: str | None = None,
@@ -279,9 +299,10 @@ def build_state(
         before = {k: state[k] for k in state}
         try:
             hook(state)
+        except SystemExit as exc:  # must not become the caller's exit code
+            raise UsageError(f"{_where(module)}: setup_state() called sys.exit({exc.code!r})") from None
         except Exception as exc:
-            where = getattr(module, "__file__", "module")
-            raise UsageError(f"{where}: setup_state() raised {type(exc).__name__}: {exc}") from exc
+            raise UsageError(f"{_where(module)}: setup_state() raised {type(exc).__name__}: {exc}") from exc
         for key, value in state.items():
             if key not in before or before[key] is not value:
                 sources[key] = "setup_state"

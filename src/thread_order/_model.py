@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, NamedTuple
 
@@ -173,13 +172,9 @@ def _marker(default_with_state: bool):
         def decorate(fn):
             # validate now so a bad option is reported at import, naming the function
             spec = TaskSpec.build(fn, getattr(fn, "__name__", repr(fn)), **options)
-
-            @functools.wraps(fn)
-            def wrapped(*args, **kwargs):
-                return fn(*args, **kwargs)
-
+            # the function itself is returned, unchanged and unwrapped: only the metadata is new
             setattr(
-                wrapped,
+                fn,
                 MARK_ATTR,
                 {
                     "after": list(spec.after),
@@ -192,7 +187,7 @@ def _marker(default_with_state: bool):
                     "timeout": spec.timeout,
                 },
             )
-            return wrapped
+            return fn
 
         return decorate
 

@@ -47,7 +47,9 @@ def _describe(exc: BaseException) -> tuple[str, str, str]:
     except BaseException:  # noqa: B902 - a broken __str__ must not kill the worker
         message = f"<{type(exc).__name__} object: str() failed>"
     try:
-        tb = traceback.format_exc()
+        # start at the task's own frame: the worker loop calling it is noise to the user
+        frames = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+        tb = "".join(traceback.format_exception(type(exc), exc, frames))
     except BaseException:  # noqa: B902
         tb = f"{type(exc).__name__}: {message}\n"
     return type(exc).__name__, message, tb

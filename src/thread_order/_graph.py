@@ -143,27 +143,21 @@ class Graph:
 
     def upstream(self, name: str) -> list[str]:
         """Every task ``name`` depends on, directly or not, in registration order."""
-        start = self._index[name]
-        seen = {start}
-        stack = [start]
-        while stack:
-            for p in self._parent_idx[stack.pop()]:
-                if p not in seen:
-                    seen.add(p)
-                    stack.append(p)
-        seen.discard(start)
-        return [self.nodes[i] for i in sorted(seen)]
+        return self._reach(name, self._parent_idx)
 
     def downstream(self, name: str) -> list[str]:
         """Every task that depends on ``name``, directly or not, in registration order."""
+        return self._reach(name, self._child_idx)
+
+    def _reach(self, name: str, adjacency: list[list[int]]) -> list[str]:
         start = self._index[name]
         seen = {start}
         stack = [start]
         while stack:
-            for c in self._child_idx[stack.pop()]:
-                if c not in seen:
-                    seen.add(c)
-                    stack.append(c)
+            for nxt in adjacency[stack.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
         seen.discard(start)
         return [self.nodes[i] for i in sorted(seen)]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import select
 import signal
 import subprocess
 import sys
@@ -492,6 +494,46 @@ def test_a_big_run_is_coalesced_into_few_batches(tmp_path, ui):
 # --------------------------------------------------------------------------- the command
 
 
+def test_tdrun_ui_goes_through_tdrun(capsys):
+    from thread_order._cli import main as tdrun_main
+
+    assert tdrun_main(["ui", "--host", "192.0.2.1", "--no-browser"]) == 4
+    assert "--host 192.0.2.1 is not a loopback address" in capsys.readouterr().err
+
+
+def test_remote_mode_prints_the_token_url_once_and_opens_the_browser_with_it(tmp_path):
+    opened = tmp_path / "opened"
+    os.mkfifo(opened)  # the stand-in browser writes the URL here; reading it waits with a timeout
+    reader = os.open(opened, os.O_RDONLY | os.O_NONBLOCK)
+    recorder = f"{sys.executable} -c \"import sys, pathlib; pathlib.Path(sys.argv[1]).write_text(sys.argv[2])\" {opened} %s"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "BROWSER": recorder, "TDRUN_HISTORY": "off"}
+    proc = subprocess.Popen([sys.executable, "-m", "thread_order._web", "--allow-remote", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    try:
+        first = proc.stdout.readline()
+        match = re.fullmatch(r"thread-order UI: (http://127\.0\.0\.1:\d+/)\?token=(\S+)\n", first)
+        assert match, first
+        base, token = match.groups()
+        assert "remote access is on" in proc.stdout.readline()
+        with httpx.Client(base_url=base, timeout=10, follow_redirects=False) as http:
+            assert http.get("/api/info").status_code == 401
+            r = http.get(f"/?token={token}")
+            assert r.status_code == 303 and "HttpOnly" in r.headers["set-cookie"]
+            info = http.get("/api/info").json()  # the cookie from the redirect
+            assert info["remote"] is True and info["history"] is None
+        assert select.select([reader], [], [], 10)[0], "the browser was not opened"
+        assert os.read(reader, 4096).decode() == f"{base}?token={token}"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        os.close(reader)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert token not in out  # printed once, at start-up
+
+
 def test_main_refuses_remote_hosts_without_allow_remote(capsys):
     assert ui_main(["ui", "--host", "0.0.0.0", "--no-browser"]) == 4
     assert capsys.readouterr().err.strip() == (
@@ -518,7 +560,7 @@ def test_tdrun_ui_subprocess_serves_records_and_cancels_the_run_on_ctrl_c(tmp_pa
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("TDRUN_HISTORY", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "thread_order._web", "--no-browser", "--port", "0",
+        [sys.executable, "-m", "thread_order._cli", "ui", "--no-browser", "--port", "0",
          "--history", str(history), module_path("web_lifecycle")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
     )

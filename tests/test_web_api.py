@@ -199,13 +199,15 @@ def test_state_file_by_upload_and_by_path_with_errors_in_the_words_of_tdrun(clie
 def test_a_run_shows_where_each_initial_value_came_from(client, ui):
     load(client, "web_lifecycle")
     client.put("/api/state/file", json={"name": "s.json", "content": '{"owner": "ops", "delay": 0}'})
-    client.put("/api/state", json={"values": {"region": "ap-south-1"}})
+    client.put("/api/state", json={"values": {"region": "ap-south-1", "api_token": "s3cr3t"}})
     run_id, _, final = run_to_end(client, workers=2)
     snap = client.get(f"/api/runs/{run_id}").json()
     sources = {e["key"]: (e["value"], e["source"]) for e in snap["state"]}
+    # shown as the history stores it: secrets redacted
     assert sources == {"owner": ("ops", "state file"), "delay": (0, "state file"),
-                       "region": ("ap-south-1", "typed in"),
+                       "region": ("ap-south-1", "typed in"), "api_token": ("***redacted***", "typed in"),
                        "session": ("session-for-ap-south-1", "setup_state")}
+    assert "s3cr3t" not in client.get(f"/api/runs/{run_id}/events").text
 
 
 # --------------------------------------------------------------------------- runs

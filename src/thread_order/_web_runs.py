@@ -82,12 +82,13 @@ def check_key(key: Any) -> str:
 
 
 def _jsonable(value: Any) -> tuple[Any, str]:
-    """``(value, text)`` for display: JSON values as they are, others as their repr."""
+    """``(value, text)`` for display: JSON values as they are, others by type name only
+    (as the history stores them: a repr may carry a secret)."""
     try:
         return value, json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
-        text = repr(value)
-        return {"__repr__": text}, text
+        name = type(value).__name__
+        return {"__not_json__": name}, f"<{name}>"
 
 
 def _first_line(fn: Callable) -> str:
@@ -564,13 +565,13 @@ class RunManager:
         except GraphError as exc:
             raise UsageError(f"{collection.path}: {exc}") from exc
         live = LiveRun(uuid.uuid4().hex[:12], target, str(collection.path), task_rows(collection), options)
-        entries = []
-        for key, value in state.items():
-            if key in _RESERVED and not (key == "results" and key in sources):
-                continue
-            shown, text = _jsonable(value)
-            entries.append({"key": key, "value": shown, "text": text, "source": sources.get(key, "")})
-        live.state_entries = entries
+        # shown as the history keeps it: secrets redacted, no reprs
+        from ._history import snapshot_state
+
+        live.state_entries = [
+            {"key": key, "value": value, "text": _jsonable(value)[1], "source": sources.get(key, "")}
+            for key, value in snapshot_state(state).items()
+        ]
         scheduler.subscribe(live.on_event, EventKind.RUN_STARTED, EventKind.TASK_RUNNING,
                             EventKind.TASK_RETRYING, EventKind.TASK_FINISHED, EventKind.RUN_INTERRUPTED)
         recorder = None

@@ -309,7 +309,7 @@ function displayText(value) {
     try { JSON.parse(value); return JSON.stringify(value); } catch (e) { /* plain text */ }
     return /^\s*[[{"]/.test(value) ? JSON.stringify(value) : value;
   }
-  if (value && typeof value === "object" && "__repr__" in value) return value.__repr__;
+  if (value && typeof value === "object" && "__not_json__" in value) return `<${value.__not_json__}>`;
   return JSON.stringify(value);
 }
 

@@ -347,6 +347,10 @@ def test_history_lists_filters_details_and_compares(client, ui):
     assert [t["name"] for t in failed] == ["verify"]
     assert "RuntimeError: verify failed on purpose (fail_at)" in failed[0]["traceback"]
     assert client.get("/api/history/last").json()["id"] == second
+    report = client.get(f"/api/history/{second}/report")
+    assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
+    assert "verify failed on purpose (fail_at)" in report.text
+    assert client.get("/api/history/999/report").status_code == 404
     r = client.get("/api/history/999")
     assert r.status_code == 404 and "no run 999" in r.json()["error"]
     assert client.get("/api/history/x1").status_code == 404

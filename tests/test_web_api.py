@@ -11,18 +11,21 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
+import warnings
 
 import httpx
 import pytest
-from starlette.testclient import TestClient  # noqa: E402
+
+with warnings.catch_warnings():
+    # starlette 1.x points to an httpx fork for its TestClient; httpx is what the project uses
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from starlette.testclient import TestClient
 
 from thread_order._history import HistoryStore
 from thread_order._web import main as ui_main
 from thread_order._web_api import create_app
 from web_support import LiveServer, loaded, make_ui, module_path, sse_events
 
-ROOT = Path(__file__).resolve().parent.parent
 LOCAL = "http://127.0.0.1:8000"
 
 

@@ -573,9 +573,11 @@ function renderLive() {
   const sum = $("run-summary");
   if (done) {
     sum.hidden = false;
+    const interrupted = !!(live.summary && live.summary.interrupted);
     sum.classList.toggle("bad", live.phase === "error" || !!live.counts.FAILED);
+    sum.classList.toggle("warn", interrupted && !live.counts.FAILED);
     const parts = [live.error || (live.summary ? live.summary.text : "finished")];
-    if (live.summary && live.summary.interrupted) parts.push("(cancelled)");
+    if (interrupted) parts.push("· the run was cancelled");
     put(sum, h("b", {}, parts.join(" ")), " ",
       live.history_id ? h("a", { href: `#history/${live.history_id}` }, `open run #${live.history_id} in the history →`) : null,
       live.history_error ? h("span", { class: "muted" }, ` ${live.history_error}`) : null);

@@ -84,7 +84,7 @@ def run_in_ui(ui, url: str, watched: bool, loop_cpu=None) -> tuple[float, tuple 
 
     Returns (seconds, None) unwatched, or (seconds, (batches, changes, loop_cpu_seconds)).
     """
-    module = ui.workspace.collection.module
+    module = ui.workspace.loaded()[1].module
     module.GATE.clear()
     module.ENTERED.clear()
     module.RELEASED.clear()
@@ -115,7 +115,7 @@ def run_in_ui(ui, url: str, watched: bool, loop_cpu=None) -> tuple[float, tuple 
 
 def bare_run(ui, path: Path) -> float:
     """The same DAG run by a bare Scheduler, no UI, gate open from the start."""
-    coll = collect(str(path), module=ui.workspace.collection.module)
+    coll = collect(str(path), module=ui.workspace.loaded()[1].module)
     coll.module.GATE.set()
     coll.module.RELEASED.clear()
     sched = Scheduler(workers=WORKERS, capture=True)

@@ -24,8 +24,7 @@ def make_ui(tmp_path: Path, history: bool = True, remote: bool = False) -> UiSer
 
 def loaded(ui: UiServer):
     """The module object the UI imported last (to reach a test module's Events)."""
-    with ui.workspace._lock:
-        return ui.workspace.collection.module
+    return ui.workspace.loaded()[1].module
 
 
 class LiveServer:

@@ -206,8 +206,7 @@ async def load_module(request: Request, ui: UiServer) -> dict[str, Any]:
 
 @api
 async def module_graph(request: Request, ui: UiServer) -> dict[str, Any]:
-    with ui.workspace._lock:
-        graph, error = ui.workspace.graph, ui.workspace.graph_error
+    _, _, graph, error = ui.workspace.loaded()
     if graph is None:
         return {"svg": None, "reason": error or "no module loaded"}
     return await run_in_threadpool(_graph_payload, graph.nodes, graph.edges, None)
@@ -224,8 +223,7 @@ def _graph_payload(nodes, edges, statuses, critical=None) -> dict[str, Any]:
 
 @api
 async def recent_modules(request: Request, ui: UiServer) -> dict[str, Any]:
-    with ui.workspace._lock:
-        recent = list(ui.workspace.recent)
+    recent = ui.workspace.recent_targets()
     if ui.history_path is not None:
         try:
             runs = await run_in_threadpool(_history_call, ui, "list_runs", 200)

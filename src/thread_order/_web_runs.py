@@ -157,6 +157,15 @@ class Workspace:
                                       if str(Path(split_target(r)[0]).resolve()) != resolved][:9]
         return self.describe()
 
+    def loaded(self) -> tuple[str | None, Collection | None, Graph | None, str | None]:
+        """``(target, collection, graph, graph_error)`` of the module loaded last."""
+        with self._lock:
+            return self.target, self.collection, self.graph, self.graph_error
+
+    def recent_targets(self) -> list[str]:
+        with self._lock:
+            return list(self.recent)
+
     def reload_if_changed(self) -> None:
         """Re-import the module when its file changed since it was loaded (before a run)."""
         with self._lock:
@@ -549,8 +558,7 @@ class RunManager:
     def _prepare(self, workspace: Workspace, params: dict[str, Any]):
         options = parse_run_options(params)
         workspace.reload_if_changed()
-        with workspace._lock:
-            base, target = workspace.collection, workspace.target
+        target, base, _, _ = workspace.loaded()
         if base is None or target is None:
             raise UsageError("no module loaded; load a module first")
         collection = collect(target, tags=list(options.tags) or None, module=base.module)

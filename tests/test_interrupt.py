@@ -159,8 +159,38 @@ def test_second_cancel_stops_waiting_for_running_tasks():
     }
     assert summary["tasks"]["a"]["reason"] == "abandoned: still running when the run was stopped"
     assert summary["tasks"]["teardown"]["reason"] == "cancelled: the run was stopped"
-    assert summary["tasks"]["c"]["reason"] == INTERRUPTED
+    # c was still waiting for a (its fate not yet decided) when the run was stopped
+    assert summary["tasks"]["c"]["reason"] == "cancelled: the run was stopped"
+    assert summary["tasks"]["d"]["reason"] == INTERRUPTED
     assert ran == []
+
+
+def test_cancel_never_starts_a_teardown_while_something_upstream_still_runs():
+    """hold -> step -> teardown(always): cancelling while hold runs must not release teardown
+    through step; step's fate (CANCELLED) is decided only once hold is final."""
+    started, gate, order = threading.Event(), threading.Event(), []
+
+    def hold():
+        started.set()
+        assert gate.wait(WAIT)
+        order.append("hold finished")
+
+    s = Scheduler(workers=2)
+    s.register(hold, "hold")
+    s.register(lambda: order.append("step"), "step", after=["hold"])
+    s.register(lambda: order.append("teardown"), "teardown", after=["step"], always=True)
+    decided = []
+    s.subscribe(lambda e: decided.append(e.name), K.TASK_FINISHED)
+    run = BackgroundRun(s)
+    try:
+        wait_for(started, "hold to start")
+        assert s.cancel() is True
+    finally:
+        gate.set()
+    summary = run.join()
+    assert order == ["hold finished", "teardown"]
+    assert decided == ["hold", "step", "teardown"]
+    assert statuses(summary) == {"hold": PASSED, "step": CANCELLED, "teardown": PASSED}
 
 
 def test_a_run_after_an_interrupted_run_is_a_normal_run():

@@ -688,6 +688,9 @@ class _Run:
             log.warning("interrupted: running tasks may finish, teardown tasks still run; "
                         "interrupt again to stop waiting")
             self.events.emit(EventKind.RUN_INTERRUPTED, data={"force": False})
+            # Only what is ready now is cancelled now. A waiting task is cancelled by _decide
+            # when its dependencies are final, like any other decision: cancelling it early
+            # would release an `always` teardown below it while something upstream still runs.
             where = self.where
             for i, spec in enumerate(self.specs):
                 if spec.always:
@@ -695,7 +698,7 @@ class _Run:
                 if where[i] == _RETRY_WAIT:
                     rec = self.failed_attempt[i]
                     self._finish(i, rec._replace(reason="retries stopped: the run was interrupted"))
-                elif where[i] in (_WAITING, _READY):
+                elif where[i] == _READY:
                     self._finish(i, self._final(i, _CANCELLED, "cancelled: the run was interrupted"))
             if not force:
                 return

@@ -37,7 +37,7 @@ _PASSED, _FAILED, _SKIPPED, _CANCELLED = (
 _WAITING, _READY, _RUNNING, _RETRY_WAIT, _DONE = range(5)
 
 # messages to the dispatcher (the thread that called start())
-_MSG_DONE, _MSG_RUNNING, _MSG_INTERRUPT = range(3)
+_MSG_DONE, _MSG_RUNNING, _MSG_INTERRUPT, _MSG_DROPPED = range(4)
 
 
 def _describe(exc: BaseException) -> tuple[str, str, str]:
@@ -133,10 +133,9 @@ class Scheduler:
         self._names: dict[str, int] = {}
         self._graph: Graph | None = None
         self.events = EventStream()
-        # guards _running_run (the one start() in progress) and _inbox for cancel()
+        # guards _run: the one start() in progress, reached by cancel() from any thread
         self._lock = threading.Lock()
-        self._inbox: queue.SimpleQueue | None = None
-        self._running_run = False
+        self._run: _Run | None = None
         self.last_summary: dict | None = None
         #: the TaskRecord of every task of the last run, in registration order
         self.last_records: list[TaskRecord] = []
@@ -246,16 +245,16 @@ class Scheduler:
         waiting at once. Returns False when no run is in progress.
         """
         with self._lock:
-            inbox = self._inbox if self._running_run else None
-        if inbox is None:
+            run = self._run
+        if run is None:
             return False
-        inbox.put((_MSG_INTERRUPT, force))
+        run.request_stop(force)
         return True
 
     @property
     def running(self) -> bool:
         """True while ``start()`` is in progress."""
-        return self._running_run
+        return self._run is not None
 
     def start(self) -> dict:
         """Run every registered task and return the run summary.
@@ -266,17 +265,14 @@ class Scheduler:
         """
         graph = self.graph  # validates before anything runs
         with self._lock:
-            if self._running_run:
+            if self._run is not None:
                 raise RuntimeError("start: this scheduler is already running")
-            self._running_run = True
-            self._inbox = queue.SimpleQueue()
+            run = self._run = _Run(self, graph)
         try:
-            run = _Run(self, graph, self._inbox)
             summary = run.execute()
         finally:
             with self._lock:
-                self._running_run = False
-                self._inbox = None
+                self._run = None
         self.last_summary = summary
         return summary
 
@@ -284,13 +280,17 @@ class Scheduler:
 class _Run:
     """The state of one call to ``Scheduler.start()``; lives on the dispatcher thread."""
 
-    def __init__(self, sched: Scheduler, graph: Graph, inbox: queue.SimpleQueue) -> None:
+    def __init__(self, sched: Scheduler, graph: Graph) -> None:
         self.s = sched
         # a snapshot: a task registered while this run goes on belongs to the next run
         self.specs = list(sched._specs)
         self.index = dict(sched._names)
         self.graph = graph
-        self.inbox = inbox
+        # every message to the dispatcher: worker reports, interrupts, cancel requests
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        # set at once by cancel()/SIGINT, before the dispatcher hears of it, so a worker
+        # never starts a task queued ahead after the request
+        self.stop_requested = False
         self.events = sched.events
         n = len(self.specs)
         self.n = n
@@ -307,7 +307,11 @@ class _Run:
         self.timer_seq = 0
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.lanes: list[_Lane] = []
-        self.free = sched.workers
+        # jobs handed to workers and not yet reported back (running, or queued ahead)
+        self.inflight = 0
+        self.width = 0  # worker lanes of this run
+        self.waiting_ptr = 0  # no task below this index is still _WAITING
+        self.retry_heap: list[int] = []  # running or retry-waiting tasks that may become ready again
         self.unfinished = n
         self.finished_count = 0
         self.interrupted = False
@@ -339,11 +343,15 @@ class _Run:
             job = get()
             if job is None:
                 return
-            with handshake:
-                if job.abandoned:  # timed out before this worker picked it up
-                    continue
-                job.lane = lane
             spec = specs[job.idx]
+            if spec.timeout is not None:  # only such jobs can be abandoned by the dispatcher
+                with handshake:
+                    if job.abandoned:  # timed out before this worker picked it up
+                        continue
+                    job.lane = lane
+            if self.stop_requested and not spec.always:
+                put((_MSG_DROPPED, job))  # queued ahead, but the run was interrupted since
+                continue
             if subs[_K_RUNNING]:
                 put((_MSG_RUNNING, job, name))
             if capture:
@@ -365,8 +373,9 @@ class _Run:
                 output = "".join(pieces) if pieces else ""
             else:
                 output = ""
-            with handshake:
-                job.done = not job.abandoned
+            if spec.timeout is not None:
+                with handshake:
+                    job.done = not job.abandoned
             put((_MSG_DONE, job, ok, value, error, started, duration, output, name))
             if lane.abandoned:  # timed out: a twin already serves this lane
                 return
@@ -390,8 +399,7 @@ class _Run:
                     results.clear()
             self.results = results
         self.events.reset()
-        inbox = self.inbox
-        self.events.on_keyboard_interrupt = lambda: inbox.put((_MSG_INTERRUPT, False))
+        self.events.on_keyboard_interrupt = lambda: self.request_stop(False)
         self.started_at = time.time()
         self.t0 = time.perf_counter()
         run_id = uuid.uuid4().hex
@@ -410,7 +418,7 @@ class _Run:
             OutputCapture.install()
         try:
             self.lanes = [self._start_lane(i) for i in range(min(s.workers, max(self.n, 1)))]
-            self.free = len(self.lanes)
+            self.width = len(self.lanes)
             for i in range(self.n):
                 if not self.deps_left[i]:
                     self._decide(i)
@@ -431,6 +439,11 @@ class _Run:
         self.events.emit(EventKind.RUN_FINISHED, data=summary)
         return summary
 
+    def request_stop(self, force: bool) -> None:
+        """Ctrl-C or cancel(): safe from any thread and from a signal handler."""
+        self.stop_requested = True
+        self.inbox.put((_MSG_INTERRUPT, force))
+
     def _install_sigint(self) -> Callable[[], None]:
         """Turn SIGINT into an inbox message while we run, when we own the main thread."""
         if threading.current_thread() is not threading.main_thread():
@@ -441,10 +454,9 @@ class _Run:
             return lambda: None
         if previous is not signal.default_int_handler:
             return lambda: None  # someone else handles SIGINT; KeyboardInterrupt is caught below
-        inbox = self.inbox
 
         def on_sigint(signum, frame):
-            inbox.put((_MSG_INTERRUPT, False))
+            self.request_stop(False)
 
         signal.signal(signal.SIGINT, on_sigint)
 
@@ -493,20 +505,57 @@ class _Run:
             handle(msg)
 
     def _dispatch(self) -> None:
+        """Hand ready tasks to workers, lowest registration index first.
+
+        Up to one task per lane is queued ahead of a free worker, so workers do
+        not idle while this thread catches up — but only a task that would
+        start next whatever else finishes meanwhile: no task that could still
+        become ready (waiting, or able to retry) has a lower index. That keeps
+        the start order independent of timing (identical runs with one
+        worker). Tasks with a timeout are never queued ahead: their clock starts
+        when they are handed over.
+        """
         ready = self.ready
         where = self.where
-        while self.free and ready:
-            idx = heapq.heappop(ready)
+        width = self.width
+        while ready:
+            idx = ready[0]
             if where[idx] != _READY:
-                continue  # cancelled while queued
+                heapq.heappop(ready)  # cancelled while queued
+                continue
+            if self.inflight >= width and (
+                self.inflight >= 2 * width
+                or self.specs[idx].timeout is not None
+                or idx >= self._low_water()
+            ):
+                return
+            heapq.heappop(ready)
             self._launch(idx)
+
+    def _low_water(self) -> int:
+        """The lowest index of a task that may still become ready."""
+        where = self.where
+        ptr = self.waiting_ptr
+        n = self.n
+        while ptr < n and where[ptr] != _WAITING:  # a task never returns to _WAITING
+            ptr += 1
+        self.waiting_ptr = ptr
+        heap = self.retry_heap
+        while heap:
+            i = heap[0]
+            if where[i] in (_RUNNING, _RETRY_WAIT) and self.attempts[i] <= self.specs[i].retries:
+                return min(ptr, i)
+            heapq.heappop(heap)
+        return ptr
 
     def _launch(self, idx: int) -> None:
         spec = self.specs[idx]
         self.where[idx] = _RUNNING
         self.attempts[idx] += 1
         job = _Job(idx, self.attempts[idx])
-        self.free -= 1
+        self.inflight += 1
+        if job.attempt <= spec.retries:
+            heapq.heappush(self.retry_heap, idx)
         if spec.timeout is not None:
             self._add_timer(time.monotonic() + spec.timeout, 0, job)
         self.jobs.put(job)
@@ -542,7 +591,7 @@ class _Run:
             lane = job.lane
             if lane is not None:
                 lane.abandoned = True
-        self.free += 1
+        self.inflight -= 1
         if lane is None:
             thread_name = None  # nobody picked it up; whoever does will drop it
         else:
@@ -563,7 +612,7 @@ class _Run:
             _, job, ok, value, error, started, duration, output, thread = msg
             if job.abandoned:
                 return  # timed out earlier; its outcome is already recorded
-            self.free += 1
+            self.inflight -= 1
             idx = job.idx
             if ok:
                 name = self.specs[idx].name
@@ -586,6 +635,12 @@ class _Run:
                 self.events.emit(
                     EventKind.TASK_RUNNING, name=self.specs[job.idx].name, thread=thread, attempt=job.attempt
                 )
+        elif kind == _MSG_DROPPED:
+            job = msg[1]
+            self.inflight -= 1
+            self.attempts[job.idx] -= 1  # it never ran
+            if self.where[job.idx] == _RUNNING:
+                self._finish(job.idx, self._final(job.idx, _CANCELLED, "cancelled: the run was interrupted"))
         else:
             self._interrupt(force=msg[1] or self.interrupted)
 
@@ -683,7 +738,7 @@ class _Run:
 
     def _interrupt(self, force: bool) -> None:
         first = not self.interrupted
-        self.interrupted = True
+        self.interrupted = self.stop_requested = True
         if first:
             log.warning("interrupted: running tasks may finish, teardown tasks still run; "
                         "interrupt again to stop waiting")

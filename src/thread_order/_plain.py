@@ -14,20 +14,13 @@ from rich.text import Text
 
 from ._events import Event, EventKind
 from ._model import TaskRecord, TaskStatus
+from ._theme import STATUS_COLORS
 
 __all__ = [
     "COLORS", "make_console", "user_traceback", "PlainReporter", "LineLogHandler", "log_text", "print_end_of_run",
 ]
 
-#: status colours shared by every front-end
-COLORS = {
-    "PASSED": "#2e9d4f",
-    "FAILED": "#d64545",
-    "SKIPPED": "#d9a21b",
-    "CANCELLED": "#8a8f98",
-    "RUNNING": "#3b82f6",
-    "WAITING": "#c9ced6",
-}
+COLORS = STATUS_COLORS
 LEVEL_STYLES = {"DEBUG": "dim", "INFO": "", "WARNING": COLORS["SKIPPED"], "ERROR": COLORS["FAILED"],
                 "CRITICAL": f"bold {COLORS['FAILED']}"}
 #: at most this many skipped (and cancelled) tasks are listed at the end of a run

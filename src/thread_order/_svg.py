@@ -19,17 +19,10 @@ from collections import defaultdict
 from html import escape
 from typing import Any, Iterable, Mapping, Sequence
 
+from ._theme import STATUS_COLORS
+
 __all__ = ["STATUS_COLORS", "graph_svg", "timeline_svg", "critical_path", "format_seconds"]
 
-#: status colours shared by every front-end
-STATUS_COLORS: dict[str, str] = {
-    "PASSED": "#2e9d4f",
-    "FAILED": "#d64545",
-    "SKIPPED": "#d9a21b",
-    "CANCELLED": "#8a8f98",
-    "RUNNING": "#3b82f6",
-    "WAITING": "#c9ced6",
-}
 _DARK_TEXT = {"SKIPPED", "WAITING"}  # light fills: dark text reads better
 
 NODE_W, NODE_H = 176, 28

@@ -84,3 +84,18 @@ def write_module(tmp_path):
         return path
 
     return write
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The system Chromium for browser tests: skipped on a developer machine without it,
+    a failure in CI, where .ci/run installs it."""
+    if not os.path.exists(CHROMIUM):
+        message = f"{CHROMIUM} is not installed (apt-get install -y chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; .ci/run should have installed it")
+        pytest.skip(message)
+    return CHROMIUM

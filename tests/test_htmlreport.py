@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import threading
@@ -185,21 +184,18 @@ def test_five_hundred_tasks_render_quickly_with_every_shape(tmp_path):
 
 # --------------------------------------------------------------------------- in a browser
 
-CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.mark.browser
-def test_the_report_opens_offline_in_a_browser_and_its_controls_work(tmp_path):
+def test_the_report_opens_offline_in_a_browser_and_its_controls_work(tmp_path, chromium):
     sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed")
     run = big_run(tmp_path)
     report = tmp_path / "report.html"
     write_report(report, run)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        browser = p.chromium.launch(executable_path=chromium, args=ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.set_default_timeout(15_000)

@@ -946,3 +946,13 @@ def test_last_records_are_task_records_in_registration_order():
     b, a = s.last_records
     assert (a.name, a.status, a.error_type, a.attempts) == ("a", FAILED, "OSError", 1)
     assert (b.name, b.status, b.tags, b.reason) == ("b", SKIPPED, ("x",), "dependency 'a' failed")
+
+
+def test_sanitized_state_is_a_copy_without_the_lock():
+    s = Scheduler(workers=1, state={"env": "dev"})
+    s.register(lambda state: state.update(created=True), "create", with_state=True)
+    s.start()
+    clean = s.sanitized_state
+    assert clean == {"env": "dev", "created": True, "results": {"create": None}}
+    clean["env"] = "prod"
+    assert s.state["env"] == "dev" and "_state_lock" in s.state

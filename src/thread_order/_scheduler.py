@@ -194,6 +194,14 @@ class Scheduler:
         """True while ``start()`` is in progress."""
         return self._run is not None
 
+    @property
+    def sanitized_state(self) -> dict:
+        """A shallow copy of ``state`` without its lock, taken under the lock (e.g. to print it)."""
+        with self.state_lock:
+            copy = dict(self.state)
+        copy.pop("_state_lock", None)
+        return copy
+
     def start(self) -> dict:
         """Run every registered task and return the run summary.
 

@@ -176,12 +176,27 @@ def test_reports_of_an_interrupted_run():
     assert skipped.get("message") == "cancelled: the run was interrupted"
 
 
-def test_report_into_a_folder_that_cannot_be_created(tdrun_main, tmp_path):
+@pytest.mark.parametrize("option", ["--json-report", "--junit-xml"])
+def test_report_into_a_folder_that_cannot_be_created_is_refused_before_the_run(tdrun_main, tmp_path, option):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    result = tdrun_main(MODULES / "cli_ok.py", "--json-report", blocker / "sub" / "r.json")
+    result = tdrun_main(MODULES / "cli_ok.py", option, blocker / "sub" / "r.json")
     assert result.code == 4
-    assert result.err == f"tdrun: error: --json-report {blocker / 'sub' / 'r.json'}: cannot write: Not a directory\n"
+    assert result.err == f"tdrun: error: {option} {blocker / 'sub' / 'r.json'}: {blocker} is not a folder\n"
+    assert result.out == ""  # nothing ran
+
+
+def test_a_report_that_cannot_be_written_after_the_run_is_a_warning_and_the_run_decides_the_code(
+        tdrun_main, tmp_path):
+    target = tmp_path / "r.xml"
+    (tmp_path / "r.xml.tmp").mkdir()  # the report is written through this name: writing it fails
+    result = tdrun_main(MODULES / "cli_basic.py", "--plain", "--junit-xml", target,
+                        "--json-report", tmp_path / "r.json")
+    assert result.code == 1
+    assert f"warning: --junit-xml {target}: cannot write: Is a directory\n" in result.out
+    assert f"json report written to {tmp_path / 'r.json'}" in result.out
+    assert "FAILURES" in result.out and result.out.rstrip().endswith("=")
+    assert result.err == ""
 
 
 def test_report_paths_are_created(tdrun_main, tmp_path):

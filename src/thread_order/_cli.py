@@ -161,7 +161,19 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str], dic
                          ("--html-report", args.html_report), ("--history", args.history)):
         if path is not None and (not path or Path(path).is_dir()):
             raise UsageError(f"{option} {path!r}: expected a file path")
+    for option, path in (("--junit-xml", args.junit_xml), ("--json-report", args.json_report)):
+        if path:
+            _check_report_folder(option, path)
     return args, values, results
+
+
+def _check_report_folder(option: str, path: str) -> None:
+    """Refuse, before anything runs, a report path whose folders cannot be created."""
+    folder = Path(path).expanduser().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"{option} {path}: {folder} is not a folder")
 
 
 # ---------------------------------------------------------------------------- entry points
@@ -400,8 +412,9 @@ def _run(args, argv, collection: Collection, scheduler: Scheduler, sources: dict
         if path:
             try:
                 write(path, report)
-            except OSError as exc:
-                raise UsageError(f"{option} {path}: cannot write: {exc.strerror or exc}") from None
+            except OSError as exc:  # after the run: a warning with the summary, the run's code stands
+                written.append(f"warning: {option} {path}: cannot write: {exc.strerror or exc}")
+                continue
             written.append(f"{option.lstrip('-').replace('-', ' ')} written to {path}")
     written.extend(note for observer in observers for note in getattr(observer, "notes", ()))
     end_console = make_console(out, color=color)

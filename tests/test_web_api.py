@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import select
@@ -242,6 +243,18 @@ def test_a_run_streams_a_snapshot_then_batches_and_is_recorded_in_the_history(cl
     assert {t["name"]: t["status"] for t in detail["tasks"]} == statuses
     assert "creating network in eu-west-1" in next(
         t["output"] for t in detail["tasks"] if t["name"] == "create_network")
+
+
+def test_a_tasks_info_log_records_are_in_its_captured_output_as_under_tdrun(client):
+    # tdrun captures INFO records; a run from the UI must not lose them to the root logger's WARNING
+    load(client, "web_lifecycle")
+    client.put("/api/state", json={"values": {"delay": "0"}})
+    level = logging.getLogger().level
+    _, _, final = run_to_end(client, workers=2)
+    detail = client.get(f"/api/history/{final['history_id']}").json()
+    output = next(t["output"] for t in detail["tasks"] if t["name"] == "attach_gateway")
+    assert re.search(r"INFO +lifecycle: attaching gateway\n", output), output
+    assert logging.getLogger().level == level  # the server's logging is left as it was
 
 
 def test_failures_skip_dependents_and_teardown_still_runs(client):

@@ -10,6 +10,7 @@ the dispatcher a dict update per event, not a network write.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -598,11 +599,17 @@ class RunManager:
     def _execute(self, live: LiveRun, scheduler: Scheduler, recorder: Any) -> None:
         summary = error = history_error = None
         history_id = None
+        # as under tdrun, a task's captured output holds its INFO records (one run at a time)
+        root = logging.getLogger()
+        old_level = root.level
+        if root.getEffectiveLevel() > logging.INFO:
+            root.setLevel(logging.INFO)
         try:
             summary = scheduler.start()
         except Exception as exc:  # a bug in the engine: show it rather than hang the page
             error = f"the run failed: {type(exc).__name__}: {exc}"
         finally:
+            root.setLevel(old_level)
             if recorder is not None:
                 try:
                     history_id = recorder.finish()

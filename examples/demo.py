@@ -35,7 +35,12 @@ def setup_state(state):
     if not state.get("api_url"):
         from demo_api import DemoAPI
 
-        latency = float(state.get("latency", 0.9))
+        try:
+            latency = float(state.get("latency", 0.9))
+        except ValueError:
+            raise ValueError(f"--latency={state['latency']}: expected seconds, such as 0.5") from None
+        if not 0 <= latency <= 60:
+            raise ValueError(f"--latency={state['latency']}: expected seconds from 0 to 60")
         api = DemoAPI(latency=(latency / 3, latency)).start()
         atexit.register(api.stop)
         state["api_url"] = api.url

@@ -103,3 +103,13 @@ def test_demo_rejects_an_unknown_fail_at(tdrun_proc, tmp_path, api):
     assert result.code == 4 and data is None
     assert result.err.startswith(f"tdrun: error: {DEMO}: setup_state() raised ValueError: "
                                  "--fail_at=create_subnet_z: no task of that name; pick one of create_network, ")
+
+
+@pytest.mark.parametrize("value, message", [
+    ("abc", "--latency=abc: expected seconds, such as 0.5"),
+    ("-1", "--latency=-1: expected seconds from 0 to 60"),
+])
+def test_demo_rejects_a_bad_latency_naming_the_option(tdrun_proc, tmp_path, value, message):
+    result, data = run_demo(tdrun_proc, tmp_path, f"--latency={value}")
+    assert result.code == 4 and data is None
+    assert result.err == f"tdrun: error: {DEMO}: setup_state() raised ValueError: {message}\n"

@@ -213,3 +213,19 @@ def test_scheduler_setup_logging_configures_root(root_logging):
     Scheduler(workers=1, setup_logging=True, verbose=True)
     assert root_logging.level == logging.DEBUG
     assert len([h for h in root_logging.handlers if getattr(h, "_thread_order_handler", False)]) == 1
+
+
+def test_capture_does_not_swallow_warnings_logged_outside_tasks(capfd):
+    """With nothing configured, Python prints warnings to stderr; a capturing run must not
+    change that for records from outside its tasks (a timeout warning, a failing callback)."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers.clear()  # a plain script: no handler anywhere
+    try:
+        s = Scheduler(workers=1)
+        s.register(lambda: None, "a")
+        s.on_task_done(lambda *args: logging.getLogger("app").warning("seen outside any task"))
+        s.start()
+    finally:
+        root.handlers[:] = saved
+    assert "seen outside any task" in capfd.readouterr().err

@@ -420,3 +420,64 @@ def test_second_ctrl_c_in_a_real_process_returns_at_once():
     assert result["reasons"]["a"] == "abandoned: still running when the run was stopped"
     assert result["torn_down"] is False
     assert result["seconds_after_interrupt"] < WAIT
+
+
+# ------------------------------------------------------------------ found in review
+
+
+def test_after_a_forced_stop_nothing_queued_ahead_runs_later():
+    """workers=1: teardown is queued ahead behind a; a forced stop must drop it for good."""
+    release, in_a, ran = threading.Event(), threading.Event(), threading.Event()
+    s = Scheduler(workers=1)
+    s.register(lambda: (in_a.set(), release.wait(WAIT)), "a")
+    s.register(ran.set, "teardown", always=True)
+    stopper = threading.Thread(target=lambda: (wait_for(in_a, "a"), s.cancel(), s.cancel()))
+    stopper.start()
+    try:
+        summary = BackgroundRun(s).join()
+    finally:
+        release.set()
+        stopper.join(WAIT)
+    assert summary["tasks"]["a"]["reason"] == "abandoned: still running when the run was stopped"
+    assert summary["tasks"]["a"]["thread"] == "thread_0"
+    assert summary["tasks"]["teardown"]["reason"] == "cancelled: the run was stopped"
+    assert summary["ran"] == ["a"]
+    # the worker that was running a is free now: it must drop teardown, not run it
+    assert not ran.wait(0.5)
+
+
+def test_a_retry_cut_short_by_cancel_keeps_the_failure_it_had():
+    s = Scheduler(workers=1)
+
+    def flaky():
+        print("attempt ran")
+        raise ConnectionError("server said 503")
+
+    s.register(flaky, "create", retries=2)
+    s.subscribe(lambda e: s.cancel(), K.TASK_RETRYING)  # "stop on first failure"
+    summary = s.start()
+    task = summary["tasks"]["create"]
+    assert (task["status"], task["error_type"], task["error"]) == (FAILED, "ConnectionError", "server said 503")
+    assert (task["thread"], task["output"], task["attempts"]) == ("thread_0", "attempt ran\n", 1)
+    assert task["reason"] == "retries stopped: the run was interrupted"
+    assert summary["failed"] == ["create"]
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="needs the main thread")
+def test_someone_elses_sigint_handler_is_replaced_for_the_run_and_restored():
+    calls = []
+
+    def handler(signum, frame):
+        calls.append(signum)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        seen = []
+        s = Scheduler(workers=1)
+        s.register(lambda: seen.append(signal.getsignal(signal.SIGINT)), "look")
+        s.start()
+        assert seen and seen[0] is not handler  # the engine's own, which cannot corrupt its bookkeeping
+        assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert calls == []

@@ -86,10 +86,10 @@ def test_task_spec_build_normalises_options():
         (dict(retries=1.5), ValueError, r"^task 't': retries must be an integer >= 0, not 1\.5$"),
         (dict(retries=True), ValueError, r"^task 't': retries must be an integer >= 0, not True$"),
         (dict(retry_delay=-0.1), ValueError,
-         r"^task 't': retry_delay must be a number >= 0, not -0\.1$"),
-        (dict(retry_delay="1"), ValueError, r"^task 't': retry_delay must be a number >= 0, not '1'$"),
-        (dict(timeout=0), ValueError, r"^task 't': timeout must be a number > 0 or None, not 0$"),
-        (dict(timeout=-2.5), ValueError, r"^task 't': timeout must be a number > 0 or None, not -2\.5$"),
+         r"^task 't': retry_delay must be a finite number >= 0, not -0\.1$"),
+        (dict(retry_delay="1"), ValueError, r"^task 't': retry_delay must be a finite number >= 0, not '1'$"),
+        (dict(timeout=0), ValueError, r"^task 't': timeout must be a finite number > 0 or None, not 0$"),
+        (dict(timeout=-2.5), ValueError, r"^task 't': timeout must be a finite number > 0 or None, not -2\.5$"),
     ],
 )
 def test_task_spec_build_rejects_bad_input(kwargs, exc, message):

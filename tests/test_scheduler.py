@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import re
 import threading
 import time
@@ -956,3 +957,55 @@ def test_sanitized_state_is_a_copy_without_the_lock():
     assert clean == {"env": "dev", "created": True, "results": {"create": None}}
     clean["env"] = "prod"
     assert s.state["env"] == "dev" and "_state_lock" in s.state
+
+
+def test_a_task_writing_bytes_to_stdout_fails_instead_of_killing_its_worker():
+    s = Scheduler(workers=1)
+    s.register(lambda: sys.stdout.write(b"raw bytes\n"), "a")
+    s.register(returns("b"), "b")
+    summary = start_or_fail(s)
+    assert summary["tasks"]["a"]["status"] == FAILED
+    assert summary["tasks"]["a"]["error"] == "write() argument must be str, not bytes"
+    assert summary["tasks"]["b"]["status"] == PASSED
+
+
+@pytest.mark.parametrize("option", ["timeout", "retry_delay"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_infinite_or_nan_durations_are_refused_at_register(option, value):
+    s = Scheduler(workers=1)
+    with pytest.raises(ValueError, match=rf"^task 'a': {option} must be a finite number"):
+        s.register(returns("a"), "a", **{option: value})
+
+
+def test_a_timed_out_attempt_keeps_what_it_printed():
+    gate = threading.Event()
+    attempts = []
+
+    def slow():
+        attempts.append(1)
+        print(f"attempt {len(attempts)}: connecting to db...")
+        if len(attempts) == 1:
+            gate.wait(WAIT)
+
+    s = Scheduler(workers=1)
+    s.register(slow, "slow", timeout=0.2, retries=1)
+    retried = []
+    s.subscribe(lambda e: retried.append(e.record), EventKind.TASK_RETRYING)
+    try:
+        summary = start_or_fail(s)
+    finally:
+        gate.set()
+    assert retried[0].error_type == "TimeoutError"
+    assert retried[0].output == "attempt 1: connecting to db...\n"
+    assert summary["tasks"]["slow"]["output"] == "attempt 2: connecting to db...\n"
+
+
+def test_a_callback_raising_system_exit_is_logged_and_the_run_goes_on(caplog):
+    s = Scheduler(workers=1)
+    s.register(returns("a"), "a")
+    s.register(returns("b"), "b", after=["a"])
+    s.on_task_start(lambda name: name == "a" and sys.exit(3))
+    with caplog.at_level(logging.ERROR, logger="thread_order"):
+        summary = start_or_fail(s)
+    assert statuses(summary) == {"a": PASSED, "b": PASSED}
+    assert any("SystemExit" in (r.exc_text or "") or r.exc_info for r in caplog.records)

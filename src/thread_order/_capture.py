@@ -24,6 +24,8 @@ class _Router:
         buf = self._buffers.get(_get_ident())
         if buf is None:
             return self._original.write(text)
+        if not isinstance(text, str):  # as a real text stream would
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         buf.append(text)
         return len(text)
 
@@ -51,11 +53,26 @@ class _LogToBuffer(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         buf = self._buffers.get(record.thread)
-        if buf is not None:
-            try:
-                buf.append(self.format(record) + "\n")
-            except Exception:
-                self.handleError(record)
+        if buf is None:
+            self._last_resort(record)
+            return
+        try:
+            buf.append(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+    def _last_resort(self, record: logging.LogRecord) -> None:
+        """Being a handler, we would stop logging's last resort (warnings to stderr when
+        nothing is configured) for records outside tasks: stand in for it then."""
+        resort = logging.lastResort
+        if resort is None or record.levelno < resort.level:
+            return
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None:
+            if any(h is not self for h in logger.handlers):
+                return  # someone else handles it
+            logger = logger.parent if logger.propagate else None
+        resort.handle(record)
 
 
 class OutputCapture:

@@ -44,6 +44,16 @@ _WAITING, _READY, _RUNNING, _RETRY_WAIT, _DONE = range(5)
 _MSG_DONE, _MSG_RUNNING, _MSG_INTERRUPT, _MSG_DROPPED = range(4)
 
 
+def _joined(pieces: list | None) -> str:
+    """A task's captured output; never raises, whatever was written."""
+    if not pieces:
+        return ""
+    try:
+        return "".join(pieces)
+    except TypeError:
+        return "".join(p if isinstance(p, str) else repr(p) for p in pieces)
+
+
 def _describe(exc: BaseException) -> tuple[str, str, str]:
     """(type name, message, traceback) of ``exc``; never raises, whatever the exception does."""
     try:
@@ -74,14 +84,15 @@ class _Lane:
 class _Job:
     """One attempt of one task, handed to a worker."""
 
-    __slots__ = ("idx", "attempt", "lane", "abandoned", "done")
+    __slots__ = ("idx", "attempt", "lane", "abandoned", "done", "started")
 
     def __init__(self, idx: int, attempt: int) -> None:
         self.idx = idx
         self.attempt = attempt
         self.lane: _Lane | None = None
         self.abandoned = False  # set by the dispatcher when the attempt timed out
-        self.done = False  # set by the worker when the task returned
+        self.done = False  # set by the worker when the task returned, or when it dropped the job
+        self.started = False  # set by the worker when it commits to running the task
 
 
 class Run:
@@ -129,6 +140,7 @@ class Run:
         # guards each _Job's lane/abandoned/done flags: a worker picking up or finishing a job
         # and the dispatcher timing it out must agree on who won, or two threads serve one lane
         self.handshake = threading.Lock()
+        self.job_of: list[_Job | None] = [None] * n  # the latest attempt handed out, per task
 
     # -------------------------------------------------------------- worker side
 
@@ -151,13 +163,20 @@ class Run:
             if job is None:
                 return
             spec = specs[job.idx]
-            if spec.timeout is not None:  # only such jobs can be abandoned by the dispatcher
-                with handshake:
-                    if job.abandoned:  # timed out before this worker picked it up
-                        continue
+            # decide under the handshake: a timeout, cancel() or a forced stop either happened
+            # before this point (the job is dropped) or after it (the task counts as started)
+            with handshake:
+                if job.abandoned:  # timed out before this worker picked it up
+                    continue
+                if self.forced or (self.stop_requested and not spec.always):
+                    job.done = True
+                    drop = True
+                else:
                     job.lane = lane
-            if self.stop_requested and not spec.always:
-                put((_MSG_DROPPED, job))  # queued ahead, but the run was interrupted since
+                    job.started = True
+                    drop = False
+            if drop:
+                put((_MSG_DROPPED, job))  # queued ahead, but the run was stopped since
                 continue
             if subs[_K_RUNNING]:
                 put((_MSG_RUNNING, job, name))
@@ -176,8 +195,7 @@ class Run:
                 del exc
             duration = perf() - t0
             if capture:
-                pieces = buffers.pop(ident, None)
-                output = "".join(pieces) if pieces else ""
+                output = _joined(buffers.pop(ident, None))
             else:
                 output = ""
             if spec.timeout is not None:
@@ -206,7 +224,7 @@ class Run:
                     results.clear()
             self.results = results
         self.events.reset()
-        self.events.on_keyboard_interrupt = lambda: self.request_stop(False)
+        self.events.on_keyboard_interrupt = lambda: self.request_stop(False, from_signal=True)
         self.started_at = time.time()
         self.t0 = time.perf_counter()
         run_id = uuid.uuid4().hex
@@ -220,6 +238,7 @@ class Run:
         }
         self.events.emit(EventKind.RUN_STARTED, data=meta)
 
+        completed = False
         restore_sigint = self._install_sigint()
         if s.capture:
             OutputCapture.install()
@@ -230,7 +249,11 @@ class Run:
                 if not self.deps_left[i]:
                     self._decide(i)
             self._loop()
+            completed = True
         finally:
+            if not completed:  # start() is raising: nothing queued may start after it returns
+                with self.handshake:
+                    self.stop_requested = self.forced = True
             for _ in self.lanes:
                 self.jobs.put(None)
             if s.capture:
@@ -246,9 +269,18 @@ class Run:
         self.events.emit(EventKind.RUN_FINISHED, data=summary)
         return summary
 
-    def request_stop(self, force: bool) -> None:
-        """Ctrl-C or cancel(): safe from any thread and from a signal handler."""
-        self.stop_requested = True
+    def request_stop(self, force: bool, from_signal: bool = False) -> None:
+        """Ctrl-C or cancel(): safe from any thread and from a signal handler.
+
+        Once this returns (from cancel()), no worker starts a task that is not
+        ``always``. A signal handler must not take the handshake lock (the
+        main thread may hold it), and needs no such promise.
+        """
+        if from_signal:
+            self.stop_requested = True
+        else:
+            with self.handshake:
+                self.stop_requested = True
         self.inbox.put((_MSG_INTERRUPT, force))
 
     def _install_sigint(self) -> Callable[[], None]:
@@ -259,11 +291,13 @@ class Run:
             previous = signal.getsignal(signal.SIGINT)
         except (ValueError, OSError):
             return lambda: None
-        if previous is not signal.default_int_handler:
-            return lambda: None  # someone else handles SIGINT; KeyboardInterrupt is caught below
+        if previous in (signal.SIG_IGN, signal.SIG_DFL, None):
+            return lambda: None  # Ctrl-C ignored, or meant to kill the process: leave it so
+        # Any Python handler (the default raises KeyboardInterrupt) is replaced for the run:
+        # an exception landing mid-bookkeeping could lose a message or a release.
 
         def on_sigint(signum, frame):
-            self.request_stop(False)
+            self.request_stop(False, from_signal=True)
 
         signal.signal(signal.SIGINT, on_sigint)
 
@@ -290,8 +324,10 @@ class Run:
                         self._fire_timers()
                         continue
                     try:
-                        msg = get(timeout=wait)
+                        msg = get(timeout=min(wait, threading.TIMEOUT_MAX))
                     except queue.Empty:
+                        msg = None
+                    if msg is None:
                         self._fire_timers()
                         continue
                 else:
@@ -360,6 +396,7 @@ class Run:
         self.where[idx] = _RUNNING
         self.attempts[idx] += 1
         job = _Job(idx, self.attempts[idx])
+        self.job_of[idx] = job
         self.inflight += 1
         if job.attempt <= spec.retries:
             heapq.heappush(self.retry_heap, idx)
@@ -399,18 +436,22 @@ class Run:
             if lane is not None:
                 lane.abandoned = True
         self.inflight -= 1
+        output = ""
         if lane is None:
             thread_name = None  # nobody picked it up; whoever does will drop it
         else:
             # Python cannot kill a thread: abandon this one (daemon) and keep the pool's width
             thread_name = lane.name
             if lane.thread is not None:
+                # what the stuck attempt printed so far is the best clue to why it is stuck
+                output = _joined(list(OutputCapture.buffers.get(lane.thread.ident) or ()))
                 lane.thread.name = f"{lane.name}-abandoned"
             self.lanes[lane.slot] = self._start_lane(lane.slot)
         message = f"task {spec.name!r} still running after {spec.timeout:g}s"
         log.warning("%s; abandoning its thread", message)
         self._attempt_failed(
-            idx, thread_name, ("TimeoutError", message, None), started=None, duration=spec.timeout, output=""
+            idx, thread_name, ("TimeoutError", message, None), started=None, duration=spec.timeout,
+            output=output,
         )
 
     def _handle(self, msg: tuple) -> None:
@@ -444,10 +485,12 @@ class Run:
                 )
         elif kind == _MSG_DROPPED:
             job = msg[1]
+            idx = job.idx
+            if job.abandoned or self.where[idx] != _RUNNING or self.job_of[idx] is not job:
+                return  # already accounted for (timed out, or the run was stopped)
             self.inflight -= 1
-            self.attempts[job.idx] -= 1  # it never ran
-            if self.where[job.idx] == _RUNNING:
-                self._finish(job.idx, self._final(job.idx, _CANCELLED, "cancelled: the run was interrupted"))
+            self.attempts[idx] -= 1  # this attempt never ran
+            self._stop_unstarted(idx)
         else:
             self._interrupt(force=msg[1] or self.interrupted)
 
@@ -557,21 +600,35 @@ class Run:
             for i, spec in enumerate(self.specs):
                 if spec.always:
                     continue
-                if where[i] == _RETRY_WAIT:
-                    rec = self.failed_attempt[i]
-                    self._finish(i, rec._replace(reason="retries stopped: the run was interrupted"))
-                elif where[i] == _READY:
-                    self._finish(i, self._final(i, _CANCELLED, "cancelled: the run was interrupted"))
+                if where[i] in (_RETRY_WAIT, _READY):
+                    self._stop_unstarted(i)
             if not force:
                 return
         if not self.forced:
-            self.forced = True
+            with self.handshake:  # from here on, workers drop every job still queued
+                self.forced = True
             self.events.emit(EventKind.RUN_INTERRUPTED, data={"force": True})
             for i in range(self.n):
-                if self.where[i] != _DONE:
-                    reason = ("abandoned: still running when the run was stopped"
-                              if self.where[i] == _RUNNING else "cancelled: the run was stopped")
-                    self._finish(i, self._final(i, _CANCELLED, reason), pending=[])
+                if self.where[i] == _DONE:
+                    continue
+                job = self.job_of[i] if self.where[i] == _RUNNING else None
+                if job is not None and job.started:
+                    reason = "abandoned: still running when the run was stopped"
+                    record = self._final(i, _CANCELLED, reason)._replace(thread=job.lane.name)
+                else:
+                    if job is not None:
+                        self.attempts[i] -= 1  # queued, never started
+                    record = self._final(i, _CANCELLED, "cancelled: the run was stopped")
+                self._finish(i, record, pending=[])
+
+    def _stop_unstarted(self, idx: int) -> None:
+        """An interrupt keeps ``idx`` from starting: CANCELLED, or FAILED if an earlier
+        attempt already ran and failed (its retries are cut short, its error kept)."""
+        earlier = self.failed_attempt.get(idx)
+        if earlier is not None:
+            self._finish(idx, earlier._replace(reason="retries stopped: the run was interrupted"))
+        else:
+            self._finish(idx, self._final(idx, _CANCELLED, "cancelled: the run was interrupted"))
 
     # -------------------------------------------------------------- summary
 

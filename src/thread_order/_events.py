@@ -127,5 +127,5 @@ class EventStream:
                 if self.on_keyboard_interrupt is None:
                     raise
                 self.on_keyboard_interrupt()
-            except Exception:
+            except BaseException:  # noqa: B902 - even SystemExit from a callback must not end the run
                 log.exception("event subscriber %r failed on %s", fn, kind.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, NamedTuple
 
@@ -60,6 +61,10 @@ def _parse_after(after: str | Iterable[str] | None, task: str) -> tuple[str, ...
     return tuple(dict.fromkeys(names))
 
 
+def _finite_number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
 @dataclass(frozen=True, slots=True)
 class TaskSpec:
     """What was registered: a callable and how to run it."""
@@ -94,12 +99,10 @@ class TaskSpec:
             raise TypeError(f"task {name!r}: {fn!r} is not callable")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f"task {name!r}: retries must be an integer >= 0, not {retries!r}")
-        if isinstance(retry_delay, bool) or not isinstance(retry_delay, (int, float)) or retry_delay < 0:
-            raise ValueError(f"task {name!r}: retry_delay must be a number >= 0, not {retry_delay!r}")
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
-        ):
-            raise ValueError(f"task {name!r}: timeout must be a number > 0 or None, not {timeout!r}")
+        if not _finite_number(retry_delay) or retry_delay < 0:
+            raise ValueError(f"task {name!r}: retry_delay must be a finite number >= 0, not {retry_delay!r}")
+        if timeout is not None and (not _finite_number(timeout) or timeout <= 0):
+            raise ValueError(f"task {name!r}: timeout must be a finite number > 0 or None, not {timeout!r}")
         try:
             tag_names = parse_tags(tags)
         except TypeError as exc:

@@ -335,6 +335,8 @@ def test_async_task(tdrun_main, write_module):
     (["--progress", "--viewer"], "--viewer and --progress cannot be used together"),
     (["--graph", "--list"], "--graph and --list cannot be used together"),
     (["--log=yes"], "argument --log: ignored explicit argument 'yes'"),
+    (["--tags", ","], "argument --tags: expected tag names separated by commas, got ','"),
+    (["--skip-deps", "--no-skip-deps"], "argument --no-skip-deps: not allowed with argument --skip-deps"),
 ])
 def test_bad_options(tdrun_main, argv, message):
     assert error_of(tdrun_main(OK, *argv)) == f"tdrun: error: {message}\n"

@@ -53,10 +53,11 @@ def test_history_lists_runs_newest_first(history, tdrun_main):
     r = tdrun_main("history", "--history", history)
     assert r.code == 0 and r.err == ""
     lines = r.out.splitlines()
-    assert lines[0].split() == ["id", "when", "module", "status", "passed", "failed", "skipped", "duration"]
+    assert lines[0].split() == ["id", "when", "module", "status", "passed", "failed", "skipped",
+                                "cancelled", "duration"]
     first, second = lines[1].split(), lines[2].split()
     assert first[0] == "2" and first[3:7] == [str(LIFECYCLE), "failed", "3", "1"]
-    assert first[7] == "1"  # verify skipped
+    assert first[7:9] == ["1", "0"]  # verify skipped, nothing cancelled
     assert second[0] == "1" and second[3:7] == [str(LIFECYCLE), "passed", "5", "0"]
     assert len(lines) == 3
 

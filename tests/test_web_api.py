@@ -97,6 +97,9 @@ def test_load_module_lists_tasks_in_source_order(client):
     assert last["always"] is True and last["after"] == ["verify"]
     assert info["edges"] == 6 and info["levels"] == 5 and info["has_setup_state"] is True
     assert info["tags"] == ["create", "teardown", "verify"]
+    # the Run tab starts from what tdrun would choose: a thread per task, up to the default
+    from thread_order import default_workers
+    assert info["default_workers"] == min(default_workers, 6)
     assert client.get("/api/module").json()["tasks"] == info["tasks"]
     recent = client.get("/api/modules/recent").json()["recent"]
     assert recent[0] == module_path("web_lifecycle")

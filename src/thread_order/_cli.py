@@ -22,6 +22,7 @@ from ._collect import Collection, ModuleLoadError, build_state, collect
 from ._errors import GraphError, UsageError
 from ._graph import Graph
 from ._graphfmt import FORMATS, format_graph, start_order
+from ._model import parse_tags
 from ._scheduler import Scheduler, default_workers
 
 __all__ = ["main", "console_main", "build_parser", "SUBCOMMANDS", "EXIT_CODES"]
@@ -69,6 +70,12 @@ def _workers(text: str) -> int:
     return n
 
 
+def _tags(text: str) -> str:
+    if not parse_tags(text):
+        raise argparse.ArgumentTypeError(f"expected tag names separated by commas, got {text!r}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``tdrun`` option parser (state entries ``--key=value`` are parsed separately)."""
     from . import __version__
@@ -88,13 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = p.add_argument_group("selection and scheduling")
     run.add_argument("--workers", type=_workers, metavar="N",
                      help=f"worker threads (default: min({default_workers}, number of tasks))")
-    run.add_argument("--tags", metavar="A,B", help="keep only tasks that have all these tags")
+    run.add_argument("--tags", metavar="A,B", type=_tags, help="keep only tasks that have all these tags")
     run.add_argument("--with-deps", action="store_true",
                      help="with TARGET::task, also run everything the task depends on")
-    run.add_argument("--skip-deps", dest="skip_deps", action="store_true", default=True,
-                     help="skip the dependents of a failed task (the default)")
-    run.add_argument("--no-skip-deps", dest="skip_deps", action="store_false",
-                     help="run the dependents of a failed task anyway")
+    skipping = run.add_mutually_exclusive_group()
+    skipping.add_argument("--skip-deps", dest="skip_deps", action="store_true", default=True,
+                          help="skip the dependents of a failed task (the default)")
+    skipping.add_argument("--no-skip-deps", dest="skip_deps", action="store_false",
+                          help="run the dependents of a failed task anyway")
     run.add_argument("--state-file", metavar="FILE.json", help="initial state values, a JSON object")
     show = p.add_argument_group("inspection (runs nothing)")
     show.add_argument("--list", action="store_true",

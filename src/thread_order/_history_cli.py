@@ -186,9 +186,9 @@ def _cmd_history(args, store: HistoryStore, out: _Out) -> int:
         out.line(f"no runs recorded in {store.path}" + (" match" if args.module or args.status else ""))
         return EXIT_OK
     rows = [[r["id"], _when(r["started_at"]), _module(r), r["status"], r["passed"], r["failed"],
-             r["skipped"], _duration(r["duration"])] for r in runs]
-    out.table(["id", "when", "module", "status", "passed", "failed", "skipped", "duration"], rows,
-              [RUN_STYLES.get(r["status"]) for r in runs], right=(0, 4, 5, 6, 7))
+             r["skipped"], r["cancelled"], _duration(r["duration"])] for r in runs]
+    out.table(["id", "when", "module", "status", "passed", "failed", "skipped", "cancelled", "duration"],
+              rows, [RUN_STYLES.get(r["status"]) for r in runs], right=(0, 4, 5, 6, 7, 8))
     return EXIT_OK
 
 
@@ -263,7 +263,8 @@ def _cmd_compare(args, store: HistoryStore, out: _Out) -> int:
                          f"{_module(b)}; comparing tasks by name\n")
     for label, run in (("A", a), ("B", b)):
         out.line(f"{label}: run {run['id']}  {_when(run['started_at'])}  {run['status']}  "
-                 f"{run['passed']} passed, {run['failed']} failed, {run['skipped']} skipped  "
+                 f"{run['passed']} passed, {run['failed']} failed, {run['skipped']} skipped"
+                 + (f", {run['cancelled']} cancelled" if run["cancelled"] else "") + "  "
                  f"in {_duration(run['duration'])}  ({_module(run)})")
     out.line()
     changes = diff["status_changes"]

@@ -190,6 +190,8 @@ class Workspace:
             "graph_error": graph_error,
             "has_setup_state": callable(getattr(collection.module, "setup_state", None)),
             "tags": sorted({t for s in collection.specs for t in s.tags}),
+            # what tdrun would use for this module: one thread per task, up to the default
+            "default_workers": max(1, min(default_workers, len(collection.specs))),
         }
 
     # ------------------------------------------------------------------ state

@@ -281,6 +281,7 @@ function renderModule() {
   $("module-graph").replaceChildren(h("div", { class: "note", text: "drawing…" }));
   api("GET", "/api/module/graph").then((g) => insertSvg($("module-graph"), g, $("module-graph-note")))
     .catch((e) => $("module-graph").replaceChildren(h("div", { class: "note", text: e.message })));
+  if (m.default_workers) $("run-workers").value = m.default_workers;  // as tdrun would choose
   if (!app.live) $("run-empty").querySelector("p").textContent =
     `${m.tasks.length} tasks loaded from ${m.target}. Choose workers and press Run.`;
 }

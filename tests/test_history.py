@@ -686,3 +686,34 @@ def test_no_sql_runs_on_the_dispatcher_thread(tmp_path):
     sched.start()
     recorder.finish()
     assert threads and threading.get_ident() not in threads
+
+
+def _open_at_once(path: str, barrier, results) -> None:
+    from thread_order._history_db import open_writable
+
+    barrier.wait(10)
+    try:
+        open_writable(Path(path)).close()
+        results.put("ok")
+    except Exception as exc:  # reported to the test, which shows it
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_creating_one_fresh_file_at_once_all_succeed(tmp_path):
+    """Found under CI load: a second process saw the first one's half-made schema ("no schema
+    version") or lost the race to switch the file to WAL ("database is locked")."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(8):
+        path = tmp_path / f"fresh-{attempt}.db"
+        barrier, results = ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_open_at_once, args=(str(path), barrier, results)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        outcomes = [results.get(timeout=30) for _ in procs]
+        for p in procs:
+            p.join(30)
+        assert outcomes == ["ok"] * 6, f"attempt {attempt}: {outcomes}"
+    with HistoryStore(path) as store:
+        assert store.list_runs() == []

@@ -286,23 +286,15 @@ def open_writable(path: Path) -> sqlite3.Connection:
         raise fail(path, f"cannot open: {describe(exc)}") from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        # look before touching: someone else's database must not even be switched to WAL
-        check_version(conn, path, allow_empty=True)
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            log.warning("history file %s: journal mode is %s, not wal", path, mode)
-        # in WAL mode NORMAL keeps every commit through a process crash; only power loss can cost
-        # the last commits
+        if not _ready(conn):
+            # creating, converting or migrating the file: one process at a time, or two of
+            # them starting on a fresh file trip over each other's half-made schema
+            with _setup_lock(path):
+                _set_up(conn, path)
+        # in WAL mode NORMAL keeps every commit through a process crash; only power loss can
+        # cost the last commits
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
-        if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-            # under the write lock: two processes opening one old file migrate it once
-            with transaction(conn):
-                version = check_version(conn, path, allow_empty=True)
-                for step in range(version, SCHEMA_VERSION):
-                    for statement in MIGRATIONS[step]:
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except sqlite3.Error as exc:
         conn.close()
         raise fail(path, describe(exc)) from None
@@ -310,6 +302,61 @@ def open_writable(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _ready(conn: sqlite3.Connection) -> bool:
+    """Already a current history file in WAL mode (one consistent read)?"""
+    conn.execute("BEGIN")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        conn.execute("COMMIT")
+    return version == SCHEMA_VERSION and mode.lower() == "wal"
+
+
+def _set_up(conn: sqlite3.Connection, path: Path) -> None:
+    # look before touching: someone else's database must not even be switched to WAL
+    conn.execute("BEGIN")
+    try:
+        check_version(conn, path, allow_empty=True)
+    finally:
+        conn.execute("COMMIT")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode.lower() != "wal":
+        log.warning("history file %s: journal mode is %s, not wal", path, mode)
+    if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+        # under the write lock too: a process of an older tdrun may be opening it as well
+        with transaction(conn):
+            version = check_version(conn, path, allow_empty=True)
+            for step in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[step]:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+@contextlib.contextmanager
+def _setup_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``<file>.lock`` beside the history file, waited for in the kernel.
+
+    SQLite's own locks cannot cover switching the journal mode or a schema
+    check followed by its creation; where ``fcntl`` is missing (Windows) this
+    degrades to SQLite's locking alone.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    try:
+        fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise fail(path, f"cannot create its lock file: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def pid_alive(pid: int) -> bool:

@@ -252,13 +252,22 @@ def read_state_file(path_str: str) -> dict[str, Any]:
         raise UsageError(f"state file {path_str}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"state file {path_str}: cannot read: {exc}") from None
+    return parse_state_text(path_str, text)
+
+
+def parse_state_text(name: str, text: str) -> dict[str, Any]:
+    """The JSON object of a state file's text; ``name`` is the file as the user knows it.
+
+    Raises:
+        UsageError: not JSON, or not an object.
+    """
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"state file {path_str}: invalid JSON: {exc.msg} "
+        raise UsageError(f"state file {name}: invalid JSON: {exc.msg} "
                          f"at line {exc.lineno} column {exc.colno}") from None
     if not isinstance(data, dict):
-        raise UsageError(f"state file {path_str}: expected a JSON object, got {type(data).__name__}")
+        raise UsageError(f"state file {name}: expected a JSON object, got {type(data).__name__}")
     return data
 
 

@@ -24,7 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from . import __version__
-from ._collect import ModuleLoadError, read_state_file
+from ._collect import ModuleLoadError, parse_state_text, read_state_file
 from ._errors import HistoryError, UsageError
 from ._web_runs import COALESCE, LiveRun, RunBusyError, RunManager, Workspace
 from ._web_security import Guard
@@ -277,18 +277,6 @@ async def put_state_file(request: Request, ui: UiServer) -> dict[str, Any]:
 async def delete_state_file(request: Request, ui: UiServer) -> dict[str, Any]:
     ui.workspace.set_state_file(None, None)
     return ui.workspace.state_view()
-
-
-def parse_state_text(name: str, text: str) -> dict[str, Any]:
-    """Parse an uploaded state file with the same messages as ``read_state_file``."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"state file {name}: invalid JSON: {exc.msg} "
-                         f"at line {exc.lineno} column {exc.colno}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"state file {name}: expected a JSON object, got {type(data).__name__}")
-    return data
 
 
 # --------------------------------------------------------------------------- runs

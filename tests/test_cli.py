@@ -460,3 +460,27 @@ def test_parse_args_splits_state_and_results():
     assert results == {"a": "1"}
     with pytest.raises(UsageError, match=r"^unrecognized option '--env' \(state values take the form --key=value\)$"):
         parse_args(["mod.py", "--env"])
+
+
+def test_engine_warnings_are_shown_through_the_display_without_log(tdrun_main, write_module):
+    """A timeout's warning comes from the dispatcher, outside any task: tdrun prints it through
+    its display even without --log (a bare stderr write would tear the live view)."""
+    module = write_module("""
+        import threading
+        from thread_order import mark
+
+        gate = threading.Event()
+
+        @mark(timeout=0.2)
+        def stuck(state):
+            gate.wait(10)
+
+        @mark(after=["stuck"], always=True)
+        def release(state):
+            gate.set()
+    """)
+    r = tdrun_main(module, "--plain")
+    assert r.code == 1
+    warning = "task 'stuck' still running after 0.2s; abandoning its thread"
+    assert r.out.count(warning) == 1  # through the display's console
+    assert warning not in r.err  # not a bare write to stderr

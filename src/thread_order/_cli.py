@@ -352,6 +352,14 @@ def _run_observers(args: argparse.Namespace) -> list[Any]:
     return observers
 
 
+def _warnings_outside_tasks(record: logging.LogRecord) -> bool:
+    from ._capture import OutputCapture
+
+    return (record.levelno >= logging.WARNING
+            and record.thread not in OutputCapture.buffers
+            and record.name != "thread_order.interrupt")  # tdrun says that in its own words
+
+
 def _run(args, argv, collection: Collection, scheduler: Scheduler, sources: dict[str, str],
          out: TextIO, err: TextIO) -> int:
     from ._live import LiveView
@@ -388,8 +396,12 @@ def _run(args, argv, collection: Collection, scheduler: Scheduler, sources: dict
     # captured output (and --log) holds INFO records, or DEBUG ones with --verbose
     root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     show_logs = args.log or args.verbose
-    if show_logs:
-        root.addHandler(log_handler)
+    if not show_logs:
+        # without --log, only warnings from outside the tasks (a timeout, a failing hook);
+        # the tasks' own records are in their captured output. Printing them through the
+        # display keeps the live view intact, where a bare stderr write would tear it.
+        log_handler.addFilter(_warnings_outside_tasks)
+    root.addHandler(log_handler)
     attached: list[Any] = []
     try:
         for observer in observers:
@@ -398,8 +410,7 @@ def _run(args, argv, collection: Collection, scheduler: Scheduler, sources: dict
         summary = scheduler.start()
     finally:
         _finish_all(attached)
-        if show_logs:
-            root.removeHandler(log_handler)
+        root.removeHandler(log_handler)
         root.setLevel(old_level)
 
     if summary["interrupted"]:

@@ -590,8 +590,10 @@ class Run:
         first = not self.interrupted
         self.interrupted = self.stop_requested = True
         if first:
-            log.warning("interrupted: running tasks may finish, teardown tasks still run; "
-                        "interrupt again to stop waiting")
+            # its own logger, so a front-end that reports RUN_INTERRUPTED itself can mute it
+            logging.getLogger("thread_order.interrupt").warning(
+                "interrupted: running tasks may finish, teardown tasks still run; "
+                "interrupt again to stop waiting")
             self.events.emit(EventKind.RUN_INTERRUPTED, data={"force": False})
             # Only what is ready now is cancelled now. A waiting task is cancelled by _decide
             # when its dependencies are final, like any other decision: cancelling it early

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ._errors import UsageError
-from ._plain import user_traceback
 from ._svg import STATUS_COLORS, critical_path, format_seconds, graph_svg, timeline_svg
 
 __all__ = ["render_report", "write_report"]
@@ -170,7 +169,7 @@ def _failure(task: Mapping[str, Any], t0: float | None) -> str:
         f'<div class="sub">{_DOT.join(sub)}</div>',
     ]
     if task.get("traceback"):
-        tb = user_traceback(task["traceback"])
+        tb = task["traceback"]
         parts.append(f"<details open><summary>traceback</summary>{_pre(tb)}</details>")
     if task.get("output"):
         parts.append(f"<details open><summary>captured output</summary>{_pre(task['output'])}</details>")

@@ -17,7 +17,7 @@ from ._model import TaskRecord, TaskStatus
 from ._theme import STATUS_COLORS
 
 __all__ = [
-    "COLORS", "make_console", "user_traceback", "PlainReporter", "LineLogHandler", "log_text", "print_end_of_run",
+    "COLORS", "make_console", "PlainReporter", "LineLogHandler", "log_text", "print_end_of_run",
 ]
 
 COLORS = STATUS_COLORS
@@ -53,39 +53,6 @@ def _ansi(console: Console, text: str, style: str) -> str:
     with console.capture() as cap:
         console.print(Text(text, style=style), end="")
     return cap.get()
-
-
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-_FRAME = re.compile(r'^  File "([^"]+)", line \d+')
-
-
-def user_traceback(tb: str | None) -> str:
-    """``tb`` without the frames of thread_order itself (the worker loop, the @mark wrapper).
-
-    Only whole frames are dropped, and only when some frame of the user's remains.
-    """
-    if not tb:
-        return tb or ""
-    lines = tb.split("\n")
-    out: list[str] = []
-    kept_user = dropped = False
-    i = 0
-    while i < len(lines):
-        m = _FRAME.match(lines[i])
-        if m is None:
-            out.append(lines[i])
-            i += 1
-            continue
-        j = i + 1
-        while j < len(lines) and lines[j].startswith("    "):
-            j += 1
-        if os.path.dirname(os.path.abspath(m.group(1))) == _PACKAGE_DIR:
-            dropped = True
-        else:
-            kept_user = True
-            out.extend(lines[i:j])
-        i = j
-    return "\n".join(out) if (dropped and kept_user) else tb
 
 
 def lane_width(lanes: int) -> int:
@@ -231,7 +198,7 @@ def print_end_of_run(console: Console, summary: dict, records: Iterable[TaskReco
             _section(console, rec.name, COLORS["FAILED"], "_")
             where = f"{rec.thread} · " if rec.thread else ""
             console.print(Text(f"{where}attempt {rec.attempts} · {rec.duration:.2f}s", style="dim"))
-            tb = user_traceback(rec.traceback or f"{rec.error_type}: {rec.error}\n").rstrip("\n")
+            tb = (rec.traceback or f"{rec.error_type}: {rec.error}\n").rstrip("\n")
             lines = tb.split("\n")
             body = Text("\n".join(lines[:-1]) + ("\n" if len(lines) > 1 else ""))
             body.append(lines[-1], style=f"bold {COLORS['FAILED']}")

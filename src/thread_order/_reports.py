@@ -43,7 +43,6 @@ from xml.etree import ElementTree as ET
 
 from ._graph import Graph
 from ._model import TaskRecord, TaskSpec, TaskStatus
-from ._plain import user_traceback
 
 __all__ = ["RunData", "json_report", "write_json_report", "junit_xml", "write_junit_xml"]
 
@@ -202,7 +201,7 @@ def junit_xml(run: RunData) -> str:
             error_type = rec.error_type or "Exception"
             message = f"{error_type}: {rec.error}" if rec.error else error_type
             failure = ET.SubElement(case, "failure", {"message": _xml_text(message), "type": _xml_text(error_type)})
-            failure.text = _xml_text(user_traceback(rec.traceback) or message)
+            failure.text = _xml_text(rec.traceback or message)
         elif rec.status in (TaskStatus.SKIPPED, TaskStatus.CANCELLED):
             ET.SubElement(case, "skipped", {"message": _xml_text(rec.reason or rec.status.value.lower())})
         if rec.output:

@@ -121,6 +121,7 @@ def test_demo_load_set_state_run_live_and_open_in_history(page, server):
     assert page.inner_text("#progress-text") == "100% · 14 / 14 tasks"
     assert page.locator("#run-graph g.node[data-status=PASSED]").count() == 14
     assert page.inner_text("#run-pill") == "IDLE"
+    assert page.inner_text("#run-phase") == "PASSED"  # how the run ended, not just "finished"
     assert page.locator("#recent li").count() == 14
     shot(page, "4-run-done")
 
@@ -206,6 +207,8 @@ def test_cancel_lets_teardown_run(page, server):
     wait_finished(page)
     assert [counter(page, s) for s in ("PASSED", "FAILED", "SKIPPED", "CANCELLED")] == [2, 0, 0, 3]
     assert "· the run was cancelled" in page.inner_text("#run-summary")
+    assert page.inner_text("#run-phase") == "INTERRUPTED"
+    assert "s-interrupted" in page.get_attribute("#run-phase", "class")
     assert "s-PASSED" in recent(page, "teardown").get_attribute("class")
     step = recent(page, "step_3")
     assert step.locator(".why").inner_text() == "cancelled: the run was interrupted"

@@ -557,8 +557,15 @@ function renderLive() {
   if (!live || $("view-run").hidden) { renderRunState(); return; }
   const done = isDone(live);
   const phase = $("run-phase");
-  phase.className = `pill phase-${live.phase}`;
-  phase.textContent = live.phase;
+  if (live.phase === "finished" && live.summary) {
+    // a finished run says how it ended, in the history's words and colours
+    const outcome = live.summary.interrupted ? "interrupted" : live.counts.FAILED ? "failed" : "passed";
+    phase.className = `pill s-${outcome}`;
+    phase.textContent = outcome;
+  } else {
+    phase.className = `pill phase-${live.phase}`;
+    phase.textContent = live.phase;
+  }
   $("run-title").textContent = `${live.target} · ${live.workers} workers${live.tags.length ? " · tags " + live.tags.join(",") : ""}`;
   const pct = live.total ? Math.floor((live.finished / live.total) * 100) : 100;
   const share = (n) => `${live.total ? (n / live.total) * 100 : 0}%`;

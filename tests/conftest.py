@@ -99,3 +99,22 @@ def chromium() -> str:
             pytest.fail(message + "; .ci/run should have installed it")
         pytest.skip(message)
     return CHROMIUM
+
+
+def kill_hard_and_check_file(proc: subprocess.Popen, history: Path, timeout: float = 10.0) -> None:
+    """SIGKILL ``proc`` (no cleanup of any kind runs), then check its history file is intact."""
+    import signal
+    import sqlite3
+
+    try:
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout)
+    conn = sqlite3.connect(f"file:{history}?mode=ro", uri=True)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import queue
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import kill_hard_and_check_file
 from thread_order import HistoryError, Scheduler
 from thread_order._history import (
     DEFAULT_HISTORY,
@@ -581,15 +581,8 @@ def test_a_run_killed_with_sigkill_keeps_its_finished_tasks_and_reads_as_interru
         line = Lines(proc).next()
         assert line is not None and line.startswith("READY "), proc.stderr.read() if line is None else line
         run_id = int(line.split()[1])
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(WAIT) == -signal.SIGKILL
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(WAIT)
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    conn.close()
+        kill_hard_and_check_file(proc, path, WAIT)
     with HistoryStore(path) as store:
         run = store.get_run(run_id)
         assert store.list_runs(status="interrupted")[0]["id"] == run_id

@@ -12,7 +12,6 @@ import os
 import pty
 import queue
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MODULES, tdrun_env
+from conftest import MODULES, kill_hard_and_check_file, tdrun_env
 from thread_order._history import SCHEMA_VERSION, HistoryStore
 
 LIFECYCLE = MODULES / "history_lifecycle.py"
@@ -283,14 +282,8 @@ def test_tdrun_killed_with_sigkill_keeps_finished_tasks_and_shows_as_interrupted
                 if len(store.get_run("last")["tasks"]) == 5:
                     break
             ready.wait(0.05)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(WAIT) == -signal.SIGKILL
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(WAIT)
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        kill_hard_and_check_file(proc, path, WAIT)
     with HistoryStore(path) as store:
         run = store.get_run("last")
     assert run["status"] == "interrupted" and run["finished_at"] is None

@@ -5,6 +5,7 @@ Screenshots of the main screens land in ``test-output/web/`` (look at them).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -189,22 +190,31 @@ def test_failure_details_and_comparing_two_runs(page):
     shot(page, "7-compare")
 
 
-def test_cancel_lets_teardown_run(page, server):
+@contextlib.contextmanager
+def gated_run(page, server, workers: str | None = None):
+    """Run tests/modules/web_gate.py, holding it while its task 'hold' runs; the block's end
+    releases it (whatever happened inside) and waits for the run to finish."""
     load(page, module_path("web_gate"))
     page.wait_for_selector("#module-view:not([hidden])")
     gate = loaded(server.ui)
     page.click("a[data-tab=run]")
-    page.fill("#run-workers", "2")
+    if workers is not None:
+        page.fill("#run-workers", workers)
     page.click("#run-button")
     try:
         page.wait_for_selector("#lanes .lane.busy:has-text('hold')")
+        yield
+    finally:
+        gate.GATE.set()
+    wait_finished(page)
+
+
+def test_cancel_lets_teardown_run(page, server):
+    with gated_run(page, server, workers="2"):
         page.click("#cancel-button")
         page.wait_for_selector("#run-phase:text-is('cancelling')")
         assert page.inner_text("#cancel-button") == "Stop now"
         shot(page, "8-cancelling")
-    finally:
-        gate.GATE.set()
-    wait_finished(page)
     assert [counter(page, s) for s in ("PASSED", "FAILED", "SKIPPED", "CANCELLED")] == [2, 0, 0, 3]
     assert "· the run was cancelled" in page.inner_text("#run-summary")
     assert page.inner_text("#run-phase") == "INTERRUPTED"
@@ -219,21 +229,12 @@ def test_cancel_lets_teardown_run(page, server):
 
 
 def test_a_reloaded_page_catches_up_with_the_run(page, server):
-    load(page, module_path("web_gate"))
-    page.wait_for_selector("#module-view:not([hidden])")
-    gate = loaded(server.ui)
-    page.click("a[data-tab=run]")
-    page.click("#run-button")
-    try:
-        page.wait_for_selector("#lanes .lane.busy:has-text('hold')")
+    with gated_run(page, server):
         page.reload()
         page.wait_for_selector("body[data-ready='1']")
         page.wait_for_selector("#lanes .lane.busy:has-text('hold')")
         assert page.inner_text("#run-phase") == "RUNNING"
         assert page.get_attribute("#run-graph g.node[data-task=hold]", "data-status") == "RUNNING"
-    finally:
-        gate.GATE.set()
-    wait_finished(page)
     assert counter(page, "PASSED") == 5
 
 

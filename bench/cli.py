@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from thread_order._collect import collect
+from thread_order.engine.collect import collect
 
 TASKS = 10_000
 WORKERS = 8
@@ -86,8 +86,8 @@ def run_on_pty(argv: list[str], rows: int = 30, cols: int = 100) -> tuple[int, i
 def in_process(path: Path, repeat: int) -> dict[str, float]:
     """The same run in this process, output to /dev/null: what each display costs the engine."""
     from thread_order import Scheduler
-    from thread_order._live import LiveView
-    from thread_order._plain import PlainReporter, make_console
+    from thread_order.cli.live import LiveView
+    from thread_order.cli.plain import PlainReporter, make_console
 
     col = collect(str(path))
     times: dict[str, list[float]] = {"engine alone": [], "plain": [], "live view": [], "--progress": []}
@@ -141,7 +141,7 @@ def main(quick: bool = False):
             order = MODES if r % 2 == 0 else MODES[::-1]  # alternate, so no mode always goes first
             for label, flag in order:
                 report = folder / "r.json"
-                argv = [sys.executable, "-m", "thread_order._cli", str(module), flag,
+                argv = [sys.executable, "-m", "thread_order", str(module), flag,
                         "--workers", str(WORKERS), "--json-report", str(report)]
                 code, written, wall = run_on_pty(argv)
                 if code != 0:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from thread_order import EventKind, Scheduler
-from thread_order._history import HistoryRecorder, HistoryStore
+from thread_order.history import HistoryRecorder, HistoryStore
 
 WORKERS = 8
 TASKS = 10_000
@@ -89,7 +89,7 @@ def write_module(folder: Path) -> Path:
 
 
 def run_tdrun(module: Path, *options: str) -> float:
-    from thread_order._cli import main as tdrun
+    from thread_order.cli.main import main as tdrun
 
     gc.collect()
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from thread_order import Scheduler  # noqa: E402
-from thread_order._collect import collect  # noqa: E402
+from thread_order.engine.collect import collect  # noqa: E402
 
 WORKERS = 8
 TASKS = 10_000
@@ -127,9 +127,9 @@ def bare_run(ui, path: Path) -> float:
 
 
 def main(quick: bool = False):
-    from thread_order._web import _bind, build_server
-    from thread_order._web_api import UiServer
-    from thread_order._web_security import new_token
+    from thread_order.web.server import _bind, build_server
+    from thread_order.web.api import UiServer
+    from thread_order.web.security import new_token
 
     repeat = 3 if quick else 9
     with tempfile.TemporaryDirectory() as tmp:

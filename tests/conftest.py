@@ -28,11 +28,11 @@ class TdrunResult:
 
 @pytest.fixture
 def tdrun_main(capsys, monkeypatch):
-    """Call ``thread_order._cli.main(argv)`` in this process; returns code, stdout and stderr.
+    """Call ``thread_order.cli.main.main(argv)`` in this process; returns code, stdout and stderr.
 
     Runs are not recorded in a history file (``TDRUN_HISTORY=off``).
     """
-    from thread_order._cli import main
+    from thread_order.cli.main import main
 
     for name in ("CI", "NO_COLOR"):
         monkeypatch.delenv(name, raising=False)
@@ -61,11 +61,11 @@ def tdrun_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def tdrun_proc():
-    """Run ``python -m thread_order._cli ARGS`` as a real process; returns code, stdout and stderr."""
+    """Run ``python -m thread_order.cli.main ARGS`` as a real process; returns code, stdout and stderr."""
 
     def run(*argv: str, timeout: float = 60, cwd: Path | None = None, **env: str) -> TdrunResult:
         proc = subprocess.run(
-            [sys.executable, "-m", "thread_order._cli", *map(str, argv)],
+            [sys.executable, "-m", "thread_order", *map(str, argv)],
             capture_output=True, text=True, timeout=timeout, env=tdrun_env(**env),
             cwd=cwd, stdin=subprocess.DEVNULL,
         )

@@ -6,9 +6,9 @@ import json
 import threading
 from pathlib import Path
 
-from thread_order._web import _bind, build_server
-from thread_order._web_api import UiServer
-from thread_order._web_security import new_token
+from thread_order.web.server import _bind, build_server
+from thread_order.web.api import UiServer
+from thread_order.web.security import new_token
 
 MODULES = Path(__file__).resolve().parent / "modules"
 

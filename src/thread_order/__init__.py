@@ -1,7 +1,7 @@
 """thread_order: run Python callables concurrently on threads, in explicit dependency order."""
 
-from ._capture import ThreadProxyLogger, configure_logging
-from ._errors import (
+from .engine.capture import ThreadProxyLogger, configure_logging
+from .engine.errors import (
     CycleError,
     DuplicateTaskError,
     GraphError,
@@ -10,10 +10,10 @@ from ._errors import (
     UnknownDependencyError,
     UsageError,
 )
-from ._events import Event, EventKind
-from ._graph import Graph
-from ._model import TaskRecord, TaskSpec, TaskStatus, dmark, mark
-from ._scheduler import Scheduler, default_workers
+from .engine.events import Event, EventKind
+from .engine.graph import Graph
+from .engine.model import TaskRecord, TaskSpec, TaskStatus, dmark, mark
+from .engine.scheduler import Scheduler, default_workers
 
 try:
     from importlib.metadata import PackageNotFoundError, version

@@ -18,7 +18,7 @@ import threading
 import time
 
 from thread_order import Scheduler
-from thread_order._history import HistoryRecorder
+from thread_order.history import HistoryRecorder
 
 FOREVER = 600.0  # far longer than any test waits
 

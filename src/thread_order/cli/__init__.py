@@ -1,0 +1,1 @@
+"""tdrun: the command line, its live view, plain output and CI reports (JSON, JUnit)."""

@@ -1,0 +1,140 @@
+"""``tdrun --graph``: the dependency graph as a text summary, Graphviz dot or Mermaid."""
+
+from __future__ import annotations
+
+import heapq
+import re
+from typing import Iterable
+
+from ..engine.graph import Graph
+
+__all__ = ["FORMATS", "format_graph", "graph_text", "graph_dot", "graph_mermaid", "start_order"]
+
+FORMATS = ("text", "dot", "mermaid")
+
+#: a node with at least this many dependencies (or dependents) is listed as high fan-in (fan-out)
+FAN_THRESHOLD = 2
+#: how many of the longest chains the text summary shows
+CHAIN_LIMIT = 5
+
+
+def start_order(graph: Graph) -> list[str]:
+    """The order in which tasks would start with one worker.
+
+    The scheduler hands out the ready task registered first, so this is the
+    topological order that always picks the lowest registration index.
+    """
+    nodes = graph.nodes
+    index = {name: i for i, name in enumerate(nodes)}
+    left = [len(graph.parents[name]) for name in nodes]
+    ready = [i for i in range(len(nodes)) if not left[i]]
+    heapq.heapify(ready)
+    out: list[str] = []
+    while ready:
+        i = heapq.heappop(ready)
+        out.append(nodes[i])
+        for child in graph.children[nodes[i]]:
+            j = index[child]
+            left[j] -= 1
+            if not left[j]:
+                heapq.heappush(ready, j)
+    return out
+
+
+def graph_text(graph: Graph) -> str:
+    """A human summary: counts, roots, leaves, levels, nodes, edges and the notable shapes."""
+    lines = [
+        f"Graph: {len(graph.nodes)} nodes, {graph.edge_count} edges",
+        f"Roots: {_names(graph.roots)}",
+        f"Leaves: {_names(graph.leaves)}",
+        f"Levels: {len(graph.levels)}",
+        "",
+        "Nodes:",
+    ]
+    width = len(str(max(len(graph.nodes) - 1, 0)))
+    for i, name in enumerate(graph.nodes):
+        lines.append(f"  [{i:>{width}}] {name}  (level {graph.level_of[name]})")
+    lines += ["", "Edges:"]
+    if not graph.edge_count:
+        lines.append("  (none)")
+    for name in graph.nodes:
+        children = graph.children[name]
+        if children:
+            lines.append(f"  {name} -> {', '.join(children)}")
+    lines += ["", "Stats:", f"  Longest chain length (edges): {graph.longest_chain_length}"]
+    chains = graph.longest_chains(CHAIN_LIMIT) if graph.edge_count else []
+    if chains:
+        lines.append("  Longest chains:")
+        lines += [f"    {' -> '.join(chain)}" for chain in chains]
+    fan_in = graph.fan_in(FAN_THRESHOLD)
+    lines.append("  High fan-in nodes (many dependencies):" + ("" if fan_in else " (none)"))
+    lines += [f"    {name} (indegree={n})" for name, n in fan_in]
+    fan_out = graph.fan_out(FAN_THRESHOLD)
+    lines.append("  High fan-out nodes (many dependents):" + ("" if fan_out else " (none)"))
+    lines += [f"    {name} (children={n})" for name, n in fan_out]
+    return "\n".join(lines) + "\n"
+
+
+def _names(names: Iterable[str]) -> str:
+    names = list(names)
+    return ", ".join(names) if names else "(none)"
+
+
+def _dot_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def graph_dot(graph: Graph, name: str = "tasks", always: Iterable[str] = ()) -> str:
+    """Graphviz source, left to right; ``always`` (teardown) tasks are drawn dashed."""
+    always = set(always)
+    lines = [
+        f"digraph {_dot_quote(name)} {{",
+        "  rankdir=LR;",
+        '  node [shape=box, style="rounded", fontname="Helvetica"];',
+    ]
+    for node in graph.nodes:
+        style = ' [style="rounded,dashed"]' if node in always else ""
+        lines.append(f"  {_dot_quote(node)}{style};")
+    for task, dependent in graph.edges:
+        lines.append(f"  {_dot_quote(task)} -> {_dot_quote(dependent)};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+_MERMAID_UNSAFE = re.compile(r'["<>&#]')
+
+
+def _mermaid_label(text: str) -> str:
+    # Mermaid reads entity codes inside quoted labels; these characters would end or break them
+    return _MERMAID_UNSAFE.sub(lambda m: f"#{ord(m.group())};", text)
+
+
+def graph_mermaid(graph: Graph, always: Iterable[str] = ()) -> str:
+    """A Mermaid flowchart, left to right; ids are ``n0..`` so any task name is safe."""
+    always = set(always)
+    ids = {node: f"n{i}" for i, node in enumerate(graph.nodes)}
+    lines = ["flowchart LR"]
+    for node in graph.nodes:
+        lines.append(f'  {ids[node]}["{_mermaid_label(node)}"]')
+    for task, dependent in graph.edges:
+        lines.append(f"  {ids[task]} --> {ids[dependent]}")
+    teardown = [ids[node] for node in graph.nodes if node in always]
+    if teardown:
+        lines.append("  classDef always stroke-dasharray: 5 5")
+        lines.append(f"  class {','.join(teardown)} always")
+    return "\n".join(lines) + "\n"
+
+
+def format_graph(graph: Graph, fmt: str = "text", name: str = "tasks", always: Iterable[str] = ()) -> str:
+    """Render ``graph`` in one of :data:`FORMATS`.
+
+    Raises:
+        ValueError: ``fmt`` is not a known format.
+    """
+    if fmt == "text":
+        return graph_text(graph)
+    if fmt == "dot":
+        return graph_dot(graph, name, always)
+    if fmt == "mermaid":
+        return graph_mermaid(graph, always)
+    raise ValueError(f"unknown graph format {fmt!r}, expected one of {', '.join(FORMATS)}")

@@ -1,0 +1,498 @@
+"""tdrun's live view: a lane per worker thread, a progress bar, counters and the latest completions.
+
+The event subscriber only updates :class:`LiveModel` (a few assignments under
+a lock, on the scheduler's dispatcher thread). A separate refresh thread takes
+a :class:`Snapshot` at most ten times a second and redraws it with rich, so
+drawing never slows the scheduler down.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import re
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from ..engine.events import Event, EventKind
+from ..engine.model import TaskRecord, TaskStatus
+
+try:
+    import termios
+except ImportError:  # not a POSIX system: the view works, keys are echoed
+    termios = None
+from .plain import COLORS, LOG_FORMAT, interrupt_message, log_text
+
+__all__ = ["LiveModel", "Snapshot", "LiveView", "QueueLogHandler", "render_view", "render_bar"]
+
+#: redraws per second, at most
+REFRESH_HZ = 10
+#: completions the model remembers; the view shows as many as fit
+RECENT_KEEP = 50
+RECENT_SHOW = 8
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+ICONS = {"PASSED": "✔", "FAILED": "✘", "SKIPPED": "↷", "CANCELLED": "⊘", "RETRY": "↻"}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A consistent copy of the model, taken under its lock, for one redraw."""
+
+    title: str
+    total: int
+    lanes: tuple[str, ...]
+    running: dict  # lane -> (task, started (epoch, from the event), attempt)
+    last: dict  # lane -> (task, status) it finished last
+    counts: dict  # status value -> n
+    finished: int
+    retries: int
+    recent: tuple  # newest first: (name, status, thread, duration, detail)
+    started: float | None  # epoch seconds, display only
+    now: float
+    interrupted: int  # 0 no, 1 graceful, 2 forced
+    done: bool
+    name_width: int = 24  # the longest task name, to size the lanes
+
+    @property
+    def waiting(self) -> int:
+        return max(self.total - self.finished - len(self.running), 0)
+
+    @property
+    def elapsed(self) -> float:
+        return (self.now - self.started) if self.started is not None else 0.0
+
+
+_PASSED, _FAILED, _SKIPPED, _CANCELLED = (
+    TaskStatus.PASSED, TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.CANCELLED,
+)
+
+
+class LiveModel:
+    """What the live view shows, updated from the event stream.
+
+    The handlers run on the scheduler's dispatcher thread for every task, so
+    they only store what arrived (records, not strings made from them);
+    :meth:`snapshot`, on the refresh thread, turns that into what is drawn.
+    """
+
+    def __init__(self, total: int, lanes: int, title: str = "") -> None:
+        # guards every field below; held for a few assignments at a time
+        self._lock = threading.Lock()
+        self.title = title
+        self.total = total
+        self.lanes = tuple(f"thread_{i}" for i in range(lanes))
+        self.running: dict[str, tuple[str, float, int]] = {}  # lane -> (task, since, attempt)
+        self.last: dict[str, TaskRecord] = {}  # lane -> the record it finished last
+        self.passed = self.failed = self.skipped = self.cancelled = 0
+        self.finished = 0
+        self.retries = 0
+        self.recent: deque = deque(maxlen=RECENT_KEEP)  # (record, attempt if a retry else 0)
+        self.started: float | None = None
+        self.interrupted = 0
+        self.done = False
+        self.name_width = 24
+
+    def subscribe(self, scheduler) -> list[Callable[[], None]]:
+        sub = scheduler.subscribe
+        return [
+            sub(self._on_started, EventKind.RUN_STARTED),
+            sub(self._on_running, EventKind.TASK_RUNNING),
+            sub(self._on_retrying, EventKind.TASK_RETRYING),
+            sub(self._on_finished, EventKind.TASK_FINISHED),
+            sub(self._on_interrupted, EventKind.RUN_INTERRUPTED),
+            sub(self._on_run_finished, EventKind.RUN_FINISHED),
+        ]
+
+    def _on_started(self, event: Event) -> None:
+        meta = event.data or {}
+        with self._lock:
+            self.total = meta.get("total_tasks", self.total)
+            n = min(meta.get("workers", len(self.lanes)), max(self.total, 1))
+            self.lanes = tuple(f"thread_{i}" for i in range(n))
+            self.name_width = max((len(t) for t in meta.get("tasks", ())), default=24)
+            self.started = event.time
+
+    def _on_running(self, event: Event) -> None:
+        with self._lock:
+            self.running[event.thread] = (event.name, event.time, event.attempt)
+
+    def _on_retrying(self, event: Event) -> None:
+        rec = event.record
+        with self._lock:
+            held = self.running.get(rec.thread)
+            if held is not None and held[0] == rec.name:
+                del self.running[rec.thread]
+            self.retries += 1
+            self.recent.appendleft((rec, event.attempt))
+
+    def _on_finished(self, event: Event) -> None:
+        rec = event.record
+        status = rec.status
+        thread = rec.thread
+        with self._lock:
+            if thread is not None:
+                held = self.running.get(thread)
+                if held is not None and held[0] == rec.name:
+                    del self.running[thread]
+                self.last[thread] = rec
+            if status is _PASSED:
+                self.passed += 1
+            elif status is _FAILED:
+                self.failed += 1
+            elif status is _SKIPPED:
+                self.skipped += 1
+            else:
+                self.cancelled += 1
+            self.finished = event.count
+            self.recent.appendleft((rec, 0))
+
+    def _on_interrupted(self, event: Event) -> None:
+        with self._lock:
+            self.interrupted = 2 if (event.data or {}).get("force") else 1
+
+    def _on_run_finished(self, event: Event) -> None:
+        with self._lock:
+            self.running.clear()
+            self.done = True
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            running = dict(self.running)
+            last = dict(self.last)
+            recent = tuple(self.recent)
+            counts = {"PASSED": self.passed, "FAILED": self.failed, "SKIPPED": self.skipped,
+                      "CANCELLED": self.cancelled}
+            fields = (self.title, self.total, self.lanes, self.finished, self.retries, self.started,
+                      self.interrupted, self.done, self.name_width)
+        title, total, lanes, finished, retries, started, interrupted, done, name_width = fields
+        return Snapshot(
+            title, total, lanes, running, {lane: (r.name, r.status.value) for lane, r in last.items()},
+            counts, finished, retries, tuple(_completion(rec, attempt) for rec, attempt in recent),
+            started, time.time(), interrupted, done, name_width,
+        )
+
+
+def _completion(rec: TaskRecord, attempt: int) -> tuple:
+    """(name, status, thread, duration, detail) of one line of the latest completions."""
+    if attempt:
+        detail = f"attempt {attempt} failed: {_first_line(rec.error_type, rec.error)}"
+        return rec.name, "RETRY", rec.thread, rec.duration, detail
+    status = rec.status.value
+    detail = _first_line(rec.error_type, rec.error) if status == "FAILED" else (rec.reason or "")
+    return rec.name, status, rec.thread, rec.duration, detail
+
+
+def _first_line(error_type: str | None, error: str | None) -> str:
+    message = (error or "").strip().split("\n", 1)[0]
+    return f"{error_type}: {message}" if message else (error_type or "")
+
+
+# ---------------------------------------------------------------------------- rendering
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, sec = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _eta(snap: Snapshot) -> tuple[float, str]:
+    elapsed = snap.elapsed
+    rate = snap.finished / elapsed if elapsed > 0 and snap.finished else 0.0
+    if snap.done or snap.finished >= snap.total:
+        return rate, "done"
+    if not rate:
+        return rate, "ETA --:--"
+    left = (snap.total - snap.finished) / rate
+    minutes, sec = divmod(int(math.ceil(left)), 60)
+    return rate, f"ETA {minutes:d}:{sec:02d}"
+
+
+def _counters(snap: Snapshot, final: bool = False, compact: bool = False) -> Text:
+    text = Text()
+    parts = [] if final else [
+        ("waiting", snap.waiting, COLORS["WAITING"]),
+        ("running", len(snap.running), COLORS["RUNNING"]),
+    ]
+    parts += [
+        ("passed", snap.counts["PASSED"], COLORS["PASSED"]),
+        ("failed", snap.counts["FAILED"], COLORS["FAILED"]),
+        ("skipped", snap.counts["SKIPPED"], COLORS["SKIPPED"]),
+    ]
+    if snap.counts["CANCELLED"]:
+        parts.append(("cancelled", snap.counts["CANCELLED"], COLORS["CANCELLED"]))
+    if snap.retries:
+        parts.append(("retries", snap.retries, COLORS["SKIPPED"]))
+    if final or compact:  # the one-line forms: only what is there
+        parts = [p for p in parts if p[1] or p[0] == "passed"]
+    for i, (label, n, color) in enumerate(parts):
+        if i:
+            text.append("  ")
+        text.append(f"{n} ", style=f"bold {color}" if n else "dim")
+        text.append(label, style=color if n else "dim")
+    text.no_wrap = True
+    text.overflow = "ellipsis"
+    return text
+
+
+def render_bar(snap: Snapshot, width: int, counters: bool = False) -> Table:
+    """One line: the bar, done/total, percent, rate and ETA (and the counters, for ``--progress``)."""
+    rate, eta = _eta(snap)
+    total = max(snap.total, 1)
+    pct = int(snap.finished * 100 / total)
+    stats = Text()
+    stats.append(f"{snap.finished}/{snap.total}", style="bold")
+    stats.append(f" {pct:3d}%  ")
+    stats.append(f"{rate:,.1f} tasks/s  " if rate < 100 else f"{rate:,.0f} tasks/s  ", style="dim")
+    stats.append(eta, style="dim")
+    if counters:
+        stats.append("  ")
+        stats.append_text(_counters(snap, final=snap.done, compact=True))
+    complete = COLORS["FAILED"] if snap.counts["FAILED"] else COLORS["PASSED"]
+    bar_width = max(10 if snap.done else 20, min(60, width - stats.cell_len - 2))
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(width=bar_width, no_wrap=True)
+    grid.add_column(no_wrap=True, overflow="ellipsis")
+    grid.add_row(
+        ProgressBar(total=total, completed=snap.finished, width=bar_width, style=COLORS["WAITING"],
+                    complete_style=complete, finished_style=complete),
+        stats,
+    )
+    return grid
+
+
+def _lanes(snap: Snapshot, width: int, max_rows: int) -> Table:
+    lanes = snap.lanes
+    columns = max(1, math.ceil(len(lanes) / max(max_rows, 1)))
+    rows = math.ceil(len(lanes) / columns) if lanes else 0
+    lane_w = len(lanes[-1]) if lanes else 8
+    cell_w = max(24, (width - 4) // columns)
+    grid = Table.grid(padding=(0, 1), expand=False)
+    for _ in range(columns):
+        grid.add_column(width=lane_w, no_wrap=True, style="dim")
+        grid.add_column(width=1, no_wrap=True)
+        grid.add_column(width=6, no_wrap=True, justify="right")
+        grid.add_column(width=max(cell_w - lane_w - 11, 8), no_wrap=True, overflow="ellipsis")
+    frame = SPINNER[int(snap.now * REFRESH_HZ) % len(SPINNER)]
+    for r in range(rows):
+        cells: list = []
+        for c in range(columns):
+            i = c * rows + r
+            if i >= len(lanes):
+                cells += ["", "", "", ""]
+                continue
+            lane = lanes[i]
+            held = snap.running.get(lane)
+            if held is None:
+                last = snap.last.get(lane)
+                note = Text()
+                if last is not None:
+                    note.append(f"last: {last[0]} ", style="dim")
+                    note.append(ICONS.get(last[1], ""), style=COLORS.get(last[1], ""))
+                cells += [lane, Text("·", style="dim"), Text("idle", style="dim"), note]
+            else:
+                name, since, attempt = held
+                label = Text(name, style=f"bold {COLORS['RUNNING']}")
+                if attempt > 1:  # a retry: say which attempt this is
+                    label.append(f" {ICONS['RETRY']} attempt {attempt}", style=COLORS["SKIPPED"])
+                cells += [lane, Text(frame, style=COLORS["RUNNING"]),
+                          Text(_duration(max(snap.now - since, 0.0)), style="bold"), label]
+        grid.add_row(*cells)
+    return grid
+
+
+def _recent(snap: Snapshot, limit: int, width: int) -> Table:
+    rows = snap.recent[:limit]
+    name_w = max(8, min(max((len(r[0]) for r in rows), default=8), 36, width // 3))
+    detail_w = max(width - name_w - 1 - 9 - 6 - 4, 0)
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(width=1, no_wrap=True)
+    grid.add_column(width=name_w, no_wrap=True, overflow="ellipsis")
+    grid.add_column(width=9, no_wrap=True)
+    grid.add_column(width=6, no_wrap=True, justify="right")
+    grid.add_column(width=detail_w, no_wrap=True, overflow="ellipsis")
+    for name, status, thread, duration, detail in rows:
+        color = COLORS.get(status, COLORS["SKIPPED"])
+        ran = thread is not None
+        grid.add_row(
+            Text(ICONS.get(status, "?"), style=color),
+            Text(name, style="bold" if status == "FAILED" else ""),
+            Text(status, style=color),
+            Text(_duration(duration) if ran else "", style="dim"),
+            Text(detail or (thread or ""), style=COLORS["FAILED"] if status == "FAILED" else "dim"),
+        )
+    return grid
+
+
+def render_view(snap: Snapshot, width: int, height: int) -> RenderableType:
+    """The whole live view for a console of ``width`` x ``height``."""
+    inner = width - 4
+    fixed = 2 + 1 + 1 + 1 + (1 if snap.interrupted else 0)  # borders, bar, counters, separator
+    lane_rows = max(1, min(len(snap.lanes), height - fixed - 4))
+    lanes = _lanes(snap, inner, lane_rows)
+    room = height - fixed - lanes.row_count - 1
+    parts: list[RenderableType] = [lanes, Text(""), render_bar(snap, inner), _counters(snap)]
+    if snap.interrupted:
+        parts.append(Text(interrupt_message(snap.interrupted == 2), style=f"bold {COLORS['SKIPPED']}",
+                          no_wrap=True, overflow="ellipsis"))
+    show = max(0, min(RECENT_SHOW, room - 1, len(snap.recent)))
+    if show:
+        parts.append(Text("latest", style="dim"))
+        parts.append(_recent(snap, show, inner))
+    title = Text.assemble(("tdrun ", "bold"), (snap.title, ""), (f" · {snap.total} tasks", "dim"))
+    subtitle = Text(f"{len(snap.lanes)} threads · {_duration(snap.elapsed)} · Ctrl-C stops", style="dim")
+    return Panel(Group(*parts), title=title, title_align="left", subtitle=subtitle,
+                 subtitle_align="right", border_style="dim", width=width, padding=(0, 1))
+
+
+# ---------------------------------------------------------------------------- the display
+
+
+class QueueLogHandler(logging.Handler):
+    """Hands formatted log records to the refresh thread, which prints them above the view."""
+
+    def __init__(self, sink: queue.SimpleQueue) -> None:
+        super().__init__(logging.NOTSET)
+        self.sink = sink
+        self.setFormatter(LOG_FORMAT)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.sink.put((self.format(record), record.levelname))
+        except Exception:
+            self.handleError(record)
+
+
+class LiveView:
+    """The live display of one run; ``attach``/``finish`` bracket ``scheduler.start()``.
+
+    ``mode`` is ``"live"`` (lanes, bar, counters, latest) or ``"progress"``
+    (the bar alone). ``finish`` is idempotent and always restores the terminal.
+    """
+
+    def __init__(self, console: Console, *, mode: str = "live", title: str = "", total: int = 0,
+                 lanes: int = 1, highlights: Iterable[tuple[re.Pattern, str]] = ()) -> None:
+        self.console = console
+        self.mode = mode
+        self.model = LiveModel(total, min(lanes, max(total, 1)), title)
+        self.highlights = list(highlights)
+        self.logs: queue.SimpleQueue = queue.SimpleQueue()
+        self._undo: list[Callable[[], None]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._live: Live | None = None
+        self._tty: tuple[int, list] | None = None
+        self.redraws = 0
+
+    def log_handler(self) -> logging.Handler:
+        return QueueLogHandler(self.logs)
+
+    def render(self, snap: Snapshot | None = None) -> RenderableType:
+        snap = snap or self.model.snapshot()
+        width, height = self.console.size
+        if self.mode == "progress":
+            return render_bar(snap, width, counters=True)
+        return render_view(snap, min(width, 120), height)
+
+    def _quiet_keyboard(self) -> None:
+        """Stop the terminal echoing keys (``^C`` above all) into the middle of the view."""
+        if termios is None:
+            return
+        try:
+            fd = sys.stdin.fileno()
+            if not self.console.is_terminal or not sys.stdin.isatty():
+                return
+            saved = termios.tcgetattr(fd)
+            quiet = termios.tcgetattr(fd)
+            quiet[3] &= ~(termios.ECHO | termios.ECHOCTL)
+            termios.tcsetattr(fd, termios.TCSANOW, quiet)
+            self._tty = (fd, saved)
+        except (AttributeError, OSError, ValueError, termios.error):  # stdin is closed or replaced
+            self._tty = None
+
+    def _restore_keyboard(self) -> None:
+        tty, self._tty = self._tty, None
+        if tty is not None:
+            try:
+                termios.tcsetattr(tty[0], termios.TCSADRAIN, tty[1])
+            except (OSError, termios.error):
+                pass
+
+    def attach(self, scheduler, run_info: dict | None = None) -> None:
+        try:
+            self._undo = self.model.subscribe(scheduler)
+            self._quiet_keyboard()
+            self._live = Live(console=self.console, auto_refresh=False, transient=False,
+                              redirect_stdout=False, redirect_stderr=False, vertical_overflow="crop")
+            self._live.start()
+            self._redraw()
+            self._thread = threading.Thread(target=self._loop, name="tdrun-live", daemon=True)
+            self._thread.start()
+        except BaseException:  # noqa: B902 - Ctrl-C half way through must not leave the terminal muted
+            self.finish()
+            raise
+
+    def _loop(self) -> None:
+        while not self._stop.wait(1 / REFRESH_HZ):
+            try:
+                self._redraw()
+            except Exception:  # never let drawing kill the refresh thread mid-run
+                logging.getLogger("thread_order").debug("live view redraw failed", exc_info=True)
+
+    def _drain_logs(self) -> None:
+        texts = []
+        while True:
+            try:
+                line, level = self.logs.get_nowait()
+            except queue.Empty:
+                break
+            texts.append(log_text(line, level, self.highlights))
+        if texts:
+            self.console.print(Group(*texts), soft_wrap=True)
+
+    def _redraw(self) -> None:
+        live = self._live
+        if live is None:
+            return
+        self._drain_logs()
+        live.update(self.render(), refresh=True)
+        self.redraws += 1
+
+    def finish(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        for undo in self._undo:
+            undo()
+        self._undo = []
+        live, self._live = self._live, None
+        if live is None:
+            self._restore_keyboard()
+            return
+        try:
+            self._drain_logs()
+            snap = self.model.snapshot()
+            width = self.console.size.width
+            live.update(render_bar(snap, min(width, 120), counters=True), refresh=True)
+        finally:
+            try:
+                live.stop()  # shows the cursor again, even after Ctrl-C or an error
+            finally:
+                self._restore_keyboard()

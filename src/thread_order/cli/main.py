@@ -1,0 +1,461 @@
+"""tdrun: run the @mark functions of a Python file in dependency order, on threads.
+
+Exit codes follow pytest's, so CI treats tdrun like a test runner: 0 all
+passed, 1 some task failed, 2 interrupted, 3 internal error (a bug in tdrun),
+4 usage or collection error, 5 no tasks collected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import logging
+import os
+import re
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..engine.collect import Collection, ModuleLoadError, build_state, collect
+from ..engine.errors import GraphError, UsageError
+from ..engine.graph import Graph
+from .graphfmt import FORMATS, format_graph, start_order
+from ..engine.model import parse_tags
+from ..engine.scheduler import Scheduler, default_workers
+
+__all__ = ["main", "console_main", "build_parser", "SUBCOMMANDS", "EXIT_CODES"]
+
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INTERNAL, EXIT_USAGE, EXIT_NO_TASKS = range(6)
+EXIT_CODES = {
+    EXIT_OK: "all tasks passed",
+    EXIT_FAILED: "some task failed",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    EXIT_INTERNAL: "internal error in tdrun",
+    EXIT_USAGE: "usage or collection error",
+    EXIT_NO_TASKS: "no tasks collected",
+}
+
+#: ``tdrun NAME ...`` runs another front-end: name -> "module:function". The
+#: function is called with the whole argument list, ``argv[0]`` being NAME,
+#: and returns the exit code. A module that cannot be imported exits 4.
+SUBCOMMANDS: dict[str, str] = {
+    "ui": "thread_order.web.server:main",
+    "history": "thread_order.history.commands:main",
+    "show": "thread_order.history.commands:main",
+    "report": "thread_order.history.commands:main",
+    "compare": "thread_order.history.commands:main",
+}
+
+# a state entry typed on the command line: --key=value (value may be empty)
+_STATE_ARG = re.compile(r"^--([A-Za-z_][\w.\-]*)=(.*)$", re.S)
+_RESULT_PREFIX = "result-"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (exit 4) instead of printing usage and exiting 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's name
+        raise UsageError(message)
+
+
+def _workers(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return n
+
+
+def _tags(text: str) -> str:
+    if not parse_tags(text):
+        raise argparse.ArgumentTypeError(f"expected tag names separated by commas, got {text!r}")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``tdrun`` option parser (state entries ``--key=value`` are parsed separately)."""
+    from .. import __version__
+
+    p = _Parser(
+        prog="tdrun",
+        usage="tdrun TARGET [options] [--key=value ...]",
+        description="Run the @mark functions of a Python file concurrently on threads, "
+                    "in dependency order.",
+        epilog="Any other --key=value sets state['key'] = 'value' (the command line wins over "
+               "--state-file); --result-TASK=value puts a mocked result in state['results']. "
+               "Exit codes: 0 passed, 1 failed, 2 interrupted, 3 internal error, "
+               "4 usage or collection error, 5 no tasks.",
+        allow_abbrev=False,  # --env=dev must never be read as an abbreviation of an option
+    )
+    p.add_argument("target", metavar="TARGET", help="path/to/module.py or path/to/module.py::task")
+    run = p.add_argument_group("selection and scheduling")
+    run.add_argument("--workers", type=_workers, metavar="N",
+                     help=f"worker threads (default: min({default_workers}, number of tasks))")
+    run.add_argument("--tags", metavar="A,B", type=_tags, help="keep only tasks that have all these tags")
+    run.add_argument("--with-deps", action="store_true",
+                     help="with TARGET::task, also run everything the task depends on")
+    skipping = run.add_mutually_exclusive_group()
+    skipping.add_argument("--skip-deps", dest="skip_deps", action="store_true", default=True,
+                          help="skip the dependents of a failed task (the default)")
+    skipping.add_argument("--no-skip-deps", dest="skip_deps", action="store_false",
+                          help="run the dependents of a failed task anyway")
+    run.add_argument("--state-file", metavar="FILE.json", help="initial state values, a JSON object")
+    show = p.add_argument_group("inspection (runs nothing)")
+    show.add_argument("--list", action="store_true",
+                      help="list the tasks in the order they would start with one worker")
+    show.add_argument("--graph", action="store_true", help="print the dependency graph")
+    show.add_argument("--graph-format", choices=FORMATS, default=None,
+                      help="format of --graph (default: text); implies --graph")
+    out = p.add_argument_group("output")
+    out.add_argument("--viewer", action="store_true", help="live view of the threads, even when not on a terminal")
+    out.add_argument("--progress", action="store_true", help="show only a progress bar")
+    out.add_argument("--plain", action="store_true", help="one line per finished task, even on a terminal")
+    out.add_argument("--log", action="store_true", help="show log records as tasks run")
+    out.add_argument("--verbose", action="store_true", help="show log records down to DEBUG")
+    out.add_argument("--no-color", action="store_true", help="no colours (the NO_COLOR variable works too)")
+    out.add_argument("--junit-xml", metavar="PATH", help="write a JUnit XML report for CI")
+    out.add_argument("--json-report", metavar="PATH", help="write the run as a JSON document")
+    hist = p.add_argument_group("history (see tdrun history, show, report, compare)")
+    hist.add_argument("--history", metavar="PATH",
+                      help="record the run in this SQLite file (default: .tdrun/history.db)")
+    hist.add_argument("--no-history", action="store_true",
+                      help="do not record the run (TDRUN_HISTORY=off does the same)")
+    hist.add_argument("--html-report", metavar="FILE.html",
+                      help="write the run as a self-contained HTML page: timeline, graph, failures")
+    p.add_argument("--version", action="version", version=f"tdrun {__version__}")
+    return p
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str], dict[str, str]]:
+    """Parse options; returns ``(args, state values, mocked results)``.
+
+    Raises:
+        UsageError: an unknown option, a bad value, or options that conflict.
+    """
+    args, extras = build_parser().parse_known_args(argv)
+    values: dict[str, str] = {}
+    results: dict[str, str] = {}
+    for item in extras:
+        m = _STATE_ARG.match(item)
+        if m is None:
+            if item.startswith("-"):
+                raise UsageError(f"unrecognized option {item!r} (state values take the form --key=value)")
+            raise UsageError(f"unexpected argument {item!r}: tdrun takes one TARGET")
+        key, value = m.group(1), m.group(2)
+        if key.startswith(_RESULT_PREFIX):
+            task = key[len(_RESULT_PREFIX):]
+            if not task:
+                raise UsageError(f"{item!r}: missing task name in --result-TASK=value")
+            results[task] = value
+        elif key.startswith("_"):
+            raise UsageError(f"--{key}: state keys starting with '_' are reserved")
+        elif key == "results":
+            raise UsageError("--results: 'results' is reserved for task results, use --result-TASK=value")
+        else:
+            values[key] = value
+    if args.graph_format:
+        args.graph = True
+    picked = [name for name, on in (("--viewer", args.viewer), ("--progress", args.progress),
+                                    ("--plain", args.plain)) if on]
+    if len(picked) > 1:
+        raise UsageError(f"{' and '.join(picked)} cannot be used together")
+    if args.graph and args.list:
+        raise UsageError("--graph and --list cannot be used together")
+    for option, path in (("--junit-xml", args.junit_xml), ("--json-report", args.json_report),
+                         ("--html-report", args.html_report), ("--history", args.history)):
+        if path is not None and (not path or Path(path).is_dir()):
+            raise UsageError(f"{option} {path!r}: expected a file path")
+    for option, path in (("--junit-xml", args.junit_xml), ("--json-report", args.json_report)):
+        if path:
+            _check_report_folder(option, path)
+    return args, values, results
+
+
+def _check_report_folder(option: str, path: str) -> None:
+    """Refuse, before anything runs, a report path whose folders cannot be created."""
+    folder = Path(path).expanduser().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"{option} {path}: {folder} is not a folder")
+
+
+# ---------------------------------------------------------------------------- entry points
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run tdrun with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out, err = sys.stdout, sys.stderr
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            return _dispatch(argv, err)
+        return _tdrun(argv, out, err)
+    except ModuleLoadError as exc:
+        err.write(exc.user_traceback.rstrip("\n") + "\n")
+        err.write(f"tdrun: error: {exc}\n")
+        return EXIT_USAGE
+    except (UsageError, GraphError) as exc:
+        err.write(f"tdrun: error: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err.write("tdrun: interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # tdrun --list | head: the reader has all it wanted
+        _silence(out)
+        return EXIT_OK
+    except Exception:
+        err.write(traceback.format_exc())
+        err.write("tdrun: internal error: this is a bug in tdrun, please report it with the traceback above\n")
+        return EXIT_INTERNAL
+
+
+def _silence(stream: TextIO) -> None:
+    """Point ``stream`` at /dev/null, so the flush at exit does not fail on a closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
+
+
+def console_main() -> None:
+    """The ``tdrun`` console script."""
+    sys.exit(main())
+
+
+def _dispatch(argv: list[str], err: TextIO) -> int:
+    name = argv[0]
+    target = SUBCOMMANDS[name]
+    module_name, _, func_name = target.partition(":")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as exc:
+        err.write(f"tdrun: error: 'tdrun {name}' is not available: cannot load {target} ({exc})\n")
+        return EXIT_USAGE
+    code = func(argv)
+    return int(code or 0)
+
+
+# ---------------------------------------------------------------------------- a run
+
+
+def _tdrun(argv: list[str], out: TextIO, err: TextIO) -> int:
+    try:
+        args, values, results = parse_args(argv)
+    except SystemExit as exc:  # --help and --version print and exit 0
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    collection = collect(args.target, tags=args.tags, with_deps=args.with_deps)
+    for task in results:
+        if task not in collection.all_names:
+            raise UsageError(f"--result-{task}: {collection.path}: no marked task named {task!r}")
+    if not collection.specs:
+        where = str(collection.path)
+        if collection.all_names and args.tags:
+            err.write(f"tdrun: no tasks collected: no task in {where} has the tags {args.tags!r}\n")
+        else:
+            err.write(f"tdrun: no tasks collected: {where} has no @mark functions\n")
+        return EXIT_NO_TASKS
+    graph = Graph((s.name, s.after) for s in collection.specs)  # GraphError -> exit 4
+    module_name = collection.path.stem
+    always = [s.name for s in collection.specs if s.always]
+    if args.graph:
+        out.write(format_graph(graph, args.graph_format or "text", module_name, always))
+        return EXIT_OK
+    if args.list:
+        out.write(_task_list(collection, graph))
+        return EXIT_OK
+
+    state, sources = build_state(collection.module, args.state_file, values, results)
+    _check_state(state, sources, args.state_file)
+    n = len(collection.specs)
+    workers = args.workers or min(default_workers, n)
+    scheduler = Scheduler(
+        workers=workers, state=state, clear_results_on_start=not results and "results" not in sources,
+        skip_dependents=args.skip_deps, capture=True,
+    )
+    collection.register_into(scheduler)
+    return _run(args, argv, collection, scheduler, sources, out, err)
+
+
+def _check_state(state: dict, sources: dict[str, str], state_file: str | None) -> None:
+    for key, source in sources.items():
+        if source == "state file" and key.startswith("_"):
+            raise UsageError(f"state file {state_file}: key {key!r} is reserved (keys starting with '_')")
+    if "results" in state and not isinstance(state["results"], dict):
+        where = f"state file {state_file}" if sources.get("results") == "state file" else "setup_state()"
+        raise UsageError(f"{where}: 'results' must be an object of task results, "
+                         f"not {type(state['results']).__name__}")
+
+
+def _task_list(collection: Collection, graph: Graph) -> str:
+    specs = {s.name: s for s in collection.specs}
+    order = start_order(graph)
+    width = max(len(name) for name in order)
+    num = len(str(len(order)))
+    lines = [f"{collection.path}: {len(order)} task{'s' if len(order) != 1 else ''}, "
+             "in the order they would start with one worker"]
+    for i, name in enumerate(order, 1):
+        spec = specs[name]
+        notes = []
+        if spec.always:
+            notes.append("always")
+        if spec.retries:
+            notes.append(f"retries={spec.retries}")
+        if spec.timeout is not None:
+            notes.append(f"timeout={spec.timeout:g}s")
+        if spec.tags:
+            notes.append("tags: " + ",".join(spec.tags))
+        if spec.after:
+            notes.append("after: " + ", ".join(spec.after))
+        line = f"  {i:>{num}}. {name}"
+        if notes:
+            line = f"{line:<{width + num + 5}}  " + "  ".join(notes)
+        lines.append(line.rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _display_mode(args: argparse.Namespace, out: TextIO) -> str:
+    if args.plain:
+        return "plain"
+    if args.viewer:
+        return "live"
+    if args.progress:
+        return "progress"
+    try:
+        tty = out.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if tty and not os.environ.get("CI") and os.environ.get("TERM") != "dumb":
+        return "live"
+    return "plain"
+
+
+def _run_observers(args: argparse.Namespace) -> list[Any]:
+    """Extra observers of the run: objects with ``attach(scheduler, run_info)`` and ``finish()``.
+
+    They are attached after the display, before ``scheduler.start()``, and
+    finished after it returns, in reverse order. This is where recorders
+    (history...) plug in.
+    """
+    observers: list[Any] = []
+    from ..history import history_observer
+
+    recorder = history_observer(args.history, args.no_history, args.html_report)
+    if recorder is not None:
+        observers.append(recorder)
+    return observers
+
+
+def _warnings_outside_tasks(record: logging.LogRecord) -> bool:
+    from ..engine.capture import OutputCapture
+
+    return (record.levelno >= logging.WARNING
+            and record.thread not in OutputCapture.buffers
+            and record.name != "thread_order.interrupt")  # tdrun says that in its own words
+
+
+def _run(args, argv, collection: Collection, scheduler: Scheduler, sources: dict[str, str],
+         out: TextIO, err: TextIO) -> int:
+    from .live import LiveView
+    from .plain import LineLogHandler, PlainReporter, make_console, print_end_of_run
+    from .reports import RunData, write_json_report, write_junit_xml
+
+    color = not args.no_color
+    mode = _display_mode(args, out)
+    total = len(scheduler.tasks)
+    lanes = min(scheduler.workers, total)
+    module_name = collection.path.stem
+    console = make_console(out, color=color, force_terminal=True if mode != "plain" else None)
+
+    def say(message: str) -> None:
+        err.write(message + "\n")
+        err.flush()
+
+    display: Any
+    if mode == "plain":
+        display = PlainReporter(console, total, lanes, err=say)
+        log_handler: logging.Handler = LineLogHandler(console, collection.highlights)
+    else:
+        display = LiveView(console, mode=mode, title=str(args.target), total=total, lanes=lanes,
+                           highlights=collection.highlights)
+        log_handler = display.log_handler()
+
+    run_info = {
+        "module": module_name, "target": str(args.target), "argv": list(argv),
+        "tags": args.tags, "workers": scheduler.workers, "state": scheduler.state,
+    }
+    observers = [display] + _run_observers(args)
+    root = logging.getLogger()
+    old_level = root.level
+    # captured output (and --log) holds INFO records, or DEBUG ones with --verbose
+    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    show_logs = args.log or args.verbose
+    if not show_logs:
+        # without --log, only warnings from outside the tasks (a timeout, a failing hook);
+        # the tasks' own records are in their captured output. Printing them through the
+        # display keeps the live view intact, where a bare stderr write would tear it.
+        log_handler.addFilter(_warnings_outside_tasks)
+    root.addHandler(log_handler)
+    attached: list[Any] = []
+    try:
+        for observer in observers:
+            observer.attach(scheduler, run_info)
+            attached.append(observer)
+        summary = scheduler.start()
+    finally:
+        _finish_all(attached)
+        root.removeHandler(log_handler)
+        root.setLevel(old_level)
+
+    if summary["interrupted"]:
+        code = EXIT_INTERRUPTED
+    elif summary["failed"]:
+        code = EXIT_FAILED
+    else:
+        code = EXIT_OK
+    records = list(scheduler.last_records)
+    report = RunData(
+        module=module_name, path=str(collection.path), summary=summary, records=records,
+        graph=scheduler.graph, specs=list(scheduler.tasks), target=collection.target,
+        argv=list(argv), exit_code=code, state_sources=dict(sources),
+    )
+    written = []
+    for option, path, write in (("--junit-xml", args.junit_xml, write_junit_xml),
+                                ("--json-report", args.json_report, write_json_report)):
+        if path:
+            try:
+                write(path, report)
+            except OSError as exc:  # after the run: a warning with the summary, the run's code stands
+                written.append(f"warning: {option} {path}: cannot write: {exc.strerror or exc}")
+                continue
+            written.append(f"{option.lstrip('-').replace('-', ' ')} written to {path}")
+    written.extend(note for observer in observers for note in getattr(observer, "notes", ()))
+    end_console = make_console(out, color=color)
+    try:
+        print_end_of_run(end_console, summary, records, notes=written)
+        out.flush()
+    except BrokenPipeError:  # tdrun ... | head: the run's outcome still decides the exit code
+        _silence(out)
+    return code
+
+
+def _finish_all(observers: list[Any]) -> None:
+    """Finish every observer, last attached first, even if one of them raises."""
+    error: BaseException | None = None
+    for observer in reversed(observers):
+        try:
+            observer.finish()
+        except BaseException as exc:  # noqa: B902 - the rest must still restore the terminal
+            error = error or exc
+    if error is not None:
+        raise error
+
+
+if __name__ == "__main__":
+    console_main()

@@ -1,0 +1,236 @@
+"""tdrun's line output: one line per finished task, live log lines, and the end-of-run report."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from typing import Any, Callable, Iterable, TextIO
+
+from rich.console import Console
+from rich.rule import Rule
+from rich.text import Text
+
+from ..engine.events import Event, EventKind
+from ..engine.model import TaskRecord, TaskStatus
+from ..theme import STATUS_COLORS
+
+__all__ = [
+    "COLORS", "make_console", "PlainReporter", "LineLogHandler", "log_text", "print_end_of_run",
+]
+
+COLORS = STATUS_COLORS
+LEVEL_STYLES = {"DEBUG": "dim", "INFO": "", "WARNING": COLORS["SKIPPED"], "ERROR": COLORS["FAILED"],
+                "CRITICAL": f"bold {COLORS['FAILED']}"}
+#: at most this many skipped (and cancelled) tasks are listed at the end of a run
+LIST_LIMIT = 100
+#: width of a plain task line when the output is not a terminal
+PLAIN_WIDTH = 80
+
+LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)-7s [%(threadName)s] %(message)s", "%H:%M:%S")
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich exits with status 1 here; tdrun's caller decides the exit code instead
+        self.quiet = True
+        raise BrokenPipeError("the output stream was closed")
+
+
+def make_console(file: TextIO, *, color: bool = True, force_terminal: bool | None = None,
+                 width: int | None = None) -> Console:
+    """A rich console on ``file``; ``color=False`` (``--no-color``) and ``NO_COLOR`` turn colour off."""
+    no_color = not color or bool(os.environ.get("NO_COLOR"))
+    return _Console(file=file, force_terminal=force_terminal, no_color=no_color, highlight=False,
+                   width=width, soft_wrap=False)
+
+
+def _ansi(console: Console, text: str, style: str) -> str:
+    """``text`` wrapped in the escape codes ``console`` would use for ``style`` (none without colour)."""
+    if not style or console.no_color or console.color_system is None:
+        return text
+    with console.capture() as cap:
+        console.print(Text(text, style=style), end="")
+    return cap.get()
+
+
+def lane_width(lanes: int) -> int:
+    return len(f"thread_{max(lanes - 1, 0)}")
+
+
+class PlainReporter:
+    """Prints ``[thread_3] create_subnet_a ........ PASSED [ 44%]`` as each task finishes.
+
+    Subscribes to the scheduler's event stream; lines are written straight to
+    the output stream, so the cost per task is one formatted write.
+    """
+
+    def __init__(self, console: Console, total: int, lanes: int, *, err: Callable[[str], Any] | None = None) -> None:
+        self.console = console
+        self.stream = console.file
+        self.total = max(total, 1)
+        self.lane_width = lane_width(lanes)
+        self.width = console.width if console.is_terminal else PLAIN_WIDTH
+        self.err = err
+        self._styled = {s.value: _ansi(console, s.value, COLORS[s.value]) for s in TaskStatus}
+        self._styled["RETRY"] = _ansi(console, "RETRY", COLORS["SKIPPED"])
+        self._undo: list[Callable[[], None]] = []
+        self._broken = False
+
+    def attach(self, scheduler, run_info: dict | None = None) -> None:
+        self._undo.append(scheduler.subscribe(self._on_finished, EventKind.TASK_FINISHED))
+        self._undo.append(scheduler.subscribe(self._on_retrying, EventKind.TASK_RETRYING))
+        self._undo.append(scheduler.subscribe(self._on_interrupted, EventKind.RUN_INTERRUPTED))
+
+    def finish(self) -> None:
+        for undo in self._undo:
+            undo()
+        self._undo.clear()
+        self._flush()
+
+    def _flush(self) -> None:
+        try:
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def _write(self, text: str) -> None:
+        if self._broken:
+            return
+        try:
+            self.stream.write(text)
+        except (OSError, ValueError):  # closed pipe (tdrun | head): keep running, stop printing
+            self._broken = True
+
+    def line(self, name: str, thread: str | None, status: str, count: int) -> str:
+        lane = f"[{thread}]".ljust(self.lane_width + 2) if thread else " " * (self.lane_width + 2)
+        pct = f" [{int(count * 100 / self.total):3d}%]"
+        base = f"{lane} {name} "
+        dots = "." * max(3, self.width - len(base) - len(status) - len(pct) - 1)
+        return f"{base}{dots} {self._styled.get(status, status)}{pct}\n"
+
+    def _on_finished(self, event: Event) -> None:
+        rec = event.record
+        self._write(self.line(rec.name, rec.thread, rec.status.value, event.count))
+
+    def _on_retrying(self, event: Event) -> None:
+        rec = event.record
+        delay = (event.data or {}).get("delay", 0)
+        note = f" (attempt {event.attempt} failed: {rec.error_type}; retrying"
+        note += f" in {delay:g}s)" if delay else ")"
+        line = self.line(rec.name, rec.thread, "RETRY", 0)
+        self._write(line[: line.rindex(" [")] + note + "\n")
+
+    def _on_interrupted(self, event: Event) -> None:
+        self._flush()
+        if self.err is not None:
+            self.err(interrupt_message(bool((event.data or {}).get("force"))))
+
+
+def interrupt_message(force: bool) -> str:
+    if force:
+        return "interrupted again: stopped waiting for running tasks"
+    return ("interrupted: running tasks may finish, teardown tasks still run "
+            "(Ctrl-C again stops waiting)")
+
+
+def log_text(line: str, levelname: str, highlights: Iterable[tuple[re.Pattern, str]] = ()) -> Text:
+    """A formatted log line with its level coloured and the module's highlights applied."""
+    text = Text(line)
+    style = LEVEL_STYLES.get(levelname, "")
+    if style:
+        start = line.find(levelname)
+        if start >= 0:
+            text.stylize(style, start, start + len(levelname))
+    for pattern, color in highlights:
+        text.highlight_regex(pattern, style=color)
+    return text
+
+
+class LineLogHandler(logging.Handler):
+    """Prints log records as lines while tasks run (``--log``), through the console's lock."""
+
+    def __init__(self, console: Console, highlights: Iterable[tuple[re.Pattern, str]] = ()) -> None:
+        super().__init__(logging.NOTSET)
+        self.console = console
+        self.highlights = list(highlights)
+        self.setFormatter(LOG_FORMAT)
+        self._plain = console.no_color or console.color_system is None
+        # one line at a time: worker threads log concurrently
+        self._lock_out = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            if self._plain:
+                with self._lock_out:
+                    self.console.file.write(line + "\n")
+            else:
+                self.console.print(log_text(line, record.levelname, self.highlights), soft_wrap=True)
+        except Exception:
+            self.handleError(record)
+
+
+# ---------------------------------------------------------------------------- end of run
+
+
+def _section(console: Console, title: str, style: str = "", char: str = "=") -> None:
+    console.print(Rule(Text(title, style=style) if title else "", characters=char, style=style or "dim"))
+
+
+def summary_style(summary: dict) -> str:
+    if summary.get("failed"):
+        return f"bold {COLORS['FAILED']}"
+    if summary.get("interrupted") or summary.get("cancelled"):
+        return f"bold {COLORS['SKIPPED']}"
+    return f"bold {COLORS['PASSED']}"
+
+
+def print_end_of_run(console: Console, summary: dict, records: Iterable[TaskRecord], *,
+                     show_output: bool = True, notes: Iterable[str] = ()) -> None:
+    """The failures section (error, traceback, captured output), then skips with reasons, then the tally."""
+    by_name = {rec.name: rec for rec in records}
+    failed = [by_name[n] for n in summary.get("failed", ()) if n in by_name]
+    if failed:
+        _section(console, "FAILURES", f"bold {COLORS['FAILED']}")
+        for rec in failed:
+            _section(console, rec.name, COLORS["FAILED"], "_")
+            where = f"{rec.thread} · " if rec.thread else ""
+            console.print(Text(f"{where}attempt {rec.attempts} · {rec.duration:.2f}s", style="dim"))
+            tb = (rec.traceback or f"{rec.error_type}: {rec.error}\n").rstrip("\n")
+            lines = tb.split("\n")
+            body = Text("\n".join(lines[:-1]) + ("\n" if len(lines) > 1 else ""))
+            body.append(lines[-1], style=f"bold {COLORS['FAILED']}")
+            console.print(body, soft_wrap=True)
+            if show_output and rec.output:
+                _section(console, "captured output", "dim", "-")
+                console.print(Text(rec.output.rstrip("\n")), soft_wrap=True)
+    _list_section(console, "SKIPPED", [by_name[n] for n in summary.get("skipped", ()) if n in by_name])
+    _list_section(console, "CANCELLED", [by_name[n] for n in summary.get("cancelled", ()) if n in by_name])
+    if summary.get("interrupted"):
+        teardown_note = "teardown tasks ran" if not _forced(by_name) else "stopped waiting"
+        console.print(Text(f"!!! interrupted: {teardown_note}, "
+                           f"{len(summary.get('cancelled', ()))} cancelled !!!", style=COLORS["SKIPPED"]))
+    for note in notes:
+        console.print(Text(note, style="dim"), soft_wrap=True)
+    _section(console, summary["text"], summary_style(summary))
+
+
+def _forced(by_name: dict[str, TaskRecord]) -> bool:
+    return any((r.reason or "").startswith(("abandoned", "cancelled: the run was stopped"))
+               for r in by_name.values())
+
+
+def _list_section(console: Console, status: str, recs: list[TaskRecord]) -> None:
+    if not recs:
+        return
+    _section(console, f"{status.lower()} ({len(recs)})", COLORS[status])
+    width = min(max(len(r.name) for r in recs[:LIST_LIMIT]), 40)
+    for rec in recs[:LIST_LIMIT]:
+        line = Text(f"{status:<9} ", style=COLORS[status])
+        line.append(f"{rec.name:<{width}}  ")
+        line.append(rec.reason or "", style="dim")
+        console.print(line, soft_wrap=True)
+    if len(recs) > LIST_LIMIT:
+        console.print(Text(f"... and {len(recs) - LIST_LIMIT} more (--json-report has them all)", style="dim"))

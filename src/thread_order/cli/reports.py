@@ -1,0 +1,224 @@
+"""Machine-readable reports of a finished run: JUnit XML for CI, and a JSON document.
+
+The JSON report (``tdrun --json-report PATH``) is one object with these keys,
+all always present (``null`` where a value does not apply); new keys may be
+added, existing ones keep their meaning while ``format_version`` stays 1:
+
+- ``format_version`` (int): 1.
+- ``tool`` (str): ``"tdrun"``; ``version`` (str): the thread-order version.
+- ``module`` (str): the module's name (its file stem); ``path`` (str): the file as given.
+- ``target`` (str | null): the ``::task`` part of TARGET.
+- ``argv`` (list of str): the command-line arguments; the value of a ``--key=value`` whose
+  key looks secret (password, token, secret, key, auth, credential) reads ``***redacted***``.
+- ``outcome`` (str): ``"passed"``, ``"failed"`` or ``"interrupted"``.
+- ``exit_code`` (int): tdrun's exit code for the run.
+- ``run_id`` (str), ``started_at``/``finished_at`` (epoch seconds), ``duration`` (seconds),
+  ``workers`` (int, pool size), ``interrupted`` (bool).
+- ``counts``: ``{"total", "passed", "failed", "skipped", "cancelled"}`` (ints).
+- ``summary`` (str): the closing line, e.g. ``"3 passed, 1 failed, 2 skipped in 1.20s"``.
+- ``failure_counts``: error type -> number of tasks that failed with it.
+- ``state_keys``: initial state key -> where it came from (``"state file"``,
+  ``"typed in"``, ``"setup_state"``); values are left out, they may be secrets.
+- ``tasks`` (list, registration order), each with: ``name``, ``status``
+  (PASSED/FAILED/SKIPPED/CANCELLED), ``thread`` (null if it never ran),
+  ``started_at``, ``finished_at``, ``duration``, ``attempts``, ``error_type``,
+  ``error``, ``traceback``, ``output`` (captured stdout, stderr and logs),
+  ``reason`` (why it was skipped or cancelled), ``tags``, ``after`` (its
+  dependencies in this run), ``always`` (a teardown task), ``level`` (its depth
+  in the graph).
+- ``graph``: ``{"nodes": [...], "edges": [[task, dependent], ...], "levels":
+  [[...], ...], "roots": [...], "leaves": [...]}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from ..engine.graph import Graph
+from ..engine.model import TaskRecord, TaskSpec, TaskStatus
+
+__all__ = ["RunData", "json_report", "write_json_report", "junit_xml", "write_junit_xml"]
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class RunData:
+    """Everything a report needs about one finished run."""
+
+    module: str
+    path: str
+    summary: dict
+    records: list[TaskRecord]
+    graph: Graph
+    specs: list[TaskSpec]
+    target: str | None = None
+    argv: list[str] = field(default_factory=list)
+    exit_code: int = 0
+    state_sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def outcome(self) -> str:
+        if self.summary.get("interrupted"):
+            return "interrupted"
+        return "failed" if self.summary.get("failed") else "passed"
+
+
+# ---------------------------------------------------------------------------- JSON
+
+
+_SECRET_KEY = re.compile(r"password|passwd|token|secret|key|auth|credential", re.I)
+_KEY_VALUE = re.compile(r"^(--[^=]+)=(.*)$", re.S)
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """``argv`` with the values of secret-looking ``--key=value`` entries replaced."""
+    out = []
+    for item in argv:
+        m = _KEY_VALUE.match(item)
+        if m and _SECRET_KEY.search(m.group(1)):
+            item = f"{m.group(1)}=***redacted***"
+        out.append(item)
+    return out
+
+
+def json_report(run: RunData) -> dict[str, Any]:
+    """The JSON report as a dict (see the module docstring for the keys)."""
+    from .. import __version__
+
+    summary = run.summary
+    specs = {s.name: s for s in run.specs}
+    graph = run.graph
+    tasks = []
+    for rec in run.records:
+        item = rec.to_dict()
+        spec = specs.get(rec.name)
+        item["after"] = list(spec.after) if spec else []
+        item["always"] = bool(spec and spec.always)
+        item["level"] = graph.level_of.get(rec.name)
+        tasks.append(item)
+    counts = {
+        "total": len(run.records),
+        "passed": len(summary["passed"]),
+        "failed": len(summary["failed"]),
+        "skipped": len(summary["skipped"]),
+        "cancelled": len(summary["cancelled"]),
+    }
+    return {
+        "format_version": FORMAT_VERSION,
+        "tool": "tdrun",
+        "version": __version__,
+        "module": run.module,
+        "path": run.path,
+        "target": run.target,
+        "argv": redact_argv(run.argv),
+        "outcome": run.outcome,
+        "exit_code": run.exit_code,
+        "run_id": summary["run_id"],
+        "started_at": summary["started_at"],
+        "finished_at": summary["finished_at"],
+        "duration": summary["duration"],
+        "workers": summary["workers"],
+        "interrupted": bool(summary["interrupted"]),
+        "counts": counts,
+        "summary": summary["text"],
+        "failure_counts": dict(summary.get("failure_counts") or {}),
+        "state_keys": dict(run.state_sources),
+        "tasks": tasks,
+        "graph": {
+            "nodes": list(graph.nodes),
+            "edges": [list(edge) for edge in graph.edges],
+            "levels": [list(level) for level in graph.levels],
+            "roots": list(graph.roots),
+            "leaves": list(graph.leaves),
+        },
+    }
+
+
+def write_json_report(path: str | Path, run: RunData) -> None:
+    """Write :func:`json_report` to ``path`` (parent folders are created)."""
+    data = json_report(run)
+    _write(path, json.dumps(data, indent=2, default=repr) + "\n")
+
+
+# ---------------------------------------------------------------------------- JUnit XML
+
+# XML 1.0 cannot carry these code points at all, not even as character references
+_ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def _xml_text(text: str | None) -> str:
+    """Strip terminal colour codes and make the rest legal XML (``\\x07`` stays visible)."""
+    if not text:
+        return ""
+    text = _ANSI.sub("", text)
+    return _ILLEGAL_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _timestamp(epoch: float | None) -> str:
+    return datetime.fromtimestamp(epoch or 0).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def junit_xml(run: RunData) -> str:
+    """One ``<testsuite>`` named after the module inside ``<testsuites>``, a ``<testcase>`` per task.
+
+    Failed tasks carry ``<failure message type>`` with the traceback; skipped
+    and cancelled ones ``<skipped message>`` with the reason; captured output
+    goes to ``<system-out>``.
+    """
+    summary = run.summary
+    failed = len(summary["failed"])
+    skipped = len(summary["skipped"]) + len(summary["cancelled"])
+    duration = f"{summary['duration']:.3f}"
+    root = ET.Element("testsuites", {
+        "name": "tdrun", "tests": str(len(run.records)), "failures": str(failed),
+        "errors": "0", "skipped": str(skipped), "time": duration,
+    })
+    suite = ET.SubElement(root, "testsuite", {
+        "name": run.module, "tests": str(len(run.records)), "failures": str(failed),
+        "errors": "0", "skipped": str(skipped), "time": duration,
+        "timestamp": _timestamp(summary["started_at"]), "hostname": socket.gethostname(),
+    })
+    props = ET.SubElement(suite, "properties")
+    for name, value in (
+        ("path", run.path), ("target", run.target or ""), ("workers", summary["workers"]),
+        ("run_id", summary["run_id"]), ("interrupted", str(bool(summary["interrupted"])).lower()),
+    ):
+        ET.SubElement(props, "property", {"name": name, "value": _xml_text(str(value))})
+    for rec in run.records:
+        case = ET.SubElement(suite, "testcase", {
+            "classname": run.module, "name": _xml_text(rec.name), "time": f"{rec.duration:.3f}",
+        })
+        if rec.status is TaskStatus.FAILED:
+            error_type = rec.error_type or "Exception"
+            message = f"{error_type}: {rec.error}" if rec.error else error_type
+            failure = ET.SubElement(case, "failure", {"message": _xml_text(message), "type": _xml_text(error_type)})
+            failure.text = _xml_text(rec.traceback or message)
+        elif rec.status in (TaskStatus.SKIPPED, TaskStatus.CANCELLED):
+            ET.SubElement(case, "skipped", {"message": _xml_text(rec.reason or rec.status.value.lower())})
+        if rec.output:
+            ET.SubElement(case, "system-out").text = _xml_text(rec.output)
+    ET.indent(root)
+    body = ET.tostring(root, encoding="unicode")
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + body + "\n"
+
+
+def write_junit_xml(path: str | Path, run: RunData) -> None:
+    """Write :func:`junit_xml` to ``path`` (parent folders are created)."""
+    _write(path, junit_xml(run))
+
+
+def _write(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)  # a reader never sees half a report

@@ -1,0 +1,223 @@
+"""The Scheduler: runs registered callables on a thread pool in dependency order."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable, Iterable
+
+from .capture import configure_logging
+from .dispatch import Run
+from .errors import DuplicateTaskError
+from .events import Event, EventKind, EventStream
+from .graph import Graph
+from .model import TaskRecord, TaskSpec
+
+__all__ = ["Scheduler", "default_workers"]
+
+#: I/O-bound work: more threads than cores, as concurrent.futures does
+default_workers = min(32, (os.cpu_count() or 1) + 4)
+
+class Scheduler:
+    """Run callables concurrently on threads while honouring their declared order.
+
+    Args:
+        workers: size of the thread pool (default: ``default_workers``).
+        state: the dict shared with tasks registered ``with_state``; a new one if None.
+        store_results: keep each task's return value in ``state['results'][name]``.
+        clear_results_on_start: empty ``state['results']`` when a run starts.
+        skip_dependents: a failed task's transitive dependents are SKIPPED.
+        setup_logging: configure root logging to stderr (``[thread_N]`` per line).
+        verbose: with ``setup_logging``, log at DEBUG instead of INFO.
+        capture: collect each task's stdout, stderr and log records into its record.
+
+    Raises:
+        ValueError: ``workers`` is less than 1.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        state: dict | None = None,
+        store_results: bool = True,
+        clear_results_on_start: bool = True,
+        skip_dependents: bool = True,
+        setup_logging: bool = False,
+        verbose: bool = False,
+        capture: bool = True,
+    ) -> None:
+        if workers is None:
+            workers = default_workers
+        if isinstance(workers, bool) or not isinstance(workers, int):
+            raise TypeError(f"workers must be an integer, not {workers!r}")
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers!r}")
+        if state is not None and not isinstance(state, dict):
+            raise TypeError(f"state must be a dict, not {type(state).__name__}")
+        self.workers = workers
+        self.state: dict = state if state is not None else {}
+        self.state.setdefault("_state_lock", threading.RLock())
+        self.state_lock = self.state["_state_lock"]
+        self.store_results = store_results
+        self.clear_results_on_start = clear_results_on_start
+        self.skip_dependents = skip_dependents
+        self.capture = capture
+        if store_results:
+            self.state.setdefault("results", {})
+        if setup_logging:
+            configure_logging(verbose=verbose)
+
+        self._specs: list[TaskSpec] = []
+        self._names: dict[str, int] = {}
+        self._graph: Graph | None = None
+        self.events = EventStream()
+        # guards _run: the one start() in progress, reached by cancel() from any thread
+        self._lock = threading.Lock()
+        self._run: Run | None = None
+        self.last_summary: dict | None = None
+        #: the TaskRecord of every task of the last run, in registration order
+        self.last_records: list[TaskRecord] = []
+
+    # ------------------------------------------------------------------ registration
+
+    def register(
+        self,
+        fn: Callable[..., Any],
+        name: str,
+        after: str | Iterable[str] | None = None,
+        with_state: bool = False,
+        *,
+        tags: str | Iterable[str] | None = None,
+        always: bool = False,
+        retries: int = 0,
+        retry_delay: float = 0.0,
+        timeout: float | None = None,
+    ) -> None:
+        """Add a task. Dependencies may name tasks registered later.
+
+        Raises:
+            TypeError: ``fn`` is not callable, or a name is not a string.
+            ValueError: ``name`` is taken (DuplicateTaskError) or an option is out of range.
+        """
+        spec = TaskSpec.build(
+            fn, name, after, with_state, tags=tags, always=always,
+            retries=retries, retry_delay=retry_delay, timeout=timeout,
+        )
+        if spec.name in self._names:
+            raise DuplicateTaskError(spec.name)
+        self._names[spec.name] = len(self._specs)
+        self._specs.append(spec)
+        self._graph = None
+
+    def dregister(self, after=None, with_state: bool = False, **options: Any):
+        """Decorator form of :meth:`register`, under ``fn.__name__``; returns ``fn`` itself."""
+
+        def decorate(fn):
+            self.register(fn, getattr(fn, "__name__", None), after, with_state, **options)
+            return fn
+
+        return decorate
+
+    @property
+    def tasks(self) -> tuple[TaskSpec, ...]:
+        """The registered task specs, in registration order."""
+        return tuple(self._specs)
+
+    @property
+    def graph(self) -> Graph:
+        """The validated dependency graph (raises GraphError if it is not a DAG)."""
+        if self._graph is None:
+            self._graph = Graph((s.name, s.after) for s in self._specs)
+        return self._graph
+
+    # ------------------------------------------------------------------ observation
+
+    def subscribe(self, fn: Callable[[Event], Any], *kinds: EventKind | str) -> Callable[[], None]:
+        """Receive every event (or only ``kinds``) on the thread running ``start()``.
+
+        Returns a function that unsubscribes.
+        """
+        return self.events.subscribe(fn, kinds or None)
+
+    def _callback(self, kind: EventKind, adapt: Callable[[Event], tuple], fn, args, kwargs):
+        if not callable(fn):
+            raise TypeError(f"callback {fn!r} is not callable")
+
+        def call(event: Event) -> None:
+            fn(*adapt(event), *args, **kwargs)
+
+        call.__qualname__ = getattr(fn, "__qualname__", repr(fn))
+        return self.events.subscribe(call, (kind,))
+
+    def on_scheduler_start(self, fn, *args, **kwargs):
+        """Call ``fn(meta, *args, **kwargs)`` when a run starts."""
+        return self._callback(EventKind.RUN_STARTED, lambda e: (dict(e.data),), fn, args, kwargs)
+
+    def on_task_start(self, fn, *args, **kwargs):
+        """Call ``fn(name, *args, **kwargs)`` when a task is handed to a worker."""
+        return self._callback(EventKind.TASK_STARTED, lambda e: (e.name,), fn, args, kwargs)
+
+    def on_task_run(self, fn, *args, **kwargs):
+        """Call ``fn(name, thread_name, *args, **kwargs)`` when a worker begins a task."""
+        return self._callback(EventKind.TASK_RUNNING, lambda e: (e.name, e.thread), fn, args, kwargs)
+
+    def on_task_done(self, fn, *args, **kwargs):
+        """Call ``fn(name, thread_name, status, count, *args, **kwargs)`` when a task is final."""
+        return self._callback(
+            EventKind.TASK_FINISHED,
+            lambda e: (e.name, e.record.thread, e.record.status, e.count),
+            fn, args, kwargs,
+        )
+
+    def on_scheduler_done(self, fn, *args, **kwargs):
+        """Call ``fn(summary, *args, **kwargs)`` when a run ends."""
+        return self._callback(EventKind.RUN_FINISHED, lambda e: (e.data,), fn, args, kwargs)
+
+    # ------------------------------------------------------------------ control
+
+    def cancel(self, force: bool = False) -> bool:
+        """Ask the running ``start()`` to stop, as Ctrl-C does; safe from any thread.
+
+        The first request lets running tasks finish, starts nothing new except
+        ``always`` tasks and cancels the rest; a second (or ``force``) stops
+        waiting at once. Returns False when no run is in progress.
+        """
+        with self._lock:
+            run = self._run
+        if run is None:
+            return False
+        run.request_stop(force)
+        return True
+
+    @property
+    def running(self) -> bool:
+        """True while ``start()`` is in progress."""
+        return self._run is not None
+
+    @property
+    def sanitized_state(self) -> dict:
+        """A shallow copy of ``state`` without its lock, taken under the lock (e.g. to print it)."""
+        with self.state_lock:
+            copy = dict(self.state)
+        copy.pop("_state_lock", None)
+        return copy
+
+    def start(self) -> dict:
+        """Run every registered task and return the run summary.
+
+        Raises:
+            GraphError: the graph has an unknown dependency or a cycle (nothing ran).
+            RuntimeError: this scheduler is already running.
+        """
+        graph = self.graph  # validates before anything runs
+        with self._lock:
+            if self._run is not None:
+                raise RuntimeError("start: this scheduler is already running")
+            run = self._run = Run(self, graph)
+        try:
+            summary = run.execute()
+        finally:
+            with self._lock:
+                self._run = None
+        self.last_summary = summary
+        return summary

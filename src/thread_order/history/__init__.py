@@ -1,0 +1,17 @@
+"""The run history: a SQLite file that records every run, and the commands that read it."""
+
+from .commands import history_observer
+from .db import SCHEMA_VERSION, snapshot_state
+from .recorder import HistoryRecorder
+from .store import DEFAULT_HISTORY, HistoryStore, compare_runs, resolve_history_path
+
+__all__ = [
+    "DEFAULT_HISTORY",
+    "SCHEMA_VERSION",
+    "HistoryRecorder",
+    "HistoryStore",
+    "compare_runs",
+    "history_observer",
+    "resolve_history_path",
+    "snapshot_state",
+]

@@ -1,0 +1,384 @@
+"""The history file itself: schema and migrations, connections, and what is safe to store.
+
+Every write transaction is ``BEGIN IMMEDIATE`` in WAL mode with a busy
+timeout, so several processes can write one file at once. The schema version
+lives in ``PRAGMA user_version``; ``MIGRATIONS`` take a file forward one
+version at a time, and a new file is built by running them all.
+
+A run row says ``running`` until its recorder writes the outcome. To tell a
+live run from one whose process died, each row keeps the writer's ``host``,
+``pid`` and a ``heartbeat`` (refreshed by every commit, and every few seconds
+while a run is quiet). :func:`effective_status` reads a ``running`` row as
+``interrupted`` when its process is gone (same host: the pid no longer exists)
+or its heartbeat is older than ``LEASE`` (other hosts, or a reused pid). Rows
+from schema version 1 have neither and always read as interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import re
+import socket
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from ..engine.errors import HistoryError
+
+log = logging.getLogger("thread_order")
+
+#: the schema this version writes; it reads every version up to this one
+SCHEMA_VERSION = 2
+#: captured output (and tracebacks) longer than this many UTF-8 bytes are cut in the middle
+OUTPUT_CAP = 64 * 1024
+REDACTED = "***redacted***"
+#: state keys (and ``--option=value`` names) that look like secrets
+SECRET_KEY = re.compile(r"password|passwd|token|secret|key|auth|credential", re.IGNORECASE)
+#: a "running" row whose heartbeat is older than this is a dead run
+LEASE = 60.0
+BUSY_TIMEOUT_MS = 15_000
+RUN_STATUSES = ("passed", "failed", "interrupted", "running")
+HOST = socket.gethostname()
+_NOT_JSON = "__not_json__"
+_MAX_DEPTH = 32
+
+# MIGRATIONS[v] upgrades a file from schema version v to v + 1; a new file runs them all.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # 0 -> 1: the first schema
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            started_at REAL NOT NULL,
+            finished_at REAL,
+            module TEXT,
+            target TEXT,
+            argv TEXT NOT NULL DEFAULT '[]',
+            tags TEXT NOT NULL DEFAULT '[]',
+            workers INTEGER,
+            host TEXT,
+            status TEXT NOT NULL,
+            passed INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0,
+            skipped INTEGER NOT NULL DEFAULT 0,
+            cancelled INTEGER NOT NULL DEFAULT 0,
+            total INTEGER NOT NULL DEFAULT 0,
+            duration REAL,
+            graph TEXT NOT NULL DEFAULT '{}',
+            state TEXT NOT NULL DEFAULT '{}'
+        )""",
+        """CREATE TABLE tasks (
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            thread TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            started_at REAL,
+            finished_at REAL,
+            duration REAL NOT NULL DEFAULT 0,
+            error_type TEXT,
+            error TEXT,
+            traceback TEXT,
+            reason TEXT,
+            output TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (run_id, name)
+        )""",
+    ),
+    (  # 1 -> 2: tell dead runs from live ones; tasks in insertion order (rowid) with an index
+        # on run_id instead of a (run_id, name) key: appending a batch no longer reshuffles a
+        # B-tree by name, which halves the cost of recording a task
+        """CREATE TABLE tasks_v2 (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            thread TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            started_at REAL,
+            finished_at REAL,
+            duration REAL NOT NULL DEFAULT 0,
+            error_type TEXT,
+            error TEXT,
+            traceback TEXT,
+            reason TEXT,
+            output TEXT NOT NULL DEFAULT '',
+            output_bytes INTEGER,
+            tags TEXT NOT NULL DEFAULT '[]'
+        )""",
+        """INSERT INTO tasks_v2 (run_id, seq, name, status, thread, attempts, started_at, finished_at,
+                                 duration, error_type, error, traceback, reason, output)
+           SELECT run_id, seq, name, status, thread, attempts, started_at, finished_at,
+                  duration, error_type, error, traceback, reason, output
+           FROM tasks ORDER BY run_id, seq""",
+        "DROP TABLE tasks",
+        "ALTER TABLE tasks_v2 RENAME TO tasks",
+        "CREATE INDEX tasks_by_run ON tasks (run_id)",
+        "ALTER TABLE runs ADD COLUMN pid INTEGER",
+        "ALTER TABLE runs ADD COLUMN heartbeat REAL",
+        "ALTER TABLE runs ADD COLUMN run_uuid TEXT",
+        "CREATE INDEX runs_by_module ON runs (module, id)",
+        "CREATE INDEX runs_by_status ON runs (status, id)",
+    ),
+)
+
+
+# --------------------------------------------------------------------------- values
+
+
+def snapshot_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON-ready copy of a run's initial state, safe to store.
+
+    ``_state_lock`` and ``results`` are left out. Values under a key that looks
+    like a secret (see :data:`SECRET_KEY`) become ``"***redacted***"``, at any
+    depth of nested dicts. Values JSON cannot hold are stored as
+    ``{"__not_json__": "TypeName"}``: the type only, because an object's repr
+    can carry the very secrets redaction is there to keep out.
+    """
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        if key in ("_state_lock", "results"):
+            continue
+        out[str(key)] = _clean(key, value, 0)
+    return out
+
+
+def _clean(key: Any, value: Any, depth: int) -> Any:
+    if isinstance(key, str) and SECRET_KEY.search(key):
+        return REDACTED
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {_NOT_JSON: "float"}
+    if depth >= _MAX_DEPTH:
+        return {_NOT_JSON: type(value).__name__}
+    if isinstance(value, Mapping):
+        return {str(k): _clean(k, v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(None, v, depth + 1) for v in value]
+    return {_NOT_JSON: type(value).__qualname__}
+
+
+def redact_argv(argv: Iterable[str]) -> list[str]:
+    """Hide the values of secret-looking options: ``--api-token=x`` and ``--api-token x``."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        arg = str(arg)
+        if hide_next and not arg.startswith("-"):
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        hide_next = False
+        if arg.startswith("-"):
+            name, eq, _ = arg.partition("=")
+            if SECRET_KEY.search(name):
+                if eq:
+                    arg = f"{name}={REDACTED}"
+                else:
+                    hide_next = True
+        out.append(arg)
+    return out
+
+
+def cap_text(text: str | None, limit: int = OUTPUT_CAP) -> tuple[str | None, int]:
+    """Cut ``text`` to at most ``limit`` UTF-8 bytes, keeping its head and tail.
+
+    Returns ``(text, original_size_in_bytes)``; a cut text says
+    ``[... truncated N bytes ...]`` where the middle was.
+    """
+    if not text:
+        return text, 0
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from a misbehaving stream
+        raw = text.encode("utf-8", "replace")
+        text = raw.decode("utf-8")
+    if len(raw) <= limit:
+        return text, len(raw)
+    budget = limit - 64  # room for the note
+    head = raw[: budget * 3 // 4].decode("utf-8", "ignore")
+    tail = raw[len(raw) - (budget - budget * 3 // 4):].decode("utf-8", "ignore")
+    dropped = len(raw) - len(head.encode("utf-8")) - len(tail.encode("utf-8"))
+    return f"{head}\n[... truncated {dropped} bytes ...]\n{tail}", len(raw)
+
+
+# --------------------------------------------------------------------------- connections
+
+
+def fail(path: Path, what: str) -> HistoryError:
+    return HistoryError(f"history file {path}: {what}")
+
+
+def describe(exc: sqlite3.Error) -> str:
+    text = str(exc) or type(exc).__name__
+    if "not a database" in text or "malformed" in text:
+        return f"not a readable thread-order history file ({text})"
+    return text
+
+
+def check_version(conn: sqlite3.Connection, path: Path, *, allow_empty: bool) -> int:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise fail(path, f"written by a newer thread-order (schema version {version}, "
+                          f"this version reads up to {SCHEMA_VERSION})")
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if version == 0:
+        if tables - {"sqlite_sequence"} or not allow_empty:
+            raise fail(path, "not a thread-order history file (no schema version)")
+    elif not {"runs", "tasks"} <= tables:
+        raise fail(path, "not a thread-order history file (tables runs and tasks are missing)")
+    return version
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise fail(path, "no such file")
+    if path.is_dir():
+        raise fail(path, "is a directory")
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True,
+                               isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise fail(path, f"cannot open: {describe(exc)}") from None
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        check_version(conn, path, allow_empty=False)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise fail(path, describe(exc)) from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction that takes the write lock up front (waiting up to the busy timeout)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def open_writable(path: Path) -> sqlite3.Connection:
+    """Open ``path`` for writing, creating it and migrating it to ``SCHEMA_VERSION``."""
+    if path.is_dir():
+        raise fail(path, "is a directory")
+    try:
+        fresh_dir = not path.parent.exists()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if fresh_dir and path.parent.name == ".tdrun":
+            # keep recorded runs (state, output) out of version control by default
+            (path.parent / ".gitignore").write_text("# created by tdrun\n*\n", encoding="utf-8")
+    except OSError as exc:
+        raise fail(path, f"cannot create its folder: {exc.strerror or exc}") from None
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise fail(path, f"cannot open: {describe(exc)}") from None
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if not _ready(conn):
+            # creating, converting or migrating the file: one process at a time, or two of
+            # them starting on a fresh file trip over each other's half-made schema
+            with _setup_lock(path):
+                _set_up(conn, path)
+        # in WAL mode NORMAL keeps every commit through a process crash; only power loss can
+        # cost the last commits
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise fail(path, describe(exc)) from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _ready(conn: sqlite3.Connection) -> bool:
+    """Already a current history file in WAL mode (one consistent read)?"""
+    conn.execute("BEGIN")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        conn.execute("COMMIT")
+    return version == SCHEMA_VERSION and mode.lower() == "wal"
+
+
+def _set_up(conn: sqlite3.Connection, path: Path) -> None:
+    # look before touching: someone else's database must not even be switched to WAL
+    conn.execute("BEGIN")
+    try:
+        check_version(conn, path, allow_empty=True)
+    finally:
+        conn.execute("COMMIT")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode.lower() != "wal":
+        log.warning("history file %s: journal mode is %s, not wal", path, mode)
+    if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+        # under the write lock too: a process of an older tdrun may be opening it as well
+        with transaction(conn):
+            version = check_version(conn, path, allow_empty=True)
+            for step in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[step]:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+@contextlib.contextmanager
+def _setup_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``<file>.lock`` beside the history file, waited for in the kernel.
+
+    SQLite's own locks cannot cover switching the journal mode or a schema
+    check followed by its creation; where ``fcntl`` is missing (Windows) this
+    degrades to SQLite's locking alone.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    try:
+        fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise fail(path, f"cannot create its lock file: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, owned by someone else (or we cannot tell)
+    return True
+
+
+def effective_status(status: str, host: str | None, pid: int | None, heartbeat: float | None,
+                     now: float | None = None) -> str:
+    """A stored run status, with a ``running`` row whose writer is gone read as ``interrupted``."""
+    if status != "running":
+        return status
+    if heartbeat is None:
+        return "interrupted"  # schema 1 rows, or a writer that never wrote
+    # os.kill(pid, 0) is a liveness probe on POSIX only (on Windows it would terminate the process)
+    if host == HOST and pid and os.name == "posix" and not pid_alive(pid):
+        return "interrupted"
+    if (now if now is not None else time.time()) - heartbeat > LEASE:
+        return "interrupted"
+    return "running"

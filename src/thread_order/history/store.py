@@ -1,0 +1,268 @@
+"""Reading the run history: :class:`HistoryStore` and comparing two recorded runs.
+
+:class:`HistoryStore` opens the file read-only (``mode=ro``) and never
+creates, migrates or modifies it; it reads older schema versions as they are.
+A file written by a newer schema is refused with a :class:`HistoryError`.
+A run row says ``running`` until its recorder writes the outcome; readers
+tell a live run from a dead one by the writer's host, pid and heartbeat (see
+``db``), and report the dead one as ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from ..engine.errors import HistoryError
+from .db import RUN_STATUSES, describe, effective_status, fail, open_readonly, open_writable
+
+__all__ = ["DEFAULT_HISTORY", "HistoryStore", "resolve_history_path", "compare_runs"]
+
+#: where tdrun records runs, relative to the current directory
+DEFAULT_HISTORY = Path(".tdrun/history.db")
+
+_RUN_FIELDS = (
+    "id", "started_at", "finished_at", "module", "target", "status", "passed", "failed",
+    "skipped", "cancelled", "total", "duration", "workers", "host",
+)
+_RUN_PRIVATE = ("pid", "heartbeat", "run_uuid")
+_RUN_DETAIL = ("argv", "tags", "graph", "state")
+_TASK_FIELDS = (
+    "seq", "name", "status", "thread", "attempts", "started_at", "finished_at", "duration",
+    "error_type", "error", "traceback", "reason", "output", "output_bytes", "tags",
+)
+
+
+def resolve_history_path(explicit: str | os.PathLike | None, disabled: bool) -> Path | None:
+    """Where to record a run: None when recording is off.
+
+    ``disabled`` (``--no-history``) wins; then an explicit ``--history PATH``;
+    then the environment variable ``TDRUN_HISTORY=off`` turns recording off;
+    otherwise :data:`DEFAULT_HISTORY` under the current directory.
+    """
+    if disabled:
+        return None
+    if explicit is not None and str(explicit) != "":
+        return Path(explicit).expanduser()
+    if os.environ.get("TDRUN_HISTORY", "").strip().lower() in ("off", "0", "false", "no"):
+        return None
+    return DEFAULT_HISTORY
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class HistoryStore:
+    """Read (or, with ``readonly=False``, create and migrate) a history file.
+
+    Args:
+        path: the SQLite file.
+        readonly: open with ``mode=ro``: never creates, migrates or writes the file.
+
+    Raises:
+        HistoryError: the file is missing (readonly), is not a history file, is
+            corrupt, or was written by a newer schema.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, readonly: bool = True) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self._conn = open_readonly(self.path) if readonly else open_writable(self.path)
+        # guards _conn: the web UI may share one store between request threads
+        self._lock = threading.Lock()
+        try:
+            self._columns = {table: {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+                             for table in ("runs", "tasks")}
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise fail(self.path, describe(exc)) from None
+
+    def __enter__(self) -> "HistoryStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file; idempotent."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _cols(self, table: str, names: Iterable[str]) -> str:
+        # older schema versions lack some columns: read them as NULL rather than migrate
+        have = self._columns[table]
+        return ", ".join(n if n in have else f"NULL AS {n}" for n in names)
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            if self._conn is None:
+                raise fail(self.path, "the store is closed")
+            try:
+                cur = self._conn.execute(sql, tuple(params))
+                names = [d[0] for d in cur.description]
+                return [dict(zip(names, row)) for row in cur.fetchall()]
+            except sqlite3.Error as exc:
+                raise fail(self.path, describe(exc)) from None
+
+    def _run_dict(self, row: dict[str, Any], now: float) -> dict[str, Any]:
+        status = effective_status(row["status"], row["host"], row["pid"], row["heartbeat"], now)
+        out = {k: row[k] for k in _RUN_FIELDS}
+        out["status"] = status
+        return out
+
+    def list_runs(self, limit: int | None = 50, module: str | None = None,
+                  status: str | None = None) -> list[dict[str, Any]]:
+        """Runs newest first, optionally only of ``module`` and/or with ``status``.
+
+        Raises:
+            HistoryError: the file cannot be read, or ``status`` is not a run status.
+        """
+        if status is not None and status not in RUN_STATUSES:
+            raise HistoryError(f"unknown run status {status!r} (expected one of {', '.join(RUN_STATUSES)})")
+        where, params = [], []
+        if module is not None:
+            where.append("module = ?")
+            params.append(module)
+        if status in ("passed", "failed"):
+            where.append("status = ?")
+            params.append(status)
+        elif status is not None:  # both can be stored as 'running'; decided below
+            where.append("status IN ('running', 'interrupted')")
+        sql = f"SELECT {self._cols('runs', _RUN_FIELDS + _RUN_PRIVATE)} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        if limit is not None and status not in ("running", "interrupted"):
+            sql += f" LIMIT {max(int(limit), 0)}"
+        now = time.time()
+        runs = [self._run_dict(row, now) for row in self._query(sql, params)]
+        if status is not None:
+            runs = [r for r in runs if r["status"] == status]
+        return runs if limit is None else runs[: max(int(limit), 0)]
+
+    def resolve_id(self, run_id: int | str) -> int:
+        """Turn ``42``, ``"42"`` or ``"last"`` into a run id that exists.
+
+        Raises:
+            HistoryError: not a number or ``last``, no such run, or no runs at all.
+        """
+        if isinstance(run_id, str):
+            text = run_id.strip()
+            if text.lower() == "last":
+                rows = self._query("SELECT MAX(id) AS id FROM runs")
+                if rows[0]["id"] is None:
+                    raise fail(self.path, "no runs recorded yet")
+                return rows[0]["id"]
+            if not text.isdigit():
+                raise HistoryError(f"run id must be a number or 'last', not {run_id!r}")
+            run_id = int(text)
+        if isinstance(run_id, bool) or not isinstance(run_id, int):
+            raise HistoryError(f"run id must be a number or 'last', not {run_id!r}")
+        if not self._query("SELECT id FROM runs WHERE id = ?", (run_id,)):
+            raise fail(self.path, f"no run {run_id}")
+        return run_id
+
+    def get_run(self, run_id: int | str) -> dict[str, Any]:
+        """One run with its graph, state, argv, tags and tasks (in start order).
+
+        Tasks that never started (skipped, cancelled) come after the others, in
+        the order they were decided.
+
+        Raises:
+            HistoryError: unknown run id, or the file cannot be read.
+        """
+        rid = self.resolve_id(run_id)
+        rows = self._query(
+            f"SELECT {self._cols('runs', _RUN_FIELDS + _RUN_PRIVATE + _RUN_DETAIL)} FROM runs WHERE id = ?",
+            (rid,),
+        )
+        row = rows[0]
+        run = self._run_dict(row, time.time())
+        run["run_uuid"] = row["run_uuid"]
+        run["argv"] = _loads(row["argv"], [])
+        run["tags"] = _loads(row["tags"], [])
+        graph = _loads(row["graph"], {})
+        run["graph"] = {"nodes": list(graph.get("nodes", [])),
+                        "edges": [list(e) for e in graph.get("edges", [])]}
+        run["state"] = _loads(row["state"], {})
+        tasks = self._query(
+            f"SELECT {self._cols('tasks', _TASK_FIELDS)} FROM tasks WHERE run_id = ? "
+            "ORDER BY started_at IS NULL, started_at, seq",
+            (rid,),
+        )
+        for task in tasks:
+            task["tags"] = _loads(task["tags"], [])
+            if task["output_bytes"] is None:
+                task["output_bytes"] = len((task["output"] or "").encode("utf-8"))
+        run["tasks"] = tasks
+        return run
+
+
+def _loads(text: str | None, default: Any) -> Any:
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+# --------------------------------------------------------------------------- comparing
+
+
+def compare_runs(a: Mapping[str, Any], b: Mapping[str, Any], top: int = 10) -> dict[str, Any]:
+    """What changed from run ``a`` to run ``b`` (two ``get_run`` dicts).
+
+    Returns ``status_changes`` ([{name, a, b}], a status is None when the task
+    was not recorded), ``added`` and ``removed`` task names, and the ``top``
+    largest ``duration_changes`` ([{name, a, b, delta, ratio}]) among tasks that
+    ran in both.
+    """
+
+    def by_name(run):
+        names = list(run.get("graph", {}).get("nodes", []))
+        tasks = {t["name"]: t for t in run.get("tasks", [])}
+        for name in tasks:
+            if name not in names:
+                names.append(name)
+        return names, tasks
+
+    names_a, tasks_a = by_name(a)
+    names_b, tasks_b = by_name(b)
+    set_a, set_b = set(names_a), set(names_b)
+    status_changes = []
+    durations = []
+    for name in names_b:
+        if name not in set_a:
+            continue
+        ta, tb = tasks_a.get(name), tasks_b.get(name)
+        sa = ta["status"] if ta else None
+        sb = tb["status"] if tb else None
+        if sa != sb:
+            status_changes.append({"name": name, "a": sa, "b": sb})
+        if ta and tb and ta.get("started_at") is not None and tb.get("started_at") is not None:
+            da, db = ta["duration"] or 0.0, tb["duration"] or 0.0
+            durations.append({"name": name, "a": da, "b": db, "delta": db - da,
+                              "ratio": (db / da) if da > 0 else None})
+    durations.sort(key=lambda d: -abs(d["delta"]))
+
+    def head(run):
+        return {k: run.get(k) for k in ("id", "module", "target", "status", "started_at", "duration",
+                                        "passed", "failed", "skipped", "cancelled", "total")}
+
+    return {
+        "a": head(a),
+        "b": head(b),
+        "same_module": a.get("module") == b.get("module"),
+        "status_changes": status_changes,
+        "added": [n for n in names_b if n not in set_a],
+        "removed": [n for n in names_a if n not in set_b],
+        "duration_changes": durations[:top],
+    }

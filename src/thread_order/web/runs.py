@@ -1,0 +1,682 @@
+"""The web UI's model: the loaded module, the state being edited, and the one live run.
+
+Nothing here knows about HTTP. The run executes on its own thread; the engine
+calls ``LiveRun.on_event`` on that thread, which only updates a small model
+under a lock and appends to a change log. Streams read the log from the
+server's event loop, at most ``COALESCE`` apart, so a 10,000-task run costs
+the dispatcher a dict update per event, not a network write.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..engine.collect import Collection, build_state, collect, split_target
+from ..engine.errors import GraphError, UsageError
+from ..engine.events import Event, EventKind
+from ..engine.graph import Graph
+from ..engine.model import TaskRecord, parse_tags
+from ..engine.scheduler import Scheduler, default_workers
+
+__all__ = ["Workspace", "LiveRun", "RunManager", "RunBusyError", "parse_value_text", "task_rows"]
+
+#: seconds between two batches sent to one stream
+COALESCE = 0.1
+#: latest completions kept for the live view
+RECENT = 30
+#: the most workers a run may ask for
+MAX_WORKERS = 512
+#: live runs kept for reconnecting pages (the history keeps everything)
+KEEP_RUNS = 5
+
+# keys a user may not type: the engine owns them
+_RESERVED = {"results", "_state_lock"}
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+
+
+class RunBusyError(UsageError):
+    """A run is already in progress on this server."""
+
+
+def parse_value_text(key: str, text: Any) -> Any:
+    """Turn what a person typed into a state value.
+
+    Text that parses as JSON is that value (``42``, ``true``, ``{"a": 1}``);
+    text that looks like JSON but does not parse is an error; anything else
+    is kept as a string. Non-string values (from the JSON API) are kept.
+
+    Raises:
+        UsageError: a bad key, or text that starts like JSON but is not.
+    """
+    check_key(key)
+    if not isinstance(text, str):
+        return text
+    stripped = text.strip()
+    try:
+        return json.loads(stripped)
+    except ValueError as exc:
+        if stripped[:1] in ('{', '[', '"'):
+            raise UsageError(f"state value {key!r}: invalid JSON: {exc.msg} "
+                             f"at line {exc.lineno} column {exc.colno}") from None
+        return text
+
+
+def check_key(key: Any) -> str:
+    """Raises UsageError unless ``key`` is a usable state key."""
+    if not isinstance(key, str) or not key.strip():
+        raise UsageError("state key must be a non-empty string")
+    if key in _RESERVED:
+        raise UsageError(f"state key {key!r} is reserved for the engine")
+    if not _KEY_RE.match(key):
+        raise UsageError(f"state key {key!r}: use letters, digits, '_', '.' or '-', "
+                         "starting with a letter or '_'")
+    return key
+
+
+def _jsonable(value: Any) -> tuple[Any, str]:
+    """``(value, text)`` for display: JSON values as they are, others by type name only
+    (as the history stores them: a repr may carry a secret)."""
+    try:
+        return value, json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        name = type(value).__name__
+        return {"__not_json__": name}, f"<{name}>"
+
+
+def _first_line(fn: Callable) -> str:
+    doc = (getattr(fn, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+def task_rows(collection: Collection) -> list[dict[str, Any]]:
+    """One JSON-ready row per task, in source order."""
+    return [
+        {
+            "index": i, "name": s.name, "after": list(s.after), "tags": list(s.tags),
+            "always": s.always, "retries": s.retries, "timeout": s.timeout,
+            "with_state": s.with_state, "doc": _first_line(s.fn),
+        }
+        for i, s in enumerate(collection.specs, 1)
+    ]
+
+
+# --------------------------------------------------------------------------- workspace
+
+
+class Workspace:
+    """The module a person loaded and the initial state they are editing."""
+
+    def __init__(self) -> None:
+        # guards every attribute below; user code (imports) runs outside it
+        self._lock = threading.Lock()
+        self.target: str | None = None
+        self.collection: Collection | None = None
+        self.graph: Graph | None = None
+        self.graph_error: str | None = None
+        self.mtime: float | None = None
+        self.typed: dict[str, Any] = {}
+        self.file_values: dict[str, Any] = {}
+        self.file_name: str | None = None
+        self.recent: list[str] = []
+
+    def load(self, target: str) -> dict[str, Any]:
+        """Import ``target`` (``path.py`` or ``path.py::task``) and collect its tasks.
+
+        Runs the module's code. Raises UsageError (or ModuleLoadError) for a
+        missing file, an import error or a module without tasks; a graph
+        error is kept and reported with the tasks.
+        """
+        if not isinstance(target, str) or not target.strip():
+            raise UsageError("module path is empty")
+        target = target.strip()
+        path_str, _ = split_target(target)
+        collection = collect(target)
+        if not collection.specs:
+            raise UsageError(f"{path_str}: no tasks found (mark functions with @mark)")
+        try:
+            graph: Graph | None = Graph((s.name, s.after) for s in collection.specs)
+            graph_error = None
+        except GraphError as exc:
+            graph, graph_error = None, str(exc)
+        with self._lock:
+            self.target = target
+            self.collection = collection
+            self.graph = graph
+            self.graph_error = graph_error
+            self.mtime = _mtime(collection.path)
+            resolved = str(Path(path_str).resolve())
+            self.recent = [target] + [r for r in self.recent
+                                      if str(Path(split_target(r)[0]).resolve()) != resolved][:9]
+        return self.describe()
+
+    def loaded(self) -> tuple[str | None, Collection | None, Graph | None, str | None]:
+        """``(target, collection, graph, graph_error)`` of the module loaded last."""
+        with self._lock:
+            return self.target, self.collection, self.graph, self.graph_error
+
+    def recent_targets(self) -> list[str]:
+        with self._lock:
+            return list(self.recent)
+
+    def reload_if_changed(self) -> None:
+        """Re-import the module when its file changed since it was loaded (before a run)."""
+        with self._lock:
+            target, collection, mtime = self.target, self.collection, self.mtime
+        if target is not None and collection is not None and _mtime(collection.path) != mtime:
+            self.load(target)
+
+    def describe(self) -> dict[str, Any]:
+        """The loaded module as the page shows it, or ``{"module": None}``."""
+        with self._lock:
+            collection, target = self.collection, self.target
+            graph, graph_error = self.graph, self.graph_error
+        if collection is None:
+            return {"module": None}
+        return {
+            "module": str(collection.path),
+            "target": target,
+            "tasks": task_rows(collection),
+            "edges": len(graph.edges) if graph is not None else None,
+            "levels": len(graph.levels) if graph is not None else None,
+            "graph_error": graph_error,
+            "has_setup_state": callable(getattr(collection.module, "setup_state", None)),
+            "tags": sorted({t for s in collection.specs for t in s.tags}),
+            # what tdrun would use for this module: one thread per task, up to the default
+            "default_workers": max(1, min(default_workers, len(collection.specs))),
+        }
+
+    # ------------------------------------------------------------------ state
+
+    def set_values(self, values: Any) -> None:
+        """Replace the typed-in values; every value is parsed and checked first."""
+        if not isinstance(values, dict):
+            raise UsageError("'values' must be an object of key -> value")
+        parsed = {check_key(k): parse_value_text(k, v) for k, v in values.items()}
+        with self._lock:
+            self.typed = parsed
+
+    def set_state_file(self, name: str | None, values: dict[str, Any] | None) -> None:
+        """Use ``values`` (already read from a JSON file called ``name``); None clears it."""
+        if values is not None:
+            for key in values:
+                check_key(key)
+        with self._lock:
+            self.file_name = name
+            self.file_values = dict(values or {})
+
+    def state_view(self) -> dict[str, Any]:
+        """Every value that will seed the next run, and where it came from."""
+        with self._lock:
+            typed, file_values, file_name = dict(self.typed), dict(self.file_values), self.file_name
+        entries = []
+        for key, value in {**file_values, **typed}.items():
+            shown, text = _jsonable(value)
+            entries.append({"key": key, "value": shown, "text": text,
+                            "source": "typed in" if key in typed else "state file"})
+        return {"entries": entries, "file": file_name}
+
+    def build_run_state(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """The initial state of a run: state file, typed values, then ``setup_state``."""
+        with self._lock:
+            typed, file_values = dict(self.typed), dict(self.file_values)
+            module = self.collection.module if self.collection is not None else None
+        state, sources = build_state(module, None, {**file_values, **typed})
+        for key in file_values:
+            if key not in typed and sources.get(key) == "typed in":
+                sources[key] = "state file"
+        return state, sources
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------- live run
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """One stream's doorbell: ``pending`` is set when it has been rung and not yet read."""
+
+    ring: Callable[[], None]
+    pending: bool = False
+    cursor: int = 0
+
+
+@dataclass
+class RunOptions:
+    workers: int
+    tags: tuple[str, ...] = ()
+    skip_dependents: bool = True
+
+
+def _record_dict(rec: TaskRecord) -> dict[str, Any]:
+    return {
+        "name": rec.name, "status": rec.status.value, "thread": rec.thread,
+        "duration": rec.duration, "attempts": rec.attempts, "error_type": rec.error_type,
+        "error": rec.error, "reason": rec.reason, "finished_at": rec.finished_at,
+    }
+
+
+class LiveRun:
+    """The live picture of one run, fed by the engine's events, read by streams."""
+
+    def __init__(self, live_id: str, target: str, module: str, tasks: list[dict[str, Any]],
+                 options: RunOptions) -> None:
+        self.id = live_id
+        self.target = target
+        self.module = module
+        self.tasks = tasks
+        self.total = len(tasks)
+        self.options = options
+        self.lanes_count = min(options.workers, max(self.total, 1))
+        self.created_at = time.time()
+        # guards everything below; held only for dict/list updates, never while calling out
+        self._lock = threading.Lock()
+        self.phase = "starting"  # starting, running, cancelling, finished, error
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self._status: dict[str, str] = {}  # absent means waiting
+        self._lanes: dict[str, tuple[str, float]] = {}  # thread -> (task, since)
+        self._counts = {"PASSED": 0, "FAILED": 0, "SKIPPED": 0, "CANCELLED": 0}
+        self._finished = 0
+        self._running = 0  # tasks whose status is RUNNING
+        self._recent: deque[TaskRecord] = deque(maxlen=RECENT)
+        self._log: list[tuple[str, str, TaskRecord | None]] = []
+        self._waiters: tuple[_Waiter, ...] = ()
+        self._closed = False
+        self.summary: dict[str, Any] | None = None
+        self.history_id: int | None = None
+        self.history_error: str | None = None
+        self.error: str | None = None
+        self.state_entries: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------ engine side (dispatcher thread)
+
+    def on_event(self, event: Event) -> None:
+        kind = event.kind
+        name = event.name
+        with self._lock:
+            if kind is EventKind.TASK_RUNNING:
+                if self._status.get(name) != "RUNNING":
+                    self._running += 1
+                self._status[name] = "RUNNING"
+                self._lanes[event.thread] = (name, event.time)
+                self._log.append((name, "RUNNING", None))
+            elif kind is EventKind.TASK_FINISHED:
+                rec = event.record
+                status = rec.status.value
+                if self._status.get(name) == "RUNNING":
+                    self._running -= 1
+                self._status[name] = status
+                self._counts[status] += 1
+                self._finished = event.count
+                lane = self._lanes.get(rec.thread)
+                if lane is not None and lane[0] == name:
+                    del self._lanes[rec.thread]
+                self._recent.append(rec)
+                self._log.append((name, status, rec))
+            elif kind is EventKind.TASK_RETRYING:
+                rec = event.record
+                if self._status.get(name) == "RUNNING":
+                    self._running -= 1
+                self._status[name] = "RETRYING"
+                lane = self._lanes.get(rec.thread)
+                if lane is not None and lane[0] == name:
+                    del self._lanes[rec.thread]
+                self._log.append((name, "RETRYING", rec))
+            elif kind is EventKind.RUN_STARTED:
+                self.phase = "running"
+                self.started_at = event.time
+                self._log.append(("", "PHASE", None))
+            elif kind is EventKind.RUN_INTERRUPTED:
+                self.phase = "cancelling"
+                self._log.append(("", "PHASE", None))
+            else:
+                return
+            ring = self._due_waiters()
+        for waiter in ring:
+            waiter.ring()
+
+    def _due_waiters(self) -> list[_Waiter]:
+        """Waiters to ring now (each at most once per read); call with the lock held."""
+        due = []
+        for waiter in self._waiters:
+            if not waiter.pending:
+                waiter.pending = True
+                due.append(waiter)
+        return due
+
+    def finish(self, summary: dict[str, Any] | None, history_id: int | None,
+               error: str | None = None, history_error: str | None = None) -> None:
+        """The run is over (or never started: ``error``); streams send their last batch."""
+        with self._lock:
+            self.phase = "error" if error else "finished"
+            self.error = error
+            self.history_id = history_id
+            self.history_error = history_error
+            self.finished_at = time.time()
+            if summary is not None:
+                self.summary = {k: summary[k] for k in (
+                    "text", "duration", "interrupted", "started_at", "finished_at", "failure_counts")}
+                self.summary["counts"] = {s.lower(): len(summary[s.lower()]) for s in self._counts}
+            self._log.append(("", "PHASE", None))
+            ring = self._due_waiters()
+        for waiter in ring:
+            waiter.ring()
+
+    @property
+    def done(self) -> bool:
+        return self.phase in ("finished", "error")
+
+    # ------------------------------------------------------------ stream side (event loop)
+
+    def add_waiter(self, ring: Callable[[], None]) -> tuple[_Waiter, dict[str, Any]]:
+        """Register a stream; returns its waiter and the snapshot it starts from."""
+        waiter = _Waiter(ring)
+        with self._lock:
+            snapshot = self._snapshot_locked(with_tasks=True)
+            waiter.cursor = len(self._log)
+            self._waiters = self._waiters + (waiter,)
+        return waiter, snapshot
+
+    def remove_waiter(self, waiter: _Waiter) -> None:
+        with self._lock:
+            self._waiters = tuple(w for w in self._waiters if w is not waiter)
+
+    def close_streams(self) -> None:
+        """The server is stopping: every stream ends after its next read."""
+        with self._lock:
+            self._closed = True
+            for waiter in self._waiters:
+                waiter.pending = True
+            ring = list(self._waiters)
+        for waiter in ring:
+            waiter.ring()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def read(self, waiter: _Waiter) -> dict[str, Any]:
+        """What changed since this waiter's last read: each task once, grouped by its last status.
+
+        ``changes`` is ``{status: [task, ...]}`` (lists of names encode several
+        times faster than a name -> status object, which matters at 10,000 tasks).
+        """
+        with self._lock:
+            entries = self._log[waiter.cursor:]
+            waiter.cursor = len(self._log)
+            waiter.pending = False
+            base = self._progress_locked()
+        last = {name: status for name, status, _ in entries if name}
+        changes: dict[str, list[str]] = {}
+        for name, status in last.items():
+            group = changes.get(status)
+            if group is None:
+                changes[status] = [name]
+            else:
+                group.append(name)
+        completed: list[TaskRecord] = []
+        for _, status, rec in reversed(entries):
+            if rec is not None and status != "RETRYING":
+                completed.append(rec)
+                if len(completed) == RECENT:
+                    break
+        base["changes"] = changes
+        base["completed"] = [_record_dict(r) for r in reversed(completed)]
+        return base
+
+    def snapshot(self, with_tasks: bool = False) -> dict[str, Any]:
+        with self._lock:
+            return self._snapshot_locked(with_tasks)
+
+    def _progress_locked(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "phase": self.phase,
+            "finished": self._finished,
+            "total": self.total,
+            "counts": dict(self._counts),
+            "running": self._running,
+            "lanes": [{"thread": t, "task": task, "since": since}
+                      for t, (task, since) in sorted(self._lanes.items(), key=_lane_order)],
+            "server_time": time.time(),
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "summary": self.summary,
+            "history_id": self.history_id,
+            "history_error": self.history_error,
+            "error": self.error,
+        }
+
+    def _snapshot_locked(self, with_tasks: bool) -> dict[str, Any]:
+        snap = self._progress_locked()
+        snap.update({
+            "target": self.target,
+            "module": self.module,
+            "workers": self.options.workers,
+            "lanes_count": self.lanes_count,
+            "tags": list(self.options.tags),
+            "skip_dependents": self.options.skip_dependents,
+            "statuses": dict(self._status),
+            "recent": [_record_dict(r) for r in self._recent],
+            "state": self.state_entries,
+        })
+        if with_tasks:
+            snap["tasks"] = self.tasks
+        return snap
+
+
+def _lane_order(item: tuple[str, Any]) -> tuple[int, str]:
+    thread = item[0]
+    tail = thread.rsplit("_", 1)[-1]
+    return (int(tail), thread) if tail.isdigit() else (1 << 30, thread)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+class RunManager:
+    """Starts runs (one at a time), cancels them, and keeps the last few for streams.
+
+    ``recorder_factory(scheduler, run_info)`` attaches a history recorder and
+    returns an object with ``finish() -> int``, or None when history is off.
+    """
+
+    def __init__(self, recorder_factory: Callable[[Scheduler, dict], Any] | None = None) -> None:
+        self.recorder_factory = recorder_factory
+        # guards _busy, _scheduler, _current and runs
+        self._lock = threading.Lock()
+        self._busy = False
+        self._scheduler: Scheduler | None = None
+        self._current: LiveRun | None = None
+        self._thread: threading.Thread | None = None
+        self.runs: dict[str, LiveRun] = {}
+
+    @property
+    def current(self) -> LiveRun | None:
+        with self._lock:
+            return self._current
+
+    def get(self, live_id: str) -> LiveRun | None:
+        with self._lock:
+            if live_id == "current":
+                return self._current
+            return self.runs.get(live_id)
+
+    def busy_message(self) -> str:
+        with self._lock:
+            current = self._current
+        if current is None:
+            return "a run is being prepared; wait for it to start"
+        return (f"a run is already in progress (run {current.id}, "
+                f"{current.snapshot()['finished']}/{current.total} tasks done); cancel it or wait")
+
+    def start(self, workspace: Workspace, params: dict[str, Any]) -> LiveRun:
+        """Prepare and start a run on its own thread; returns once it is under way.
+
+        Calls user code (the module's ``setup_state``), so call it off the
+        event loop. Raises RunBusyError when a run is in progress, UsageError
+        for bad parameters, no module, no matching task or a bad graph.
+        """
+        with self._lock:
+            if self._busy:
+                busy = True
+            else:
+                busy = False
+                self._busy = True
+        if busy:
+            raise RunBusyError(self.busy_message())
+        try:
+            live, scheduler, recorder = self._prepare(workspace, params)
+        except BaseException:
+            with self._lock:
+                self._busy = False
+            raise
+        thread = threading.Thread(target=self._execute, args=(live, scheduler, recorder),
+                                  name="tdrun-ui-run", daemon=True)
+        with self._lock:
+            self._current = live
+            self._scheduler = scheduler
+            self._thread = thread
+            self.runs[live.id] = live
+            for old in list(self.runs)[:-KEEP_RUNS]:
+                del self.runs[old]
+        thread.start()
+        return live
+
+    def _prepare(self, workspace: Workspace, params: dict[str, Any]):
+        options = parse_run_options(params)
+        workspace.reload_if_changed()
+        target, base, _, _ = workspace.loaded()
+        if base is None or target is None:
+            raise UsageError("no module loaded; load a module first")
+        collection = collect(target, tags=list(options.tags) or None, module=base.module)
+        if not collection.specs:
+            raise UsageError(f"no task has the tags {','.join(options.tags)!r}")
+        state, sources = workspace.build_run_state()
+        scheduler = Scheduler(workers=options.workers, state=state,
+                              skip_dependents=options.skip_dependents, capture=True)
+        collection.register_into(scheduler)
+        try:
+            scheduler.graph
+        except GraphError as exc:
+            raise UsageError(f"{collection.path}: {exc}") from exc
+        live = LiveRun(uuid.uuid4().hex[:12], target, str(collection.path), task_rows(collection), options)
+        # shown as the history keeps it: secrets redacted, no reprs
+        from ..history import snapshot_state
+
+        live.state_entries = [
+            {"key": key, "value": value, "text": _jsonable(value)[1], "source": sources.get(key, "")}
+            for key, value in snapshot_state(state).items()
+        ]
+        scheduler.subscribe(live.on_event, EventKind.RUN_STARTED, EventKind.TASK_RUNNING,
+                            EventKind.TASK_RETRYING, EventKind.TASK_FINISHED, EventKind.RUN_INTERRUPTED)
+        recorder = None
+        if self.recorder_factory is not None:
+            run_info = {
+                "module": str(split_target(target)[0]), "target": target,
+                "argv": ["tdrun", "ui", target, f"--workers={options.workers}"]
+                + ([f"--tags={','.join(options.tags)}"] if options.tags else [])
+                + ([] if options.skip_dependents else ["--no-skip-deps"]),
+                "tags": list(options.tags), "workers": options.workers, "state": state,
+            }
+            recorder = self.recorder_factory(scheduler, run_info)
+            live.history_id = getattr(recorder, "run_id", None)
+        return live, scheduler, recorder
+
+    def _execute(self, live: LiveRun, scheduler: Scheduler, recorder: Any) -> None:
+        summary = error = history_error = None
+        history_id = None
+        # as under tdrun, a task's captured output holds its INFO records (one run at a time)
+        root = logging.getLogger()
+        old_level = root.level
+        if root.getEffectiveLevel() > logging.INFO:
+            root.setLevel(logging.INFO)
+        try:
+            summary = scheduler.start()
+        except Exception as exc:  # a bug in the engine: show it rather than hang the page
+            error = f"the run failed: {type(exc).__name__}: {exc}"
+        finally:
+            root.setLevel(old_level)
+            if recorder is not None:
+                try:
+                    history_id = recorder.finish()
+                except Exception as exc:
+                    history_error = f"could not record the run: {exc}"
+                if history_id is None:
+                    history_id = getattr(recorder, "run_id", None) if summary is not None else None
+            with self._lock:
+                self._busy = False
+                self._scheduler = None
+            live.finish(summary, history_id, error, history_error)
+
+    def cancel(self, live_id: str, force: bool = False) -> bool:
+        """Ask the run ``live_id`` to stop as Ctrl-C does; False when it is not running."""
+        with self._lock:
+            live, scheduler = self._current, self._scheduler
+        if live is None or scheduler is None or live_id not in (live.id, "current"):
+            return False
+        return scheduler.cancel(force=force)
+
+    def shutdown(self, timeout: float) -> bool:
+        """Cancel the run in progress and wait up to ``timeout`` for its teardown; True if it ended."""
+        with self._lock:
+            scheduler, thread = self._scheduler, self._thread
+            runs = list(self.runs.values())
+        if scheduler is not None:
+            scheduler.cancel()
+        ended = True
+        if thread is not None:
+            thread.join(timeout)
+            ended = not thread.is_alive()
+        for live in runs:
+            live.close_streams()
+        return ended
+
+    def join(self, timeout: float) -> bool:
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+
+def parse_run_options(params: Any) -> RunOptions:
+    """Check the body of a start request: workers, tags, skip_dependents."""
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise UsageError("run options must be a JSON object")
+    unknown = sorted(set(params) - {"workers", "tags", "skip_dependents"})
+    if unknown:
+        raise UsageError(f"unknown run option {unknown[0]!r}")
+    workers = params.get("workers", default_workers)
+    if workers in (None, ""):
+        workers = default_workers
+    if isinstance(workers, str) and workers.strip().isdigit():
+        workers = int(workers)
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise UsageError(f"workers must be a whole number from 1 to {MAX_WORKERS}, not {workers!r}")
+    try:
+        tags = parse_tags(params.get("tags") or None)
+    except TypeError as exc:
+        raise UsageError(str(exc)) from None
+    skip = params.get("skip_dependents", True)
+    if not isinstance(skip, bool):
+        raise UsageError(f"skip_dependents must be true or false, not {skip!r}")
+    return RunOptions(workers=workers, tags=tags, skip_dependents=skip)

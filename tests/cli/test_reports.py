@@ -1,0 +1,206 @@
+"""--junit-xml and --json-report: parsed back and checked, including by a JUnit reader CI plugins use."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from conftest import MODULES, REPO
+from thread_order import Scheduler
+from thread_order.cli.reports import RunData, json_report, junit_xml
+
+BASIC = MODULES / "cli_basic.py"
+
+TOP_KEYS = {
+    "format_version", "tool", "version", "module", "path", "target", "argv", "outcome", "exit_code",
+    "run_id", "started_at", "finished_at", "duration", "workers", "interrupted", "counts", "summary",
+    "failure_counts", "state_keys", "tasks", "graph",
+}
+TASK_KEYS = {
+    "name", "status", "thread", "started_at", "finished_at", "duration", "attempts", "error_type", "error",
+    "traceback", "output", "reason", "tags", "after", "always", "level",
+}
+
+
+@pytest.fixture
+def basic_reports(tmp_path, tdrun_main):
+    xml, js = tmp_path / "out" / "junit.xml", tmp_path / "out" / "run.json"
+    result = tdrun_main(BASIC, "--workers", "2", "--junit-xml", xml, "--json-report", js, "--env=ci")
+    assert result.code == 1
+    assert f"junit xml written to {xml}" in result.out
+    return xml, js
+
+
+def test_junit_xml_structure_and_counts(basic_reports):
+    xml, _ = basic_reports
+    root = ET.parse(xml).getroot()
+    assert root.tag == "testsuites"
+    suites = root.findall("testsuite")
+    assert len(suites) == 1
+    suite = suites[0]
+    assert suite.get("name") == "cli_basic"
+    assert {k: suite.get(k) for k in ("tests", "failures", "errors", "skipped")} == {
+        "tests": "5", "failures": "1", "errors": "0", "skipped": "1"}
+    assert float(suite.get("time")) >= 0
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", suite.get("timestamp"))
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    assert list(cases) == ["create", "update", "verify", "report", "teardown"]
+    assert {c.get("classname") for c in cases.values()} == {"cli_basic"}
+    assert all(float(c.get("time")) >= 0 for c in cases.values())
+
+    failure = cases["update"].find("failure")
+    assert failure.get("type") == "RuntimeError"
+    assert failure.get("message") == "RuntimeError: update exploded"
+    assert failure.text.startswith("Traceback (most recent call last):\n")
+    assert 'raise RuntimeError("update exploded")' in failure.text
+    assert "_scheduler.py" not in failure.text
+    assert cases["update"].find("system-out").text == "update: about to fail\n"
+
+    skipped = cases["verify"].find("skipped")
+    assert skipped.get("message") == "dependency 'update' failed"
+    assert cases["teardown"].find("system-out").text == "teardown: deleting item-1\n"
+    assert cases["create"].find("failure") is None and cases["create"].find("skipped") is None
+    props = {p.get("name"): p.get("value") for p in suite.find("properties")}
+    assert props["workers"] == "2" and props["interrupted"] == "false"
+
+
+def test_junit_xml_loads_in_junitparser(basic_reports):
+    junitparser = pytest.importorskip("junitparser")
+    xml, _ = basic_reports
+    doc = junitparser.JUnitXml.fromfile(str(xml))
+    suites = list(doc)
+    assert len(suites) == 1
+    suite = suites[0]
+    assert (suite.name, suite.tests, suite.failures, suite.errors, suite.skipped) == ("cli_basic", 5, 1, 0, 1)
+    outcome = {}
+    for case in suite:
+        kinds = [type(r).__name__ for r in case.result]
+        outcome[case.name] = kinds[0] if kinds else "passed"
+        assert case.classname == "cli_basic"
+    assert outcome == {"create": "passed", "update": "Failure", "verify": "Skipped",
+                       "report": "passed", "teardown": "passed"}
+    failed = next(c for c in suite if c.name == "update")
+    assert failed.result[0].type == "RuntimeError"
+    assert failed.system_out == "update: about to fail\n"
+
+
+def test_output_that_is_not_legal_xml_still_parses(tmp_path, tdrun_main, write_module):
+    module = write_module(r'''
+        from thread_order import mark
+
+        @mark()
+        def noisy(state):
+            print("nul\x00 bell\x07 \x1b[31mred\x1b[0m é ✓")
+            raise ValueError("bad \x01 byte <&>")
+    ''')
+    xml = tmp_path / "j.xml"
+    assert tdrun_main(module, "--junit-xml", xml).code == 1
+    case = ET.parse(xml).getroot().find("testsuite/testcase")
+    assert case.find("system-out").text == "nul\\x00 bell\\x07 red é ✓\n"
+    assert case.find("failure").get("message") == "ValueError: bad \\x01 byte <&>"
+
+
+def test_json_report_keys_and_content(basic_reports):
+    _, js = basic_reports
+    data = json.loads(js.read_text())
+    assert set(data) == TOP_KEYS
+    assert (data["format_version"], data["tool"], data["module"], data["outcome"], data["exit_code"]) == (
+        1, "tdrun", "cli_basic", "failed", 1)
+    assert data["counts"] == {"total": 5, "passed": 3, "failed": 1, "skipped": 1, "cancelled": 0}
+    assert re.fullmatch(r"3 passed, 1 failed, 1 skipped in \d+\.\d\ds", data["summary"])
+    assert data["failure_counts"] == {"RuntimeError": 1}
+    assert data["state_keys"] == {"env": "typed in", "setup_saw": "setup_state"}
+    assert "ci" not in json.dumps(data["state_keys"])  # values are left out
+    assert [t["name"] for t in data["tasks"]] == ["create", "update", "verify", "report", "teardown"]
+    tasks = {t["name"]: t for t in data["tasks"]}
+    assert all(set(t) == TASK_KEYS for t in data["tasks"])
+    assert tasks["update"]["status"] == "FAILED" and tasks["update"]["error"] == "update exploded"
+    assert tasks["verify"]["reason"] == "dependency 'update' failed" and tasks["verify"]["thread"] is None
+    assert tasks["teardown"]["always"] is True and tasks["teardown"]["after"] == ["verify", "report"]
+    assert tasks["teardown"]["level"] == 3
+    assert data["graph"] == {
+        "nodes": ["create", "update", "verify", "report", "teardown"],
+        "edges": [["create", "update"], ["create", "report"], ["update", "verify"],
+                  ["verify", "teardown"], ["report", "teardown"]],
+        "levels": [["create"], ["update", "report"], ["verify"], ["teardown"]],
+        "roots": ["create"],
+        "leaves": ["teardown"],
+    }
+
+
+def test_secret_looking_values_are_redacted_from_argv(tmp_path, tdrun_main):
+    path = tmp_path / "r.json"
+    tdrun_main(MODULES / "cli_ok.py", "--api_token=s3cr3t", "--DB_PASSWORD=hunter2", "--env=dev",
+               "--json-report", path)
+    text = path.read_text()
+    assert "s3cr3t" not in text and "hunter2" not in text
+    argv = json.loads(text)["argv"]
+    assert argv[1:4] == ["--api_token=***redacted***", "--DB_PASSWORD=***redacted***", "--env=dev"]
+
+
+def test_json_report_keys_are_documented():
+    doc = (REPO / "docs" / "json-report.md").read_text()
+    from thread_order.cli import reports as _reports
+
+    for key in TOP_KEYS | TASK_KEYS:
+        assert f"`{key}`" in doc, f"docs/json-report.md does not document {key!r}"
+        assert f"``{key}``" in _reports.__doc__, f"cli/reports.py docstring does not document {key!r}"
+
+
+def test_reports_of_an_interrupted_run():
+    sched = Scheduler(workers=1)
+    cancelled = threading.Event()
+
+    def stop():
+        sched.cancel()
+        cancelled.set()
+
+    sched.register(stop, "stop")
+    sched.register(lambda: None, "never", after=["stop"])
+    sched.register(lambda: None, "cleanup", after=["never"], always=True)
+    summary = sched.start()
+    assert cancelled.is_set()
+    run = RunData(module="m", path="m.py", summary=summary, records=list(sched.last_records),
+                  graph=sched.graph, specs=list(sched.tasks), exit_code=2)
+    data = json_report(run)
+    assert (data["outcome"], data["interrupted"], data["exit_code"]) == ("interrupted", True, 2)
+    assert data["counts"] == {"total": 3, "passed": 2, "failed": 0, "skipped": 0, "cancelled": 1}
+    suite = ET.fromstring(junit_xml(run)).find("testsuite")
+    assert (suite.get("tests"), suite.get("skipped"), suite.get("failures")) == ("3", "1", "0")
+    skipped = suite.find("testcase[@name='never']/skipped")
+    assert skipped.get("message") == "cancelled: the run was interrupted"
+
+
+@pytest.mark.parametrize("option", ["--json-report", "--junit-xml"])
+def test_report_into_a_folder_that_cannot_be_created_is_refused_before_the_run(tdrun_main, tmp_path, option):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = tdrun_main(MODULES / "cli_ok.py", option, blocker / "sub" / "r.json")
+    assert result.code == 4
+    assert result.err == f"tdrun: error: {option} {blocker / 'sub' / 'r.json'}: {blocker} is not a folder\n"
+    assert result.out == ""  # nothing ran
+
+
+def test_a_report_that_cannot_be_written_after_the_run_is_a_warning_and_the_run_decides_the_code(
+        tdrun_main, tmp_path):
+    target = tmp_path / "r.xml"
+    (tmp_path / "r.xml.tmp").mkdir()  # the report is written through this name: writing it fails
+    result = tdrun_main(MODULES / "cli_basic.py", "--plain", "--junit-xml", target,
+                        "--json-report", tmp_path / "r.json")
+    assert result.code == 1
+    assert f"warning: --junit-xml {target}: cannot write: Is a directory\n" in result.out
+    assert f"json report written to {tmp_path / 'r.json'}" in result.out
+    assert "FAILURES" in result.out and result.out.rstrip().endswith("=")
+    assert result.err == ""
+
+
+def test_report_paths_are_created(tdrun_main, tmp_path):
+    path = tmp_path / "a" / "b" / "r.xml"
+    assert tdrun_main(MODULES / "cli_ok.py", "--junit-xml", path).code == 0
+    assert ET.parse(path).getroot().find("testsuite").get("tests") == "4"
+    assert not list(Path(path.parent).glob("*.tmp"))

@@ -1,0 +1,298 @@
+"""The web UI in a real browser: Playwright driving the system's headless Chromium.
+
+Screenshots of the main screens land in ``test-output/web/`` (look at them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from pathlib import Path
+
+import pytest
+
+from web_support import LiveServer, loaded, make_ui, module_path
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+pytestmark = pytest.mark.browser
+
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "test-output" / "web"
+DEMO = str(ROOT / "examples" / "demo.py")
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    with LiveServer(make_ui(tmp_path)) as srv:
+        yield srv
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server.url + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    yield page
+    context.close()
+    assert errors == [], f"JavaScript errors in the page: {errors}"
+
+
+def shot(page, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def load(page, path):
+    page.fill("#module-path", path)
+    page.click("#load-button")
+
+
+def set_state(page, values, saved=True):
+    page.click("a[data-tab=state]")
+    for key, value in values.items():
+        page.click("#state-add")
+        row = page.locator("#state-rows tr").last
+        row.locator("input").nth(0).fill(key)
+        row.locator("input").nth(1).fill(value)
+    page.click("#state-save")
+    if saved:
+        page.wait_for_selector("#state-dirty:text-is('')", state="attached")
+
+
+def recent(page, name):
+    """The task's line in "Latest completions"."""
+    return page.locator("#recent li", has=page.locator(".name", has_text=re.compile(f"^{name}$")))
+
+
+def counter(page, status):
+    return int(page.locator(f"#counters [data-status={status}] b").inner_text().replace(",", ""))
+
+
+def wait_finished(page):
+    page.wait_for_selector("#run-summary:not([hidden])", timeout=30_000)
+
+
+def test_demo_load_set_state_run_live_and_open_in_history(page, server):
+    load(page, DEMO)
+    page.wait_for_selector("#module-view:not([hidden])")
+    rows = page.locator("#task-table tbody tr")
+    assert rows.count() == 14
+    assert rows.nth(0).locator("td").nth(1).inner_text().startswith("create_network")
+    page.wait_for_selector("#module-graph svg g.node[data-task=delete_network]")
+    assert page.locator("#module-graph g.node").count() == 14
+    shot(page, "1-tasks")
+
+    set_state(page, {"latency": "0.15"})
+    state_row = page.locator("#state-rows tr").first
+    assert state_row.locator("input").nth(0).input_value() == "latency"
+    assert state_row.locator(".source").inner_text() == "typed in"
+    shot(page, "2-state")
+
+    page.click("a[data-tab=run]")
+    page.fill("#run-workers", "3")
+    page.click("#run-button")
+    # lanes fill and the counters move while the run is still going
+    page.wait_for_selector("#lanes .lane.busy")
+    page.wait_for_function(
+        "() => document.querySelector('#run-phase').textContent === 'running'"
+        " && +document.querySelector('#counters [data-status=PASSED] b').textContent > 2")
+    assert page.locator("#lanes .lane").count() == 3
+    assert re.fullmatch(r"\d+% · \d+ / 14 tasks", page.inner_text("#progress-text"))
+    assert page.locator("#run-graph g.node[data-status=PASSED]").count() >= 3
+    shot(page, "3-run-live")
+
+    wait_finished(page)
+    assert [counter(page, s) for s in ("PASSED", "FAILED", "SKIPPED", "CANCELLED", "RUNNING", "WAITING")] == \
+        [14, 0, 0, 0, 0, 0]
+    assert page.inner_text("#progress-text") == "100% · 14 / 14 tasks"
+    assert page.locator("#run-graph g.node[data-status=PASSED]").count() == 14
+    assert page.inner_text("#run-pill") == "IDLE"
+    assert page.inner_text("#run-phase") == "PASSED"  # how the run ended, not just "finished"
+    assert page.locator("#recent li").count() == 14
+    shot(page, "4-run-done")
+
+    page.click("a[data-tab=state]")
+    last_run = page.locator("#run-state-rows tr", has_text="api_url")
+    assert last_run.locator(".source").inner_text() == "setup_state"
+
+    page.click("a[data-tab=run]")
+    page.click("#run-summary a")
+    page.wait_for_selector("#history-detail .timeline svg")
+    assert page.locator("#history-detail .detail-head .pill").inner_text() == "PASSED"
+    assert page.locator("#history-detail .graph g.node[data-status=PASSED]").count() == 14
+    assert page.locator("#history-detail .timeline rect.bar[data-task]").count() == 14
+    shot(page, "5-history-run")
+
+    page.click("text=← all runs")
+    page.wait_for_selector("#history-table tbody tr")
+    assert page.locator("#history-table tbody tr").count() == 1
+    assert "examples/demo.py" in page.locator("#history-table tbody tr").inner_text()
+
+
+def test_failure_details_and_comparing_two_runs(page):
+    load(page, DEMO)
+    set_state(page, {"latency": "0.05", "fail_at": "create_subnet_a"})
+    page.click("a[data-tab=run]")
+    page.click("#run-button")
+    wait_finished(page)
+    assert counter(page, "FAILED") == 1 and counter(page, "SKIPPED") > 0
+    not_passed = counter(page, "FAILED") + counter(page, "SKIPPED")
+    failed = page.locator("#recent li.s-FAILED")
+    assert failed.locator(".name").inner_text() == "create_subnet_a"
+    assert "ApiError" in failed.locator(".why").inner_text()
+    skipped = recent(page, "verify_subnet_a")
+    assert skipped.locator(".why").inner_text() == "dependency 'create_subnet_a' failed"
+    teardown = recent(page, "delete_network")
+    assert "s-PASSED" in teardown.get_attribute("class")
+    first_summary = page.inner_text("#run-summary")
+
+    page.click("#run-summary a")
+    page.wait_for_selector("#failures .failure")
+    assert page.locator("#failures h4").inner_text().startswith("create_subnet_a")
+    assert "Traceback (most recent call last)" in page.locator("#failures pre.trace").first.inner_text()
+    shot(page, "6-history-failure")
+
+    # fix it: remove fail_at, run again, compare
+    page.click("a[data-tab=state]")
+    page.locator("#state-rows tr", has=page.locator("input[value=fail_at]")).locator("button").click()
+    page.click("#state-save")
+    page.click("a[data-tab=run]")
+    page.click("#run-button")
+    page.wait_for_function("(before) => !document.querySelector('#run-summary').hidden"
+                           " && document.querySelector('#run-summary').innerText !== before", arg=first_summary)
+    page.click("a[data-tab=history]")
+    page.wait_for_selector("#history-table tbody tr:nth-child(2)")
+    boxes = page.locator("#history-table tbody input[type=checkbox]")
+    boxes.nth(0).check()
+    boxes.nth(1).check()
+    page.click("#compare-button")
+    page.wait_for_selector("#compare-view table tbody tr")
+    heading = page.locator("#compare-view .card-head h3").last.inner_text()
+    assert heading == (f"0 broken · {not_passed} fixed · 0 changed · 0 added · 0 removed · "
+                       f"{14 - not_passed} the same")
+    fixed = page.locator("#compare-view tbody tr", has_text="create_subnet_a")
+    assert fixed.locator(".change-fixed").inner_text() == "fixed"
+    shot(page, "7-compare")
+
+
+@contextlib.contextmanager
+def gated_run(page, server, workers: str | None = None):
+    """Run tests/modules/web_gate.py, holding it while its task 'hold' runs; the block's end
+    releases it (whatever happened inside) and waits for the run to finish."""
+    load(page, module_path("web_gate"))
+    page.wait_for_selector("#module-view:not([hidden])")
+    gate = loaded(server.ui)
+    page.click("a[data-tab=run]")
+    if workers is not None:
+        page.fill("#run-workers", workers)
+    page.click("#run-button")
+    try:
+        page.wait_for_selector("#lanes .lane.busy:has-text('hold')")
+        yield
+    finally:
+        gate.GATE.set()
+    wait_finished(page)
+
+
+def test_cancel_lets_teardown_run(page, server):
+    with gated_run(page, server, workers="2"):
+        page.click("#cancel-button")
+        page.wait_for_selector("#run-phase:text-is('cancelling')")
+        assert page.inner_text("#cancel-button") == "Stop now"
+        shot(page, "8-cancelling")
+    assert [counter(page, s) for s in ("PASSED", "FAILED", "SKIPPED", "CANCELLED")] == [2, 0, 0, 3]
+    assert "· the run was cancelled" in page.inner_text("#run-summary")
+    assert page.inner_text("#run-phase") == "INTERRUPTED"
+    assert "s-interrupted" in page.get_attribute("#run-phase", "class")
+    assert "s-PASSED" in recent(page, "teardown").get_attribute("class")
+    step = recent(page, "step_3")
+    assert step.locator(".why").inner_text() == "cancelled: the run was interrupted"
+    assert page.get_attribute("#run-graph g.node[data-task=teardown]", "data-status") == "PASSED"
+    page.select_option("#run-task-status", "CANCELLED")
+    assert page.locator("#run-task-table tbody tr").count() == 3
+    shot(page, "9-cancelled")
+
+
+def test_a_reloaded_page_catches_up_with_the_run(page, server):
+    with gated_run(page, server):
+        page.reload()
+        page.wait_for_selector("body[data-ready='1']")
+        page.wait_for_selector("#lanes .lane.busy:has-text('hold')")
+        assert page.inner_text("#run-phase") == "RUNNING"
+        assert page.get_attribute("#run-graph g.node[data-task=hold]", "data-status") == "RUNNING"
+    assert counter(page, "PASSED") == 5
+
+
+def test_import_errors_and_cycles_are_shown_in_the_page(page):
+    load(page, module_path("web_broken"))
+    page.wait_for_selector("#module-error:not([hidden])")
+    assert "ModuleNotFoundError: No module named 'thread_order_no_such_module'" in page.inner_text("#module-error-message")
+    assert "web_broken.py" in page.inner_text("#module-error-trace")
+    shot(page, "10-import-error")
+
+    load(page, module_path("web_cycle"))
+    page.wait_for_selector("#graph-error:not([hidden])")
+    assert page.inner_text("#graph-error") == ("the tasks do not form a valid graph: "
+                                               "dependency cycle: first -> second -> first")
+    assert page.locator("#task-table tbody tr").count() == 3
+    assert page.is_hidden("#module-error")
+
+    load(page, "no/such/file.py")
+    page.wait_for_selector("#module-error-message:text-is('no/such/file.py: no such file')")
+
+
+def test_bad_state_is_reported_in_the_page(page):
+    set_state(page, {"cfg": "{oops"}, saved=False)
+    page.wait_for_selector("#state-error:not([hidden])")
+    assert page.inner_text("#state-error") == ("state value 'cfg': invalid JSON: Expecting property name "
+                                               "enclosed in double quotes at line 1 column 2")
+    page.set_input_files("#state-upload", files=[{"name": "broken.json", "mimeType": "application/json",
+                                                  "buffer": b'{"a": 1,}'}])
+    page.wait_for_selector("#state-file-error:not([hidden])")
+    assert page.inner_text("#state-file-error") == ("state file broken.json: invalid JSON: Expecting property "
+                                                    "name enclosed in double quotes at line 1 column 9")
+    page.set_input_files("#state-upload", files=[{"name": "good.json", "mimeType": "application/json",
+                                                  "buffer": b'{"owner": "ops"}'}])
+    page.wait_for_selector("#state-file-name:text-is('using good.json')")
+    row = page.locator("#state-rows tr", has=page.locator("input[value=owner]"))
+    assert row.locator(".source").inner_text() == "state file"
+
+
+def test_a_big_module_stays_paginated(page, tmp_path):
+    module = tmp_path / "big.py"
+    lines = ["from thread_order import dmark", ""]
+    for i in range(1500):
+        lines += ["", f"@dmark({'after=[%r]' % f't{i - 1}' if i % 5 else ''})", f"def t{i}():", "    pass", ""]
+    module.write_text("\n".join(lines))
+    load(page, str(module))
+    page.wait_for_selector("#module-view:not([hidden])")
+    assert page.locator("#task-table tbody tr").count() == 100
+    assert page.inner_text("#task-table .pager span >> nth=0") == "1–100 of 1,500"
+    # the graph panel says why it is not drawn once the page has looked at the size
+    playwright_api.expect(page.locator("#module-graph")).to_contain_text(
+        "1,500 tasks: the graph is drawn up to 800 tasks")
+    page.click("a[data-tab=run]")
+    page.fill("#run-workers", "8")
+    page.click("#run-button")
+    wait_finished(page)
+    assert counter(page, "PASSED") == 1500
+    assert page.locator("#run-task-table tbody tr").count() == 100
+    assert page.locator("#lanes .lane").count() == 8
+    shot(page, "11-big-run")
+    page.click("#run-task-table .pager button:has-text('Next')")
+    assert page.locator("#run-task-table tbody tr").first.locator("td").nth(1).inner_text() == "t100"

@@ -11,23 +11,22 @@ from __future__ import annotations
 import heapq
 import logging
 import queue
-import signal
 import threading
 import time
 import traceback
 import uuid
-from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 from .capture import OutputCapture
 from .events import EventKind
 from .graph import Graph
-from .model import TaskRecord, TaskStatus
+from .events import EventStream
+from .model import TaskRecord, TaskSpec, TaskStatus
+from .signals import install_interrupt_handler
+from .summary import build_summary
 
-if TYPE_CHECKING:
-    from .scheduler import Scheduler
-
-__all__ = ["Run"]
+__all__ = ["Run", "RunOptions"]
 
 log = logging.getLogger("thread_order")
 
@@ -95,21 +94,39 @@ class _Job:
         self.started = False  # set by the worker when it commits to running the task
 
 
-class Run:
-    """The state of one call to ``Scheduler.start()``; lives on the dispatcher thread."""
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How a Scheduler runs its tasks (its constructor's arguments)."""
 
-    def __init__(self, sched: Scheduler, graph: Graph) -> None:
-        self.s = sched
-        # a snapshot: a task registered while this run goes on belongs to the next run
-        self.specs = list(sched._specs)
-        self.index = dict(sched._names)
+    workers: int
+    store_results: bool = True
+    clear_results_on_start: bool = True
+    skip_dependents: bool = True
+    capture: bool = True
+
+
+class Run:
+    """The state of one call to ``Scheduler.start()``; lives on the dispatcher thread.
+
+    ``specs`` is a snapshot: a task registered while this run goes on belongs
+    to the next run. ``state`` is the scheduler's shared dict, guarded by
+    ``state_lock``.
+    """
+
+    def __init__(self, specs: Sequence[TaskSpec], graph: Graph, state: dict, state_lock: Any,
+                 events: EventStream, options: RunOptions) -> None:
+        self.s = options
+        self.specs = list(specs)
+        self.index = graph._index
         self.graph = graph
+        self.state = state
+        self.state_lock = state_lock
         # every message to the dispatcher: worker reports, interrupts, cancel requests
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         # set at once by cancel()/SIGINT, before the dispatcher hears of it, so a worker
         # never starts a task queued ahead after the request
         self.stop_requested = False
-        self.events = sched.events
+        self.events = events
         n = len(self.specs)
         self.n = n
         self.where = [_WAITING] * n
@@ -136,7 +153,7 @@ class Run:
         self.forced = False
         self.order: dict[TaskStatus, list[str]] = {s: [] for s in TaskStatus}
         self.finish_order: list[TaskRecord] = []
-        self.results = sched.state.get("results") if sched.store_results else None
+        self.results = state.get("results") if options.store_results else None
         # guards each _Job's lane/abandoned/done flags: a worker picking up or finishing a job
         # and the dispatcher timing it out must agree on who won, or two threads serve one lane
         self.handshake = threading.Lock()
@@ -149,7 +166,7 @@ class Run:
         get = self.jobs.get
         put = self.inbox.put
         specs = self.specs
-        state = self.s.state
+        state = self.state
         capture = self.s.capture
         buffers = OutputCapture.buffers  # this thread touches only its own slot
         ident = threading.get_ident()
@@ -215,10 +232,14 @@ class Run:
     # -------------------------------------------------------------- dispatcher side
 
     def execute(self) -> dict:
+        """Run every task; returns the summary (``self.records`` holds every record).
+
+        The caller emits RUN_FINISHED, once it has published the records.
+        """
         s = self.s
-        state = s.state
+        state = self.state
         if s.store_results:
-            with s.state_lock:
+            with self.state_lock:
                 results = state.setdefault("results", {})
                 if s.clear_results_on_start:
                     results.clear()
@@ -239,7 +260,7 @@ class Run:
         self.events.emit(EventKind.RUN_STARTED, data=meta)
 
         completed = False
-        restore_sigint = self._install_sigint()
+        restore_sigint = install_interrupt_handler(lambda: self.request_stop(False, from_signal=True))
         if s.capture:
             OutputCapture.install()
         try:
@@ -264,10 +285,7 @@ class Run:
             for lane in self.lanes:
                 if not lane.abandoned and lane.thread is not None:
                     lane.thread.join()
-        summary = self._summary()
-        self.s.last_records = [r for r in self.records if r is not None]
-        self.events.emit(EventKind.RUN_FINISHED, data=summary)
-        return summary
+        return build_summary(self)
 
     def request_stop(self, force: bool, from_signal: bool = False) -> None:
         """Ctrl-C or cancel(): safe from any thread and from a signal handler.
@@ -282,29 +300,6 @@ class Run:
             with self.handshake:
                 self.stop_requested = True
         self.inbox.put((_MSG_INTERRUPT, force))
-
-    def _install_sigint(self) -> Callable[[], None]:
-        """Turn SIGINT into an inbox message while we run, when we own the main thread."""
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        try:
-            previous = signal.getsignal(signal.SIGINT)
-        except (ValueError, OSError):
-            return lambda: None
-        if previous in (signal.SIG_IGN, signal.SIG_DFL, None):
-            return lambda: None  # Ctrl-C ignored, or meant to kill the process: leave it so
-        # Any Python handler (the default raises KeyboardInterrupt) is replaced for the run:
-        # an exception landing mid-bookkeeping could lose a message or a release.
-
-        def on_sigint(signum, frame):
-            self.request_stop(False, from_signal=True)
-
-        signal.signal(signal.SIGINT, on_sigint)
-
-        def restore() -> None:
-            signal.signal(signal.SIGINT, previous)
-
-        return restore
 
     def _loop(self) -> None:
         get = self.inbox.get
@@ -466,7 +461,7 @@ class Run:
                 name = self.specs[idx].name
                 results = self.results
                 if results is not None:
-                    with self.s.state_lock:
+                    with self.state_lock:
                         results[name] = value
                 self._finish(
                     idx,
@@ -631,49 +626,3 @@ class Run:
             self._finish(idx, earlier._replace(reason="retries stopped: the run was interrupted"))
         else:
             self._finish(idx, self._final(idx, _CANCELLED, "cancelled: the run was interrupted"))
-
-    # -------------------------------------------------------------- summary
-
-    def _summary(self) -> dict:
-        finished_at = time.time()
-        duration = time.perf_counter() - self.t0
-        records = self.records
-        failures = {}
-        failure_counts: Counter = Counter()
-        tasks = {}
-        for rec in records:
-            if rec is None:  # unreachable unless forced; kept defensive for summaries
-                continue
-            tasks[rec.name] = {
-                "status": rec.status, "thread": rec.thread, "started_at": rec.started_at,
-                "finished_at": rec.finished_at, "duration": rec.duration, "attempts": rec.attempts,
-                "error_type": rec.error_type, "error": rec.error, "traceback": rec.traceback,
-                "output": rec.output, "reason": rec.reason,
-            }
-        for name in self.order[_FAILED]:
-            rec = records[self.index[name]]
-            failures[name] = {"error_type": rec.error_type, "error": rec.error}
-            failure_counts[rec.error_type] += 1
-        passed, failed = self.order[_PASSED], self.order[_FAILED]
-        skipped, cancelled = self.order[_SKIPPED], self.order[_CANCELLED]
-        text = f"{len(passed)} passed, {len(failed)} failed, {len(skipped)} skipped"
-        if cancelled:
-            text += f", {len(cancelled)} cancelled"
-        text += f" in {duration:.2f}s"
-        return {
-            "run_id": self.run_id,
-            "ran": [r.name for r in self.finish_order if r.attempts],
-            "passed": list(passed),
-            "failed": list(failed),
-            "skipped": list(skipped),
-            "cancelled": list(cancelled),
-            "failures": failures,
-            "failure_counts": dict(failure_counts),
-            "started_at": self.started_at,
-            "finished_at": finished_at,
-            "duration": duration,
-            "interrupted": self.interrupted,
-            "workers": self.s.workers,
-            "text": text,
-            "tasks": tasks,
-        }

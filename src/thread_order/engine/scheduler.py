@@ -7,7 +7,7 @@ import threading
 from typing import Any, Callable, Iterable
 
 from .capture import configure_logging
-from .dispatch import Run
+from .dispatch import Run, RunOptions
 from .errors import DuplicateTaskError
 from .events import Event, EventKind, EventStream
 from .graph import Graph
@@ -213,11 +213,15 @@ class Scheduler:
         with self._lock:
             if self._run is not None:
                 raise RuntimeError("start: this scheduler is already running")
-            run = self._run = Run(self, graph)
+            options = RunOptions(self.workers, self.store_results, self.clear_results_on_start,
+                                 self.skip_dependents, self.capture)
+            run = self._run = Run(self._specs, graph, self.state, self.state_lock, self.events, options)
         try:
             summary = run.execute()
+            self.last_records = [r for r in run.records if r is not None]
+            self.last_summary = summary
+            self.events.emit(EventKind.RUN_FINISHED, data=summary)
         finally:
             with self._lock:
                 self._run = None
-        self.last_summary = summary
         return summary

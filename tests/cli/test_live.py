@@ -21,7 +21,8 @@ from rich.console import Console
 
 from conftest import MODULES, tdrun_env
 from thread_order import EventKind, Scheduler
-from thread_order.cli.live import LiveModel, LiveView, render_bar, render_view
+from thread_order.cli.live import LiveView, render_bar, render_view
+from thread_order.runview import RunView
 from thread_order.cli.plain import log_text
 
 WAIT = 10.0
@@ -42,7 +43,7 @@ def text_of(renderable, width: int = 100, height: int = 30) -> str:
 class HeldRun:
     """A real scheduler whose tasks ``slow_*`` block until released; runs start() on a thread."""
 
-    def __init__(self, workers: int, model: LiveModel, running_needed: int, finished_needed: int) -> None:
+    def __init__(self, workers: int, model: RunView, running_needed: int, finished_needed: int) -> None:
         self.release = threading.Event()
         self.running = threading.Event()
         self.sched = Scheduler(workers=workers)
@@ -83,7 +84,7 @@ class HeldRun:
 
 
 def test_view_mid_run_shows_lanes_idle_lanes_counters_and_latest():
-    model = LiveModel(total=0, lanes=3, title="tasks.py")
+    model = RunView(total=0, lanes=3, title="tasks.py")
     with HeldRun(workers=3, model=model, running_needed=2, finished_needed=2):
         # boom and skipped_child are final; slow_a and slow_b hold two lanes, one lane is idle
         snap = model.snapshot()
@@ -108,7 +109,7 @@ def test_view_mid_run_shows_lanes_idle_lanes_counters_and_latest():
 
 
 def test_view_after_the_run_counts_everything():
-    model = LiveModel(total=0, lanes=2)
+    model = RunView(total=0, lanes=2)
     sched = Scheduler(workers=2)
     for i in range(6):
         sched.register(lambda: None, f"t{i}")
@@ -121,7 +122,7 @@ def test_view_after_the_run_counts_everything():
 
 
 def test_many_lanes_fold_into_columns_on_a_short_terminal():
-    model = LiveModel(total=40, lanes=32, title="big.py")
+    model = RunView(total=40, lanes=32, title="big.py")
     snap = model.snapshot()
     text = text_of(render_view(snap, 120, 20), 120, 20)
     assert len(text.splitlines()) <= 20
@@ -132,7 +133,7 @@ def test_many_lanes_fold_into_columns_on_a_short_terminal():
 
 
 def test_latest_completions_are_cut_to_fit_the_height():
-    model = LiveModel(total=30, lanes=2)
+    model = RunView(total=30, lanes=2)
     sched = Scheduler(workers=2)
     for i in range(30):
         sched.register(lambda: None, f"task_{i:02d}")

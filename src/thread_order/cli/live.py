@@ -1,9 +1,10 @@
-"""tdrun's live view: a lane per worker thread, a progress bar, counters and the latest completions.
+"""tdrun's live view: lanes per worker thread, a progress bar, counters, pinned failures, the latest completions.
 
-The event subscriber only updates :class:`LiveModel` (a few assignments under
-a lock, on the scheduler's dispatcher thread). A separate refresh thread takes
-a :class:`Snapshot` at most ten times a second and redraws it with rich, so
-drawing never slows the scheduler down.
+The model is the shared :class:`~thread_order.runview.RunView` (the web UI
+draws the same one), updated from the event stream on the scheduler's
+dispatcher thread. A separate refresh thread takes a snapshot at most ten
+times a second and redraws it with rich, so drawing never slows the
+scheduler down; this module only renders.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import re
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from rich.console import Console, Group, RenderableType
@@ -26,8 +25,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from ..engine.events import Event, EventKind
-from ..engine.model import TaskRecord, TaskStatus
+from ..runview import RunSnapshot, RunView
 
 try:
     import termios
@@ -35,168 +33,14 @@ except ImportError:  # not a POSIX system: the view works, keys are echoed
     termios = None
 from .plain import COLORS, LOG_FORMAT, interrupt_message, log_text
 
-__all__ = ["LiveModel", "Snapshot", "LiveView", "QueueLogHandler", "render_view", "render_bar"]
+__all__ = ["LiveView", "QueueLogHandler", "render_view", "render_bar"]
 
 #: redraws per second, at most
 REFRESH_HZ = 10
-#: completions the model remembers; the view shows as many as fit
-RECENT_KEEP = 50
+#: the most latest completions shown (the model keeps runview.RECENT)
 RECENT_SHOW = 8
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 ICONS = {"PASSED": "✔", "FAILED": "✘", "SKIPPED": "↷", "CANCELLED": "⊘", "RETRY": "↻"}
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A consistent copy of the model, taken under its lock, for one redraw."""
-
-    title: str
-    total: int
-    lanes: tuple[str, ...]
-    running: dict  # lane -> (task, started (epoch, from the event), attempt)
-    last: dict  # lane -> (task, status) it finished last
-    counts: dict  # status value -> n
-    finished: int
-    retries: int
-    recent: tuple  # newest first: (name, status, thread, duration, detail)
-    started: float | None  # epoch seconds, display only
-    now: float
-    interrupted: int  # 0 no, 1 graceful, 2 forced
-    done: bool
-    name_width: int = 24  # the longest task name, to size the lanes
-
-    @property
-    def waiting(self) -> int:
-        return max(self.total - self.finished - len(self.running), 0)
-
-    @property
-    def elapsed(self) -> float:
-        return (self.now - self.started) if self.started is not None else 0.0
-
-
-_PASSED, _FAILED, _SKIPPED, _CANCELLED = (
-    TaskStatus.PASSED, TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.CANCELLED,
-)
-
-
-class LiveModel:
-    """What the live view shows, updated from the event stream.
-
-    The handlers run on the scheduler's dispatcher thread for every task, so
-    they only store what arrived (records, not strings made from them);
-    :meth:`snapshot`, on the refresh thread, turns that into what is drawn.
-    """
-
-    def __init__(self, total: int, lanes: int, title: str = "") -> None:
-        # guards every field below; held for a few assignments at a time
-        self._lock = threading.Lock()
-        self.title = title
-        self.total = total
-        self.lanes = tuple(f"thread_{i}" for i in range(lanes))
-        self.running: dict[str, tuple[str, float, int]] = {}  # lane -> (task, since, attempt)
-        self.last: dict[str, TaskRecord] = {}  # lane -> the record it finished last
-        self.passed = self.failed = self.skipped = self.cancelled = 0
-        self.finished = 0
-        self.retries = 0
-        self.recent: deque = deque(maxlen=RECENT_KEEP)  # (record, attempt if a retry else 0)
-        self.started: float | None = None
-        self.interrupted = 0
-        self.done = False
-        self.name_width = 24
-
-    def subscribe(self, scheduler) -> list[Callable[[], None]]:
-        sub = scheduler.subscribe
-        return [
-            sub(self._on_started, EventKind.RUN_STARTED),
-            sub(self._on_running, EventKind.TASK_RUNNING),
-            sub(self._on_retrying, EventKind.TASK_RETRYING),
-            sub(self._on_finished, EventKind.TASK_FINISHED),
-            sub(self._on_interrupted, EventKind.RUN_INTERRUPTED),
-            sub(self._on_run_finished, EventKind.RUN_FINISHED),
-        ]
-
-    def _on_started(self, event: Event) -> None:
-        meta = event.data or {}
-        with self._lock:
-            self.total = meta.get("total_tasks", self.total)
-            n = min(meta.get("workers", len(self.lanes)), max(self.total, 1))
-            self.lanes = tuple(f"thread_{i}" for i in range(n))
-            self.name_width = max((len(t) for t in meta.get("tasks", ())), default=24)
-            self.started = event.time
-
-    def _on_running(self, event: Event) -> None:
-        with self._lock:
-            self.running[event.thread] = (event.name, event.time, event.attempt)
-
-    def _on_retrying(self, event: Event) -> None:
-        rec = event.record
-        with self._lock:
-            held = self.running.get(rec.thread)
-            if held is not None and held[0] == rec.name:
-                del self.running[rec.thread]
-            self.retries += 1
-            self.recent.appendleft((rec, event.attempt))
-
-    def _on_finished(self, event: Event) -> None:
-        rec = event.record
-        status = rec.status
-        thread = rec.thread
-        with self._lock:
-            if thread is not None:
-                held = self.running.get(thread)
-                if held is not None and held[0] == rec.name:
-                    del self.running[thread]
-                self.last[thread] = rec
-            if status is _PASSED:
-                self.passed += 1
-            elif status is _FAILED:
-                self.failed += 1
-            elif status is _SKIPPED:
-                self.skipped += 1
-            else:
-                self.cancelled += 1
-            self.finished = event.count
-            self.recent.appendleft((rec, 0))
-
-    def _on_interrupted(self, event: Event) -> None:
-        with self._lock:
-            self.interrupted = 2 if (event.data or {}).get("force") else 1
-
-    def _on_run_finished(self, event: Event) -> None:
-        with self._lock:
-            self.running.clear()
-            self.done = True
-
-    def snapshot(self) -> Snapshot:
-        with self._lock:
-            running = dict(self.running)
-            last = dict(self.last)
-            recent = tuple(self.recent)
-            counts = {"PASSED": self.passed, "FAILED": self.failed, "SKIPPED": self.skipped,
-                      "CANCELLED": self.cancelled}
-            fields = (self.title, self.total, self.lanes, self.finished, self.retries, self.started,
-                      self.interrupted, self.done, self.name_width)
-        title, total, lanes, finished, retries, started, interrupted, done, name_width = fields
-        return Snapshot(
-            title, total, lanes, running, {lane: (r.name, r.status.value) for lane, r in last.items()},
-            counts, finished, retries, tuple(_completion(rec, attempt) for rec, attempt in recent),
-            started, time.time(), interrupted, done, name_width,
-        )
-
-
-def _completion(rec: TaskRecord, attempt: int) -> tuple:
-    """(name, status, thread, duration, detail) of one line of the latest completions."""
-    if attempt:
-        detail = f"attempt {attempt} failed: {_first_line(rec.error_type, rec.error)}"
-        return rec.name, "RETRY", rec.thread, rec.duration, detail
-    status = rec.status.value
-    detail = _first_line(rec.error_type, rec.error) if status == "FAILED" else (rec.reason or "")
-    return rec.name, status, rec.thread, rec.duration, detail
-
-
-def _first_line(error_type: str | None, error: str | None) -> str:
-    message = (error or "").strip().split("\n", 1)[0]
-    return f"{error_type}: {message}" if message else (error_type or "")
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -212,7 +56,7 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def _eta(snap: Snapshot) -> tuple[float, str]:
+def _eta(snap: RunSnapshot) -> tuple[float, str]:
     elapsed = snap.elapsed
     rate = snap.finished / elapsed if elapsed > 0 and snap.finished else 0.0
     if snap.done or snap.finished >= snap.total:
@@ -224,7 +68,7 @@ def _eta(snap: Snapshot) -> tuple[float, str]:
     return rate, f"ETA {minutes:d}:{sec:02d}"
 
 
-def _counters(snap: Snapshot, final: bool = False, compact: bool = False) -> Text:
+def _counters(snap: RunSnapshot, final: bool = False, compact: bool = False) -> Text:
     text = Text()
     parts = [] if final else [
         ("waiting", snap.waiting, COLORS["WAITING"]),
@@ -251,7 +95,7 @@ def _counters(snap: Snapshot, final: bool = False, compact: bool = False) -> Tex
     return text
 
 
-def render_bar(snap: Snapshot, width: int, counters: bool = False) -> Table:
+def render_bar(snap: RunSnapshot, width: int, counters: bool = False) -> Table:
     """One line: the bar, done/total, percent, rate and ETA (and the counters, for ``--progress``)."""
     rate, eta = _eta(snap)
     total = max(snap.total, 1)
@@ -277,7 +121,7 @@ def render_bar(snap: Snapshot, width: int, counters: bool = False) -> Table:
     return grid
 
 
-def _lanes(snap: Snapshot, width: int, max_rows: int) -> Table:
+def _lanes(snap: RunSnapshot, width: int, max_rows: int) -> Table:
     lanes = snap.lanes
     columns = max(1, math.ceil(len(lanes) / max(max_rows, 1)))
     rows = math.ceil(len(lanes) / columns) if lanes else 0
@@ -317,7 +161,7 @@ def _lanes(snap: Snapshot, width: int, max_rows: int) -> Table:
     return grid
 
 
-def _recent(snap: Snapshot, limit: int, width: int) -> Table:
+def _recent(snap: RunSnapshot, limit: int, width: int) -> Table:
     rows = snap.recent[:limit]
     name_w = max(8, min(max((len(r[0]) for r in rows), default=8), 36, width // 3))
     detail_w = max(width - name_w - 1 - 9 - 6 - 4, 0)
@@ -327,7 +171,7 @@ def _recent(snap: Snapshot, limit: int, width: int) -> Table:
     grid.add_column(width=9, no_wrap=True)
     grid.add_column(width=6, no_wrap=True, justify="right")
     grid.add_column(width=detail_w, no_wrap=True, overflow="ellipsis")
-    for name, status, thread, duration, detail in rows:
+    for name, status, thread, duration, detail, _, _ in rows:
         color = COLORS.get(status, COLORS["SKIPPED"])
         ran = thread is not None
         grid.add_row(
@@ -340,7 +184,7 @@ def _recent(snap: Snapshot, limit: int, width: int) -> Table:
     return grid
 
 
-def render_view(snap: Snapshot, width: int, height: int) -> RenderableType:
+def render_view(snap: RunSnapshot, width: int, height: int) -> RenderableType:
     """The whole live view for a console of ``width`` x ``height``."""
     inner = width - 4
     fixed = 2 + 1 + 1 + 1 + (1 if snap.interrupted else 0)  # borders, bar, counters, separator
@@ -390,7 +234,7 @@ class LiveView:
                  lanes: int = 1, highlights: Iterable[tuple[re.Pattern, str]] = ()) -> None:
         self.console = console
         self.mode = mode
-        self.model = LiveModel(total, min(lanes, max(total, 1)), title)
+        self.model = RunView(total, min(lanes, max(total, 1)), title)
         self.highlights = list(highlights)
         self.logs: queue.SimpleQueue = queue.SimpleQueue()
         self._undo: list[Callable[[], None]] = []
@@ -403,7 +247,7 @@ class LiveView:
     def log_handler(self) -> logging.Handler:
         return QueueLogHandler(self.logs)
 
-    def render(self, snap: Snapshot | None = None) -> RenderableType:
+    def render(self, snap: RunSnapshot | None = None) -> RenderableType:
         snap = snap or self.model.snapshot()
         width, height = self.console.size
         if self.mode == "progress":

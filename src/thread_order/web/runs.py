@@ -1,10 +1,11 @@
 """The web UI's model: the loaded module, the state being edited, and the one live run.
 
 Nothing here knows about HTTP. The run executes on its own thread; the engine
-calls ``LiveRun.on_event`` on that thread, which only updates a small model
-under a lock and appends to a change log. Streams read the log from the
-server's event loop, at most ``COALESCE`` apart, so a 10,000-task run costs
-the dispatcher a dict update per event, not a network write.
+feeds the shared run-view model (``thread_order.runview``, which tdrun's live
+view draws too) on that thread, which only updates a few fields under a lock
+and appends to a change log. Streams read the log from the server's event
+loop, at most ``COALESCE`` apart, so a 10,000-task run costs the dispatcher a
+dict update per event, not a network write.
 """
 
 from __future__ import annotations
@@ -15,24 +16,21 @@ import re
 import threading
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ..engine.collect import Collection, build_state, collect, split_target
 from ..engine.errors import GraphError, UsageError
-from ..engine.events import Event, EventKind
 from ..engine.graph import Graph
-from ..engine.model import TaskRecord, parse_tags
+from ..engine.model import parse_tags
 from ..engine.scheduler import Scheduler, default_workers
+from ..runview import RunSnapshot, RunView
 
 __all__ = ["Workspace", "LiveRun", "RunManager", "RunBusyError", "parse_value_text", "task_rows"]
 
 #: seconds between two batches sent to one stream
 COALESCE = 0.1
-#: latest completions kept for the live view
-RECENT = 30
 #: the most workers a run may ask for
 MAX_WORKERS = 512
 #: live runs kept for reconnecting pages (the history keeps everything)
@@ -262,16 +260,19 @@ class RunOptions:
     skip_dependents: bool = True
 
 
-def _record_dict(rec: TaskRecord) -> dict[str, Any]:
-    return {
-        "name": rec.name, "status": rec.status.value, "thread": rec.thread,
-        "duration": rec.duration, "attempts": rec.attempts, "error_type": rec.error_type,
-        "error": rec.error, "reason": rec.reason, "finished_at": rec.finished_at,
-    }
+#: the web UI's phase names for the shared model's (the page keys its buttons on them)
+_WEB_PHASE = {"starting": "starting", "running": "running", "interrupting": "cancelling",
+              "forced": "cancelling"}
 
 
 class LiveRun:
-    """The live picture of one run, fed by the engine's events, read by streams."""
+    """The live picture of one run for the page: the shared :class:`RunView` and its streams.
+
+    The counts, lanes, latest completions and failures are the run-view
+    model's, as tdrun's live view draws them; this class adds what only the
+    page needs: the run's identity, its outcome once recorded, and the
+    streams' doorbells (rung from the dispatcher thread, read on the event loop).
+    """
 
     def __init__(self, live_id: str, target: str, module: str, tasks: list[dict[str, Any]],
                  options: RunOptions) -> None:
@@ -282,21 +283,13 @@ class LiveRun:
         self.total = len(tasks)
         self.options = options
         self.lanes_count = min(options.workers, max(self.total, 1))
-        self.created_at = time.time()
-        # guards everything below; held only for dict/list updates, never while calling out
+        self.view = RunView(self.total, self.lanes_count, target, journal=True, on_change=self._ring)
+        # guards the fields below and _waiters; held only for assignments, never while calling out
         self._lock = threading.Lock()
-        self.phase = "starting"  # starting, running, cancelling, finished, error
-        self.started_at: float | None = None
+        self._outcome: str | None = None  # None while the run goes on, then "finished" or "error"
         self.finished_at: float | None = None
-        self._status: dict[str, str] = {}  # absent means waiting
-        self._lanes: dict[str, tuple[str, float]] = {}  # thread -> (task, since)
-        self._counts = {"PASSED": 0, "FAILED": 0, "SKIPPED": 0, "CANCELLED": 0}
-        self._finished = 0
-        self._running = 0  # tasks whose status is RUNNING
-        self._recent: deque[TaskRecord] = deque(maxlen=RECENT)
-        self._log: list[tuple[str, str, TaskRecord | None]] = []
         self._waiters: tuple[_Waiter, ...] = ()
-        self._closed = False
+        self.closed = False  # the server is stopping: streams end
         self.summary: dict[str, Any] | None = None
         self.history_id: int | None = None
         self.history_error: str | None = None
@@ -305,50 +298,12 @@ class LiveRun:
 
     # ------------------------------------------------------------ engine side (dispatcher thread)
 
-    def on_event(self, event: Event) -> None:
-        kind = event.kind
-        name = event.name
-        with self._lock:
-            if kind is EventKind.TASK_RUNNING:
-                if self._status.get(name) != "RUNNING":
-                    self._running += 1
-                self._status[name] = "RUNNING"
-                self._lanes[event.thread] = (name, event.time)
-                self._log.append((name, "RUNNING", None))
-            elif kind is EventKind.TASK_FINISHED:
-                rec = event.record
-                status = rec.status.value
-                if self._status.get(name) == "RUNNING":
-                    self._running -= 1
-                self._status[name] = status
-                self._counts[status] += 1
-                self._finished = event.count
-                lane = self._lanes.get(rec.thread)
-                if lane is not None and lane[0] == name:
-                    del self._lanes[rec.thread]
-                self._recent.append(rec)
-                self._log.append((name, status, rec))
-            elif kind is EventKind.TASK_RETRYING:
-                rec = event.record
-                if self._status.get(name) == "RUNNING":
-                    self._running -= 1
-                self._status[name] = "RETRYING"
-                lane = self._lanes.get(rec.thread)
-                if lane is not None and lane[0] == name:
-                    del self._lanes[rec.thread]
-                self._log.append((name, "RETRYING", rec))
-            elif kind is EventKind.RUN_STARTED:
-                self.phase = "running"
-                self.started_at = event.time
-                self._log.append(("", "PHASE", None))
-            elif kind is EventKind.RUN_INTERRUPTED:
-                self.phase = "cancelling"
-                self._log.append(("", "PHASE", None))
-            else:
-                return
-            ring = self._due_waiters()
-        for waiter in ring:
-            waiter.ring()
+    def _ring(self) -> None:
+        if self._waiters:  # most runs have no page watching: no lock then
+            with self._lock:
+                ring = self._due_waiters()
+            for waiter in ring:
+                waiter.ring()
 
     def _due_waiters(self) -> list[_Waiter]:
         """Waiters to ring now (each at most once per read); call with the lock held."""
@@ -363,7 +318,7 @@ class LiveRun:
                error: str | None = None, history_error: str | None = None) -> None:
         """The run is over (or never started: ``error``); streams send their last batch."""
         with self._lock:
-            self.phase = "error" if error else "finished"
+            self._outcome = "error" if error else "finished"
             self.error = error
             self.history_id = history_id
             self.history_error = history_error
@@ -371,15 +326,25 @@ class LiveRun:
             if summary is not None:
                 self.summary = {k: summary[k] for k in (
                     "text", "duration", "interrupted", "started_at", "finished_at", "failure_counts")}
-                self.summary["counts"] = {s.lower(): len(summary[s.lower()]) for s in self._counts}
-            self._log.append(("", "PHASE", None))
+                self.summary["counts"] = {s: len(summary[s]) for s in (
+                    "passed", "failed", "skipped", "cancelled")}
+                self.summary["teardown_not_run"] = list(summary.get("teardown_not_run", []))
             ring = self._due_waiters()
         for waiter in ring:
             waiter.ring()
 
     @property
+    def phase(self) -> str:
+        """starting, running, cancelling, finished or error (the page's names)."""
+        if self._outcome is not None:
+            return self._outcome
+        if self.view.phase == "finished":  # the engine is done; the history is still being written
+            return "cancelling" if self.view.stopped else "running"
+        return _WEB_PHASE[self.view.phase]
+
+    @property
     def done(self) -> bool:
-        return self.phase in ("finished", "error")
+        return self._outcome is not None
 
     # ------------------------------------------------------------ stream side (event loop)
 
@@ -387,10 +352,11 @@ class LiveRun:
         """Register a stream; returns its waiter and the snapshot it starts from."""
         waiter = _Waiter(ring)
         with self._lock:
-            snapshot = self._snapshot_locked(with_tasks=True)
-            waiter.cursor = len(self._log)
+            # registered before the snapshot is taken: no event between the two goes unrung
             self._waiters = self._waiters + (waiter,)
-        return waiter, snapshot
+        outcome = self._outcome_dict()
+        snap, statuses, waiter.cursor = self.view.snapshot_with_cursor()
+        return waiter, self._snapshot_dict(outcome, snap, statuses, with_tasks=True)
 
     def remove_waiter(self, waiter: _Waiter) -> None:
         with self._lock:
@@ -399,91 +365,43 @@ class LiveRun:
     def close_streams(self) -> None:
         """The server is stopping: every stream ends after its next read."""
         with self._lock:
-            self._closed = True
+            self.closed = True
             for waiter in self._waiters:
                 waiter.pending = True
             ring = list(self._waiters)
         for waiter in ring:
             waiter.ring()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def read(self, waiter: _Waiter) -> dict[str, Any]:
-        """What changed since this waiter's last read: each task once, grouped by its last status.
-
-        ``changes`` is ``{status: [task, ...]}`` (lists of names encode several
-        times faster than a name -> status object, which matters at 10,000 tasks).
-        """
+        """What changed since this waiter's last read (see ``RunView.read_since``)."""
         with self._lock:
-            entries = self._log[waiter.cursor:]
-            waiter.cursor = len(self._log)
-            waiter.pending = False
-            base = self._progress_locked()
-        last = {name: status for name, status, _ in entries if name}
-        changes: dict[str, list[str]] = {}
-        for name, status in last.items():
-            group = changes.get(status)
-            if group is None:
-                changes[status] = [name]
-            else:
-                group.append(name)
-        completed: list[TaskRecord] = []
-        for _, status, rec in reversed(entries):
-            if rec is not None and status != "RETRYING":
-                completed.append(rec)
-                if len(completed) == RECENT:
-                    break
-        base["changes"] = changes
-        base["completed"] = [_record_dict(r) for r in reversed(completed)]
-        return base
+            waiter.pending = False  # before reading: an event from now on rings again
+        # the outcome first: once it says finished, the view it is read with is complete
+        outcome = self._outcome_dict()
+        batch, waiter.cursor = self.view.read_since(waiter.cursor)
+        batch.update(outcome)
+        return batch
 
     def snapshot(self, with_tasks: bool = False) -> dict[str, Any]:
+        outcome = self._outcome_dict()
+        return self._snapshot_dict(outcome, *self.view.snapshot_with_cursor()[:2], with_tasks)
+
+    def _outcome_dict(self) -> dict[str, Any]:
         with self._lock:
-            return self._snapshot_locked(with_tasks)
+            return {"id": self.id, "phase": self.phase, "summary": self.summary,
+                    "history_id": self.history_id, "history_error": self.history_error,
+                    "error": self.error, "finished_at": self.finished_at}
 
-    def _progress_locked(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "phase": self.phase,
-            "finished": self._finished,
-            "total": self.total,
-            "counts": dict(self._counts),
-            "running": self._running,
-            "lanes": [{"thread": t, "task": task, "since": since}
-                      for t, (task, since) in sorted(self._lanes.items(), key=_lane_order)],
-            "server_time": time.time(),
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "summary": self.summary,
-            "history_id": self.history_id,
-            "history_error": self.history_error,
-            "error": self.error,
-        }
-
-    def _snapshot_locked(self, with_tasks: bool) -> dict[str, Any]:
-        snap = self._progress_locked()
-        snap.update({
-            "target": self.target,
-            "module": self.module,
-            "workers": self.options.workers,
-            "lanes_count": self.lanes_count,
-            "tags": list(self.options.tags),
-            "skip_dependents": self.options.skip_dependents,
-            "statuses": dict(self._status),
-            "recent": [_record_dict(r) for r in self._recent],
-            "state": self.state_entries,
-        })
+    def _snapshot_dict(self, outcome: dict[str, Any], snap: RunSnapshot, statuses: dict[str, str],
+                       with_tasks: bool) -> dict[str, Any]:
+        out = snap.to_dict()
+        out.update(outcome, target=self.target, module=self.module, workers=self.options.workers,
+                   lanes_count=self.lanes_count, tags=list(self.options.tags),
+                   skip_dependents=self.options.skip_dependents, statuses=statuses,
+                   state=self.state_entries)
         if with_tasks:
-            snap["tasks"] = self.tasks
-        return snap
-
-
-def _lane_order(item: tuple[str, Any]) -> tuple[int, str]:
-    thread = item[0]
-    tail = thread.rsplit("_", 1)[-1]
-    return (int(tail), thread) if tail.isdigit() else (1 << 30, thread)
+            out["tasks"] = self.tasks
+        return out
 
 
 # --------------------------------------------------------------------------- runs
@@ -583,8 +501,7 @@ class RunManager:
             {"key": key, "value": value, "text": _jsonable(value)[1], "source": sources.get(key, "")}
             for key, value in snapshot_state(state).items()
         ]
-        scheduler.subscribe(live.on_event, EventKind.RUN_STARTED, EventKind.TASK_RUNNING,
-                            EventKind.TASK_RETRYING, EventKind.TASK_FINISHED, EventKind.RUN_INTERRUPTED)
+        live.view.subscribe(scheduler)
         recorder = None
         if self.recorder_factory is not None:
             run_info = {

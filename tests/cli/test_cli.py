@@ -342,6 +342,60 @@ def test_bad_options(tdrun_main, argv, message):
     assert error_of(tdrun_main(OK, *argv)) == f"tdrun: error: {message}\n"
 
 
+@pytest.mark.parametrize("item, option", [
+    ("--tag=smoke", "--tags"),  # the start of an option
+    ("--worker=1", "--workers"),  # one letter off
+    ("--work=1", "--workers"),
+    ("--wokrers=1", "--workers"),  # two letters swapped
+    ("--state_file=x.json", "--state-file"),  # '_' for '-'
+    ("--Workers=2", "--workers"),
+    ("--junit_xml=r.xml", "--junit-xml"),
+    ("--no-skip-dep=1", "--no-skip-deps"),
+    ("--histroy=h.db", "--history"),
+])
+def test_a_mistyped_option_is_refused_not_taken_as_a_state_value(tdrun_main, item, option):
+    key = item[2:item.index("=")]
+    result = tdrun_main(OK, item)
+    assert error_of(result) == (f"tdrun: error: unknown option '--{key}': did you mean {option}? "
+                                f"(to set state[{key!r}], use --set {key}=VALUE)\n")
+    assert result.out == ""  # nothing ran
+
+
+def test_a_mistyped_flag_without_a_value_suggests_the_option(tdrun_main):
+    assert error_of(tdrun_main(OK, "--tag", "smoke")) == (
+        "tdrun: error: unrecognized option '--tag': did you mean --tags?\n")
+    assert error_of(tdrun_main(OK, "--result_first=1")) == (
+        "tdrun: error: unknown option '--result_first': did you mean --result-first? "
+        "(to set state['result_first'], use --set result_first=VALUE)\n")
+
+
+def test_keys_far_from_every_option_are_still_state_values():
+    _, values, _ = parse_args(["m.py", "--env=dev", "--fail_at=x", "--api_url=u", "--latency=0",
+                               "--region=r", "--host=h", "--user=u", "--slow=1"])
+    assert values == {"env": "dev", "fail_at": "x", "api_url": "u", "latency": "0", "region": "r",
+                      "host": "h", "user": "u", "slow": "1"}
+
+
+def test_set_passes_a_state_key_that_collides_with_an_option(tmp_path, tdrun_main):
+    result, data, tasks = report(tmp_path, tdrun_main, OK, "--set", "tag=smoke", "--set=env=a=b",
+                                 "--env=lost", "--workers", "1")
+    assert result.code == 0 and data["counts"]["passed"] == 4
+    assert data["state_keys"] == {"tag": "typed in", "env": "typed in"}
+    assert data["argv"][1:3] == ["--set", "tag=smoke"]
+    _, values, _ = parse_args(["m.py", "--set", "tag=smoke", "--set=env=a=b", "--env=lost"])
+    assert values == {"tag": "smoke", "env": "a=b"}  # --set wins over --key=value
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "tag"], "--set 'tag': expected KEY=VALUE, KEY made of letters, digits, '_', '.' or '-'"),
+    (["--set", "=x"], "--set '=x': expected KEY=VALUE, KEY made of letters, digits, '_', '.' or '-'"),
+    (["--set", "_state_lock=1"], "--set _state_lock: state keys starting with '_' are reserved"),
+    (["--set", "results=1"], "--set results: 'results' is reserved for task results, use --result-TASK=value"),
+])
+def test_bad_set_values(tdrun_main, argv, message):
+    assert error_of(tdrun_main(OK, *argv)) == f"tdrun: error: {message}\n"
+
+
 def test_no_target(tdrun_main):
     assert error_of(tdrun_main()) == "tdrun: error: the following arguments are required: TARGET\n"
 

@@ -143,6 +143,20 @@ def test_secret_looking_values_are_redacted_from_argv(tmp_path, tdrun_main):
     assert argv[1:4] == ["--api_token=***redacted***", "--DB_PASSWORD=***redacted***", "--env=dev"]
 
 
+def test_secrets_passed_with_set_are_redacted_from_the_report_and_the_history(tmp_path, tdrun_main):
+    path, history = tmp_path / "r.json", tmp_path / "h.db"
+    result = tdrun_main(MODULES / "cli_ok.py", "--set", "api_token=s3cr3t", "--set=db_password=hunter2",
+                        "--set", "tag=smoke", "--json-report", path, "--history", history)
+    assert result.code == 0
+    text = path.read_text()
+    assert "s3cr3t" not in text and "hunter2" not in text
+    assert json.loads(text)["argv"][1:6] == ["--set", "api_token=***redacted***",
+                                             "--set=db_password=***redacted***", "--set", "tag=smoke"]
+    shown = tdrun_main("show", "last", "--json", "--history", history).out
+    assert "s3cr3t" not in shown and "hunter2" not in shown
+    assert "api_token=***redacted***" in json.loads(shown)["argv"]
+
+
 def test_json_report_keys_are_documented():
     doc = (REPO / "docs" / "json-report.md").read_text()
     from thread_order.cli import reports as _reports

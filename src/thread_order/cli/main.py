@@ -50,6 +50,7 @@ SUBCOMMANDS: dict[str, str] = {
 
 # a state entry typed on the command line: --key=value (value may be empty)
 _STATE_ARG = re.compile(r"^--([A-Za-z_][\w.\-]*)=(.*)$", re.S)
+_STATE_KEY = re.compile(r"^[A-Za-z_][\w.\-]*$")
 _RESULT_PREFIX = "result-"
 
 
@@ -86,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the @mark functions of a Python file concurrently on threads, "
                     "in dependency order.",
         epilog="Any other --key=value sets state['key'] = 'value' (the command line wins over "
-               "--state-file); --result-TASK=value puts a mocked result in state['results']. "
+               "--state-file), unless the key looks like a mistyped option (--tag=smoke is refused: "
+               "did you mean --tags?); --set KEY=VALUE sets any key. "
+               "--result-TASK=value puts a mocked result in state['results']. "
                "Exit codes: 0 passed, 1 failed, 2 interrupted, 3 internal error, "
                "4 usage or collection error, 5 no tasks.",
         allow_abbrev=False,  # --env=dev must never be read as an abbreviation of an option
@@ -104,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     skipping.add_argument("--no-skip-deps", dest="skip_deps", action="store_false",
                           help="run the dependents of a failed task anyway")
     run.add_argument("--state-file", metavar="FILE.json", help="initial state values, a JSON object")
+    run.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="set_values",
+                     help="set state['KEY'] = 'VALUE', even for a key close to an option's name "
+                          "(repeatable; wins over --key=value)")
     show = p.add_argument_group("inspection (runs nothing)")
     show.add_argument("--list", action="store_true",
                       help="list the tasks in the order they would start with one worker")
@@ -136,14 +142,18 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str], dic
     Raises:
         UsageError: an unknown option, a bad value, or options that conflict.
     """
-    args, extras = build_parser().parse_known_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    options = _long_options(parser)
     values: dict[str, str] = {}
     results: dict[str, str] = {}
     for item in extras:
         m = _STATE_ARG.match(item)
         if m is None:
             if item.startswith("-"):
-                raise UsageError(f"unrecognized option {item!r} (state values take the form --key=value)")
+                near = _near_option(item.lstrip("-"), options)
+                hint = f": did you mean {near}?" if near else " (state values take the form --key=value)"
+                raise UsageError(f"unrecognized option {item!r}{hint}")
             raise UsageError(f"unexpected argument {item!r}: tdrun takes one TARGET")
         key, value = m.group(1), m.group(2)
         if key.startswith(_RESULT_PREFIX):
@@ -151,12 +161,19 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str], dic
             if not task:
                 raise UsageError(f"{item!r}: missing task name in --result-TASK=value")
             results[task] = value
-        elif key.startswith("_"):
-            raise UsageError(f"--{key}: state keys starting with '_' are reserved")
-        elif key == "results":
-            raise UsageError("--results: 'results' is reserved for task results, use --result-TASK=value")
-        else:
-            values[key] = value
+            continue
+        near = _near_option(key, options)
+        if near is not None:
+            # a typo must not become a state value: --tag=smoke would run every task
+            raise UsageError(f"unknown option '--{key}': did you mean {near}? (to set state[{key!r}], "
+                             f"use --set {key}=VALUE)")
+        values[_state_key(f"--{key}", key)] = value
+    for item in args.set_values:
+        key, eq, value = item.partition("=")
+        if not eq or not _STATE_KEY.match(key):
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE, KEY made of letters, digits, "
+                             "'_', '.' or '-'")
+        values[_state_key(f"--set {key}", key)] = value
     if args.graph_format:
         args.graph = True
     picked = [name for name, on in (("--viewer", args.viewer), ("--progress", args.progress),
@@ -173,6 +190,52 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str], dic
         if path:
             _check_report_folder(option, path)
     return args, values, results
+
+
+def _state_key(option: str, key: str) -> str:
+    if key.startswith("_"):
+        raise UsageError(f"{option}: state keys starting with '_' are reserved")
+    if key == "results":
+        raise UsageError(f"{option}: 'results' is reserved for task results, use --result-TASK=value")
+    return key
+
+
+def _long_options(parser: argparse.ArgumentParser) -> list[str]:
+    return [opt for action in parser._actions for opt in action.option_strings if opt.startswith("--")]
+
+
+def _near_option(key: str, options: list[str]) -> str | None:
+    """The option ``--key`` probably meant: the same but for case or ``_``/``-``, the start of
+    one (3 letters at least), or one or two edits away (one for names up to 6 letters)."""
+    typed = key.lower().replace("_", "-")
+    if typed.startswith(_RESULT_PREFIX.rstrip("-")) and typed != key:  # --result_TASK=value
+        return f"--{_RESULT_PREFIX}{key[len(_RESULT_PREFIX):]}" if len(key) > len(_RESULT_PREFIX) else None
+    best: tuple[int, str] | None = None
+    for option in options:
+        name = option[2:]
+        if typed == name or (len(typed) >= 3 and name.startswith(typed)):
+            return option
+        distance = _edits(typed, name)
+        if distance <= (1 if len(name) <= 6 else 2) and (best is None or distance < best[0]):
+            best = (distance, option)
+    return best[1] if best else None
+
+
+def _edits(a: str, b: str) -> int:
+    """Edit distance counting a swap of two neighbours as one edit (optimal string alignment)."""
+    if abs(len(a) - len(b)) > 2:
+        return 3
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i]
+        for j, cb in enumerate(b, 1):
+            cost = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, prev2[j - 2] + 1)
+            row.append(cost)
+        prev2, prev = prev, row
+    return prev[-1]
 
 
 def _check_report_folder(option: str, path: str) -> None:
@@ -364,7 +427,7 @@ def _run(args, argv, collection: Collection, scheduler: Scheduler, sources: dict
          out: TextIO, err: TextIO) -> int:
     from .live import LiveView
     from .plain import LineLogHandler, PlainReporter, make_console, print_end_of_run
-    from .reports import RunData, write_json_report, write_junit_xml
+    from .reports import RunData, redact_argv, write_json_report, write_junit_xml
 
     color = not args.no_color
     mode = _display_mode(args, out)
@@ -387,7 +450,8 @@ def _run(args, argv, collection: Collection, scheduler: Scheduler, sources: dict
         log_handler = display.log_handler()
 
     run_info = {
-        "module": module_name, "target": str(args.target), "argv": list(argv),
+        # redacted here too: the history's own redaction does not know --set KEY=VALUE
+        "module": module_name, "target": str(args.target), "argv": redact_argv(argv),
         "tags": args.tags, "workers": scheduler.workers, "state": scheduler.state,
     }
     observers = [display] + _run_observers(args)

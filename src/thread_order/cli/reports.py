@@ -8,8 +8,9 @@ added, existing ones keep their meaning while ``format_version`` stays 1:
 - ``tool`` (str): ``"tdrun"``; ``version`` (str): the thread-order version.
 - ``module`` (str): the module's name (its file stem); ``path`` (str): the file as given.
 - ``target`` (str | null): the ``::task`` part of TARGET.
-- ``argv`` (list of str): the command-line arguments; the value of a ``--key=value`` whose
-  key looks secret (password, token, secret, key, auth, credential) reads ``***redacted***``.
+- ``argv`` (list of str): the command-line arguments; the value of a ``--key=value`` (or
+  ``--set key=value``) whose key looks secret (password, token, secret, key, auth, credential)
+  reads ``***redacted***``.
 - ``outcome`` (str): ``"passed"``, ``"failed"`` or ``"interrupted"``.
 - ``exit_code`` (int): tdrun's exit code for the run.
 - ``run_id`` (str), ``started_at``/``finished_at`` (epoch seconds), ``duration`` (seconds),
@@ -79,12 +80,26 @@ _KEY_VALUE = re.compile(r"^(--[^=]+)=(.*)$", re.S)
 
 
 def redact_argv(argv: list[str]) -> list[str]:
-    """``argv`` with the values of secret-looking ``--key=value`` entries replaced."""
+    """``argv`` with the values of secret-looking ``--key=value`` and ``--set key=value`` replaced."""
     out = []
+    after_set = False
     for item in argv:
-        m = _KEY_VALUE.match(item)
-        if m and _SECRET_KEY.search(m.group(1)):
-            item = f"{m.group(1)}=***redacted***"
+        item = str(item)
+        if after_set:  # the KEY=VALUE of "--set KEY=VALUE"
+            key, eq, _ = item.partition("=")
+            if eq and _SECRET_KEY.search(key):
+                item = f"{key}=***redacted***"
+            after_set = False
+        elif item == "--set":
+            after_set = True
+        elif item.startswith("--set="):
+            key, eq, _ = item[len("--set="):].partition("=")
+            if eq and _SECRET_KEY.search(key):
+                item = f"--set={key}=***redacted***"
+        else:
+            m = _KEY_VALUE.match(item)
+            if m and _SECRET_KEY.search(m.group(1)):
+                item = f"{m.group(1)}=***redacted***"
         out.append(item)
     return out
 

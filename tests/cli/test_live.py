@@ -20,7 +20,7 @@ import pytest
 from rich.console import Console
 
 from conftest import MODULES, tdrun_env
-from thread_order import EventKind, Scheduler
+from thread_order import Event, EventKind, Scheduler
 from thread_order.cli.live import LiveView, render_bar, render_view
 from thread_order.runview import RunView
 from thread_order.cli.plain import log_text
@@ -102,9 +102,10 @@ def test_view_mid_run_shows_lanes_idle_lanes_counters_and_latest():
         assert re.search(rf"│ {idle[0]} · +idle last: {snap.last[idle[0]][0]} [✔✘]", text)
     assert re.search(r"2/5 +40%", text)
     assert "1 waiting  2 running  0 passed  1 failed  1 skipped" in text
-    assert re.search(r"✘ boom +FAILED +\d+\.\ds ValueError: bad gateway id", text)
-    assert re.search(r"↷ skipped_child +SKIPPED +dependency 'boom' failed", text)
-    assert text.index("skipped_child") < text.index("✘ boom")  # newest first
+    # the failure is pinned above the latest completions, which do not repeat it
+    assert re.search(r"failed \(1\)\s+│\n│ ✘ boom +thread_\d +\d+\.\ds ValueError: bad gateway id", text), text
+    assert re.search(r"latest\s+│\n│ ↷ skipped_child +SKIPPED +dependency 'boom' failed", text), text
+    assert text.count("✘ boom") == 1
     assert "3 threads" in lines[-1] and "Ctrl-C stops" in lines[-1]
 
 
@@ -313,3 +314,103 @@ def test_ci_environment_means_plain_lines_even_on_a_terminal():
     assert code == 0
     assert "\x1b[?25l" not in term.raw  # no live display
     assert re.search(r"\[thread_\d\] first \.+ .*PASSED.* \[ 25%\]", term.screen_text)
+
+
+# ---------------------------------------------------------------------------- what must stay in view
+
+
+def finished_view(sched: Scheduler) -> RunView:
+    model = RunView()
+    model.subscribe(sched)
+    sched.start()
+    return model
+
+
+def test_a_failure_stays_pinned_at_80x24_while_teardown_scrolls_the_latest():
+    sched = Scheduler(workers=6)
+
+    def boom():
+        raise ValueError("bad gateway id")
+
+    sched.register(boom, "create_subnet_a")
+    for i in range(20):  # the teardown that used to push the FAILED line out of the latest
+        sched.register(lambda: None, f"delete_{i:02d}", after=["create_subnet_a"], always=True)
+    text = text_of(render_view(finished_view(sched).snapshot(), 80, 24), 80, 24)
+    assert len(text.splitlines()) <= 24
+    assert re.search(r"│ failed \(1\) +│\n│ ✘ create_subnet_a +thread_\d +\d+\.\ds ValueError: bad gateway id",
+                     text), text
+    assert "latest" in text and "delete_19" in text  # the latest completions still show below
+
+
+def test_failures_that_do_not_fit_say_how_many_more_there_are():
+    sched = Scheduler(workers=2)
+    for i in range(30):
+        sched.register(lambda: 1 / 0, f"bad_{i:02d}")
+    text = text_of(render_view(finished_view(sched).snapshot(), 80, 24), 80, 24)
+    assert len(text.splitlines()) <= 24
+    assert "failed (30)" in text and "✘ bad_00" in text
+    shown = text.count("ZeroDivisionError: division by zero")
+    assert shown >= 5 and re.search(rf"\.\.\. and {30 - shown} more \(listed at the end\)", text), text
+
+
+def test_progress_at_120_columns_keeps_every_counter():
+    # many of everything: a real run stopped part way, read at the first cancelled task
+    sched = Scheduler(workers=8)
+    for i in range(3000):
+        sched.register((lambda: 1 / 0) if i % 3 == 0 else (lambda: None), f"t{i}")
+        sched.register(lambda: None, f"c{i}", after=[f"t{i}"])
+    events = []
+    sched.subscribe(events.append)
+    sched.subscribe(lambda e: e.count == 3000 and sched.cancel(), EventKind.TASK_FINISHED)
+    sched.start()
+    cut = next(i for i, e in enumerate(events)
+               if e.kind is EventKind.TASK_FINISHED and e.record.status.value == "CANCELLED")
+    model = RunView()
+    for event in events[: cut + 1]:
+        model.feed(event)
+    snap = model.snapshot()
+    assert snap.waiting and all(snap.counts.values())
+    for width in (120, 100, 80):
+        line = text_of(render_bar(snap, width, counters=True), width).rstrip("\n")
+        assert "\n" not in line and "…" not in line, line
+        for status, n in snap.counts.items():
+            assert f"{n} {status.lower()}" in line, (width, line)
+
+
+def test_the_interrupt_note_wraps_rather_than_losing_its_end():
+    sched = Scheduler(workers=1)
+    release = threading.Event()
+    sched.register(lambda: release.wait(WAIT), "hold")
+    model = RunView(title="m.py")
+    model.subscribe(sched)
+    seen = []
+
+    def on_running(event):
+        sched.cancel()
+        seen.append(text_of(render_view(model.snapshot(), 80, 24), 80, 24))
+        release.set()
+
+    sched.subscribe(on_running, EventKind.RUN_INTERRUPTED)
+    sched.subscribe(lambda e: sched.cancel() if e.kind is EventKind.TASK_RUNNING else None,
+                    EventKind.TASK_RUNNING)
+    sched.start()
+    text = seen[0]
+    assert "teardown tasks still run (Ctrl-C" in text and re.search(r"│ again stops waiting\) +│", text), text
+    assert "· Ctrl-C again stops waiting ─╯" in text
+
+
+def test_teardown_not_run_is_shown_by_the_live_view_and_its_last_frame():
+    model = RunView(title="m.py")
+    model.feed(Event(EventKind.RUN_STARTED, 1, 0.0, data={"total_tasks": 2, "workers": 1,
+                                                           "tasks": ["make", "clean"]}))
+    model.feed(Event(EventKind.RUN_INTERRUPTED, 2, 0.1, data={"force": True}))
+    model.feed(Event(EventKind.RUN_FINISHED, 3, 0.2, data={"interrupted": True,
+                                                            "teardown_not_run": ["clean", "drop_db"]}))
+    heading = "teardown did not run: clean, drop_db — resources they clean up may remain"
+    assert heading in text_of(render_view(model.snapshot(), 100, 30))
+    console = recording_console()
+    view = LiveView(console, title="m.py", total=2, lanes=1)
+    view.model = model
+    view.attach(Scheduler(workers=1), {})
+    view.finish()
+    assert heading in ANSI.sub("", console.file.getvalue())

@@ -19,7 +19,7 @@ BASIC = MODULES / "cli_basic.py"
 TOP_KEYS = {
     "format_version", "tool", "version", "module", "path", "target", "argv", "outcome", "exit_code",
     "run_id", "started_at", "finished_at", "duration", "workers", "interrupted", "counts", "summary",
-    "failure_counts", "state_keys", "tasks", "graph",
+    "failure_counts", "teardown_not_run", "state_keys", "tasks", "graph",
 }
 TASK_KEYS = {
     "name", "status", "thread", "started_at", "finished_at", "duration", "attempts", "error_type", "error",
@@ -190,6 +190,56 @@ def test_reports_of_an_interrupted_run():
     assert skipped.get("message") == "cancelled: the run was interrupted"
 
 
+def forced_run() -> tuple[Scheduler, dict]:
+    """A real run stopped twice while a teardown task runs; another teardown never starts."""
+    sched = Scheduler(workers=1)
+    release = threading.Event()
+
+    def stop_twice():
+        sched.cancel()
+        sched.cancel(force=True)
+        release.wait(10)
+
+    sched.register(lambda: None, "create")
+    sched.register(stop_twice, "delete_subnet", after=["create"], always=True)
+    sched.register(lambda: None, "delete_network", after=["delete_subnet"], always=True)
+    try:
+        summary = sched.start()
+    finally:
+        release.set()
+    # the contract: the always tasks that ended CANCELLED, in registration order (the engine's
+    # part; read with .get so the front-ends work before it lands)
+    expected = [r.name for r in sched.last_records if r.status.value == "CANCELLED"]
+    assert expected == ["delete_subnet", "delete_network"]
+    assert summary.get("teardown_not_run", expected) == expected
+    summary["teardown_not_run"] = expected
+    return sched, summary
+
+
+def test_reports_name_the_teardown_a_forced_stop_left_undone():
+    sched, summary = forced_run()
+    run = RunData(module="m", path="m.py", summary=summary, records=list(sched.last_records),
+                  graph=sched.graph, specs=list(sched.tasks), exit_code=2)
+    assert json_report(run)["teardown_not_run"] == ["delete_subnet", "delete_network"]
+    suite = ET.fromstring(junit_xml(run)).find("testsuite")
+    assert suite.find("properties/property[@name='teardown_not_run']").get("value") == (
+        "delete_subnet,delete_network")
+    assert suite.find("testcase[@name='delete_subnet']/skipped").get("message") == (
+        "teardown did not run (abandoned: still running when the run was stopped)"
+        " — resources it cleans up may remain")
+    assert suite.find("testcase[@name='delete_network']/skipped").get("message") == (
+        "teardown did not run (cancelled: the run was stopped) — resources it cleans up may remain")
+    assert suite.find("testcase[@name='create']/skipped") is None
+
+
+def test_a_run_without_a_forced_stop_has_an_empty_teardown_not_run(basic_reports):
+    xml, js = basic_reports
+    assert json.loads(js.read_text())["teardown_not_run"] == []
+    suite = ET.parse(xml).getroot().find("testsuite")
+    assert suite.find("properties/property[@name='teardown_not_run']").get("value") == ""
+    assert "teardown did not run" not in xml.read_text()
+
+
 @pytest.mark.parametrize("option", ["--json-report", "--junit-xml"])
 def test_report_into_a_folder_that_cannot_be_created_is_refused_before_the_run(tdrun_main, tmp_path, option):
     blocker = tmp_path / "file"
@@ -218,3 +268,24 @@ def test_report_paths_are_created(tdrun_main, tmp_path):
     assert tdrun_main(MODULES / "cli_ok.py", "--junit-xml", path).code == 0
     assert ET.parse(path).getroot().find("testsuite").get("tests") == "4"
     assert not list(Path(path.parent).glob("*.tmp"))
+
+
+def test_the_end_of_run_summary_names_the_teardown_left_undone():
+    import io
+
+    from rich.console import Console
+
+    from thread_order.cli.plain import print_end_of_run
+
+    sched, summary = forced_run()
+    console = Console(file=io.StringIO(), width=100, record=True)
+    print_end_of_run(console, summary, sched.last_records)
+    lines = console.export_text().splitlines()
+    heading = ("teardown did not run: delete_subnet, delete_network — resources they clean up may remain")
+    assert heading in lines
+    assert lines.index(heading) == len(lines) - 2  # just above the closing tally
+    assert "!!! interrupted: stopped waiting, 2 cancelled !!!" in lines
+    summary["teardown_not_run"] = []
+    console = Console(file=io.StringIO(), width=100, record=True)
+    print_end_of_run(console, summary, sched.last_records)
+    assert "teardown did not run" not in console.export_text()

@@ -9,6 +9,7 @@ scheduler down; this module only renders.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import queue
@@ -25,13 +26,13 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from ..runview import RunSnapshot, RunView
+from ..runview import RunSnapshot, RunView, first_line
 
 try:
     import termios
 except ImportError:  # not a POSIX system: the view works, keys are echoed
     termios = None
-from .plain import COLORS, LOG_FORMAT, interrupt_message, log_text
+from .plain import COLORS, LOG_FORMAT, interrupt_message, log_text, teardown_heading
 
 __all__ = ["LiveView", "QueueLogHandler", "render_view", "render_bar"]
 
@@ -68,8 +69,9 @@ def _eta(snap: RunSnapshot) -> tuple[float, str]:
     return rate, f"ETA {minutes:d}:{sec:02d}"
 
 
-def _counters(snap: RunSnapshot, final: bool = False, compact: bool = False) -> Text:
-    text = Text()
+def _counters(snap: RunSnapshot, final: bool = False, compact: bool = False, width: int | None = None) -> Text:
+    """The counters on one line; given a ``width``, zeros, then ``waiting`` and ``retries`` make
+    room, so the failed, skipped and cancelled counts are never the ones cut off."""
     parts = [] if final else [
         ("waiting", snap.waiting, COLORS["WAITING"]),
         ("running", len(snap.running), COLORS["RUNNING"]),
@@ -85,6 +87,17 @@ def _counters(snap: RunSnapshot, final: bool = False, compact: bool = False) -> 
         parts.append(("retries", snap.retries, COLORS["SKIPPED"]))
     if final or compact:  # the one-line forms: only what is there
         parts = [p for p in parts if p[1] or p[0] == "passed"]
+    text = _counter_text(parts)
+    for drop in ("zeros", "waiting", "retries", "running"):
+        if width is None or text.cell_len <= width:
+            break
+        parts = [p for p in parts if (p[1] or p[0] == "passed") if drop == "zeros" or p[0] != drop]
+        text = _counter_text(parts)
+    return text
+
+
+def _counter_text(parts: list[tuple[str, int, str]]) -> Text:
+    text = Text()
     for i, (label, n, color) in enumerate(parts):
         if i:
             text.append("  ")
@@ -95,22 +108,47 @@ def _counters(snap: RunSnapshot, final: bool = False, compact: bool = False) -> 
     return text
 
 
+#: only measures text (wrapping needs a console); never prints
+_MEASURE = Console(file=io.StringIO(), width=200)
+
+#: the narrowest bar drawn; below it, the numbers have the line to themselves
+BAR_MIN = 10
+
+
 def render_bar(snap: RunSnapshot, width: int, counters: bool = False) -> Table:
-    """One line: the bar, done/total, percent, rate and ETA (and the counters, for ``--progress``)."""
+    """One line: the bar, done/total, percent, rate and ETA (and the counters, for ``--progress``).
+
+    When the line is too narrow, the bar shrinks first, then the rate and the ETA
+    go; the counters stay whole (at 120 columns they used to lose failed/skipped).
+    """
     rate, eta = _eta(snap)
     total = max(snap.total, 1)
     pct = int(snap.finished * 100 / total)
-    stats = Text()
-    stats.append(f"{snap.finished}/{snap.total}", style="bold")
-    stats.append(f" {pct:3d}%  ")
-    stats.append(f"{rate:,.1f} tasks/s  " if rate < 100 else f"{rate:,.0f} tasks/s  ", style="dim")
-    stats.append(eta, style="dim")
-    if counters:
-        stats.append("  ")
-        stats.append_text(_counters(snap, final=snap.done, compact=True))
+    rate_text = f"{rate:,.1f} tasks/s" if rate < 100 else f"{rate:,.0f} tasks/s"
+    counts = _counters(snap, final=snap.done, compact=True) if counters else None
+    for extras in ((rate_text, eta), (eta,), ()):
+        stats = Text()
+        stats.append(f"{snap.finished}/{snap.total}", style="bold")
+        stats.append(f" {pct:3d}%")
+        for extra in extras:
+            stats.append("  ")
+            stats.append(extra, style="dim")
+        if counts is not None:
+            stats.append("  ")
+            stats.append_text(counts)
+        if width - stats.cell_len - 1 >= BAR_MIN:
+            break
+    if counts is not None and width - stats.cell_len - 1 < BAR_MIN:  # still too long: shed counters
+        stats = Text.assemble((f"{snap.finished}/{snap.total}", "bold"), f" {pct:3d}%  ")
+        stats.append_text(_counters(snap, final=snap.done, compact=True, width=width - stats.cell_len))
     complete = COLORS["FAILED"] if snap.counts["FAILED"] else COLORS["PASSED"]
-    bar_width = max(10 if snap.done else 20, min(60, width - stats.cell_len - 2))
+    room = width - stats.cell_len - 1
     grid = Table.grid(padding=(0, 1))
+    if room < BAR_MIN:
+        grid.add_column(no_wrap=True, overflow="ellipsis")
+        grid.add_row(stats)
+        return grid
+    bar_width = min(60, room)
     grid.add_column(width=bar_width, no_wrap=True)
     grid.add_column(no_wrap=True, overflow="ellipsis")
     grid.add_row(
@@ -161,8 +199,7 @@ def _lanes(snap: RunSnapshot, width: int, max_rows: int) -> Table:
     return grid
 
 
-def _recent(snap: RunSnapshot, limit: int, width: int) -> Table:
-    rows = snap.recent[:limit]
+def _recent(rows: tuple, width: int) -> Table:
     name_w = max(8, min(max((len(r[0]) for r in rows), default=8), 36, width // 3))
     detail_w = max(width - name_w - 1 - 9 - 6 - 4, 0)
     grid = Table.grid(padding=(0, 1))
@@ -184,23 +221,62 @@ def _recent(snap: RunSnapshot, limit: int, width: int) -> Table:
     return grid
 
 
+def _failures(snap: RunSnapshot, limit: int, width: int) -> RenderableType:
+    """The pinned failures, oldest first; the last row says how many did not fit."""
+    failures = snap.failures
+    shown = failures if len(failures) <= limit else failures[: max(limit - 1, 0)]
+    name_w = max(8, min(max((len(r.name) for r in shown), default=8), 36, width // 3))
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(width=1, no_wrap=True)
+    grid.add_column(width=name_w, no_wrap=True, overflow="ellipsis")
+    grid.add_column(width=8, no_wrap=True, style="dim")
+    grid.add_column(width=6, no_wrap=True, justify="right", style="dim")
+    grid.add_column(width=max(width - name_w - 8 - 6 - 5, 0), no_wrap=True, overflow="ellipsis")
+    for rec in shown:
+        grid.add_row(Text(ICONS["FAILED"], style=COLORS["FAILED"]), Text(rec.name, style="bold"),
+                     rec.thread or "", _duration(rec.duration) if rec.thread else "",
+                     Text(first_line(rec.error_type, rec.error), style=COLORS["FAILED"]))
+    if len(shown) < len(failures):
+        more = Text(f"  ... and {len(failures) - len(shown)} more (listed at the end)", style="dim")
+        return Group(grid, more)
+    return grid
+
+
 def render_view(snap: RunSnapshot, width: int, height: int) -> RenderableType:
-    """The whole live view for a console of ``width`` x ``height``."""
+    """The whole live view for a console of ``width`` x ``height``.
+
+    Below the lanes, the bar and the counters, the failures so far are pinned
+    (they used to scroll out of the latest completions a second later, once
+    teardown started); the latest completions get the rows that are left.
+    """
     inner = width - 4
-    fixed = 2 + 1 + 1 + 1 + (1 if snap.interrupted else 0)  # borders, bar, counters, separator
+    notes: list[Text] = []
+    if snap.interrupted:
+        notes.append(Text(interrupt_message(snap.interrupted == 2), style=f"bold {COLORS['SKIPPED']}"))
+    if snap.teardown_not_run:
+        notes.append(Text(teardown_heading(snap.teardown_not_run), style=f"bold {COLORS['FAILED']}"))
+    # notes wrap rather than lose their end ("Ctrl-C again stops waiting" at 80 columns)
+    note_rows = sum(len(note.wrap(_MEASURE, inner)) for note in notes)
+    fixed = 2 + 1 + 1 + 1 + note_rows  # borders, separator, bar, counters, notes
     lane_rows = max(1, min(len(snap.lanes), height - fixed - 4))
     lanes = _lanes(snap, inner, lane_rows)
     room = height - fixed - lanes.row_count - 1
-    parts: list[RenderableType] = [lanes, Text(""), render_bar(snap, inner), _counters(snap)]
-    if snap.interrupted:
-        parts.append(Text(interrupt_message(snap.interrupted == 2), style=f"bold {COLORS['SKIPPED']}",
-                          no_wrap=True, overflow="ellipsis"))
-    show = max(0, min(RECENT_SHOW, room - 1, len(snap.recent)))
+    parts: list[RenderableType] = [lanes, Text(""), render_bar(snap, inner), _counters(snap, width=inner)]
+    parts += notes
+    if snap.failures and room >= 2:
+        rows = min(len(snap.failures), room - 1, max(RECENT_SHOW, room - 1 - 3))
+        parts.append(Text(f"failed ({len(snap.failures)})", style=COLORS["FAILED"]))
+        parts.append(_failures(snap, rows, inner))
+        room -= rows + 1
+    # the failures are above already: the latest completions show the rest
+    recent = tuple(c for c in snap.recent if c.status != "FAILED") if snap.failures else snap.recent
+    show = max(0, min(RECENT_SHOW, room - 1, len(recent)))
     if show:
         parts.append(Text("latest", style="dim"))
-        parts.append(_recent(snap, show, inner))
+        parts.append(_recent(recent[:show], inner))
     title = Text.assemble(("tdrun ", "bold"), (snap.title, ""), (f" · {snap.total} tasks", "dim"))
-    subtitle = Text(f"{len(snap.lanes)} threads · {_duration(snap.elapsed)} · Ctrl-C stops", style="dim")
+    keys = {0: "Ctrl-C stops", 1: "Ctrl-C again stops waiting", 2: "stopping"}[snap.interrupted]
+    subtitle = Text(f"{len(snap.lanes)} threads · {_duration(snap.elapsed)} · {keys}", style="dim")
     return Panel(Group(*parts), title=title, title_align="left", subtitle=subtitle,
                  subtitle_align="right", border_style="dim", width=width, padding=(0, 1))
 
@@ -334,7 +410,12 @@ class LiveView:
             self._drain_logs()
             snap = self.model.snapshot()
             width = self.console.size.width
-            live.update(render_bar(snap, min(width, 120), counters=True), refresh=True)
+            final: RenderableType = render_bar(snap, width if self.mode == "progress" else min(width, 120),
+                                               counters=True)
+            if snap.teardown_not_run:  # a forced stop left teardown undone: the last frame says so
+                final = Group(final, Text(teardown_heading(snap.teardown_not_run),
+                                          style=f"bold {COLORS['FAILED']}"))
+            live.update(final, refresh=True)
         finally:
             try:
                 live.stop()  # shows the cursor again, even after Ctrl-C or an error

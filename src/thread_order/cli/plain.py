@@ -18,6 +18,7 @@ from ..theme import STATUS_COLORS
 
 __all__ = [
     "COLORS", "make_console", "PlainReporter", "LineLogHandler", "log_text", "print_end_of_run",
+    "teardown_heading",
 ]
 
 COLORS = STATUS_COLORS
@@ -128,6 +129,11 @@ class PlainReporter:
             self.err(interrupt_message(bool((event.data or {}).get("force"))))
 
 
+def teardown_heading(names) -> str:
+    """The shared heading for the ``always`` tasks a forced stop left undone."""
+    return f"teardown did not run: {', '.join(names)} — resources they clean up may remain"
+
+
 def interrupt_message(force: bool) -> str:
     if force:
         return "interrupted again: stopped waiting for running tasks"
@@ -212,6 +218,9 @@ def print_end_of_run(console: Console, summary: dict, records: Iterable[TaskReco
         teardown_note = "teardown tasks ran" if not _forced(by_name) else "stopped waiting"
         console.print(Text(f"!!! interrupted: {teardown_note}, "
                            f"{len(summary.get('cancelled', ()))} cancelled !!!", style=COLORS["SKIPPED"]))
+    left_behind = summary.get("teardown_not_run", [])
+    if left_behind:
+        console.print(Text(teardown_heading(left_behind), style=f"bold {COLORS['FAILED']}"), soft_wrap=True)
     for note in notes:
         console.print(Text(note, style="dim"), soft_wrap=True)
     _section(console, summary["text"], summary_style(summary))

@@ -18,6 +18,8 @@ added, existing ones keep their meaning while ``format_version`` stays 1:
 - ``counts``: ``{"total", "passed", "failed", "skipped", "cancelled"}`` (ints).
 - ``summary`` (str): the closing line, e.g. ``"3 passed, 1 failed, 2 skipped in 1.20s"``.
 - ``failure_counts``: error type -> number of tasks that failed with it.
+- ``teardown_not_run`` (list of str): after a forced stop (a second Ctrl-C), the ``always``
+  tasks that never ran or were cut short, in registration order; empty otherwise.
 - ``state_keys``: initial state key -> where it came from (``"state file"``,
   ``"typed in"``, ``"setup_state"``); values are left out, they may be secrets.
 - ``tasks`` (list, registration order), each with: ``name``, ``status``
@@ -145,6 +147,7 @@ def json_report(run: RunData) -> dict[str, Any]:
         "counts": counts,
         "summary": summary["text"],
         "failure_counts": dict(summary.get("failure_counts") or {}),
+        "teardown_not_run": list(summary.get("teardown_not_run", [])),
         "state_keys": dict(run.state_sources),
         "tasks": tasks,
         "graph": {
@@ -186,10 +189,12 @@ def junit_xml(run: RunData) -> str:
     """One ``<testsuite>`` named after the module inside ``<testsuites>``, a ``<testcase>`` per task.
 
     Failed tasks carry ``<failure message type>`` with the traceback; skipped
-    and cancelled ones ``<skipped message>`` with the reason; captured output
-    goes to ``<system-out>``.
+    and cancelled ones ``<skipped message>`` with the reason; a teardown task a
+    forced stop left undone says so in its message (and the suite's
+    ``teardown_not_run`` property lists them); captured output goes to ``<system-out>``.
     """
     summary = run.summary
+    left_behind = set(summary.get("teardown_not_run", []))
     failed = len(summary["failed"])
     skipped = len(summary["skipped"]) + len(summary["cancelled"])
     duration = f"{summary['duration']:.3f}"
@@ -206,6 +211,7 @@ def junit_xml(run: RunData) -> str:
     for name, value in (
         ("path", run.path), ("target", run.target or ""), ("workers", summary["workers"]),
         ("run_id", summary["run_id"]), ("interrupted", str(bool(summary["interrupted"])).lower()),
+        ("teardown_not_run", ",".join(summary.get("teardown_not_run", []))),
     ):
         ET.SubElement(props, "property", {"name": name, "value": _xml_text(str(value))})
     for rec in run.records:
@@ -218,7 +224,10 @@ def junit_xml(run: RunData) -> str:
             failure = ET.SubElement(case, "failure", {"message": _xml_text(message), "type": _xml_text(error_type)})
             failure.text = _xml_text(rec.traceback or message)
         elif rec.status in (TaskStatus.SKIPPED, TaskStatus.CANCELLED):
-            ET.SubElement(case, "skipped", {"message": _xml_text(rec.reason or rec.status.value.lower())})
+            message = rec.reason or rec.status.value.lower()
+            if rec.name in left_behind:
+                message = f"teardown did not run ({message}) — resources it cleans up may remain"
+            ET.SubElement(case, "skipped", {"message": _xml_text(message)})
         if rec.output:
             ET.SubElement(case, "system-out").text = _xml_text(rec.output)
     ET.indent(root)

@@ -213,10 +213,54 @@ def test_version_and_help(tdrun_main):
 
 def test_log_shows_records_live_with_their_thread(tdrun_main):
     result = tdrun_main(BASIC, "--log")
-    assert re.search(r"^\d\d:\d\d:\d\d INFO    \[thread_\d+\] create: created item-1$", result.out, re.M)
+    assert re.search(r"^\d\d:\d\d:\d\d INFO    \[thread_\d+ create\] create: created item-1$", result.out, re.M)
     assert "debug detail" not in result.out
     result = tdrun_main(BASIC, "--verbose")
-    assert re.search(r"^\d\d:\d\d:\d\d DEBUG   \[thread_\d+\] create: debug detail$", result.out, re.M)
+    assert re.search(r"^\d\d:\d\d:\d\d DEBUG   \[thread_\d+ create\] create: debug detail$", result.out, re.M)
+
+
+def test_log_lines_name_the_task_beside_the_thread(tdrun_main, write_module):
+    module = write_module("""
+        import logging
+        from thread_order import mark
+
+        log = logging.getLogger("m")
+
+        def helper(what):
+            log.info("helper for %s", what)
+
+        @mark()
+        def first(state):
+            log.info("first runs")
+            helper("first")
+
+        @mark(after=["first"])
+        def second(state):
+            helper("second")
+
+        def setup_state(state):
+            log.info("before any task")
+    """)
+    result = tdrun_main(module, "--log", "--plain")
+    assert result.code == 0, result.err
+    lines = [line[9:] for line in result.out.splitlines() if re.match(r"\d\d:\d\d:\d\d INFO", line)]
+    assert [re.sub(r"thread_\d", "thread_N", line) for line in lines] == [
+        "INFO    [thread_N first] first runs",
+        "INFO    [thread_N first] helper for first",
+        "INFO    [thread_N second] helper for second",
+    ]
+
+
+def test_log_lines_name_the_right_task_when_tasks_follow_each_other_fast(tdrun_main, write_module):
+    # the run's events lag behind the workers: a name taken from them would often be the task before
+    body = ["import logging", "from thread_order import mark", "log = logging.getLogger('m')"]
+    for i in range(300):
+        body += ["@mark()", f"def t{i}(state):", f"    log.info('I am t{i}')"]
+    module = write_module("\n".join(body) + "\n")
+    result = tdrun_main(module, "--log", "--plain", "--workers", "4")
+    assert result.code == 0, result.err
+    named = re.findall(r"\[thread_\d (t\d+)\] I am (t\d+)$", result.out, re.M)
+    assert len(named) == 300 and all(a == b for a, b in named)
 
 
 def test_without_log_records_stay_in_the_captured_output(tmp_path, tdrun_main):

@@ -131,7 +131,7 @@ def test_sigint_mid_run_runs_teardown_prints_the_summary_and_exits_2():
     )
     try:
         out, err = Lines(proc.stdout), Lines(proc.stderr)
-        out.wait_for(r"\[thread_\d\] hold is running$")
+        out.wait_for(r"\[thread_\d hold\] hold is running$")
         proc.send_signal(signal.SIGINT)
         err.wait_for(r"^interrupted: running tasks may finish, teardown tasks still run")
         proc.stdin.write("done\n")  # lets the running task finish
@@ -144,7 +144,7 @@ def test_sigint_mid_run_runs_teardown_prints_the_summary_and_exits_2():
             proc.wait()
     assert re.search(r"^\[thread_\d\] hold \.+ PASSED", text, re.M)
     assert re.search(r"^ +after_hold \.+ CANCELLED", text, re.M)
-    assert re.search(r"\[thread_\d\] teardown ran$", text, re.M)  # the always task ran after Ctrl-C
+    assert re.search(r"\[thread_\d teardown\] teardown ran$", text, re.M)  # the always task ran after Ctrl-C
     assert re.search(r"^\[thread_\d\] teardown \.+ PASSED", text, re.M)
     assert re.search(r"^CANCELLED\s+after_hold\s+cancelled: the run was interrupted$", text, re.M)
     assert "!!! interrupted: teardown tasks ran, 1 cancelled !!!" in text

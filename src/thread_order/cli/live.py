@@ -32,7 +32,7 @@ try:
     import termios
 except ImportError:  # not a POSIX system: the view works, keys are echoed
     termios = None
-from .plain import COLORS, LOG_FORMAT, interrupt_message, log_text, teardown_heading
+from .plain import COLORS, TaskLogFormat, interrupt_message, log_text, teardown_heading
 
 __all__ = ["LiveView", "QueueLogHandler", "render_view", "render_bar"]
 
@@ -287,10 +287,10 @@ def render_view(snap: RunSnapshot, width: int, height: int) -> RenderableType:
 class QueueLogHandler(logging.Handler):
     """Hands formatted log records to the refresh thread, which prints them above the view."""
 
-    def __init__(self, sink: queue.SimpleQueue) -> None:
+    def __init__(self, sink: queue.SimpleQueue, specs: Iterable = ()) -> None:
         super().__init__(logging.NOTSET)
         self.sink = sink
-        self.setFormatter(LOG_FORMAT)
+        self.setFormatter(TaskLogFormat(specs))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -320,8 +320,9 @@ class LiveView:
         self._tty: tuple[int, list] | None = None
         self.redraws = 0
 
-    def log_handler(self) -> logging.Handler:
-        return QueueLogHandler(self.logs)
+    def log_handler(self, specs: Iterable = ()) -> logging.Handler:
+        """A handler printing log records above the view; ``specs`` name the task beside the thread."""
+        return QueueLogHandler(self.logs, specs)
 
     def render(self, snap: RunSnapshot | None = None) -> RenderableType:
         snap = snap or self.model.snapshot()

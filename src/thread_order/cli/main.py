@@ -443,11 +443,11 @@ def _run(args, argv, collection: Collection, scheduler: Scheduler, sources: dict
     display: Any
     if mode == "plain":
         display = PlainReporter(console, total, lanes, err=say)
-        log_handler: logging.Handler = LineLogHandler(console, collection.highlights)
+        log_handler: logging.Handler = LineLogHandler(console, collection.highlights, scheduler.tasks)
     else:
         display = LiveView(console, mode=mode, title=str(args.target), total=total, lanes=lanes,
                            highlights=collection.highlights)
-        log_handler = display.log_handler()
+        log_handler = display.log_handler(scheduler.tasks)
 
     run_info = {
         # redacted here too: the history's own redaction does not know --set KEY=VALUE

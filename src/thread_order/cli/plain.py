@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import threading
 from typing import Any, Callable, Iterable, TextIO
 
@@ -18,7 +19,7 @@ from ..theme import STATUS_COLORS
 
 __all__ = [
     "COLORS", "make_console", "PlainReporter", "LineLogHandler", "log_text", "print_end_of_run",
-    "teardown_heading",
+    "teardown_heading", "TaskLogFormat",
 ]
 
 COLORS = STATUS_COLORS
@@ -29,7 +30,42 @@ LIST_LIMIT = 100
 #: width of a plain task line when the output is not a terminal
 PLAIN_WIDTH = 80
 
-LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)-7s [%(threadName)s] %(message)s", "%H:%M:%S")
+
+class TaskLogFormat(logging.Formatter):
+    """``12:00:01 INFO    [thread_2 create_subnet] message``: the task is named beside its thread.
+
+    The task is found on the logging thread's own stack, at format time (a
+    handler formats on the thread that logged): the outermost frame running a
+    registered task function. Reading the stack rather than the run's events
+    is what makes it right: the dispatcher may not yet have announced the task
+    a worker already runs. A function registered under several names (one
+    factory's closures) names none; records outside tasks show the thread alone.
+    """
+
+    def __init__(self, specs: Iterable[Any] = ()) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s [%(threadName)s%(task_label)s] %(message)s", "%H:%M:%S")
+        codes: dict[Any, str | None] = {}
+        for spec in specs:
+            code = getattr(spec.fn, "__code__", None)
+            if code is not None:
+                codes[code] = spec.name if codes.get(code, spec.name) == spec.name else None
+        self._codes = codes
+
+    def task_of_caller(self) -> str | None:
+        found = None
+        codes = self._codes
+        frame = sys._getframe(1)
+        while frame is not None:
+            code = frame.f_code
+            if code in codes:
+                found = codes[code]
+            frame = frame.f_back
+        return found
+
+    def format(self, record: logging.LogRecord) -> str:
+        task = self.task_of_caller() if self._codes else None
+        record.task_label = f" {task}" if task else ""
+        return super().format(record)
 
 
 class _Console(Console):
@@ -157,11 +193,12 @@ def log_text(line: str, levelname: str, highlights: Iterable[tuple[re.Pattern, s
 class LineLogHandler(logging.Handler):
     """Prints log records as lines while tasks run (``--log``), through the console's lock."""
 
-    def __init__(self, console: Console, highlights: Iterable[tuple[re.Pattern, str]] = ()) -> None:
+    def __init__(self, console: Console, highlights: Iterable[tuple[re.Pattern, str]] = (),
+                 specs: Iterable[Any] = ()) -> None:
         super().__init__(logging.NOTSET)
         self.console = console
         self.highlights = list(highlights)
-        self.setFormatter(LOG_FORMAT)
+        self.setFormatter(TaskLogFormat(specs))
         self._plain = console.no_color or console.color_system is None
         # one line at a time: worker threads log concurrently
         self._lock_out = threading.Lock()

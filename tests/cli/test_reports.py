@@ -289,3 +289,27 @@ def test_the_end_of_run_summary_names_the_teardown_left_undone():
     console = Console(file=io.StringIO(), width=100, record=True)
     print_end_of_run(console, summary, sched.last_records)
     assert "teardown did not run" not in console.export_text()
+
+
+def test_long_skip_reasons_wrap_at_words_on_a_terminal_and_stay_whole_in_a_file():
+    import io
+
+    from rich.console import Console
+
+    from thread_order.cli.plain import print_end_of_run
+
+    sched = Scheduler(workers=1)
+    sched.register(lambda: 1 / 0, "create_subnet_a")
+    sched.register(lambda: None, "verify_subnet_a", after=["create_subnet_a"])
+    sched.register(lambda: None, "update_network", after=["verify_subnet_a"])
+    summary = sched.start()
+    reason = "dependency 'verify_subnet_a' skipped: upstream 'create_subnet_a' failed"
+    terminal = Console(file=io.StringIO(), width=80, force_terminal=True, record=True)
+    print_end_of_run(terminal, summary, sched.last_records)
+    lines = terminal.export_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("SKIPPED   update_network"))
+    assert lines[at] == "SKIPPED   update_network   dependency 'verify_subnet_a' skipped: upstream"
+    assert lines[at + 1] == " " * 27 + "'create_subnet_a' failed"
+    piped = Console(file=io.StringIO(), width=80, record=True)
+    print_end_of_run(piped, summary, sched.last_records)
+    assert f"SKIPPED   update_network   {reason}" in piped.export_text().splitlines()

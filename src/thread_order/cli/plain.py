@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import sys
+import textwrap
 import threading
 from typing import Any, Callable, Iterable, TextIO
 
@@ -273,10 +274,16 @@ def _list_section(console: Console, status: str, recs: list[TaskRecord]) -> None
         return
     _section(console, f"{status.lower()} ({len(recs)})", COLORS[status])
     width = min(max(len(r.name) for r in recs[:LIST_LIMIT]), 40)
+    indent = 9 + 1 + width + 2
+    # on a terminal a long reason wraps at words under itself; in a file or a pipe it stays one line
+    room = console.width - indent if console.is_terminal and console.width - indent >= 20 else None
     for rec in recs[:LIST_LIMIT]:
         line = Text(f"{status:<9} ", style=COLORS[status])
         line.append(f"{rec.name:<{width}}  ")
-        line.append(rec.reason or "", style="dim")
+        reason = rec.reason or ""
+        if room is not None and len(reason) > room:
+            reason = ("\n" + " " * indent).join(textwrap.wrap(reason, room, break_on_hyphens=False))
+        line.append(reason, style="dim")
         console.print(line, soft_wrap=True)
     if len(recs) > LIST_LIMIT:
         console.print(Text(f"... and {len(recs) - LIST_LIMIT} more (--json-report has them all)", style="dim"))

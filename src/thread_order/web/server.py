@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     from .security import is_loopback, new_token
 
     host = args.host.strip()
-    if not is_loopback(host.strip("[]").lower()) and not args.allow_remote:
+    if not is_loopback(host) and not args.allow_remote:
         print(f"tdrun ui: --host {host} is not a loopback address; add --allow-remote to accept "
               "connections from other machines (every request then needs the access token)",
               file=sys.stderr)

@@ -26,6 +26,7 @@ from ..engine.graph import Graph
 from ..engine.model import parse_tags
 from ..engine.scheduler import Scheduler, default_workers
 from ..runview import RunSnapshot, RunView
+from .payload import loads, problem
 
 __all__ = ["Workspace", "LiveRun", "RunManager", "RunBusyError", "parse_value_text", "task_rows"]
 
@@ -39,6 +40,7 @@ KEEP_RUNS = 5
 # keys a user may not type: the engine owns them
 _RESERVED = {"results", "_state_lock"}
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+_NOT_JSON_NUMBERS = {"NaN", "Infinity", "-Infinity"}
 
 
 class RunBusyError(UsageError):
@@ -57,11 +59,16 @@ def parse_value_text(key: str, text: Any) -> Any:
     """
     check_key(key)
     if not isinstance(text, str):
+        reason = problem(text)
+        if reason is not None:
+            raise UsageError(f"state value {key!r}: {reason}")
         return text
     stripped = text.strip()
+    if stripped in _NOT_JSON_NUMBERS:  # not JSON, so text, as tdrun's --key=NaN is
+        return text
     try:
-        return json.loads(stripped)
-    except ValueError as exc:
+        return loads(stripped, f"state value {key!r}")
+    except json.JSONDecodeError as exc:
         if stripped[:1] in ('{', '[', '"'):
             raise UsageError(f"state value {key!r}: invalid JSON: {exc.msg} "
                              f"at line {exc.lineno} column {exc.colno}") from None
@@ -84,8 +91,8 @@ def _jsonable(value: Any) -> tuple[Any, str]:
     """``(value, text)`` for display: JSON values as they are, others by type name only
     (as the history stores them: a repr may carry a secret)."""
     try:
-        return value, json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
+        return value, json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
         name = type(value).__name__
         return {"__not_json__": name}, f"<{name}>"
 
@@ -205,8 +212,11 @@ class Workspace:
     def set_state_file(self, name: str | None, values: dict[str, Any] | None) -> None:
         """Use ``values`` (already read from a JSON file called ``name``); None clears it."""
         if values is not None:
-            for key in values:
+            for key, value in values.items():
                 check_key(key)
+                reason = problem(value)
+                if reason is not None:
+                    raise UsageError(f"state file {name}: key {key!r}: {reason}")
         with self._lock:
             self.file_name = name
             self.file_values = dict(values or {})

@@ -86,6 +86,7 @@ def build_server(ui, sock: socket.socket, on_started: Callable[[], None] | None 
     waits for it, then ends every event stream so no connection hangs.
     """
     import asyncio
+    import contextlib
 
     import uvicorn
 
@@ -98,9 +99,21 @@ def build_server(ui, sock: socket.socket, on_started: Callable[[], None] | None 
                 on_started()
 
         def handle_exit(self, sig, frame) -> None:
-            if self.should_exit:  # a second Ctrl-C: stop waiting for the run too
-                ui.runs.cancel("current", force=True)
+            second = self.should_exit
             super().handle_exit(sig, frame)
+            if second:  # a second Ctrl-C or SIGTERM: stop waiting for the run too
+                self.force_exit = True
+                ui.runs.cancel("current", force=True)
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    # uvicorn raises the signals it caught again once it has stopped, so a
+                    # SIGTERM would end us with -15 after a clean stop; we stopped: exit 0
+                    self._captured_signals.clear()
 
         async def shutdown(self, sockets=None) -> None:
             current = ui.runs.current

@@ -6,6 +6,7 @@ Screenshots of the main screens land in ``test-output/web/`` (look at them).
 from __future__ import annotations
 
 import contextlib
+import random
 import re
 from pathlib import Path
 
@@ -297,3 +298,21 @@ def test_a_big_module_stays_paginated(page, tmp_path):
     shot(page, "11-big-run")
     page.click("#run-task-table .pager button:has-text('Next')")
     assert page.locator("#run-task-table tbody tr").first.locator("td").nth(1).inner_text() == "t100"
+
+
+def test_durations_are_written_exactly_as_the_cli_and_the_report_write_them(page):
+    # theme.format_seconds is the one formatter; the page's copy must agree on every value,
+    # exact halves included (Python rounds them to even, JavaScript's toFixed/round up)
+    from thread_order.theme import format_seconds
+
+    rng = random.Random(19)
+    values = [0, 1e-7, 4.2e-6, 3.2e-5, 0.0000125, 0.0000025, 0.0004999, 0.0005, 0.0009996, 0.000999,
+              0.001, 0.0042, 0.005, 0.00999, 0.0099999, 0.01, 0.0125, 0.0145, 0.05, 0.123, 0.5, 0.9995,
+              0.99999, 1, 1.005, 1.5, 59.994, 59.996, 60, 60.5, 61.5, 95, 3599.4, 3599.5, 3600, 4000,
+              7384, 86399.5, 33.625, 2.125, 0.00225, 0.0000025, None]
+    values += [10 ** rng.uniform(-7, 5) for _ in range(400)]
+    values += [rng.randrange(1, 20_000) / 2 * 10 ** -rng.randrange(0, 7) for _ in range(200)]
+    values += [rng.randrange(1, 2**12) / 2 ** rng.randrange(1, 12) for _ in range(300)]  # exact halves
+    shown = page.evaluate("values => values.map(formatSeconds)", values)
+    expected = [format_seconds(v) for v in values]
+    assert [(v, s) for v, s, e in zip(values, shown, expected) if s != e] == []

@@ -51,25 +51,55 @@ function adoptSvg(container, markup) {
   }
 }
 
-// a graph a little wider than its card is scaled down to fit; a much wider one scrolls
+// a graph wider than its card is scaled down to fit, but never below MIN_TEXT_PX of text:
+// past that it keeps that size and the card scrolls
+const MIN_TEXT_PX = 10;
 function fitSvg(container) {
   const svg = container.querySelector("svg");
   const avail = container.clientWidth - 2;
   const width = svg ? Number(svg.getAttribute("width")) : 0;
-  if (svg && avail > 0 && width > avail && width < avail * 1.6) {
-    svg.style.width = "100%";
-    svg.style.height = "auto";
-  }
+  if (!svg || avail <= 0 || width <= avail) return;
+  const text = svg.querySelector("text");
+  const fontPx = (text && parseFloat(getComputedStyle(text).fontSize)) || 12;
+  const floor = Math.ceil(width * MIN_TEXT_PX / fontPx);
+  svg.style.width = `${Math.max(avail, floor)}px`;
+  svg.style.height = "auto";
 }
 
+// Python's f"{x:.{digits}f}": an exact half goes to the even neighbour, where toFixed goes up
+// (33.625 is 33.62 in Python, 33.63 in JavaScript). toFixed(60) is the exact decimal value of
+// every number rounded here (none has 60 binary digits after the point).
+function pyFixed(x, digits) {
+  const exact = x.toFixed(60);
+  const cut = exact.indexOf(".") + 1 + digits;
+  if (/^50*$/.test(exact.slice(cut))) {
+    const kept = exact.slice(0, digits ? cut : cut - 1);
+    if (Number(kept[kept.length - 1]) % 2 === 0) return kept;
+  }
+  return x.toFixed(digits);
+}
+
+// theme.format_seconds, digit for digit: the UI, the CLI and the report write durations alike
+function formatSeconds(seconds) {
+  if (seconds === null || seconds === undefined) return "\u2014";
+  if (seconds === 0) return "0s";
+  if (seconds < 0.001) return `${pyFixed(seconds * 1e6, 0)}\u00b5s`;
+  if (seconds < 1) {
+    const ms = seconds * 1000;
+    return ms < 10 && ms !== Math.trunc(ms) ? `${pyFixed(ms, 1)}ms` : `${pyFixed(ms, 0)}ms`;
+  }
+  if (seconds < 60) return `${pyFixed(seconds, 2)}s`;
+  const total = Number(pyFixed(seconds, 0));
+  const minutes = Math.floor(total / 60);
+  const secs = total % 60;
+  if (minutes < 60) return `${minutes}m${String(secs).padStart(2, "0")}s`;
+  return `${Math.floor(minutes / 60)}h${String(minutes % 60).padStart(2, "0")}m`;
+}
+
+// a duration in a table cell: blank when there is none
 function fmtDur(s) {
   if (s === null || s === undefined || Number.isNaN(s)) return "";
-  if (s < 1) return `${Math.round(s * 1000)} ms`;
-  if (s < 60) return `${s.toFixed(2)} s`;
-  const m = Math.floor(s / 60);
-  const rest = Math.floor(s - m * 60);
-  if (m < 60) return `${m}m ${String(rest).padStart(2, "0")}s`;
-  return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
+  return formatSeconds(s);
 }
 
 function fmtClock(epoch) {

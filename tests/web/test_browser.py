@@ -122,7 +122,7 @@ def test_demo_load_set_state_run_live_and_open_in_history(page, server):
         [14, 0, 0, 0, 0, 0]
     assert page.inner_text("#progress-text") == "100% · 14 / 14 tasks"
     assert page.locator("#run-graph g.node[data-status=PASSED]").count() == 14
-    assert page.inner_text("#run-pill") == "IDLE"
+    assert page.inner_text("#run-pill") == "PASSED"  # the run card's word, not "idle"
     assert page.inner_text("#run-phase") == "PASSED"  # how the run ended, not just "finished"
     # every task once, plus any retried attempt of the polling task (the shared run view lists those)
     assert page.locator("#recent li:not(.s-RETRY)").count() == 14

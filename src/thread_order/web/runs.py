@@ -232,6 +232,14 @@ class Workspace:
                             "source": "typed in" if key in typed else "state file"})
         return {"entries": entries, "file": file_name}
 
+    def state_argv(self) -> list[str]:
+        """The state of the next run as tdrun options, for the history's command line."""
+        with self._lock:
+            typed, file_name = dict(self.typed), self.file_name
+        argv = [f"--state-file={file_name}"] if file_name else []
+        return argv + [f"--{key}={value if isinstance(value, str) else _jsonable(value)[1]}"
+                       for key, value in typed.items()]
+
     def build_run_state(self) -> tuple[dict[str, Any], dict[str, str]]:
         """The initial state of a run: state file, typed values, then ``setup_state``."""
         with self._lock:
@@ -518,7 +526,7 @@ class RunManager:
                 "module": str(split_target(target)[0]), "target": target,
                 "argv": ["tdrun", "ui", target, f"--workers={options.workers}"]
                 + ([f"--tags={','.join(options.tags)}"] if options.tags else [])
-                + ([] if options.skip_dependents else ["--no-skip-deps"]),
+                + ([] if options.skip_dependents else ["--no-skip-deps"]) + workspace.state_argv(),
                 "tags": list(options.tags), "workers": options.workers, "state": state,
             }
             recorder = self.recorder_factory(scheduler, run_info)

@@ -1,4 +1,4 @@
-"""JSON in and out of the web UI: only finite numbers, nothing nested past ``MAX_DEPTH``.
+"""JSON in and out of the web UI, typed state values included: finite numbers, nesting up to ``MAX_DEPTH``.
 
 Python's ``json`` reads ``NaN``, ``Infinity`` and ``1e999`` (an infinite
 float), which no JSON consumer accepts: stored as state, they made every
@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from ..engine.errors import UsageError
 
-__all__ = ["MAX_DEPTH", "loads", "problem", "dumps"]
+__all__ = ["MAX_DEPTH", "loads", "problem", "dumps", "parse_value_text", "check_key"]
 
 #: the deepest nesting of lists and objects accepted in a request or a state value
 MAX_DEPTH = 100
@@ -107,3 +108,51 @@ def dumps(data: Any, **kwargs: Any) -> str:
         return json.dumps(data, allow_nan=False, **kwargs)
     except ValueError:
         return json.dumps(_finite(data), allow_nan=False, **kwargs)
+
+
+# --------------------------------------------------------------------------- state values
+
+# keys a user may not type: the engine owns them
+_RESERVED = {"results", "_state_lock"}
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+_NOT_JSON_NUMBERS = {"NaN", "Infinity", "-Infinity"}
+
+
+def parse_value_text(key: str, text: Any) -> Any:
+    """Turn what a person typed into a state value.
+
+    Text that parses as JSON is that value (``42``, ``true``, ``{"a": 1}``);
+    text that looks like JSON but does not parse is an error; anything else
+    is kept as a string. Non-string values (from the JSON API) are kept.
+
+    Raises:
+        UsageError: a bad key, or text that starts like JSON but is not.
+    """
+    check_key(key)
+    if not isinstance(text, str):
+        reason = problem(text)
+        if reason is not None:
+            raise UsageError(f"state value {key!r}: {reason}")
+        return text
+    stripped = text.strip()
+    if stripped in _NOT_JSON_NUMBERS:  # not JSON, so text, as tdrun's --key=NaN is
+        return text
+    try:
+        return loads(stripped, f"state value {key!r}")
+    except json.JSONDecodeError as exc:
+        if stripped[:1] in ('{', '[', '"'):
+            raise UsageError(f"state value {key!r}: invalid JSON: {exc.msg} "
+                             f"at line {exc.lineno} column {exc.colno}") from None
+        return text
+
+
+def check_key(key: Any) -> str:
+    """Raises UsageError unless ``key`` is a usable state key."""
+    if not isinstance(key, str) or not key.strip():
+        raise UsageError("state key must be a non-empty string")
+    if key in _RESERVED:
+        raise UsageError(f"state key {key!r} is reserved for the engine")
+    if not _KEY_RE.match(key):
+        raise UsageError(f"state key {key!r}: use letters, digits, '_', '.' or '-', "
+                         "starting with a letter or '_'")
+    return key

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 import uuid
@@ -26,7 +25,7 @@ from ..engine.graph import Graph
 from ..engine.model import parse_tags
 from ..engine.scheduler import Scheduler, default_workers
 from ..runview import RunSnapshot, RunView
-from .payload import loads, problem
+from .payload import check_key, parse_value_text, problem
 
 __all__ = ["Workspace", "LiveRun", "RunManager", "RunBusyError", "parse_value_text", "task_rows"]
 
@@ -37,54 +36,8 @@ MAX_WORKERS = 512
 #: live runs kept for reconnecting pages (the history keeps everything)
 KEEP_RUNS = 5
 
-# keys a user may not type: the engine owns them
-_RESERVED = {"results", "_state_lock"}
-_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
-_NOT_JSON_NUMBERS = {"NaN", "Infinity", "-Infinity"}
-
-
 class RunBusyError(UsageError):
     """A run is already in progress on this server."""
-
-
-def parse_value_text(key: str, text: Any) -> Any:
-    """Turn what a person typed into a state value.
-
-    Text that parses as JSON is that value (``42``, ``true``, ``{"a": 1}``);
-    text that looks like JSON but does not parse is an error; anything else
-    is kept as a string. Non-string values (from the JSON API) are kept.
-
-    Raises:
-        UsageError: a bad key, or text that starts like JSON but is not.
-    """
-    check_key(key)
-    if not isinstance(text, str):
-        reason = problem(text)
-        if reason is not None:
-            raise UsageError(f"state value {key!r}: {reason}")
-        return text
-    stripped = text.strip()
-    if stripped in _NOT_JSON_NUMBERS:  # not JSON, so text, as tdrun's --key=NaN is
-        return text
-    try:
-        return loads(stripped, f"state value {key!r}")
-    except json.JSONDecodeError as exc:
-        if stripped[:1] in ('{', '[', '"'):
-            raise UsageError(f"state value {key!r}: invalid JSON: {exc.msg} "
-                             f"at line {exc.lineno} column {exc.colno}") from None
-        return text
-
-
-def check_key(key: Any) -> str:
-    """Raises UsageError unless ``key`` is a usable state key."""
-    if not isinstance(key, str) or not key.strip():
-        raise UsageError("state key must be a non-empty string")
-    if key in _RESERVED:
-        raise UsageError(f"state key {key!r} is reserved for the engine")
-    if not _KEY_RE.match(key):
-        raise UsageError(f"state key {key!r}: use letters, digits, '_', '.' or '-', "
-                         "starting with a letter or '_'")
-    return key
 
 
 def _jsonable(value: Any) -> tuple[Any, str]:

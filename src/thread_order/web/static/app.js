@@ -331,6 +331,7 @@ function renderModule() {
   taskTable.el = $("task-table");
   filterTasks();
   $("module-graph").replaceChildren(h("div", { class: "note", text: "drawing…" }));
+  $("module-graph-note").textContent = "";
   api("GET", "/api/module/graph").then((g) => insertSvg($("module-graph"), g, $("module-graph-note")))
     .catch((e) => $("module-graph").replaceChildren(h("div", { class: "note", text: e.message })));
   if (m.default_workers) $("run-workers").value = m.default_workers;  // as tdrun would choose
@@ -875,6 +876,13 @@ async function showHistoryRun(id) {
         ["Workers", run.workers], ["Host", run.host], ["Tags", (run.tags || []).join(", ")], ["Tasks", run.total],
         ["Command", (run.argv || []).join(" ")]]),
       statusCounters(counts)),
+    // failures first: the reason to open a run, and not below the fold
+    failed.length ? h("div", { class: "card", id: "failures" }, h("div", { class: "card-head" }, h("h3", {}, `Failures (${failed.length})`)),
+      failed.map((t) => h("div", { class: "failure" },
+        h("h4", {}, t.name, h("span", { class: "muted" }, `  ${t.thread || ""} · attempt ${t.attempts} · ${fmtDur(t.duration)}`)),
+        h("p", { class: "error-message" }, `${t.error_type}: ${t.error}`),
+        t.traceback ? h("pre", { class: "trace", text: t.traceback }) : null,
+        t.output ? h("details", {}, h("summary", {}, "captured output"), h("pre", { class: "trace output", text: t.output })) : null))) : null,
     (run.teardown_not_run || []).length ? h("div", { class: "error-panel", id: "history-teardown-not-run" },
       h("p", { class: "error-message" }, teardownHeading(run.teardown_not_run))) : null,
     h("div", { class: "card", id: "history-state" }, h("div", { class: "card-head" }, h("h3", {}, "Initial state"),
@@ -887,12 +895,6 @@ async function showHistoryRun(id) {
       run.timeline_svg ? (() => { const d = h("div", { class: "timeline" }); adoptSvg(d, run.timeline_svg); return d; })()
         : h("p", { class: "muted" }, "no task ran")),
     h("div", { class: "card" }, h("div", { class: "card-head" }, h("h3", {}, "Graph")), graphBox),
-    failed.length ? h("div", { class: "card", id: "failures" }, h("div", { class: "card-head" }, h("h3", {}, `Failures (${failed.length})`)),
-      failed.map((t) => h("div", { class: "failure" },
-        h("h4", {}, t.name, h("span", { class: "muted" }, `  ${t.thread || ""} · attempt ${t.attempts} · ${fmtDur(t.duration)}`)),
-        h("p", { class: "error-message" }, `${t.error_type}: ${t.error}`),
-        t.traceback ? h("pre", { class: "trace", text: t.traceback }) : null,
-        t.output ? h("details", {}, h("summary", {}, "captured output"), h("pre", { class: "trace output", text: t.output })) : null))) : null,
     notRun.length ? h("div", { class: "card" }, h("div", { class: "card-head" }, h("h3", {}, `Skipped and cancelled (${notRun.length})`)),
       h("table", { class: "table" }, h("tbody", {}, notRun.slice(0, 500).map((t) =>
         h("tr", {}, h("td", { class: "name" }, t.name), h("td", {}, pill(t.status)), h("td", { class: "deps" }, t.reason || "")))))) : null,

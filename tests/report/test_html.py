@@ -140,6 +140,18 @@ def test_an_interrupted_run_lists_the_tasks_it_never_recorded(tmp_path):
             if g.get("data-task")} == {"a": "PASSED", "b": "WAITING", "c": "WAITING"}
 
 
+def test_teardown_a_forced_stop_left_behind_is_named_at_the_top(tmp_path):
+    run = recorded_run(tmp_path, lifecycle())
+    assert "teardown-not-run" not in Page(render_report(run)).sections  # nothing left behind
+    # as the history gives it after a second Ctrl-C (the summary's teardown_not_run)
+    run = {**run, "status": "interrupted", "teardown_not_run": ["delete_subnet", "delete_network"]}
+    html = render_report(run)
+    page = Page(html)
+    assert page.sections["teardown-not-run"].startswith(
+        "teardown did not run: delete_subnet, delete_network \u2014 resources they clean up may remain")
+    assert html.index("id=teardown-not-run") < html.index("id=timeline")  # before everything else
+
+
 def test_write_report_says_which_file_it_cannot_write(tmp_path):
     run = recorded_run(tmp_path, lifecycle())
     target = tmp_path / "out.html"
@@ -212,9 +224,12 @@ def test_the_report_opens_offline_in_a_browser_and_its_controls_work(tmp_path, c
             first = page.locator("#graph-box g.node").first
             assert first.is_visible()
             page.click('button[data-zoom-for="graph-box"][data-mode="fit"]')
-            box = page.locator("#graph-box").bounding_box()
+            # fit width shrinks, but never below readable text: 500 tasks then scroll
             svg = page.locator("#graph-box svg").bounding_box()
-            assert svg["width"] <= box["width"] + 1
+            drawn = float(page.get_attribute("#graph-box svg", "viewBox").split()[2])
+            assert svg["width"] < drawn
+            assert 12 * svg["width"] / drawn >= 10 - 0.01
+            assert page.eval_on_selector("#graph-box", "b => b.scrollWidth > b.clientWidth")
             # the task table sorts by duration and filters by name
             page.click("#tasks-table th:nth-child(6)")
             page.click("#tasks-table th:nth-child(6)")

@@ -143,13 +143,26 @@ def test_isotonic_placement_keeps_order_and_gaps_and_is_optimal(desired, data):
         assert y == pytest.approx(desired)  # already feasible: left where wanted
 
 
-def test_long_names_are_truncated_on_the_node_and_whole_in_the_title():
-    long = "create_a_subnet_with_a_name_far_too_long_for_any_box"
-    root = parse(graph_svg([long, "b"], [(long, "b")]))
-    g = nodes_of(root)[long]
-    label = g.find("s:text", NS).text
-    assert label.endswith("\u2026") and len(label) < len(long) and long.startswith(label[:-1])
-    assert g.find("s:title", NS).text.startswith(long)
+def node_width(g: ET.Element) -> float:
+    return float(g.find("s:rect", NS).get("width"))
+
+
+def test_long_names_widen_the_nodes_then_lose_their_middle_not_their_end():
+    # names that share a long prefix differ at the end: that part must stay on the node
+    names = [f"create_subnet_in_availability_zone_eu_west_{z}" for z in ("1a", "1b")]
+    root = parse(graph_svg(names + ["b"], [(names[0], "b"), (names[1], "b")]))
+    groups = nodes_of(root)
+    labels = [groups[n].find("s:text", NS).text for n in names]
+    assert labels[0] != labels[1]
+    for name, label in zip(names, labels):
+        head, tail = label.split("\u2026")
+        assert name.startswith(head) and name.endswith(tail) and len(tail) >= 6
+        assert len(label) * 7 + 16 <= node_width(groups[name]) <= 296
+        assert groups[name].find("s:title", NS).text.startswith(name)
+    # a name that fits the widened box is whole
+    mid = "create_subnet_eu_west_1a_and_route"
+    assert nodes_of(parse(graph_svg([mid], [])))[mid].find("s:text", NS).text == mid
+    assert node_width(nodes_of(parse(graph_svg(["a"], [])))["a"]) == 176
 
 
 def test_names_are_escaped():
@@ -189,7 +202,7 @@ def test_five_hundred_tasks_stay_readable():
     columns = {position(g)[0] for g in groups.values()}
     assert len(columns) == len(Graph([(n, [a for a, b in edges if b == n]) for n in names]).levels)
     for g in groups.values():  # every label fits its box
-        assert len(g.find("s:text", NS).text) <= 23
+        assert len(g.find("s:text", NS).text) * 7 + 16 <= node_width(g)
 
 
 # --------------------------------------------------------------------------- timeline
@@ -287,3 +300,52 @@ def test_five_hundred_bars_on_eight_lanes():
 def test_format_seconds():
     assert [format_seconds(s) for s in (0, 4.2e-6, 0.0042, 0.05, 0.123, 1.5, 95, 4000, None)] == [
         "0s", "4\u00b5s", "4.2ms", "50ms", "123ms", "1.50s", "1m35s", "1h06m", "\u2014"]
+
+
+def legend_text(root):
+    legend = next(g for g in root.iter("{http://www.w3.org/2000/svg}g") if g.get("class") == "legend")
+    return [t.text for t in legend.iter("{http://www.w3.org/2000/svg}text")]
+
+
+def test_a_task_of_microseconds_still_gets_a_visible_bar():
+    tasks = [
+        {"name": "slow", "status": "PASSED", "thread": "thread_0", "started_at": 0.0, "finished_at": 12.0,
+         "duration": 12.0},
+        {"name": "quick", "status": "FAILED", "thread": "thread_1", "started_at": 5.0, "finished_at": 5.000032,
+         "duration": 0.000032},
+    ]
+    bars = {r.get("data-task"): r for r in bars_of(parse(timeline_svg(tasks)))}
+    assert float(bars["quick"].get("width")) >= 4
+    assert "32\u00b5s" in bars["quick"].find("s:title", NS).text
+
+
+def test_the_legend_counts_the_bars_it_outlines():
+    # create failed: verify_* were skipped without running (no bar) yet sit on the critical path
+    tasks = [
+        {"name": "create", "status": "FAILED", "thread": "thread_0", "started_at": 0.0, "finished_at": 1.0},
+        {"name": "verify", "status": "SKIPPED", "thread": None, "started_at": None, "finished_at": 1.0},
+        {"name": "report", "status": "SKIPPED", "thread": None, "started_at": None, "finished_at": 1.0},
+        {"name": "teardown", "status": "PASSED", "thread": "thread_0", "started_at": 1.0, "finished_at": 2.0},
+    ]
+    edges = [("create", "verify"), ("verify", "report"), ("report", "teardown")]
+    assert critical_path(tasks, edges) == ["create", "verify", "report", "teardown"]
+    root = parse(timeline_svg(tasks, edges=edges))
+    outlined = [r.get("data-task") for r in bars_of(root) if "critical" in r.get("class")]
+    assert outlined == ["create", "teardown"]
+    assert "critical path (2 tasks)" in legend_text(root)
+
+
+@pytest.mark.parametrize("span", [12.0, 0.9, 95.0, 0.0042])
+def test_every_axis_label_fits_inside_the_picture(span):
+    tasks = [{"name": "a", "status": "PASSED", "thread": "thread_0", "started_at": 0.0, "finished_at": span,
+              "duration": span}]
+    root = parse(timeline_svg(tasks))
+    width = float(root.get("width"))
+    axis = next(g for g in root.iter("{http://www.w3.org/2000/svg}g") if g.get("class") == "axis")
+    labels = list(axis.iter("{http://www.w3.org/2000/svg}text"))
+    assert labels[-1].text == format_seconds(span) or len(labels) > 2
+    for text in labels:
+        x = float(text.get("x"))
+        chars = len(text.text) * 6.2
+        left, right = (x - chars, x) if text.get("text-anchor") == "end" else (x, x + chars)
+        assert 0 <= left and right <= width, (text.text, left, right, width)

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from ..engine.errors import UsageError
 from .svg import STATUS_COLORS, critical_path, format_seconds, graph_svg, timeline_svg
 
-__all__ = ["render_report", "write_report"]
+__all__ = ["render_report", "teardown_heading", "write_report"]
 
 RUN_COLORS = {
     "passed": STATUS_COLORS["PASSED"],
@@ -81,25 +81,32 @@ border-radius:6px;width:260px}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 18px;margin:0}
 dt{color:var(--muted)}dd{margin:0;font-family:var(--mono);word-break:break-all}
 .empty{color:var(--muted);font-style:italic}
+section.alarm{border:2px solid #d64545;background:#fff5f5}section.alarm h2{color:#b42318}
+section.alarm p{margin:0}
 footer{color:var(--muted);font-size:12px;padding:0 32px 24px}
 """
 
 _JS = """
 (function(){
+  var MIN_PX=10;
   document.querySelectorAll('[data-zoom]').forEach(function(box){
     var svg=box.querySelector('svg'); if(!svg) return;
     var w=svg.getAttribute('width'), h=svg.getAttribute('height');
     var buttons=document.querySelectorAll('button[data-zoom-for="'+box.id+'"]');
+    // fit width never shrinks the text below MIN_PX: past that the pane scrolls instead
+    var text=svg.querySelector('text');
+    var minScale=MIN_PX/((text&&parseFloat(getComputedStyle(text).fontSize))||12);
     function set(mode){
-      if(mode==='fit'){svg.setAttribute('width','100%');svg.removeAttribute('height');}
-      else{svg.setAttribute('width',w);svg.setAttribute('height',h);}
+      if(mode==='fit'){svg.setAttribute('width','100%');svg.removeAttribute('height');
+        svg.style.minWidth=Math.ceil(parseFloat(w)*minScale)+'px';}
+      else{svg.setAttribute('width',w);svg.setAttribute('height',h);svg.style.minWidth='';}
       buttons.forEach(function(b){b.setAttribute('aria-pressed',b.dataset.mode===mode);});
     }
     buttons.forEach(function(b){b.addEventListener('click',function(){set(b.dataset.mode);});});
     // small enough to read when shrunk to the page: show it whole; else actual size, scrolled
     // to where the drawing starts
     var scale=box.clientWidth/parseFloat(w);
-    if(scale<1&&scale>=0.55){set('fit');}
+    if(scale<1&&scale>=minScale){set('fit');}
     else{
       set('actual');
       var first=svg.querySelector('.node,.bar');
@@ -205,6 +212,11 @@ def _task_rows(tasks: list[Mapping[str, Any]], t0: float | None) -> str:
     return "".join(rows)
 
 
+def teardown_heading(names: list[str]) -> str:
+    """The words every front-end uses for teardown tasks a forced stop left behind."""
+    return f"teardown did not run: {', '.join(names)} \u2014 resources they clean up may remain"
+
+
 def render_report(run: Mapping[str, Any]) -> str:
     """The HTML page for one run (a ``HistoryStore.get_run`` dict)."""
     tasks = list(run.get("tasks") or [])
@@ -252,6 +264,13 @@ def render_report(run: Mapping[str, Any]) -> str:
         f"<a href=#skipped>Skipped and cancelled ({len(not_run)})</a>",
         "<a href=#tasks>All tasks</a><a href=#details>Run details</a></nav><main>",
     ]
+    left_behind = list(run.get("teardown_not_run") or [])
+    if left_behind:
+        out.append(
+            "<section id=teardown-not-run class=alarm><h2>"
+            f"{escape(teardown_heading(left_behind))}</h2><p>The run was stopped without "
+            "waiting: these <code>always</code> tasks never started or were cut short.</p></section>"
+        )
     if status == "interrupted" and missing:
         out.append(
             '<section id=interrupted><h2>Interrupted</h2><p>The run stopped before these '

@@ -26,12 +26,16 @@ __all__ = ["STATUS_COLORS", "graph_svg", "timeline_svg", "critical_path", "forma
 _DARK_TEXT = {"SKIPPED", "WAITING"}  # light fills: dark text reads better
 
 NODE_W, NODE_H = 176, 28
+NODE_W_MAX = 296  # nodes widen to fit long names up to this, then elide in the middle
+CHAR_W = 7  # an average character of the 12px node font, in pixels
 GAP_X, ROW_H, DUMMY_ROW = 64, 40, 14
 MARGIN = 16
 SWEEPS = 4  # down+up barycentre passes; more rarely removes another crossing
 DUMMY_LIMIT = 20_000  # beyond this many dummy points long edges are drawn straight
 
 LANE_H, BAR_H, LABEL_W, AXIS_H, LEGEND_H = 26, 18, 96, 24, 26
+MIN_BAR = 4  # a task of microseconds still gets a bar one can see and hover
+AXIS_CHAR_W = 6.2  # an average character of the 11px timeline font
 
 _STYLE = "".join(
     f'.tdo-graph .node[data-status="{s}"] rect{{fill:{c}}}'
@@ -63,6 +67,18 @@ def _clip(text: str, chars: int) -> str:
     if chars < 2:
         return ""
     return text if len(text) <= chars else text[: chars - 1] + "\u2026"
+
+
+def _elide_middle(text: str, chars: int) -> str:
+    """Cut ``text`` to ``chars`` by dropping its middle: names that share a prefix
+    (``create_subnet_eu_west_1a``, ``..._1b``) differ at the end, so both ends stay."""
+    if len(text) <= chars:
+        return text
+    if chars < 3:
+        return _clip(text, chars)
+    head = chars // 2
+    tail = chars - 1 - head
+    return text[:head] + "\u2026" + (text[-tail:] if tail else "")
 
 
 def _natural(name: str) -> list:
@@ -296,11 +312,13 @@ def graph_svg(
     ranks = _order(ranks, d_succ, d_pred)
     y = _place(ranks, d_succ, d_pred, is_dummy)
 
+    node_w = min(max(NODE_W, max(len(name) for name in names) * CHAR_W + 16), NODE_W_MAX)
+
     def x_of(v: int) -> float:
-        return MARGIN + layer_of[v] * (NODE_W + GAP_X)
+        return MARGIN + layer_of[v] * (node_w + GAP_X)
 
     top = MARGIN + NODE_H / 2
-    width = MARGIN * 2 + depth * NODE_W + (depth - 1) * GAP_X
+    width = MARGIN * 2 + depth * node_w + (depth - 1) * GAP_X
     height = MARGIN * 2 + NODE_H + max(y.values())
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="tdo-graph" width="{width:.0f}" '
@@ -312,9 +330,9 @@ def graph_svg(
         '<g class="edges">',
     ]
     for a, b in pairs:
-        points = [(x_of(a) + NODE_W, top + y[a])]
+        points = [(x_of(a) + node_w, top + y[a])]
         for v in routes.get((a, b), ()):
-            points.append((x_of(v) + NODE_W / 2, top + y[v]))
+            points.append((x_of(v) + node_w / 2, top + y[v]))
         points.append((x_of(b), top + y[b]))
         d = [f"M{points[0][0]:.1f},{points[0][1]:.1f}"]
         for (x1, y1), (x2, y2) in zip(points, points[1:]):
@@ -326,17 +344,17 @@ def graph_svg(
             f'data-to="{escape(names[b])}" d="{" ".join(d)}" marker-end="url(#tdo-arrow)"/>'
         )
     out.append('</g><g class="nodes">')
-    chars = (NODE_W - 16) // 7
+    chars = (node_w - 16) // CHAR_W
     for v in range(n):
         name = names[v]
         status = _status(statuses.get(name))
-        label = _clip(name, chars)
+        label = _elide_middle(name, chars)
         cls = "node critical" if name in crit else "node"
         out.append(
             f'<g class="{cls}" data-task="{escape(name)}" data-status="{status}" '
             f'transform="translate({x_of(v):.1f},{MARGIN + y[v]:.1f})">'
             f"<title>{escape(name)} \u2014 {status.lower()}</title>"
-            f'<rect width="{NODE_W}" height="{NODE_H}" rx="6"/>'
+            f'<rect width="{node_w}" height="{NODE_H}" rx="6"/>'
             f'<text x="8" y="{NODE_H / 2:.0f}">{escape(label)}</text></g>'
         )
     out.append("</g></svg>")
@@ -374,7 +392,7 @@ def timeline_svg(
     tasks = list(tasks)
     ran = [t for t in tasks if t.get("thread") and t.get("started_at") is not None]
     if critical is None:
-        critical = critical_path(ran, edges) if edges is not None else ()
+        critical = critical_path(tasks, edges) if edges is not None else ()
     crit = set(critical)
     lanes = sorted({t["thread"] for t in ran}, key=_natural)
     if not ran:
@@ -407,17 +425,25 @@ def timeline_svg(
         out.append(f'<rect class="bar" data-status="{status}" x="{x}" y="6" width="12" height="12"/>'
                    f'<text x="{x + 16}" y="16">{status.lower()}</text>')
         x += 90
-    if crit:
+    # the legend counts the bars it outlines: critical tasks decided without running have none
+    outlined = sum(1 for t in ran if t["name"] in crit)
+    if outlined:
         out.append(f'<rect class="bar critical" data-status="WAITING" x="{x}" y="6" width="12" height="12"/>'
-                   f'<text x="{x + 16}" y="16">critical path ({len(crit)} tasks)</text>')
+                   f'<text x="{x + 16}" y="16">critical path ({outlined} '
+                   f'{"task" if outlined == 1 else "tasks"})</text>')
     out.append('</g><g class="axis">')
     step = _nice_step(span)
     k = 0
     while k * step <= span + 1e-12:
         tx = LABEL_W + k * step * scale
+        label = format_seconds(k * step) if k else "0"
+        # a label that would run past the right edge ends at its tick instead
+        if tx + 2 + len(label) * AXIS_CHAR_W > total_w - 2:
+            place = f'x="{tx - 2:.1f}" text-anchor="end"'
+        else:
+            place = f'x="{tx + 2:.1f}"'
         out.append(f'<line class="tick" x1="{tx:.1f}" y1="{plot_top - 4}" x2="{tx:.1f}" '
-                   f'y2="{total_h - 8}"/><text x="{tx + 2:.1f}" y="{plot_top - 8}">'
-                   f"{format_seconds(k * step) if k else '0'}</text>")
+                   f'y2="{total_h - 8}"/><text {place} y="{plot_top - 8}">{label}</text>')
         k += 1
     out.append("</g>")
     for i, lane in enumerate(lanes):
@@ -432,7 +458,7 @@ def timeline_svg(
         name = t["name"]
         status = _status(t.get("status"))
         bx = LABEL_W + (t["started_at"] - t0) * scale
-        bw = max((end_of(t) - t["started_at"]) * scale, 1.5)
+        bw = max((end_of(t) - t["started_at"]) * scale, MIN_BAR)
         by = plot_top + lane_of[t["thread"]] * LANE_H + (LANE_H - BAR_H) / 2
         tip = [f"{name} \u2014 {status.lower()}",
                f"{t['thread']} \u00b7 {format_seconds(t.get('duration'))} \u00b7 "

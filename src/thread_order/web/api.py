@@ -26,6 +26,7 @@ from starlette.staticfiles import StaticFiles
 from .. import __version__
 from ..engine.collect import ModuleLoadError, parse_state_text, read_state_file
 from ..engine.errors import HistoryError, UsageError
+from .payload import MAX_DEPTH, dumps, loads
 from .runs import COALESCE, LiveRun, RunBusyError, RunManager, Workspace
 from .security import Guard
 
@@ -40,6 +41,13 @@ GRAPH_LIMIT = 800
 MAX_BODY = 5 * 2**20
 #: seconds between keep-alive comments on an idle event stream
 KEEPALIVE = 15.0
+
+
+class SafeJSONResponse(JSONResponse):
+    """Every JSON response of ours: standard JSON whatever the data: a stray NaN is ``null``, not a failed response."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 class NotFound(UsageError):
@@ -99,23 +107,21 @@ def api(fn: Callable[[Request, UiServer], Awaitable[Any]]) -> Handler:
         ui: UiServer = request.app.state.ui
         try:
             result = await fn(request, ui)
+            return result if isinstance(result, Response) else SafeJSONResponse(result)
         except RunBusyError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=409)
+            return SafeJSONResponse({"error": str(exc)}, status_code=409)
         except NotFound as exc:
-            return JSONResponse({"error": str(exc)}, status_code=404)
+            return SafeJSONResponse({"error": str(exc)}, status_code=404)
         except TooLarge as exc:
-            return JSONResponse({"error": str(exc)}, status_code=413)
+            return SafeJSONResponse({"error": str(exc)}, status_code=413)
         except ModuleLoadError as exc:
-            return JSONResponse({"error": str(exc), "traceback": exc.user_traceback}, status_code=400)
+            return SafeJSONResponse({"error": str(exc), "traceback": exc.user_traceback}, status_code=400)
         except (UsageError, HistoryError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            return SafeJSONResponse({"error": str(exc)}, status_code=400)
         except Exception as exc:
             log.exception("web UI: %s %s failed", request.method, request.url.path)
-            return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"},
+            return SafeJSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"},
                                 status_code=500)
-        if isinstance(result, Response):
-            return result
-        return JSONResponse(result)
 
     endpoint.__name__ = fn.__name__
     return endpoint
@@ -130,8 +136,9 @@ async def json_body(request: Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
-    except ValueError:
+        # NaN is let through here so that the value it sits in can be named (state values)
+        data = loads(raw, "request body", finite=False)
+    except json.JSONDecodeError:
         raise UsageError("request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise UsageError("request body must be a JSON object")
@@ -260,17 +267,29 @@ async def put_state_file(request: Request, ui: UiServer) -> dict[str, Any]:
         path = body["path"]
         if not isinstance(path, str) or not path.strip():
             raise UsageError("'path' must name a JSON file")
-        values = await run_in_threadpool(read_state_file, path)
+        values = await run_in_threadpool(_state_file, path, read_state_file, path)
         name = path
     elif "content" in body:
         name = body.get("name") or "uploaded file"
         if not isinstance(name, str) or not isinstance(body["content"], str):
             raise UsageError("'name' and 'content' must be strings")
-        values = parse_state_text(name, body["content"])
+        values = _state_file(name, parse_state_text, name, body["content"])
     else:
         raise UsageError("give the state file as {\"path\": ...} or {\"name\": ..., \"content\": ...}")
     ui.workspace.set_state_file(name, values)
     return ui.workspace.state_view()
+
+
+def _state_file(name: str, read: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``read(*args)`` with what the shared reader lets through worded as tdrun words it."""
+    try:
+        return read(*args)
+    except RecursionError:
+        raise UsageError(f"state file {name}: nested deeper than {MAX_DEPTH} levels") from None
+    except UsageError:
+        raise
+    except ValueError:  # an integer longer than sys.get_int_max_str_digits()
+        raise UsageError(f"state file {name}: not valid JSON (a number too long)") from None
 
 
 @api
@@ -286,7 +305,7 @@ async def delete_state_file(request: Request, ui: UiServer) -> dict[str, Any]:
 async def start_run(request: Request, ui: UiServer) -> Response:
     body = await json_body(request)
     live = await run_in_threadpool(ui.runs.start, ui.workspace, body)
-    return JSONResponse(live.snapshot(with_tasks=True), status_code=202)
+    return SafeJSONResponse(live.snapshot(with_tasks=True), status_code=202)
 
 
 @api
@@ -319,7 +338,7 @@ async def run_graph(request: Request, ui: UiServer) -> dict[str, Any]:
 
 
 def _sse(kind: str, data: dict[str, Any]) -> str:
-    return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+    return f"event: {kind}\ndata: {dumps(data, separators=(',', ':'))}\n\n"
 
 
 async def run_events(request: Request) -> Response:
@@ -328,7 +347,7 @@ async def run_events(request: Request) -> Response:
     try:
         live = _live(ui, request.path_params["run"])
     except NotFound as exc:
-        return JSONResponse({"error": str(exc)}, status_code=404)
+        return SafeJSONResponse({"error": str(exc)}, status_code=404)
     loop = asyncio.get_running_loop()
 
     async def stream():
@@ -444,9 +463,9 @@ async def history_report(request: Request) -> Response:
     try:
         page = await run_in_threadpool(render)
     except NotFound as exc:
-        return JSONResponse({"error": str(exc)}, status_code=404)
+        return SafeJSONResponse({"error": str(exc)}, status_code=404)
     except (UsageError, HistoryError) as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        return SafeJSONResponse({"error": str(exc)}, status_code=400)
     return HTMLResponse(page)
 
 
@@ -511,7 +530,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = f"{request.method} is not allowed on {request.url.path}"
     else:
         message = f"no such page or API endpoint: {request.url.path}"
-    return JSONResponse({"error": message}, status_code=status)
+    return SafeJSONResponse({"error": message}, status_code=status)
 
 
 def create_app(ui: UiServer) -> Guard:

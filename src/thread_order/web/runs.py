@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 import uuid
@@ -26,6 +25,7 @@ from ..engine.graph import Graph
 from ..engine.model import parse_tags
 from ..engine.scheduler import Scheduler, default_workers
 from ..runview import RunSnapshot, RunView
+from .payload import check_key, parse_value_text, problem
 
 __all__ = ["Workspace", "LiveRun", "RunManager", "RunBusyError", "parse_value_text", "task_rows"]
 
@@ -36,56 +36,16 @@ MAX_WORKERS = 512
 #: live runs kept for reconnecting pages (the history keeps everything)
 KEEP_RUNS = 5
 
-# keys a user may not type: the engine owns them
-_RESERVED = {"results", "_state_lock"}
-_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
-
-
 class RunBusyError(UsageError):
     """A run is already in progress on this server."""
-
-
-def parse_value_text(key: str, text: Any) -> Any:
-    """Turn what a person typed into a state value.
-
-    Text that parses as JSON is that value (``42``, ``true``, ``{"a": 1}``);
-    text that looks like JSON but does not parse is an error; anything else
-    is kept as a string. Non-string values (from the JSON API) are kept.
-
-    Raises:
-        UsageError: a bad key, or text that starts like JSON but is not.
-    """
-    check_key(key)
-    if not isinstance(text, str):
-        return text
-    stripped = text.strip()
-    try:
-        return json.loads(stripped)
-    except ValueError as exc:
-        if stripped[:1] in ('{', '[', '"'):
-            raise UsageError(f"state value {key!r}: invalid JSON: {exc.msg} "
-                             f"at line {exc.lineno} column {exc.colno}") from None
-        return text
-
-
-def check_key(key: Any) -> str:
-    """Raises UsageError unless ``key`` is a usable state key."""
-    if not isinstance(key, str) or not key.strip():
-        raise UsageError("state key must be a non-empty string")
-    if key in _RESERVED:
-        raise UsageError(f"state key {key!r} is reserved for the engine")
-    if not _KEY_RE.match(key):
-        raise UsageError(f"state key {key!r}: use letters, digits, '_', '.' or '-', "
-                         "starting with a letter or '_'")
-    return key
 
 
 def _jsonable(value: Any) -> tuple[Any, str]:
     """``(value, text)`` for display: JSON values as they are, others by type name only
     (as the history stores them: a repr may carry a secret)."""
     try:
-        return value, json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
+        return value, json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
         name = type(value).__name__
         return {"__not_json__": name}, f"<{name}>"
 
@@ -205,8 +165,11 @@ class Workspace:
     def set_state_file(self, name: str | None, values: dict[str, Any] | None) -> None:
         """Use ``values`` (already read from a JSON file called ``name``); None clears it."""
         if values is not None:
-            for key in values:
+            for key, value in values.items():
                 check_key(key)
+                reason = problem(value)
+                if reason is not None:
+                    raise UsageError(f"state file {name}: key {key!r}: {reason}")
         with self._lock:
             self.file_name = name
             self.file_values = dict(values or {})
@@ -221,6 +184,14 @@ class Workspace:
             entries.append({"key": key, "value": shown, "text": text,
                             "source": "typed in" if key in typed else "state file"})
         return {"entries": entries, "file": file_name}
+
+    def state_argv(self) -> list[str]:
+        """The state of the next run as tdrun options, for the history's command line."""
+        with self._lock:
+            typed, file_name = dict(self.typed), self.file_name
+        argv = [f"--state-file={file_name}"] if file_name else []
+        return argv + [f"--{key}={value if isinstance(value, str) else _jsonable(value)[1]}"
+                       for key, value in typed.items()]
 
     def build_run_state(self) -> tuple[dict[str, Any], dict[str, str]]:
         """The initial state of a run: state file, typed values, then ``setup_state``."""
@@ -508,7 +479,7 @@ class RunManager:
                 "module": str(split_target(target)[0]), "target": target,
                 "argv": ["tdrun", "ui", target, f"--workers={options.workers}"]
                 + ([f"--tags={','.join(options.tags)}"] if options.tags else [])
-                + ([] if options.skip_dependents else ["--no-skip-deps"]),
+                + ([] if options.skip_dependents else ["--no-skip-deps"]) + workspace.state_argv(),
                 "tags": list(options.tags), "workers": options.workers, "state": state,
             }
             recorder = self.recorder_factory(scheduler, run_info)

@@ -2,12 +2,13 @@
 
 The rules, in order, for every HTTP request:
 
-1. Local mode (bound to a loopback address): the ``Host`` header must name a
-   loopback host, so a page on some other site cannot reach us through DNS
-   rebinding.
+1. Local mode (bound to a loopback address): the ``Host`` header must be
+   ``localhost`` or a loopback IP address, so a page on some other site cannot
+   reach us through DNS rebinding.
 2. Remote mode (``--allow-remote``): every request carries the access token,
    as the ``X-Tdrun-Token`` header, ``Authorization: Bearer``, the session
-   cookie, or once as ``?token=`` (answered with the cookie and a redirect).
+   cookie, or once as ``?token=`` (answered with the cookie and a redirect to
+   the same path of this server).
 3. Requests that change something (anything but GET/HEAD/OPTIONS) must come
    from our own origin (``Origin`` and ``Sec-Fetch-Site`` checked when the
    browser sends them) and carry the token or the same-site cookie.
@@ -16,14 +17,15 @@ The rules, in order, for every HTTP request:
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
+import re
 import secrets
 from http.cookies import SimpleCookie
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
-__all__ = ["Guard", "LOOPBACK_NAMES", "cookie_name", "new_token", "is_loopback"]
+__all__ = ["Guard", "cookie_name", "new_token", "is_loopback", "safe_location"]
 
-LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -37,15 +39,54 @@ def cookie_name(token: str) -> str:
 
 
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_NAMES or host.startswith("127.")
+    """True for ``localhost`` and for IP addresses that are loopback, nothing else.
+
+    ``127.0.0.1.evil.example`` is a name any DNS server may point at us
+    (rebinding), so only a literal address is judged by its value:
+    ``127.0.0.0/8``, ``::1`` and IPv4-mapped ``::ffff:127.x.y.z``, with or
+    without the brackets of a URL.
+    """
+    name = host.strip().lower()
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
 
 
-def _hostname(host_header: str) -> str:
-    """``"127.0.0.1:8000"`` -> ``"127.0.0.1"``; ``"[::1]:80"`` -> ``"[::1]"``."""
+_PORT = re.compile(r"^:[0-9]{1,5}$")
+
+
+def _hostname(host_header: str) -> str | None:
+    """``"127.0.0.1:8000"`` -> ``"127.0.0.1"``; ``"[::1]:80"`` -> ``"[::1]"``; None when malformed."""
     if host_header.startswith("["):
         end = host_header.find("]")
-        return host_header[: end + 1] if end != -1 else host_header
-    return host_header.rsplit(":", 1)[0] if ":" in host_header else host_header
+        rest = host_header[end + 1:] if end != -1 else None
+        if rest is None or (rest and not _PORT.match(rest)):
+            return None
+        return host_header[: end + 1]
+    name, colon, port = host_header.rpartition(":")
+    if not colon:
+        return host_header
+    return name if _PORT.match(colon + port) else None
+
+
+def safe_location(path: str, query: str = "") -> str:
+    """A redirect target that can only be a path of this server.
+
+    A request for ``//evil.example/`` has that path; sent back as it is, a
+    browser reads the location as another host. Percent-encoding everything
+    but plain path characters also turns ``\\``, tabs and other bytes
+    browsers drop or rewrite into inert text.
+    """
+    quoted = quote(path, safe="/:@!$&'()*+,;=-._~")
+    location = "/" + quoted.lstrip("/")
+    return location + (f"?{query}" if query else "")
 
 
 class Guard:
@@ -67,7 +108,8 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         method = scope["method"]
         host = headers.get("host", "")
-        if not self.remote and not is_loopback(_hostname(host).lower()):
+        hostname = _hostname(host)
+        if not self.remote and (hostname is None or not is_loopback(hostname)):
             await _refuse(send, 403, f"host {host!r} is not allowed: this server only answers "
                                      "on its loopback address")
             return
@@ -116,7 +158,7 @@ class Guard:
 
     async def _redirect_with_cookie(self, scope, query: dict[str, str], send) -> None:
         query.pop("token", None)
-        location = scope.get("root_path", "") + scope["path"] + (f"?{urlencode(query)}" if query else "")
+        location = safe_location(scope.get("root_path", "") + scope["path"], urlencode(query))
         await send({
             "type": "http.response.start",
             "status": 303,

@@ -86,6 +86,7 @@ def build_server(ui, sock: socket.socket, on_started: Callable[[], None] | None 
     waits for it, then ends every event stream so no connection hangs.
     """
     import asyncio
+    import contextlib
 
     import uvicorn
 
@@ -98,9 +99,21 @@ def build_server(ui, sock: socket.socket, on_started: Callable[[], None] | None 
                 on_started()
 
         def handle_exit(self, sig, frame) -> None:
-            if self.should_exit:  # a second Ctrl-C: stop waiting for the run too
-                ui.runs.cancel("current", force=True)
+            second = self.should_exit
             super().handle_exit(sig, frame)
+            if second:  # a second Ctrl-C or SIGTERM: stop waiting for the run too
+                self.force_exit = True
+                ui.runs.cancel("current", force=True)
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    # uvicorn raises the signals it caught again once it has stopped, so a
+                    # SIGTERM would end us with -15 after a clean stop; we stopped: exit 0
+                    self._captured_signals.clear()
 
         async def shutdown(self, sockets=None) -> None:
             current = ui.runs.current
@@ -158,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     from .security import is_loopback, new_token
 
     host = args.host.strip()
-    if not is_loopback(host.strip("[]").lower()) and not args.allow_remote:
+    if not is_loopback(host) and not args.allow_remote:
         print(f"tdrun ui: --host {host} is not a loopback address; add --allow-remote to accept "
               "connections from other machines (every request then needs the access token)",
               file=sys.stderr)

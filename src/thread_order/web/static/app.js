@@ -51,25 +51,55 @@ function adoptSvg(container, markup) {
   }
 }
 
-// a graph a little wider than its card is scaled down to fit; a much wider one scrolls
+// a graph wider than its card is scaled down to fit, but never below MIN_TEXT_PX of text:
+// past that it keeps that size and the card scrolls
+const MIN_TEXT_PX = 10;
 function fitSvg(container) {
   const svg = container.querySelector("svg");
   const avail = container.clientWidth - 2;
   const width = svg ? Number(svg.getAttribute("width")) : 0;
-  if (svg && avail > 0 && width > avail && width < avail * 1.6) {
-    svg.style.width = "100%";
-    svg.style.height = "auto";
-  }
+  if (!svg || avail <= 0 || width <= avail) return;
+  const text = svg.querySelector("text");
+  const fontPx = (text && parseFloat(getComputedStyle(text).fontSize)) || 12;
+  const floor = Math.ceil(width * MIN_TEXT_PX / fontPx);
+  svg.style.width = `${Math.max(avail, floor)}px`;
+  svg.style.height = "auto";
 }
 
+// Python's f"{x:.{digits}f}": an exact half goes to the even neighbour, where toFixed goes up
+// (33.625 is 33.62 in Python, 33.63 in JavaScript). toFixed(60) is the exact decimal value of
+// every number rounded here (none has 60 binary digits after the point).
+function pyFixed(x, digits) {
+  const exact = x.toFixed(60);
+  const cut = exact.indexOf(".") + 1 + digits;
+  if (/^50*$/.test(exact.slice(cut))) {
+    const kept = exact.slice(0, digits ? cut : cut - 1);
+    if (Number(kept[kept.length - 1]) % 2 === 0) return kept;
+  }
+  return x.toFixed(digits);
+}
+
+// theme.format_seconds, digit for digit: the UI, the CLI and the report write durations alike
+function formatSeconds(seconds) {
+  if (seconds === null || seconds === undefined) return "\u2014";
+  if (seconds === 0) return "0s";
+  if (seconds < 0.001) return `${pyFixed(seconds * 1e6, 0)}\u00b5s`;
+  if (seconds < 1) {
+    const ms = seconds * 1000;
+    return ms < 10 && ms !== Math.trunc(ms) ? `${pyFixed(ms, 1)}ms` : `${pyFixed(ms, 0)}ms`;
+  }
+  if (seconds < 60) return `${pyFixed(seconds, 2)}s`;
+  const total = Number(pyFixed(seconds, 0));
+  const minutes = Math.floor(total / 60);
+  const secs = total % 60;
+  if (minutes < 60) return `${minutes}m${String(secs).padStart(2, "0")}s`;
+  return `${Math.floor(minutes / 60)}h${String(minutes % 60).padStart(2, "0")}m`;
+}
+
+// a duration in a table cell: blank when there is none
 function fmtDur(s) {
   if (s === null || s === undefined || Number.isNaN(s)) return "";
-  if (s < 1) return `${Math.round(s * 1000)} ms`;
-  if (s < 60) return `${s.toFixed(2)} s`;
-  const m = Math.floor(s / 60);
-  const rest = Math.floor(s - m * 60);
-  if (m < 60) return `${m}m ${String(rest).padStart(2, "0")}s`;
-  return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
+  return formatSeconds(s);
 }
 
 function fmtClock(epoch) {
@@ -173,6 +203,7 @@ class PagedTable {
 function insertSvg(container, payload, noteEl) {
   if (!payload || !payload.svg) {
     container.replaceChildren(h("div", { class: "note", text: (payload && payload.reason) || "no graph" }));
+    if (noteEl) noteEl.textContent = "";  // never the count of the module drawn before
     return new Map();
   }
   adoptSvg(container, payload.svg);
@@ -239,18 +270,39 @@ async function loadModule(path) {
   try {
     const info = await api("POST", "/api/module", { path });
     app.module = info;
+    forgetOtherModulesRun();
     renderModule();
     refreshRecent();
     if (!location.hash.startsWith("#tasks")) location.hash = "#tasks";
-    toast(`loaded ${info.tasks.length} tasks from ${info.module}`);
+    if (info.graph_error) toast(`${info.tasks.length} tasks in ${info.module} cannot run: ${info.graph_error}`, true);
+    else toast(`loaded ${info.tasks.length} tasks from ${info.module}`);
   } catch (e) {
     if (e.status === 409) { toast(e.message, true); return; }
     app.module = { module: null, load_error: { target: path, error: e.message, traceback: e.data && e.data.traceback } };
+    forgetOtherModulesRun();
     renderModule();
     location.hash = "#tasks";
   } finally {
     $("load-button").disabled = false;
   }
+}
+
+// A finished run of another module is not this module's result: the Run tab starts afresh
+// (the run stays in the history).
+function forgetOtherModulesRun() {
+  const live = app.live;
+  if (!live || !isDone(live) || (app.module && app.module.target === live.target)) return;
+  if (app.source) { app.source.close(); app.source = null; }
+  app.live = null;
+  app.runGraphFor = null;
+  app.runGraphNodes = new Map();
+  $("run-graph").replaceChildren();
+  $("run-graph-note").textContent = "";
+  $("run-error").hidden = true;
+  $("run-button").disabled = false;
+  $("cancel-button").disabled = true;
+  updatePill();
+  renderLive();
 }
 
 function renderModule() {
@@ -279,11 +331,14 @@ function renderModule() {
   taskTable.el = $("task-table");
   filterTasks();
   $("module-graph").replaceChildren(h("div", { class: "note", text: "drawing…" }));
+  $("module-graph-note").textContent = "";
   api("GET", "/api/module/graph").then((g) => insertSvg($("module-graph"), g, $("module-graph-note")))
     .catch((e) => $("module-graph").replaceChildren(h("div", { class: "note", text: e.message })));
   if (m.default_workers) $("run-workers").value = m.default_workers;  // as tdrun would choose
-  if (!app.live) $("run-empty").querySelector("p").textContent =
-    `${m.tasks.length} tasks loaded from ${m.target}. Choose workers and press Run.`;
+  $("setup-run").hidden = !!m.graph_error;
+  if (!app.live) $("run-empty").querySelector("p").textContent = m.graph_error
+    ? `${m.target} cannot run: ${m.graph_error}`
+    : `${m.tasks.length} tasks loaded from ${m.target}. Choose workers and press Run.`;
 }
 
 function filterTasks() {
@@ -465,11 +520,41 @@ function connect(id) {
 
 function isDone(live) { return live.phase === "finished" || live.phase === "error"; }
 
+function runOutcome(live) {
+  if (live.phase === "error") return "failed";
+  if (!live.summary) return live.phase;
+  return live.summary.interrupted ? "interrupted" : live.counts.FAILED ? "failed" : "passed";
+}
+
+function failedNames(live) {
+  return live.tasks.map((t) => t.name).filter((n) => live.statusMap.get(n) === "FAILED");
+}
+
+function teardownNotRun(live) {
+  return live.teardown_not_run || (live.summary && live.summary.teardown_not_run) || [];
+}
+
+function teardownHeading(names) {
+  return `teardown did not run: ${names.join(", ")} \u2014 resources they clean up may remain`;
+}
+
+function whyText(rec) {
+  if (!rec) return "";
+  if (rec.status === "FAILED" || rec.error) return rec.error_type ? `${rec.error_type}: ${rec.error || ""}` : (rec.error || "");
+  return rec.reason || "";
+}
+
+function keepRecords(live, records) {
+  for (const rec of records || []) if (rec && rec.name && rec.status !== "RETRY") live.records.set(rec.name, rec);
+}
+
 function applySnapshot(s) {
-  const live = app.live && app.live.id === s.id ? app.live : { recent: [] };
+  const live = app.live && app.live.id === s.id ? app.live : { recent: [], records: new Map() };
   Object.assign(live, s);
   live.statusMap = new Map(Object.entries(s.statuses));
   live.recent = s.recent.slice().reverse();
+  keepRecords(live, s.recent);
+  keepRecords(live, s.failures);
   live.offset = s.server_time * 1000 - Date.now();
   app.live = live;
   if (app.runGraphFor !== s.id) loadRunGraph(s.id);
@@ -489,15 +574,28 @@ function applyBatch(b) {
   }
   for (const rec of b.completed) live.recent.unshift(rec);
   live.recent.length = Math.min(live.recent.length, 30);
-  const keep = { changes: 1, completed: 1 };
+  keepRecords(live, b.completed);
+  keepRecords(live, b.new_failures);
+  const keep = { changes: 1, completed: 1, new_failures: 1 };
   for (const [k, v] of Object.entries(b)) if (!(k in keep)) live[k] = v;
   live.offset = b.server_time * 1000 - Date.now();
   afterUpdate();
 }
 
+async function fillRecordsFromHistory(live) {
+  if (live.recordsFilled || !live.history_id) return;
+  live.recordsFilled = true;
+  try {
+    const run = await api("GET", `/api/history/${live.history_id}`);
+    for (const t of run.tasks || []) live.records.set(t.name, t);
+    if (app.live === live) renderLive();
+  } catch (e) { /* the table keeps what the stream sent */ }
+}
+
 function afterUpdate() {
   const live = app.live;
   if (isDone(live) && app.source) { app.source.close(); app.source = null; }
+  if (isDone(live)) fillRecordsFromHistory(live);
   $("run-button").disabled = !isDone(live);
   $("cancel-button").disabled = isDone(live);
   $("cancel-button").textContent = live.phase === "cancelling" ? "Stop now" : "Cancel";
@@ -513,8 +611,10 @@ function updatePill() {
   const el = $("run-pill");
   if (!live) { el.className = "pill phase-idle"; el.textContent = "idle"; return; }
   if (isDone(live)) {
-    el.className = "pill phase-idle";
-    el.textContent = "idle";
+    const outcome = runOutcome(live);  // the same word as the run card, not "idle"
+    el.className = `pill s-${outcome}`;
+    el.textContent = outcome;
+    el.title = `the last run ${outcome === "error" ? "could not start" : outcome}; no run in progress`;
   } else {
     el.className = `pill phase-${live.phase}`;
     el.textContent = `${live.phase} ${live.finished}/${live.total}`;
@@ -547,8 +647,14 @@ const runTaskTable = new PagedTable(null, [
   { title: "#", cls: "num", render: (t) => String(t.index) },
   { title: "Task", cls: "name", render: (t) => t.name },
   { title: "Status", render: (t) => pill(app.live.statusMap.get(t.name) || "WAITING") },
+  { title: "Thread", render: (t) => (app.live.records.get(t.name) || {}).thread || "" },
+  { title: "Duration", cls: "num", render: (t) => {
+    const rec = app.live.records.get(t.name);
+    return rec && rec.thread ? fmtDur(rec.duration) : "";
+  } },
+  { title: "Error / reason", cls: "why", render: (t) => whyText(app.live.records.get(t.name)) },
   { title: "Depends on", render: (t) => h("span", { class: "deps" }, t.after.length ? t.after.join(", ") : "—") },
-], { empty: "no task has this status" });
+], { empty: "no task has this status", rowClass: (t) => `s-${app.live.statusMap.get(t.name) || "WAITING"}` });
 
 function renderLive() {
   const live = app.live;
@@ -559,7 +665,7 @@ function renderLive() {
   const phase = $("run-phase");
   if (live.phase === "finished" && live.summary) {
     // a finished run says how it ended, in the history's words and colours
-    const outcome = live.summary.interrupted ? "interrupted" : live.counts.FAILED ? "failed" : "passed";
+    const outcome = runOutcome(live);
     phase.className = `pill s-${outcome}`;
     phase.textContent = outcome;
   } else {
@@ -586,12 +692,18 @@ function renderLive() {
     sum.classList.toggle("warn", interrupted && !live.counts.FAILED);
     const parts = [live.error || (live.summary ? live.summary.text : "finished")];
     if (interrupted) parts.push("· the run was cancelled");
+    const failed = failedNames(live);
+    const leftBehind = teardownNotRun(live);
     put(sum, h("b", {}, parts.join(" ")), " ",
       live.history_id ? h("a", { href: `#history/${live.history_id}` }, `open run #${live.history_id} in the history →`) : null,
-      live.history_error ? h("span", { class: "muted" }, ` ${live.history_error}`) : null);
+      live.history_error ? h("span", { class: "muted" }, ` ${live.history_error}`) : null,
+      failed.length ? h("span", { class: "failed-names" },
+        `failed: ${failed.slice(0, 10).join(", ")}${failed.length > 10 ? ` and ${failed.length - 10} more` : ""}`) : null,
+      leftBehind.length ? h("span", { class: "teardown-not-run" }, teardownHeading(leftBehind)) : null);
   } else {
     sum.hidden = true;
   }
+  renderFailures();
   renderLanes();
   renderRecent();
   runTaskTable.el = $("run-task-table");
@@ -599,6 +711,16 @@ function renderLive() {
   const rows = want ? live.tasks.filter((t) => (live.statusMap.get(t.name) || "WAITING") === want) : live.tasks;
   runTaskTable.setRows(rows, true);
   tick();
+}
+
+// an idle lane names the task it finished last, as the terminal's live view does
+function idleLane(live, thread) {
+  const last = live.lane_last && live.lane_last[thread];
+  const state = isDone(live) ? "done" : "idle";
+  if (!last) return h("span", { class: "task idle" }, state);
+  return h("span", { class: "task idle", title: `${last.task}: ${String(last.status).toLowerCase()}` },
+    `${state} · last `, h("span", { class: `last s-${last.status}` }, last.task),
+    ` ${String(last.status).toLowerCase()}`);
 }
 
 function renderLanes() {
@@ -612,9 +734,25 @@ function renderLanes() {
     const lane = byThread.get(t);
     return h("div", { class: `lane${lane ? " busy" : ""}`, dataset: { thread: t } },
       h("span", { class: "thread" }, t),
-      lane ? h("span", { class: "task", title: lane.task }, lane.task) : h("span", { class: "task idle" }, isDone(live) ? "done" : "idle"),
+      lane ? h("span", { class: "task", title: lane.task }, lane.task) : idleLane(live, t),
       h("span", { class: "elapsed", dataset: { since: lane ? lane.since : "" } }, ""));
   }));
+}
+
+// every failure so far, under the progress card: completions scroll on, failures stay
+function renderFailures() {
+  const live = app.live;
+  const names = failedNames(live);
+  $("run-failures").hidden = !names.length;
+  if (!names.length) return;
+  $("run-failures-title").textContent = `Failures (${names.length})`;
+  put($("run-failures-list"), names.slice(0, 50).map((name) => {
+    const rec = live.records.get(name);
+    return h("li", { class: "s-FAILED", dataset: { task: name } },
+      h("span", { class: "name" }, name),
+      h("span", { class: "why" }, whyText(rec) || "failed"),
+      h("span", { class: "meta" }, rec && rec.thread ? `${rec.thread} · ${fmtDur(rec.duration)}` : ""));
+  }), names.length > 50 ? h("li", { class: "muted" }, `and ${names.length - 50} more: see the Tasks table`) : null);
 }
 
 function renderRecent() {
@@ -738,16 +876,25 @@ async function showHistoryRun(id) {
         ["Workers", run.workers], ["Host", run.host], ["Tags", (run.tags || []).join(", ")], ["Tasks", run.total],
         ["Command", (run.argv || []).join(" ")]]),
       statusCounters(counts)),
-    h("div", { class: "card" }, h("div", { class: "card-head" }, h("h3", {}, "Timeline")),
-      run.timeline_svg ? (() => { const d = h("div", { class: "timeline" }); adoptSvg(d, run.timeline_svg); return d; })()
-        : h("p", { class: "muted" }, "no task ran")),
-    h("div", { class: "card" }, h("div", { class: "card-head" }, h("h3", {}, "Graph")), graphBox),
+    // failures first: the reason to open a run, and not below the fold
     failed.length ? h("div", { class: "card", id: "failures" }, h("div", { class: "card-head" }, h("h3", {}, `Failures (${failed.length})`)),
       failed.map((t) => h("div", { class: "failure" },
         h("h4", {}, t.name, h("span", { class: "muted" }, `  ${t.thread || ""} · attempt ${t.attempts} · ${fmtDur(t.duration)}`)),
         h("p", { class: "error-message" }, `${t.error_type}: ${t.error}`),
         t.traceback ? h("pre", { class: "trace", text: t.traceback }) : null,
         t.output ? h("details", {}, h("summary", {}, "captured output"), h("pre", { class: "trace output", text: t.output })) : null))) : null,
+    (run.teardown_not_run || []).length ? h("div", { class: "error-panel", id: "history-teardown-not-run" },
+      h("p", { class: "error-message" }, teardownHeading(run.teardown_not_run))) : null,
+    h("div", { class: "card", id: "history-state" }, h("div", { class: "card-head" }, h("h3", {}, "Initial state"),
+      h("span", { class: "muted" }, "as recorded: secrets redacted")),
+      Object.keys(run.state || {}).length
+        ? h("table", { class: "table" }, h("tbody", {}, Object.entries(run.state).map(([k, v]) =>
+          h("tr", {}, h("td", { class: "name" }, k), h("td", { class: "value mono" }, displayText(v))))))
+        : h("p", { class: "muted" }, "no initial state")),
+    h("div", { class: "card" }, h("div", { class: "card-head" }, h("h3", {}, "Timeline")),
+      run.timeline_svg ? (() => { const d = h("div", { class: "timeline" }); adoptSvg(d, run.timeline_svg); return d; })()
+        : h("p", { class: "muted" }, "no task ran")),
+    h("div", { class: "card" }, h("div", { class: "card-head" }, h("h3", {}, "Graph")), graphBox),
     notRun.length ? h("div", { class: "card" }, h("div", { class: "card-head" }, h("h3", {}, `Skipped and cancelled (${notRun.length})`)),
       h("table", { class: "table" }, h("tbody", {}, notRun.slice(0, 500).map((t) =>
         h("tr", {}, h("td", { class: "name" }, t.name), h("td", {}, pill(t.status)), h("td", { class: "deps" }, t.reason || "")))))) : null,

@@ -226,15 +226,20 @@ def _failures(snap: RunSnapshot, limit: int, width: int) -> RenderableType:
     failures = snap.failures
     shown = failures if len(failures) <= limit else failures[: max(limit - 1, 0)]
     name_w = max(8, min(max((len(r.name) for r in shown), default=8), 36, width // 3))
+    # on a narrow view the error needs the room more than the thread (its lane says it too)
+    with_thread = width >= 90
     grid = Table.grid(padding=(0, 1))
     grid.add_column(width=1, no_wrap=True)
     grid.add_column(width=name_w, no_wrap=True, overflow="ellipsis")
-    grid.add_column(width=8, no_wrap=True, style="dim")
+    if with_thread:
+        grid.add_column(width=8, no_wrap=True, style="dim")
     grid.add_column(width=6, no_wrap=True, justify="right", style="dim")
-    grid.add_column(width=max(width - name_w - 8 - 6 - 5, 0), no_wrap=True, overflow="ellipsis")
+    grid.add_column(width=max(width - name_w - (9 if with_thread else 0) - 6 - 4, 0), no_wrap=True,
+                    overflow="ellipsis")
     for rec in shown:
-        grid.add_row(Text(ICONS["FAILED"], style=COLORS["FAILED"]), Text(rec.name, style="bold"),
-                     rec.thread or "", _duration(rec.duration) if rec.thread else "",
+        where = [rec.thread or ""] if with_thread else []
+        grid.add_row(Text(ICONS["FAILED"], style=COLORS["FAILED"]), Text(rec.name, style="bold"), *where,
+                     _duration(rec.duration) if rec.thread else "",
                      Text(first_line(rec.error_type, rec.error), style=COLORS["FAILED"]))
     if len(shown) < len(failures):
         more = Text(f"  ... and {len(failures) - len(shown)} more (listed at the end)", style="dim")

@@ -63,6 +63,13 @@ def load(page, path):
     page.click("#load-button")
 
 
+def load_and_wait(page, path):
+    """Load a module and wait until the page has switched to it (the Tasks tab)."""
+    load(page, path)
+    page.wait_for_function("(p) => document.querySelector('#module-name').textContent === p"
+                           " && !document.querySelector('#module-view').hidden", arg=path)
+
+
 def set_state(page, values, saved=True):
     page.click("a[data-tab=state]")
     for key, value in values.items():
@@ -147,7 +154,7 @@ def test_demo_load_set_state_run_live_and_open_in_history(page, server):
 
 
 def test_failure_details_and_comparing_two_runs(page):
-    load(page, DEMO)
+    load_and_wait(page, DEMO)
     set_state(page, {"latency": "0.05", "fail_at": "create_subnet_a"})
     page.click("a[data-tab=run]")
     page.click("#run-button")
@@ -319,7 +326,7 @@ def test_durations_are_written_exactly_as_the_cli_and_the_report_write_them(page
 
 
 def test_a_failed_run_names_its_failures_above_the_fold_with_threads_and_reasons(page):
-    load(page, DEMO)
+    load_and_wait(page, DEMO)
     set_state(page, {"latency": "0.05", "fail_at": "create_subnet_a"})
     page.click("a[data-tab=run]")
     page.fill("#run-workers", "3")
@@ -370,7 +377,7 @@ def test_a_failed_run_names_its_failures_above_the_fold_with_threads_and_reasons
 
 
 def test_loading_another_module_leaves_nothing_of_the_last_one(page, server):
-    load(page, DEMO)
+    load_and_wait(page, DEMO)
     set_state(page, {"latency": "0"})
     page.click("a[data-tab=run]")
     page.click("#run-button")
@@ -388,10 +395,12 @@ def test_loading_another_module_leaves_nothing_of_the_last_one(page, server):
     page.click("a[data-tab=run]")
     assert page.is_visible("#run-empty") and page.is_hidden("#run-view")
     assert "cannot run: dependency cycle" in page.inner_text("#run-empty")
+    assert page.is_disabled("#run-button")
     shot(page, "14-cycle-after-a-run")
 
     load(page, DEMO)  # back to a runnable module: offered again
     page.wait_for_selector("#setup-run:not([hidden])")
+    assert page.is_enabled("#run-button")
 
 
 def test_graphs_shrink_to_fit_only_down_to_readable_text(page, tmp_path):

@@ -336,6 +336,7 @@ function renderModule() {
     .catch((e) => $("module-graph").replaceChildren(h("div", { class: "note", text: e.message })));
   if (m.default_workers) $("run-workers").value = m.default_workers;  // as tdrun would choose
   $("setup-run").hidden = !!m.graph_error;
+  if (!app.live || isDone(app.live)) $("run-button").disabled = !!m.graph_error;
   if (!app.live) $("run-empty").querySelector("p").textContent = m.graph_error
     ? `${m.target} cannot run: ${m.graph_error}`
     : `${m.tasks.length} tasks loaded from ${m.target}. Choose workers and press Run.`;

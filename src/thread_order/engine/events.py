@@ -68,6 +68,8 @@ class Event(NamedTuple):
 
 Subscriber = Callable[[Event], Any]
 
+_TASK_KINDS = tuple(k for k in EventKind if k.value.startswith("task_"))
+
 
 class EventStream:
     """Subscribers per event kind; ``emit`` builds an event only if someone listens.
@@ -82,6 +84,9 @@ class EventStream:
         self._lock = threading.Lock()
         self._subs: dict[EventKind, tuple[Subscriber, ...]] = {k: () for k in EventKind}
         self._seq = 0
+        #: True while nobody listens to any task event: a worker may then start a task
+        #: itself without the dispatcher's say (see lanes.py); rewritten under _lock
+        self.task_quiet = True
         #: called when a subscriber raises KeyboardInterrupt (Ctrl-C landing inside it):
         #: the run turns it into an interrupt request instead of losing its bookkeeping
         self.on_keyboard_interrupt: Callable[[], None] | None = None
@@ -94,6 +99,7 @@ class EventStream:
         with self._lock:
             for kind in wanted:
                 self._subs[kind] = self._subs[kind] + (fn,)
+            self.task_quiet = not any(self._subs[k] for k in _TASK_KINDS)
 
         def unsubscribe() -> None:
             with self._lock:
@@ -102,6 +108,7 @@ class EventStream:
                     if fn in subs:
                         subs.remove(fn)
                     self._subs[kind] = tuple(subs)
+                self.task_quiet = not any(self._subs[k] for k in _TASK_KINDS)
 
         return unsubscribe
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import accumulate, chain
 from types import MappingProxyType
 from typing import Iterable, Mapping, Sequence
 
@@ -22,9 +23,13 @@ class Graph:
         CycleError: the dependencies form a cycle (reported as its path).
     """
 
+    # The edges are kept as two flat index arrays (compressed sparse rows): the parents of
+    # node i are _pflat[_pstart[i]:_pstart[i + 1]], its children likewise in _cflat/_cstart.
+    # At 100,000 tasks that is a few MB where a list per node cost tens; the name-keyed views
+    # (parents, children, level_of, levels, order, roots, leaves) are built on first use.
     __slots__ = (
-        "nodes", "parents", "children", "order", "level_of", "levels",
-        "roots", "leaves", "edge_count", "_index", "_parent_idx", "_child_idx",
+        "nodes", "edge_count", "_index", "_pstart", "_pflat", "_cstart", "_cflat",
+        "_order", "_level", "_views",
     )
 
     def __init__(self, deps: Iterable[tuple[str, Sequence[str]]]) -> None:
@@ -34,22 +39,42 @@ class Graph:
             if name in index:
                 raise DuplicateTaskError(name)
             index[name] = i
-        n = len(pairs)
-        parent_idx: list[list[int]] = [[] for _ in range(n)]
-        child_idx: list[list[int]] = [[] for _ in range(n)]
-        edge_count = 0
-        for i, (name, after) in enumerate(pairs):
-            plist = parent_idx[i]
-            for dep in after:
-                j = index.get(dep)
-                if j is None:
-                    raise UnknownDependencyError(name, dep)
-                plist.append(j)
-                child_idx[j].append(i)
-                edge_count += 1
+        self._build(index, [after for _, after in pairs])
+
+    @classmethod
+    def _from_index(cls, index: dict[str, int], afters: Sequence[Sequence[str]]) -> "Graph":
+        """The graph of names already known unique (``index``: name -> position, in order)."""
+        graph = cls.__new__(cls)
+        graph._build(index, afters)
+        return graph
+
+    def _build(self, index: dict[str, int], afters: Sequence[Sequence[str]]) -> None:
+        names = tuple(index)
+        n = len(names)
+        counts = list(map(len, afters))
+        pstart = list(accumulate(counts, initial=0))
+        pflat = list(map(index.get, chain.from_iterable(afters)))
+        if None in pflat:
+            pos = pflat.index(None)
+            i = next(i for i in range(n) if pstart[i + 1] > pos)
+            raise UnknownDependencyError(names[i], afters[i][pos - pstart[i]])
+        # children: a counting sort of the edges by parent, stable so that each node's
+        # children stay in registration order
+        ccount = [0] * n
+        for j in pflat:
+            ccount[j] += 1
+        cstart = list(accumulate(ccount, initial=0))
+        fill = cstart[:-1]
+        cflat = [0] * len(pflat)
+        i = 0
+        for k, j in enumerate(pflat):
+            while pstart[i + 1] <= k:
+                i += 1
+            cflat[fill[j]] = i
+            fill[j] += 1
 
         # Kahn's algorithm, seeded and drained in registration order
-        indeg = [len(p) for p in parent_idx]
+        indeg = counts
         order = [i for i in range(n) if not indeg[i]]
         level = [0] * n
         pos = 0
@@ -57,36 +82,23 @@ class Graph:
             v = order[pos]
             pos += 1
             lv = level[v] + 1
-            for c in child_idx[v]:
+            for c in cflat[cstart[v]:cstart[v + 1]]:
                 if level[c] < lv:
                     level[c] = lv
                 indeg[c] -= 1
                 if not indeg[c]:
                     order.append(c)
         if len(order) < n:
-            raise CycleError(_find_cycle(pairs, parent_idx, indeg))
+            parent_idx = [pflat[pstart[i]:pstart[i + 1]] for i in range(n)]
+            raise CycleError(_find_cycle(names, parent_idx, indeg))
 
-        names = tuple(name for name, _ in pairs)
         self.nodes: tuple[str, ...] = names
+        self.edge_count = len(pflat)
         self._index = index
-        self._parent_idx = parent_idx
-        self._child_idx = child_idx
-        self.edge_count = edge_count
-        self.order: tuple[str, ...] = tuple(names[i] for i in order)
-        self.level_of: Mapping[str, int] = MappingProxyType({names[i]: level[i] for i in range(n)})
-        depth = max(level, default=-1) + 1
-        buckets: list[list[str]] = [[] for _ in range(depth)]
-        for i in range(n):
-            buckets[level[i]].append(names[i])
-        self.levels: tuple[tuple[str, ...], ...] = tuple(tuple(b) for b in buckets)
-        self.parents: Mapping[str, tuple[str, ...]] = MappingProxyType(
-            {names[i]: tuple(names[j] for j in parent_idx[i]) for i in range(n)}
-        )
-        self.children: Mapping[str, tuple[str, ...]] = MappingProxyType(
-            {names[i]: tuple(names[j] for j in child_idx[i]) for i in range(n)}
-        )
-        self.roots: tuple[str, ...] = tuple(names[i] for i in range(n) if not parent_idx[i])
-        self.leaves: tuple[str, ...] = tuple(names[i] for i in range(n) if not child_idx[i])
+        self._pstart, self._pflat, self._cstart, self._cflat = pstart, pflat, cstart, cflat
+        self._order = order
+        self._level = level
+        self._views: dict[str, object] = {}
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -97,11 +109,69 @@ class Graph:
     def __repr__(self) -> str:
         return f"<Graph {len(self.nodes)} nodes, {self.edge_count} edges, {len(self.levels)} levels>"
 
+    # ------------------------------------------------------------------ name-keyed views
+
+    def _view(self, key: str, build):
+        view = self._views.get(key)
+        if view is None:
+            view = self._views[key] = build()
+        return view
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        """Kahn's topological order, seeded and drained in registration order."""
+        return self._view("order", lambda: tuple(self.nodes[i] for i in self._order))
+
+    @property
+    def level_of(self) -> Mapping[str, int]:
+        """Each node's level (read-only)."""
+        return self._view("level_of", lambda: MappingProxyType(dict(zip(self.nodes, self._level))))
+
+    @property
+    def levels(self) -> tuple[tuple[str, ...], ...]:
+        """The nodes of each level, in registration order."""
+
+        def build():
+            buckets: list[list[str]] = [[] for _ in range(max(self._level, default=-1) + 1)]
+            for name, lv in zip(self.nodes, self._level):
+                buckets[lv].append(name)
+            return tuple(tuple(b) for b in buckets)
+
+        return self._view("levels", build)
+
+    @property
+    def parents(self) -> Mapping[str, tuple[str, ...]]:
+        """Each node's dependencies, in the order they were declared (read-only)."""
+        return self._view("parents", lambda: self._adjacency(self._pstart, self._pflat))
+
+    @property
+    def children(self) -> Mapping[str, tuple[str, ...]]:
+        """Each node's dependents, in registration order (read-only)."""
+        return self._view("children", lambda: self._adjacency(self._cstart, self._cflat))
+
+    def _adjacency(self, start: list[int], flat: list[int]) -> Mapping[str, tuple[str, ...]]:
+        names = self.nodes
+        return MappingProxyType({
+            names[i]: tuple(names[j] for j in flat[start[i]:start[i + 1]]) for i in range(len(names))
+        })
+
+    @property
+    def roots(self) -> tuple[str, ...]:
+        """Nodes without dependencies, in registration order."""
+        p = self._pstart
+        return tuple(name for i, name in enumerate(self.nodes) if p[i] == p[i + 1])
+
+    @property
+    def leaves(self) -> tuple[str, ...]:
+        """Nodes without dependents, in registration order."""
+        c = self._cstart
+        return tuple(name for i, name in enumerate(self.nodes) if c[i] == c[i + 1])
+
     @property
     def edges(self) -> list[tuple[str, str]]:
         """Every ``(task, dependent)`` pair, grouped by task in registration order."""
-        names = self.nodes
-        return [(names[i], names[c]) for i in range(len(names)) for c in self._child_idx[i]]
+        names, start, flat = self.nodes, self._cstart, self._cflat
+        return [(names[i], names[c]) for i in range(len(names)) for c in flat[start[i]:start[i + 1]]]
 
     def fan_in(self, minimum: int = 2) -> list[tuple[str, int]]:
         """Nodes with at least ``minimum`` dependencies, most first."""
@@ -143,26 +213,27 @@ class Graph:
 
     def upstream(self, name: str) -> list[str]:
         """Every task ``name`` depends on, directly or not, in registration order."""
-        return self._reach(name, self._parent_idx)
+        return self._reach(name, self._pstart, self._pflat)
 
     def downstream(self, name: str) -> list[str]:
         """Every task that depends on ``name``, directly or not, in registration order."""
-        return self._reach(name, self._child_idx)
+        return self._reach(name, self._cstart, self._cflat)
 
-    def _reach(self, name: str, adjacency: list[list[int]]) -> list[str]:
-        start = self._index[name]
-        seen = {start}
-        stack = [start]
+    def _reach(self, name: str, start: list[int], flat: list[int]) -> list[str]:
+        first = self._index[name]
+        seen = {first}
+        stack = [first]
         while stack:
-            for nxt in adjacency[stack.pop()]:
+            v = stack.pop()
+            for nxt in flat[start[v]:start[v + 1]]:
                 if nxt not in seen:
                     seen.add(nxt)
                     stack.append(nxt)
-        seen.discard(start)
+        seen.discard(first)
         return [self.nodes[i] for i in sorted(seen)]
 
 
-def _find_cycle(pairs, parent_idx: list[list[int]], indeg: list[int]) -> list[str]:
+def _find_cycle(names: Sequence[str], parent_idx: list[list[int]], indeg: list[int]) -> list[str]:
     """Return one cycle among the nodes Kahn's algorithm could not order.
 
     Every such node still has a parent in the leftover set, so walking parents
@@ -181,5 +252,5 @@ def _find_cycle(pairs, parent_idx: list[list[int]], indeg: list[int]) -> list[st
     # rotate so the earliest-registered node leads, for stable messages
     k = loop.index(min(loop))
     loop = loop[k:] + loop[:k]
-    names = [pairs[i][0] for i in loop]
-    return names + [names[0]]
+    cycle = [names[i] for i in loop]
+    return cycle + [cycle[0]]

@@ -7,7 +7,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, NamedTuple
 
-__all__ = ["TaskStatus", "TaskSpec", "TaskRecord", "mark", "dmark", "parse_tags", "MARK_ATTR"]
+__all__ = [
+    "TaskStatus", "TaskSpec", "TaskOptions", "TaskRecord", "mark", "dmark", "parse_tags", "MARK_ATTR",
+]
 
 #: attribute under which ``mark`` stores a function's task options
 MARK_ATTR = "__thread_order__"
@@ -118,6 +120,34 @@ class TaskSpec:
             retry_delay=float(retry_delay),
             timeout=None if timeout is None else float(timeout),
         )
+
+
+class TaskOptions(NamedTuple):
+    """How to run one task: a TaskSpec without its name, callable and dependencies.
+
+    The scheduler keeps one of these per task rather than a TaskSpec, and most
+    tasks share ``PLAIN`` or ``STATEFUL``: at 100,000 tasks a spec per task was
+    the largest object registration built.
+    """
+
+    with_state: bool = False
+    tags: tuple[str, ...] = ()
+    always: bool = False
+    retries: int = 0
+    retry_delay: float = 0.0
+    timeout: float | None = None
+
+    @classmethod
+    def of(cls, spec: "TaskSpec") -> "TaskOptions":
+        """The options of ``spec``, shared with every other task that has the same."""
+        opts = cls(spec.with_state, spec.tags, spec.always, spec.retries, spec.retry_delay, spec.timeout)
+        return _SHARED_OPTIONS.get(opts, opts)
+
+
+#: the options of a task registered with none, and with only ``with_state=True``
+PLAIN = TaskOptions()
+STATEFUL = TaskOptions(with_state=True)
+_SHARED_OPTIONS = {PLAIN: PLAIN, STATEFUL: STATEFUL}
 
 
 class TaskRecord(NamedTuple):

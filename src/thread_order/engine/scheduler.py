@@ -11,12 +11,36 @@ from .dispatch import Run, RunOptions
 from .errors import DuplicateTaskError
 from .events import Event, EventKind, EventStream
 from .graph import Graph
-from .model import TaskRecord, TaskSpec
+from .model import PLAIN, STATEFUL, TaskOptions, TaskRecord, TaskSpec
 
 __all__ = ["Scheduler", "default_workers"]
 
 #: I/O-bound work: more threads than cores, as concurrent.futures does
 default_workers = min(32, (os.cpu_count() or 1) + 4)
+
+_NUMBERS = (int, float)
+
+
+def _fast_after(after: Any) -> tuple[str, ...] | None:
+    """``after`` as a tuple of distinct names, or None when it needs TaskSpec.build's checks."""
+    if after is None:
+        return ()
+    if type(after) is str:
+        return (after,) if after else None
+    if type(after) is not tuple:
+        if type(after) is not list:
+            return None
+        after = tuple(after)
+    try:
+        "".join(after)  # every item a string, at C speed
+    except TypeError:
+        return None
+    if "" in after:
+        return None
+    if len(after) > 1 and len(set(after)) != len(after):
+        after = tuple(dict.fromkeys(after))
+    return after
+
 
 class Scheduler:
     """Run callables concurrently on threads while honouring their declared order.
@@ -67,8 +91,13 @@ class Scheduler:
         if setup_logging:
             configure_logging(verbose=verbose)
 
-        self._specs: list[TaskSpec] = []
+        # the registered tasks, by position: name -> position, and per position its callable,
+        # its (deduplicated) dependencies and its options
         self._names: dict[str, int] = {}
+        self._fns: list[Callable[..., Any]] = []
+        self._afters: list[tuple[str, ...]] = []
+        self._options: list[TaskOptions] = []
+        self._specs: tuple[TaskSpec, ...] | None = None  # built on demand by `tasks`
         self._graph: Graph | None = None
         self.events = EventStream()
         # guards _run: the one start() in progress, reached by cancel() from any thread
@@ -99,15 +128,34 @@ class Scheduler:
             TypeError: ``fn`` is not callable, or a name is not a string.
             ValueError: ``name`` is taken (DuplicateTaskError) or an option is out of range.
         """
-        spec = TaskSpec.build(
-            fn, name, after, with_state, tags=tags, always=always,
-            retries=retries, retry_delay=retry_delay, timeout=timeout,
-        )
-        if spec.name in self._names:
-            raise DuplicateTaskError(spec.name)
-        self._names[spec.name] = len(self._specs)
-        self._specs.append(spec)
-        self._graph = None
+        # The common call (a name, a callable, dependencies, no other option) is checked here
+        # inline; anything else, and any error, goes through TaskSpec.build, so messages are
+        # the same either way. The task is kept as a few list entries, not a TaskSpec.
+        if (tags is None and timeout is None and always is False and type(retries) is int
+                and not retries and type(retry_delay) in _NUMBERS and not retry_delay
+                and type(name) is str and name and callable(fn)):
+            deps = _fast_after(after)
+            if deps is None:
+                deps = TaskSpec.build(fn, name, after).after
+            options = STATEFUL if with_state else PLAIN
+        else:
+            spec = TaskSpec.build(
+                fn, name, after, with_state, tags=tags, always=always,
+                retries=retries, retry_delay=retry_delay, timeout=timeout,
+            )
+            deps, options = spec.after, TaskOptions.of(spec)
+        names = self._names
+        if name in names:
+            raise DuplicateTaskError(name)
+        if self._graph is not None:
+            # the graph shares the name index: leave it to the graph, and the run using it
+            self._graph = None
+            names = self._names = dict(names)
+        names[name] = len(self._fns)
+        self._fns.append(fn)
+        self._afters.append(deps)
+        self._options.append(options)
+        self._specs = None
 
     def dregister(self, after=None, with_state: bool = False, **options: Any):
         """Decorator form of :meth:`register`, under ``fn.__name__``; returns ``fn`` itself."""
@@ -121,13 +169,18 @@ class Scheduler:
     @property
     def tasks(self) -> tuple[TaskSpec, ...]:
         """The registered task specs, in registration order."""
-        return tuple(self._specs)
+        if self._specs is None:  # built on first use: most runs never ask
+            self._specs = tuple(
+                TaskSpec(name, fn, after, *options)
+                for name, fn, after, options in zip(self._names, self._fns, self._afters, self._options)
+            )
+        return self._specs
 
     @property
     def graph(self) -> Graph:
         """The validated dependency graph (raises GraphError if it is not a DAG)."""
         if self._graph is None:
-            self._graph = Graph((s.name, s.after) for s in self._specs)
+            self._graph = Graph._from_index(self._names, self._afters)
         return self._graph
 
     # ------------------------------------------------------------------ observation
@@ -215,7 +268,9 @@ class Scheduler:
                 raise RuntimeError("start: this scheduler is already running")
             options = RunOptions(self.workers, self.store_results, self.clear_results_on_start,
                                  self.skip_dependents, self.capture)
-            run = self._run = Run(self._specs, graph, self.state, self.state_lock, self.events, options)
+            # a snapshot: a task registered while this run goes on belongs to the next run
+            run = self._run = Run(list(self._fns), list(self._options), graph, self.state,
+                                  self.state_lock, self.events, options)
         try:
             summary = run.execute()
             self.last_records = [r for r in run.records if r is not None]

@@ -4,15 +4,101 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import ItemsView, Mapping, ValuesView
 from typing import Any
 
-from .model import TaskStatus
+from .model import TaskRecord, TaskStatus
 
-__all__ = ["build_summary"]
+__all__ = ["TaskTable", "build_summary"]
 
 _PASSED, _FAILED, _SKIPPED, _CANCELLED = (
     TaskStatus.PASSED, TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.CANCELLED,
 )
+
+
+def _row(rec: TaskRecord) -> dict:
+    return {
+        "status": rec.status, "thread": rec.thread, "started_at": rec.started_at,
+        "finished_at": rec.finished_at, "duration": rec.duration, "attempts": rec.attempts,
+        "error_type": rec.error_type, "error": rec.error, "traceback": rec.traceback,
+        "output": rec.output, "reason": rec.reason,
+    }
+
+
+class TaskTable(dict):
+    """``summary["tasks"]``: ``{name: {status, thread, ...}}``, each task's dict built on first read.
+
+    A dict of 11 keys per task was most of a 100,000-task run's memory, and
+    most summaries are never read task by task. Until it is read, an entry
+    holds the task's TaskRecord; every way of reading (indexing, ``get``,
+    ``items``, ``values``, iteration, ``==``, ``dict(...)``, ``json.dumps``,
+    pickling) sees the plain dicts, and a dict once built is kept, so changes
+    to it stay.
+    """
+
+    __slots__ = ()
+
+    def __getitem__(self, name: str) -> dict:
+        row = dict.__getitem__(self, name)
+        if type(row) is TaskRecord:
+            row = _row(row)
+            dict.__setitem__(self, name, row)
+        return row
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self[name] if name in self else default
+
+    def __iter__(self):  # defined so that dict(table) and {**table} read through __getitem__
+        return iter(self.keys())
+
+    def items(self) -> ItemsView:  # type: ignore[override]
+        return ItemsView(self)
+
+    def values(self) -> ValuesView:  # type: ignore[override]
+        return ValuesView(self)
+
+    def copy(self) -> dict:
+        return dict(self.items())
+
+    def pop(self, name: str, *default: Any) -> Any:
+        if name not in self and default:
+            return default[0]
+        row = self[name]
+        del self[name]
+        return row
+
+    def popitem(self) -> tuple[str, dict]:
+        name = next(reversed(self.keys()))
+        return name, self.pop(name)
+
+    def setdefault(self, name: str, default: Any = None) -> Any:
+        if name in self:
+            return self[name]
+        self[name] = default
+        return default
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return dict(self.items()) == dict(other.items())
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __or__(self, other: Any) -> dict:
+        return dict(self.items()) | other
+
+    def __ror__(self, other: Any) -> dict:
+        return other | dict(self.items())
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
+
+    def __reduce_ex__(self, protocol: int) -> tuple:
+        return dict, (dict(self.items()),)
 
 
 def build_summary(run: Any) -> dict:
@@ -22,16 +108,8 @@ def build_summary(run: Any) -> dict:
     records = run.records
     failures = {}
     failure_counts: Counter = Counter()
-    tasks = {}
-    for rec in records:
-        if rec is None:  # unreachable unless forced; kept defensive for summaries
-            continue
-        tasks[rec.name] = {
-            "status": rec.status, "thread": rec.thread, "started_at": rec.started_at,
-            "finished_at": rec.finished_at, "duration": rec.duration, "attempts": rec.attempts,
-            "error_type": rec.error_type, "error": rec.error, "traceback": rec.traceback,
-            "output": rec.output, "reason": rec.reason,
-        }
+    # a record is missing only if a forced stop left it so; kept defensive for summaries
+    tasks = TaskTable((rec.name, rec) for rec in records if rec is not None)
     for name in run.order[_FAILED]:
         rec = records[run.index[name]]
         failures[name] = {"error_type": rec.error_type, "error": rec.error}

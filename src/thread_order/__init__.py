@@ -15,11 +15,14 @@ from .engine.graph import Graph
 from .engine.model import TaskRecord, TaskSpec, TaskStatus, dmark, mark
 from .engine.scheduler import Scheduler, default_workers
 
-try:
-    from importlib.metadata import PackageNotFoundError, version
+# imported outside the try: a Ctrl-C landing inside this import must surface as the
+# KeyboardInterrupt it is, not as a NameError from an except clause naming an unbound class
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
-    __version__ = version("thread-order")
-except PackageNotFoundError:  # running from a source tree that was never installed
+try:
+    __version__ = _version("thread-order")
+except _PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
 __all__ = [

@@ -53,7 +53,7 @@ def test_history_lists_runs_newest_first(history, tdrun_main):
     assert r.code == 0 and r.err == ""
     lines = r.out.splitlines()
     assert lines[0].split() == ["id", "when", "module", "status", "passed", "failed", "skipped",
-                                "cancelled", "duration"]
+                                "cancelled", "duration", "differs"]
     first, second = lines[1].split(), lines[2].split()
     assert first[0] == "2" and first[3:7] == [str(LIFECYCLE), "failed", "3", "1"]
     assert first[7:9] == ["1", "0"]  # verify skipped, nothing cancelled
@@ -67,6 +67,25 @@ def test_history_lists_runs_newest_first(history, tdrun_main):
     assert [run["id"] for run in json.loads(r.out)] == [1]
     r = tdrun_main("history", "--history", history, "--module", "other.py")
     assert r.out == f"no runs recorded in {history} match\n"
+
+
+def test_history_says_what_differed_between_runs_of_one_module(history, tdrun_main, tmp_path):
+    """Ten runs of one module looked alike in the list: the state, tags and workers that vary show."""
+    assert tdrun_main(LIFECYCLE, "--plain", "--history", history, "--workers=1", "--tags=smoke").code == 0
+    lines = tdrun_main("history", "--history", history).out.splitlines()
+    differs = [line.split("  ")[-1].strip() for line in lines[1:]]
+    runs = json.loads(tdrun_main("history", "--history", history, "--json").out)
+    default = runs[1]["workers"]
+    assert default != 1
+    assert differs == ["tags=smoke workers=1",
+                       f"fail=update slow=create tags=- workers={default}",
+                       f"api_token=***redacted*** tags=- workers={default}"]
+    assert runs[0]["differs"] == {"tags": ["smoke"], "workers": 1}
+    assert runs[2]["state"] == {"api_token": "***redacted***"} and runs[2]["tags"] == []
+    # one run of a module alone has nothing to tell it apart from
+    alone = tmp_path / "alone.db"
+    assert tdrun_main(LIFECYCLE, "--plain", "--history", alone, "--fail=update").code == 1
+    assert json.loads(tdrun_main("history", "--history", alone, "--json").out)[0]["differs"] == {}
 
 
 def test_show_prints_tasks_in_start_order_with_errors_and_skip_reasons(history, tdrun_main):
@@ -168,7 +187,6 @@ def test_bad_input_is_one_line_and_exit_4_and_leaves_the_file_alone(history, tdr
          "argument --limit: expected a whole number of runs >= 1, got '0'"),
         (("history", "--bogus", "--history", history), "unrecognized arguments: --bogus"),
         (("show", "--history", history), "the following arguments are required: RUN"),
-        (("report", "1", "--history", history), "the following arguments are required: -o/--output"),
         (("report", "1", "-o", tmp_path, "--history", history), f"-o {tmp_path}: is a directory, expected a file path"),
         (("report", "1", "-o", tmp_path / "no" / "r.html", "--history", history),
          f"cannot write report {tmp_path / 'no' / 'r.html'}: No such file or directory"),
@@ -342,10 +360,10 @@ def test_four_tdrun_processes_recording_into_one_file_lose_nothing(tmp_path, wri
     assert codes == [0, 0, 0, 0], [p.stderr.read() for p in procs]
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        counts = conn.execute("SELECT run_id, COUNT(*) FROM tasks GROUP BY run_id").fetchall()
-    assert sorted(counts) == [(i, total) for i in range(1, 5)]
     with HistoryStore(path) as store:
         runs = store.list_runs()
+        counts = [(r["id"], len(store.get_run(r["id"])["tasks"])) for r in runs]
+    assert sorted(counts) == [(i, total) for i in range(1, 5)]
     assert sorted(r["id"] for r in runs) == [1, 2, 3, 4]
     assert all((r["status"], r["passed"], r["total"]) == ("passed", total, total) for r in runs)
     noted = sorted(re.search(r"run (\d) recorded", text).group(1) for text in texts)

@@ -64,7 +64,8 @@ def _parser(name: str) -> argparse.ArgumentParser:
         p = _Parser(prog="tdrun report", parents=[common], allow_abbrev=False,
                     description="Write one run as a self-contained HTML page.")
         p.add_argument("run", metavar="RUN", help="a run id, or 'last'")
-        p.add_argument("-o", "--output", required=True, metavar="FILE.html", help="where to write it")
+        p.add_argument("-o", "--output", metavar="FILE.html",
+                       help="where to write it (default: tdrun-report-<id>.html in the current folder)")
     else:
         p = _Parser(prog="tdrun compare", parents=[common], allow_abbrev=False,
                     description="What changed between two runs: statuses, tasks, durations.")
@@ -145,7 +146,10 @@ class _Out:
 def _when(epoch: float | None) -> str:
     if epoch is None:
         return "-"
-    return _dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return _dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):  # a time no calendar holds: a damaged file
+        return "?"
 
 
 def _duration(seconds: float | None) -> str:
@@ -181,10 +185,25 @@ def _cmd_history(args, store: HistoryStore, out: _Out) -> int:
         out.line(f"no runs recorded in {store.path}" + (" match" if args.module or args.status else ""))
         return EXIT_OK
     rows = [[r["id"], _when(r["started_at"]), _module(r), r["status"], r["passed"], r["failed"],
-             r["skipped"], r["cancelled"], _duration(r["duration"])] for r in runs]
-    out.table(["id", "when", "module", "status", "passed", "failed", "skipped", "cancelled", "duration"],
-              rows, [RUN_STYLES.get(r["status"]) for r in runs], right=(0, 4, 5, 6, 7, 8))
+             r["skipped"], r["cancelled"], _duration(r["duration"]), _differs(r["differs"])] for r in runs]
+    out.table(["id", "when", "module", "status", "passed", "failed", "skipped", "cancelled", "duration",
+               "differs"], rows, [RUN_STYLES.get(r["status"]) for r in runs], right=(0, 4, 5, 6, 7, 8))
     return EXIT_OK
+
+
+def _value(value: Any, limit: int = 24) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _differs(differs: dict[str, Any]) -> str:
+    """``fail=update workers=2 tags=smoke``: what sets a run apart from the others of its module."""
+    parts = [f"{k}={_value(v)}" for k, v in differs.get("state", {}).items()]
+    if "tags" in differs:
+        parts.append(f"tags={','.join(differs['tags']) or '-'}")
+    if "workers" in differs:
+        parts.append(f"workers={differs['workers'] if differs['workers'] is not None else '?'}")
+    return " ".join(parts)
 
 
 def _cmd_show(args, store: HistoryStore, out: _Out) -> int:
@@ -204,6 +223,9 @@ def _cmd_show(args, store: HistoryStore, out: _Out) -> int:
         out.line(f"  command   {' '.join(run['argv'])}")
     if run["tags"]:
         out.line(f"  tags      {', '.join(run['tags'])}")
+    if run["teardown_not_run"]:
+        out.line(f"  teardown did not run: {', '.join(run['teardown_not_run'])} "
+                 "\u2014 resources they clean up may remain", f"bold {STATUS_COLORS['FAILED']}")
     out.line()
     tasks = run["tasks"]
     starts = [t["started_at"] for t in tasks if t["started_at"] is not None]
@@ -239,7 +261,7 @@ def _cmd_report(args, store: HistoryStore, out: _Out) -> int:
     from ..report import write_report
 
     run = store.get_run(args.run)
-    output = Path(args.output)
+    output = Path(args.output if args.output else f"tdrun-report-{run['id']}.html")
     if output.is_dir():
         raise UsageError(f"-o {args.output}: is a directory, expected a file path")
     write_report(output, run)

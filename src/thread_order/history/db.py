@@ -12,17 +12,31 @@ while a run is quiet). :func:`effective_status` reads a ``running`` row as
 ``interrupted`` when its process is gone (same host: the pid no longer exists)
 or its heartbeat is older than ``LEASE`` (other hosts, or a reused pid). Rows
 from schema version 1 have neither and always read as interrupted.
+
+Tasks are stored two ways. A task with anything to say (output, an error, a
+reason, tags, or a status other than PASSED) is a row of ``tasks``. Passed
+tasks with nothing more than their times -- most tasks of a big run -- are
+stored a batch at a time, one row of ``task_batches`` per commit (schema
+version 3): the batch's names and threads as JSON lists, its times as
+little-endian float64 arrays and its attempts and sequence numbers as int64
+arrays. Encoding a batch costs a fraction of binding a row per task, and the
+recorder's writer thread competes with the run for the GIL.
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
+import json
 import logging
 import math
 import os
 import re
+import shutil
 import socket
 import sqlite3
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -32,7 +46,7 @@ from ..engine.errors import HistoryError
 log = logging.getLogger("thread_order")
 
 #: the schema this version writes; it reads every version up to this one
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: captured output (and tracebacks) longer than this many UTF-8 bytes are cut in the middle
 OUTPUT_CAP = 64 * 1024
 REDACTED = "***redacted***"
@@ -123,6 +137,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX runs_by_module ON runs (module, id)",
         "CREATE INDEX runs_by_status ON runs (status, id)",
     ),
+    (  # 2 -> 3: passed tasks without details a batch per row; the teardown a forced stop left
+        """CREATE TABLE task_batches (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            tasks INTEGER NOT NULL,
+            names TEXT NOT NULL,
+            threads TEXT NOT NULL,
+            times BLOB NOT NULL,
+            numbers BLOB NOT NULL
+        )""",
+        "CREATE INDEX task_batches_by_run ON task_batches (run_id)",
+        "ALTER TABLE runs ADD COLUMN teardown_not_run TEXT NOT NULL DEFAULT '[]'",
+    ),
 )
 
 
@@ -206,6 +233,51 @@ def cap_text(text: str | None, limit: int = OUTPUT_CAP) -> tuple[str | None, int
     return f"{head}\n[... truncated {dropped} bytes ...]\n{tail}", len(raw)
 
 
+_LITTLE = sys.byteorder == "little"
+
+
+def encode_batch(names: list, threads: list, times: list, numbers: list) -> tuple:
+    """One ``task_batches`` row's values after ``run_id`` (see the module docstring).
+
+    ``times`` holds started_at, finished_at and duration of every task, column
+    after column; ``numbers`` attempts and then seq. Raises TypeError or
+    ValueError when a value does not fit (a time that is None, a huge number).
+    """
+    floats = array.array("d", times)
+    ints = array.array("q", numbers)
+    if not _LITTLE:  # pragma: no cover - big-endian machines
+        floats.byteswap()
+        ints.byteswap()
+    return (len(names), json.dumps(names), json.dumps(threads), floats.tobytes(), ints.tobytes())
+
+
+def decode_batch(tasks: Any, names: Any, threads: Any, times: Any, numbers: Any) -> list[dict] | None:
+    """The task dicts of one ``task_batches`` row; None when the row is damaged."""
+    try:
+        n = int(tasks)
+        names, threads = json.loads(names), json.loads(threads)
+        floats, ints = array.array("d"), array.array("q")
+        floats.frombytes(times)
+        ints.frombytes(numbers)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not (isinstance(names, list) and isinstance(threads, list) and len(names) == len(threads) == n
+            and len(floats) == 3 * n and len(ints) == 2 * n):
+        return None
+    if not _LITTLE:  # pragma: no cover - big-endian machines
+        floats.byteswap()
+        ints.byteswap()
+    out = []
+    for i in range(n):
+        out.append({
+            "seq": ints[n + i], "name": names[i], "status": "PASSED", "thread": threads[i],
+            "attempts": ints[i], "started_at": floats[i], "finished_at": floats[n + i],
+            "duration": floats[2 * n + i], "error_type": None, "error": None, "traceback": None,
+            "reason": None, "output": "", "output_bytes": 0, "tags": [],
+        })
+    return out
+
+
 # --------------------------------------------------------------------------- connections
 
 
@@ -235,25 +307,60 @@ def check_version(conn: sqlite3.Connection, path: Path, *, allow_empty: bool) ->
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
+    """Open ``path`` read-only, never creating, migrating or modifying it.
+
+    A WAL-mode file needs a ``-shm`` file beside it, which SQLite cannot create
+    in a folder we may not write. Such a file is then read as it is on disk
+    (``immutable=1``) when its ``-wal`` file is missing or empty, and from a
+    copy in memory otherwise (the copy includes the commits the ``-wal`` holds).
+    """
     if not path.exists():
         raise fail(path, "no such file")
     if path.is_dir():
         raise fail(path, "is a directory")
+    uri = path.resolve().as_uri()
     try:
-        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True,
-                               isolation_level=None, check_same_thread=False)
+        return _connect_readonly(path, uri + "?mode=ro")
     except sqlite3.Error as exc:
-        raise fail(path, f"cannot open: {describe(exc)}") from None
+        text = str(exc)
+        if "readonly" not in text and "unable to open" not in text:
+            raise fail(path, describe(exc)) from None
+        first = exc
+    wal = Path(f"{path}-wal")
+    try:
+        if not wal.exists() or wal.stat().st_size == 0:
+            return _connect_readonly(path, uri + "?mode=ro&immutable=1")
+        return _copy_in_memory(path, wal)
+    except sqlite3.Error as exc:
+        raise fail(path, f"{describe(first)}; reading it as it is failed too: {describe(exc)}") from None
+    except OSError as exc:
+        raise fail(path, f"{describe(first)}; copying it to read failed too: {exc.strerror or exc}") from None
+
+
+def _connect_readonly(path: Path, uri: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         check_version(conn, path, allow_empty=False)
-    except sqlite3.Error as exc:
-        conn.close()
-        raise fail(path, describe(exc)) from None
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _copy_in_memory(path: Path, wal: Path) -> sqlite3.Connection:
+    """The file and its ``-wal`` copied where SQLite may write, then loaded into memory."""
+    with tempfile.TemporaryDirectory(prefix="tdrun-history-") as folder:
+        copy = Path(folder) / "history.db"
+        shutil.copyfile(path, copy)
+        shutil.copyfile(wal, f"{copy}-wal")
+        source = _connect_readonly(path, copy.as_uri() + "?mode=ro")
+        try:
+            memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            source.backup(memory)
+        finally:
+            source.close()
+    return memory
 
 
 @contextlib.contextmanager

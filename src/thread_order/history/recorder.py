@@ -8,6 +8,12 @@ about ten times a second and a run killed with SIGKILL loses at most the last
 fraction of a second. The file is in WAL mode with a busy timeout, and every
 write transaction is ``BEGIN IMMEDIATE``, so several processes can record into
 one file at once.
+
+Another process may hold the write lock for longer than an attempt waits. A
+failed write loses nothing: its rows stay pending, the writer keeps taking the
+run's events and tries again with a growing delay; it says so once when the
+file stays locked past ``WARN_AFTER`` (or fails for another reason), and when
+the run is over it waits up to ``FINAL_WAIT`` more before giving up.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from .db import (
     OUTPUT_CAP,
     cap_text,
     describe,
+    encode_batch,
     fail,
     open_writable,
     redact_argv,
@@ -39,13 +46,21 @@ from .db import (
     transaction,
 )
 
-__all__ = ["HistoryRecorder", "BATCH_WINDOW", "HEARTBEAT_INTERVAL"]
+__all__ = ["HistoryRecorder", "BATCH_WINDOW", "HEARTBEAT_INTERVAL", "FINAL_WAIT"]
 
 log = logging.getLogger("thread_order")
 
 #: a batch of finished tasks is committed at most this long after its first task
 BATCH_WINDOW = 0.1
 HEARTBEAT_INTERVAL = 5.0
+#: how long one write waits for another process's write lock before backing off
+ATTEMPT_WAIT = 2.0
+#: the delay before retrying a failed write, doubling up to RETRY_MAX
+RETRY_FIRST, RETRY_MAX = 0.25, 5.0
+#: a file locked this long is worth a warning (once per run)
+WARN_AFTER = 10.0
+#: once the run is over, how long the recorder still waits for a locked file
+FINAL_WAIT = 30.0
 
 
 # --------------------------------------------------------------------------- writing
@@ -78,6 +93,20 @@ class HistoryRecorder:
         self._started = False  # RUN_STARTED seen
         self._interrupted = False  # RUN_INTERRUPTED seen
         self._counts: Counter = Counter()  # TaskStatus -> tasks recorded
+        # what the next write transaction holds; kept until one commits
+        self._batches: list[tuple] = []  # task_batches rows
+        self._rows: list = []  # tasks rows, flattened
+        self._pending_tasks = 0
+        self._final: dict[str, Any] = {}  # run row fields the run's end sets
+        self._flushes: list[threading.Event] = []  # set once what came before them is committed
+        self._discarding = False  # the run never started: its row goes
+        # backing off after a failed write
+        self._retry_at: float | None = None  # monotonic time of the next attempt
+        self._delay = RETRY_FIRST
+        self._failing_since: float | None = None
+        self._last_error = ""
+        self._busy_last = False
+        self._said = False  # the one warning of this run was given
 
     def attach(self, scheduler: Any, run_info: Mapping[str, Any] | None = None) -> None:
         """Start recording the next run of ``scheduler``.
@@ -190,45 +219,53 @@ class HistoryRecorder:
         q = self._queue
         conn = self._conn
         try:
+            # an attempt waits at most this long for another process's write lock, so the
+            # writer keeps taking the run's events while it backs off
+            conn.execute(f"PRAGMA busy_timeout = {int(ATTEMPT_WAIT * 1000)}")
             while True:
+                backing_off = self._retry_at is not None
+                timeout = max(self._retry_at - time.monotonic(), 0.0) if backing_off else HEARTBEAT_INTERVAL
                 try:
-                    first = q.get(timeout=HEARTBEAT_INTERVAL)
+                    first = q.get(timeout=timeout)
                 except queue.Empty:
-                    self._write(conn, [], [], None)  # a heartbeat: this run is still alive
-                    continue
-                if first is not _STOP and not self._wake.is_set():
+                    first = None
+                if first is not None and first is not _STOP and not backing_off \
+                        and not self._wake.is_set():
                     # hold the batch open: one commit per window instead of one per task, and no
                     # wake-up per task competing with the dispatcher for the GIL
                     self._wake.wait(BATCH_WINDOW)
                 if not self._ending:
                     self._wake.clear()
-                batch = [first]
+                batch = [] if first is None else [first]
                 get = q.get_nowait
                 while True:
                     try:
                         batch.append(get())
                     except queue.Empty:
                         break
-                if self._apply(conn, batch):
-                    return
+                if self._take(batch):
+                    break
+                if self._retry_at is not None and time.monotonic() < self._retry_at:
+                    continue  # still backing off: the events wait with the rest
+                self._attempt(conn)  # with nothing pending, a heartbeat: this run is still alive
+            self._last_attempts(conn)
         except BaseException as exc:  # noqa: B902 - never let recording take the process down
-            self._note_error(exc)
+            self._give_up(exc)
         finally:
             conn.close()
 
-    def _apply(self, conn: sqlite3.Connection, batch: list) -> bool:
-        """Write one batch of events; True when the run is over."""
+    def _take(self, batch: list) -> bool:
+        """Turn a batch of events into pending rows; True when the run is over."""
         finished: list[Event] = []
         add = finished.append
         finished_kind = EventKind.TASK_FINISHED
-        final: dict[str, Any] = {}
-        flushes: list[threading.Event] = []
+        final = self._final
         stop = False
         for item in batch:
             if item is _STOP:
                 stop = True
             elif type(item) is not Event:
-                flushes.append(item)
+                self._flushes.append(item)
             elif item.kind is finished_kind:
                 add(item)
             elif item.kind is EventKind.RUN_STARTED:
@@ -240,86 +277,170 @@ class HistoryRecorder:
             elif item.kind is EventKind.RUN_FINISHED:
                 final.update(_final_fields(item.data or {}))
                 stop = True
-        if stop and "status" not in final:
-            if not self._started:
-                self._discard(conn)
-                for done in flushes:
-                    done.set()
-                return True
-            # start() ended without RUN_FINISHED (it raised): keep what finished
-            final.update(status="interrupted", finished_at=time.time())
-        if self._interrupted and final.get("status") in ("passed", "failed"):
-            final["status"] = "interrupted"
-        self._counts.update(map(_EVENT_STATUS, finished))
-        # most tasks have no output, error or reason: their fields come out of the events with
-        # one attrgetter call each, so a batch costs little Python time (the GIL stays with the run)
-        lean = [e for e in finished if _EVENT_DETAIL(e) == _NO_DETAIL]
-        rows = [_task_row(self.run_id, e) for e in finished if _EVENT_DETAIL(e) != _NO_DETAIL] \
-            if len(lean) != len(finished) else []
-        self._write(conn, rows, list(itertools.chain.from_iterable(map(_EVENT_LEAN, lean))),
-                    final or None)
-        for done in flushes:
-            done.set()
+        if finished:
+            self._pend_tasks(finished)
+        if stop:
+            if "status" not in final:
+                if not self._started:
+                    self._discarding = True
+                    return True
+                # start() ended without RUN_FINISHED (it raised): keep what finished
+                final.update(status="interrupted", finished_at=time.time())
+            if self._interrupted and final.get("status") in ("passed", "failed"):
+                final["status"] = "interrupted"
         return stop
 
-    def _write(self, conn, rows, lean, final) -> None:
-        if self._error is not None:
-            return  # recording failed earlier; keep draining so the run is unaffected
+    def _pend_tasks(self, finished: list[Event]) -> None:
+        records = list(map(_RECORD, finished))
+        self._pending_tasks += len(records)
+        statuses = list(map(_STATUS, records))
+        # the common case, every task of the batch passed with nothing to say, costs one C-level
+        # pass per field rather than a tuple per task
+        if (statuses.count(TaskStatus.PASSED) == len(statuses) and not any(map(_OUTPUT, records))
+                and not any(map(_TAGS, records)) and not any(map(_ERROR, records))
+                and not any(map(_REASON, records))):
+            self._counts[TaskStatus.PASSED] += len(records)
+            lean, full = records, ()
+        else:
+            self._counts.update(statuses)
+            lean = [r for r in records if _DETAIL(r) == _LEAN]
+            full = [e for e in finished if _DETAIL(e.record) != _LEAN]
+        if lean:
+            seqs = finished if not full else [e for e in finished if _DETAIL(e.record) == _LEAN]
+            try:
+                times = list(map(_STARTED, lean))
+                times += map(_FINISHED, lean)
+                times += map(_DURATION, lean)
+                numbers = list(map(_ATTEMPTS, lean))
+                numbers += map(_COUNT, seqs)
+                self._batches.append(encode_batch(list(map(_NAME, lean)), list(map(_THREAD, lean)),
+                                                  times, numbers))
+            except (TypeError, ValueError, OverflowError):  # a value the arrays cannot hold
+                full = finished
+        if full:
+            self._rows.extend(itertools.chain.from_iterable(_task_row(self.run_id, e) for e in full))
+
+    def _attempt(self, conn: sqlite3.Connection) -> bool:
+        """Write everything pending in one transaction; on failure keep it and back off."""
+        try:
+            with transaction(conn):
+                if self._discarding:
+                    conn.execute("DELETE FROM tasks WHERE run_id = ?", (self.run_id,))
+                    conn.execute("DELETE FROM task_batches WHERE run_id = ?", (self.run_id,))
+                    conn.execute("DELETE FROM runs WHERE id = ?", (self.run_id,))
+                else:
+                    self._write_pending(conn)
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return False
+        if self._discarding:
+            self.run_id = None
+        self._batches.clear()
+        self._rows.clear()
+        self._pending_tasks = 0
+        self._final = {}
+        self._retry_at = None
+        self._failing_since = None
+        self._delay = RETRY_FIRST
+        flushes, self._flushes = self._flushes, []
+        for done in flushes:
+            done.set()
+        return True
+
+    def _write_pending(self, conn: sqlite3.Connection) -> None:
         counts = self._counts
         fields = {
             "passed": counts[TaskStatus.PASSED], "failed": counts[TaskStatus.FAILED],
             "skipped": counts[TaskStatus.SKIPPED], "cancelled": counts[TaskStatus.CANCELLED],
             "heartbeat": time.time(),
         }
-        if final:
-            fields.update(final)
-        try:
-            with transaction(conn):
-                _insert(conn, self.run_id, _LEAN_COLUMNS, lean)
-                _insert(conn, self.run_id, _TASK_COLUMNS, list(itertools.chain.from_iterable(rows)))
-                conn.execute(
-                    f"UPDATE runs SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
-                    (*fields.values(), self.run_id),
-                )
-        except sqlite3.Error as exc:
-            self._note_error(exc)
+        fields.update(self._final)
+        if self._batches:
+            conn.executemany(
+                "INSERT INTO task_batches (run_id, tasks, names, threads, times, numbers) "
+                f"VALUES ({int(self.run_id)}, ?, ?, ?, ?, ?)", self._batches)
+        _insert(conn, self.run_id, _TASK_COLUMNS, self._rows)
+        conn.execute(
+            f"UPDATE runs SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
+            (*fields.values(), self.run_id),
+        )
 
-    def _discard(self, conn) -> None:
-        try:
-            with transaction(conn):
-                conn.execute("DELETE FROM tasks WHERE run_id = ?", (self.run_id,))
-                conn.execute("DELETE FROM runs WHERE id = ?", (self.run_id,))
-        except sqlite3.Error as exc:
-            self._note_error(exc)
-        self.run_id = None
+    def _failed(self, exc: sqlite3.Error) -> None:
+        """A write failed (most often another process holds the write lock): retry later."""
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        self._retry_at = now + self._delay
+        self._delay = min(self._delay * 2, RETRY_MAX)
+        self._last_error = describe(exc)
+        self._busy_last = _busy(exc)
+        if not _busy(exc) or now - self._failing_since >= WARN_AFTER:
+            self._say_once(f"cannot write ({self._last_error}); keeping {self._pending_tasks} "
+                           "finished tasks to write when it can")
 
-    def _note_error(self, exc: BaseException) -> None:
+    def _last_attempts(self, conn: sqlite3.Connection) -> None:
+        """The run is over: write what is pending, waiting up to FINAL_WAIT for the file."""
+        if self._attempt(conn):
+            return
+        deadline = time.monotonic() + FINAL_WAIT
+        self._say_once(f"cannot write ({self._last_error}); waiting up to {FINAL_WAIT:g}s "
+                       f"to record run {self.run_id}")
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            # SQLite's busy handler does the waiting: the attempt returns as soon as the lock is free
+            conn.execute(f"PRAGMA busy_timeout = {max(int(left * 1000), 1)}")
+            if self._attempt(conn):
+                return
+            if not self._busy_last:
+                break  # not a lock that may be released: waiting will not help
+        lost = f"; {self._pending_tasks} finished tasks were not written" if self._pending_tasks else ""
+        self._give_up(None, f"{self._last_error}{lost}")
+
+    def _say_once(self, message: str) -> None:
+        if not self._said:
+            self._said = True
+            log.warning("history file %s: %s", self.path, message)
+
+    def _give_up(self, exc: BaseException | None, text: str | None = None) -> None:
         if self._error is None:
-            self._error = describe(exc) if isinstance(exc, sqlite3.Error) else f"{type(exc).__name__}: {exc}"
-            log.warning("history file %s: recording stopped: %s", self.path, self._error)
+            if text is None:
+                text = describe(exc) if isinstance(exc, sqlite3.Error) else f"{type(exc).__name__}: {exc}"
+            self._error = text
+            if exc is not None:
+                log.warning("history file %s: recording stopped: %s", self.path, self._error)
+        for done in self._flushes:
+            done.set()
 
 
-# a task row's columns after run_id; "lean" rows are tasks without output, error or reason
-_LEAN_COLUMNS = ("seq", "name", "status", "thread", "attempts", "started_at", "finished_at", "duration")
-_TASK_COLUMNS = _LEAN_COLUMNS + ("error_type", "error", "traceback", "reason", "output",
-                                 "output_bytes", "tags")
-_EVENT_LEAN = operator.attrgetter(
-    "count", "record.name", "record.status", "record.thread", "record.attempts",
-    "record.started_at", "record.finished_at", "record.duration",
-)
-_EVENT_DETAIL = operator.attrgetter("record.output", "record.error", "record.reason", "record.tags")
-_NO_DETAIL = ("", None, None, ())
-_EVENT_STATUS = operator.attrgetter("record.status")
+def _busy(exc: sqlite3.Error) -> bool:
+    """Another connection holds the lock: the error goes away when it lets go."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+# a task row's columns after run_id
+_TASK_COLUMNS = ("seq", "name", "status", "thread", "attempts", "started_at", "finished_at", "duration",
+                 "error_type", "error", "traceback", "reason", "output", "output_bytes", "tags")
+_RECORD = operator.attrgetter("record")
+_STATUS = operator.attrgetter("status")
+# a passed task with nothing but its times goes into a batch (see db): its details are these
+_DETAIL = operator.attrgetter("status", "output", "tags", "error", "reason", "error_type", "traceback")
+_LEAN = (TaskStatus.PASSED, "", (), None, None, None, None)
+_NAME, _THREAD = operator.attrgetter("name"), operator.attrgetter("thread")
+_STARTED, _FINISHED = operator.attrgetter("started_at"), operator.attrgetter("finished_at")
+_DURATION, _ATTEMPTS = operator.attrgetter("duration"), operator.attrgetter("attempts")
+_COUNT = operator.attrgetter("count")
+_OUTPUT, _TAGS = operator.attrgetter("output"), operator.attrgetter("tags")
+_ERROR, _REASON = operator.attrgetter("error"), operator.attrgetter("reason")
 _MAX_PARAMS = 999  # SQLite's smallest default limit on parameters per statement
 
 
 def _insert(conn: sqlite3.Connection, run_id: int, columns: tuple[str, ...], params: list) -> None:
-    """Insert task rows of ``run_id`` given as one flat list of parameters, ~100 rows a statement.
-
-    ``executemany`` binds and steps one row at a time, taking the GIL back
-    after every row; a multi-row VALUES statement does a hundred rows per trip,
-    at less than half the cost, and leaves the GIL to the run meanwhile.
-    """
+    """Insert task rows of ``run_id`` given as one flat list of parameters, ~60 rows a statement."""
     if not params:
         return
     width = len(columns)
@@ -364,4 +485,5 @@ def _final_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
         "failed": failed,
         "skipped": len(summary.get("skipped", ())),
         "cancelled": len(summary.get("cancelled", ())),
+        "teardown_not_run": json.dumps([str(n) for n in summary.get("teardown_not_run", [])]),
     }

@@ -6,11 +6,17 @@ A file written by a newer schema is refused with a :class:`HistoryError`.
 A run row says ``running`` until its recorder writes the outcome; readers
 tell a live run from a dead one by the writer's host, pid and heartbeat (see
 ``db``), and report the dead one as ``interrupted``.
+
+What a file holds is checked as it is read, not trusted: a value of the wrong
+type (text in a number column, a NULL, JSON that is garbage or of the wrong
+shape) reads as "unknown" (None, 0, an empty list), so every command can show
+the rest of the run.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -19,7 +25,15 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..engine.errors import HistoryError
-from .db import RUN_STATUSES, describe, effective_status, fail, open_readonly, open_writable
+from .db import (
+    RUN_STATUSES,
+    decode_batch,
+    describe,
+    effective_status,
+    fail,
+    open_readonly,
+    open_writable,
+)
 
 __all__ = ["DEFAULT_HISTORY", "HistoryStore", "resolve_history_path", "compare_runs"]
 
@@ -31,7 +45,8 @@ _RUN_FIELDS = (
     "skipped", "cancelled", "total", "duration", "workers", "host",
 )
 _RUN_PRIVATE = ("pid", "heartbeat", "run_uuid")
-_RUN_DETAIL = ("argv", "tags", "graph", "state")
+_RUN_LISTED = ("tags", "state")
+_RUN_DETAIL = ("argv", "graph", "teardown_not_run")
 _TASK_FIELDS = (
     "seq", "name", "status", "thread", "attempts", "started_at", "finished_at", "duration",
     "error_type", "error", "traceback", "reason", "output", "output_bytes", "tags",
@@ -76,8 +91,9 @@ class HistoryStore:
         # guards _conn: the web UI may share one store between request threads
         self._lock = threading.Lock()
         try:
+            # task_batches exists from schema version 3 on
             self._columns = {table: {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
-                             for table in ("runs", "tasks")}
+                             for table in ("runs", "tasks", "task_batches")}
         except sqlite3.Error as exc:
             self._conn.close()
             raise fail(self.path, describe(exc)) from None
@@ -112,14 +128,20 @@ class HistoryStore:
                 raise fail(self.path, describe(exc)) from None
 
     def _run_dict(self, row: dict[str, Any], now: float) -> dict[str, Any]:
-        status = effective_status(row["status"], row["host"], row["pid"], row["heartbeat"], now)
+        row = {k: _RUN_TYPES[k](v) for k, v in row.items()}
+        status = row["status"] if row["status"] in RUN_STATUSES else "interrupted"
         out = {k: row[k] for k in _RUN_FIELDS}
-        out["status"] = status
+        out["status"] = effective_status(status, row["host"], row["pid"], row["heartbeat"], now)
         return out
 
     def list_runs(self, limit: int | None = 50, module: str | None = None,
                   status: str | None = None) -> list[dict[str, Any]]:
         """Runs newest first, optionally only of ``module`` and/or with ``status``.
+
+        Each run has the fields of its row, its ``tags`` and (redacted) initial
+        ``state``, and ``differs``: what tells it apart from the other runs of
+        its module in this list -- ``{"state": {key: value}, "tags": [...],
+        "workers": n}``, each part present only when it varies among them.
 
         Raises:
             HistoryError: the file cannot be read, or ``status`` is not a run status.
@@ -134,18 +156,25 @@ class HistoryStore:
             where.append("status = ?")
             params.append(status)
         elif status is not None:  # both can be stored as 'running'; decided below
-            where.append("status IN ('running', 'interrupted')")
-        sql = f"SELECT {self._cols('runs', _RUN_FIELDS + _RUN_PRIVATE)} FROM runs"
+            where.append("status NOT IN ('passed', 'failed')")
+        sql = f"SELECT {self._cols('runs', _RUN_FIELDS + _RUN_PRIVATE + _RUN_LISTED)} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC"
         if limit is not None and status not in ("running", "interrupted"):
             sql += f" LIMIT {max(int(limit), 0)}"
         now = time.time()
-        runs = [self._run_dict(row, now) for row in self._query(sql, params)]
+        runs = []
+        for row in self._query(sql, params):
+            run = self._run_dict(row, now)
+            run["tags"] = _str_list(_loads(row["tags"], []))
+            run["state"] = _dict(_loads(row["state"], {}))
+            runs.append(run)
         if status is not None:
             runs = [r for r in runs if r["status"] == status]
-        return runs if limit is None else runs[: max(int(limit), 0)]
+        runs = runs if limit is None else runs[: max(int(limit), 0)]
+        _mark_differences(runs)
+        return runs
 
     def resolve_id(self, run_id: int | str) -> int:
         """Turn ``42``, ``"42"`` or ``"last"`` into a run id that exists.
@@ -180,38 +209,144 @@ class HistoryStore:
         """
         rid = self.resolve_id(run_id)
         rows = self._query(
-            f"SELECT {self._cols('runs', _RUN_FIELDS + _RUN_PRIVATE + _RUN_DETAIL)} FROM runs WHERE id = ?",
+            f"SELECT {self._cols('runs', _RUN_FIELDS + _RUN_PRIVATE + _RUN_LISTED + _RUN_DETAIL)} "
+            "FROM runs WHERE id = ?",
             (rid,),
         )
         row = rows[0]
         run = self._run_dict(row, time.time())
-        run["run_uuid"] = row["run_uuid"]
-        run["argv"] = _loads(row["argv"], [])
-        run["tags"] = _loads(row["tags"], [])
-        graph = _loads(row["graph"], {})
-        run["graph"] = {"nodes": list(graph.get("nodes", [])),
-                        "edges": [list(e) for e in graph.get("edges", [])]}
-        run["state"] = _loads(row["state"], {})
-        tasks = self._query(
-            f"SELECT {self._cols('tasks', _TASK_FIELDS)} FROM tasks WHERE run_id = ? "
-            "ORDER BY started_at IS NULL, started_at, seq",
-            (rid,),
-        )
+        run["run_uuid"] = _text(row["run_uuid"])
+        run["argv"] = _str_list(_loads(row["argv"], []))
+        run["tags"] = _str_list(_loads(row["tags"], []))
+        graph = _dict(_loads(row["graph"], {}))
+        nodes = _str_list(graph.get("nodes"))
+        edges = graph.get("edges")
+        run["graph"] = {"nodes": nodes,
+                        "edges": [[str(e[0]), str(e[1])] for e in (edges if isinstance(edges, list) else [])
+                                  if isinstance(e, list) and len(e) == 2]}
+        run["state"] = _dict(_loads(row["state"], {}))
+        #: the always tasks a forced stop left unrun (empty for files from before schema 3)
+        run["teardown_not_run"] = _str_list(_loads(row["teardown_not_run"], []))
+        tasks = [{k: _TASK_TYPES[k](v) for k, v in task.items()} for task in self._query(
+            f"SELECT {self._cols('tasks', _TASK_FIELDS)} FROM tasks WHERE run_id = ?", (rid,))]
         for task in tasks:
-            task["tags"] = _loads(task["tags"], [])
+            task["tags"] = _str_list(_loads(task["tags"], []))
             if task["output_bytes"] is None:
-                task["output_bytes"] = len((task["output"] or "").encode("utf-8"))
+                task["output_bytes"] = len(task["output"].encode("utf-8", "replace"))
+        if self._columns["task_batches"]:
+            for batch in self._query("SELECT tasks, names, threads, times, numbers FROM task_batches "
+                                     "WHERE run_id = ? ORDER BY id", (rid,)):
+                decoded = decode_batch(*batch.values())
+                if decoded is not None:  # a damaged batch: its tasks show as not recorded
+                    tasks.extend({k: _TASK_TYPES[k](v) for k, v in t.items()} for t in decoded)
+        # by start; tasks that never started (skipped, cancelled) after, in the order decided
+        tasks.sort(key=lambda t: (t["started_at"] is None, t["started_at"] or 0.0, t["seq"]))
         run["tasks"] = tasks
         return run
 
 
-def _loads(text: str | None, default: Any) -> Any:
-    if not text:
+def _loads(text: Any, default: Any) -> Any:
+    if not text or not isinstance(text, (str, bytes)):
         return default
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return default
+
+
+# what each stored value must be; anything else reads as unknown
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return None
+
+
+def _epoch(value: Any) -> float | None:
+    """A wall-clock time every calendar function can take (up to the year 9999)."""
+    value = _number(value)
+    return value if value is not None and 0 <= value < 253402300800 else None
+
+
+def _whole(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
+        return int(value)
+    return None
+
+
+def _count(value: Any) -> int:
+    number = _whole(value)
+    return number if number is not None and number >= 0 else 0
+
+
+def _str_list(value: Any) -> list[str]:
+    return [str(v) for v in value if isinstance(v, (str, int, float))] if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+_RUN_TYPES = {
+    "id": _same, "started_at": _epoch, "finished_at": _epoch, "module": _text, "target": _text,
+    "status": _text, "passed": _count, "failed": _count, "skipped": _count, "cancelled": _count,
+    "total": _count, "duration": _number, "workers": _whole, "host": _text, "pid": _whole,
+    "heartbeat": _epoch, "run_uuid": _text, "argv": _same, "tags": _same, "graph": _same,
+    "state": _same, "teardown_not_run": _same,
+}
+_TASK_TYPES = {
+    "seq": _count, "name": lambda v: _text(v) or "?", "status": lambda v: (_text(v) or "?").upper(),
+    "thread": _text, "attempts": _count, "started_at": _epoch, "finished_at": _epoch,
+    "duration": lambda v: _number(v) or 0.0, "error_type": _text, "error": _text,
+    "traceback": _text, "reason": _text, "output": lambda v: _text(v) or "", "output_bytes": _whole,
+    "tags": _same,
+}
+
+
+def _key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _mark_differences(runs: list[dict[str, Any]]) -> None:
+    """Set each run's ``differs``: the state keys, tags and workers that vary within its module."""
+    by_module: dict[Any, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_module.setdefault(run["module"], []).append(run)
+    for group in by_module.values():
+        keys: list[str] = []
+        for run in group:
+            keys.extend(k for k in run["state"] if k not in keys)
+        # a key some runs lack varies too: "absent" is one more value
+        varying = [k for k in keys
+                   if len({_key(r["state"][k]) if k in r["state"] else "" for r in group}) > 1]
+        tags_vary = len({tuple(r["tags"]) for r in group}) > 1
+        workers_vary = len({r["workers"] for r in group}) > 1
+        for run in group:
+            differs: dict[str, Any] = {}
+            state = {k: run["state"][k] for k in varying if k in run["state"]}
+            if state:
+                differs["state"] = state
+            if tags_vary:
+                differs["tags"] = list(run["tags"])
+            if workers_vary:
+                differs["workers"] = run["workers"]
+            run["differs"] = differs
 
 
 # --------------------------------------------------------------------------- comparing

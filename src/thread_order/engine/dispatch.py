@@ -83,7 +83,7 @@ class Run(LaneMethods, InterruptMethods):
         pstart = self.pstart
         self.deps_left = [pstart[i + 1] - pstart[i] for i in range(n)]
         # first non-passed dependency seen, and the failure at the root of it
-        self.blame: list[tuple[str, TaskStatus, str] | None] = [None] * n
+        self.blame: dict[int, tuple[str, TaskStatus, str]] = {}  # (few tasks have one)
         self.records: list[TaskRecord | None] = [None] * n
         self.attempts = [0] * n
         self.failed_attempt: dict[int, TaskRecord] = {}
@@ -102,7 +102,7 @@ class Run(LaneMethods, InterruptMethods):
         self.interrupted = False
         self.forced = False
         self.order: dict[TaskStatus, list[str]] = {s: [] for s in TaskStatus}
-        self.finish_order: list[TaskRecord] = []
+        self.ran: list[str] = []  # tasks that ran at least once, in the order they finished
         self.results = state.get("results") if run_options.store_results else None
         # guards each Job's lane/abandoned/done/started flags, and job_of entries a worker
         # writes when it starts a child directly: a worker picking up or finishing a job and
@@ -374,7 +374,7 @@ class Run(LaneMethods, InterruptMethods):
             i = pending.pop()
             if where[i] != _WAITING:
                 continue
-            blame = self.blame[i]
+            blame = self.blame.get(i)
             if options[i].always:
                 self._make_ready(i)
             elif self.interrupted:
@@ -403,7 +403,8 @@ class Run(LaneMethods, InterruptMethods):
         self.finished_count += 1
         status = record.status
         self.order[status].append(record.name)
-        self.finish_order.append(record)
+        if record.attempts:
+            self.ran.append(record.name)
         events = self.events
         if events._subs[_K_FINISHED]:
             events.emit(_K_FINISHED, name=record.name, record=record, count=self.finished_count)
@@ -411,14 +412,12 @@ class Run(LaneMethods, InterruptMethods):
         cstart = self.cstart
         children = self.cflat[cstart[idx]:cstart[idx + 1]]
         if status is not _PASSED:
-            if status is _SKIPPED and self.blame[idx] is not None:
-                root = self.blame[idx][2]
-            else:
-                root = record.name
+            mine = self.blame.get(idx) if status is _SKIPPED else None
+            root = mine[2] if mine is not None else record.name
             blame_entry = (record.name, status, root)
             blame = self.blame
             for c in children:
-                if blame[c] is None:
+                if c not in blame:
                     blame[c] = blame_entry
         release = pending if pending is not None else []
         for c in children:

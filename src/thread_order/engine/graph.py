@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from itertools import accumulate, chain
 from types import MappingProxyType
 from typing import Iterable, Mapping, Sequence
@@ -23,9 +24,10 @@ class Graph:
         CycleError: the dependencies form a cycle (reported as its path).
     """
 
-    # The edges are kept as two flat index arrays (compressed sparse rows): the parents of
-    # node i are _pflat[_pstart[i]:_pstart[i + 1]], its children likewise in _cflat/_cstart.
-    # At 100,000 tasks that is a few MB where a list per node cost tens; the name-keyed views
+    # The edges are kept as flat arrays of machine integers (compressed sparse rows): the
+    # parents of node i are _pflat[_pstart[i]:_pstart[i + 1]], its children likewise in
+    # _cflat/_cstart. At 100,000 tasks that is a few MB where a list per node, and an int
+    # object per entry, cost tens; the name-keyed views
     # (parents, children, level_of, levels, order, roots, leaves) are built on first use.
     __slots__ = (
         "nodes", "edge_count", "_index", "_pstart", "_pflat", "_cstart", "_cflat",
@@ -52,30 +54,32 @@ class Graph:
         names = tuple(index)
         n = len(names)
         counts = list(map(len, afters))
-        pstart = list(accumulate(counts, initial=0))
-        pflat = list(map(index.get, chain.from_iterable(afters)))
-        if None in pflat:
-            pos = pflat.index(None)
+        pstart = array("l", accumulate(counts, initial=0))
+        parents = list(map(index.get, chain.from_iterable(afters)))
+        if None in parents:
+            pos = parents.index(None)
             i = next(i for i in range(n) if pstart[i + 1] > pos)
             raise UnknownDependencyError(names[i], afters[i][pos - pstart[i]])
+        pflat = array("l", parents)
+        del parents
         # children: a counting sort of the edges by parent, stable so that each node's
         # children stay in registration order
         ccount = [0] * n
         for j in pflat:
             ccount[j] += 1
-        cstart = list(accumulate(ccount, initial=0))
+        cstart = array("l", accumulate(ccount, initial=0))
+        del ccount
         fill = cstart[:-1]
-        cflat = [0] * len(pflat)
-        i = 0
-        for k, j in enumerate(pflat):
-            while pstart[i + 1] <= k:
-                i += 1
-            cflat[fill[j]] = i
-            fill[j] += 1
+        cflat = array("l", bytes(8 * len(pflat)))
+        for i in range(n):
+            for j in pflat[pstart[i]:pstart[i + 1]]:
+                cflat[fill[j]] = i
+                fill[j] += 1
+        del fill
 
         # Kahn's algorithm, seeded and drained in registration order
         indeg = counts
-        order = [i for i in range(n) if not indeg[i]]
+        order = array("l", [i for i in range(n) if not indeg[i]])
         level = [0] * n
         pos = 0
         while pos < len(order):
@@ -149,7 +153,7 @@ class Graph:
         """Each node's dependents, in registration order (read-only)."""
         return self._view("children", lambda: self._adjacency(self._cstart, self._cflat))
 
-    def _adjacency(self, start: list[int], flat: list[int]) -> Mapping[str, tuple[str, ...]]:
+    def _adjacency(self, start: Sequence[int], flat: Sequence[int]) -> Mapping[str, tuple[str, ...]]:
         names = self.nodes
         return MappingProxyType({
             names[i]: tuple(names[j] for j in flat[start[i]:start[i + 1]]) for i in range(len(names))
@@ -219,7 +223,7 @@ class Graph:
         """Every task that depends on ``name``, directly or not, in registration order."""
         return self._reach(name, self._cstart, self._cflat)
 
-    def _reach(self, name: str, start: list[int], flat: list[int]) -> list[str]:
+    def _reach(self, name: str, start: Sequence[int], flat: Sequence[int]) -> list[str]:
         first = self._index[name]
         seen = {first}
         stack = [first]
@@ -233,7 +237,7 @@ class Graph:
         return [self.nodes[i] for i in sorted(seen)]
 
 
-def _find_cycle(names: Sequence[str], parent_idx: list[list[int]], indeg: list[int]) -> list[str]:
+def _find_cycle(names: Sequence[str], parent_idx: list[Sequence[int]], indeg: list[int]) -> list[str]:
     """Return one cycle among the nodes Kahn's algorithm could not order.
 
     Every such node still has a parent in the leftover set, so walking parents

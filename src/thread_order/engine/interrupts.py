@@ -48,8 +48,9 @@ class InterruptMethods:
             # when its dependencies are final, like any other decision: cancelling it early
             # would release an `always` teardown below it while something upstream still runs.
             where = self.where
-            for i, opts in enumerate(self.options):
-                if opts.always:
+            options = self.options  # may hold tasks registered since: only the first n are ours
+            for i in range(self.n):
+                if options[i].always:
                     continue
                 if where[i] in (self.RETRY_WAIT, self.READY):
                     self._stop_unstarted(i)

@@ -268,12 +268,14 @@ class Scheduler:
                 raise RuntimeError("start: this scheduler is already running")
             options = RunOptions(self.workers, self.store_results, self.clear_results_on_start,
                                  self.skip_dependents, self.capture)
-            # a snapshot: a task registered while this run goes on belongs to the next run
-            run = self._run = Run(list(self._fns), list(self._options), graph, self.state,
+            # no copies: registration only appends, and the run reads the first len(graph) entries,
+            # so a task registered while this run goes on belongs to the next run
+            run = self._run = Run(self._fns, self._options, graph, self.state,
                                   self.state_lock, self.events, options)
         try:
             summary = run.execute()
-            self.last_records = [r for r in run.records if r is not None]
+            records = run.records
+            self.last_records = records if None not in records else [r for r in records if r is not None]
             self.last_summary = summary
             self.events.emit(EventKind.RUN_FINISHED, data=summary)
         finally:

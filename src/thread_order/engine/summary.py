@@ -122,11 +122,12 @@ def build_summary(run: Any) -> dict:
     text += f" in {duration:.2f}s"
     return {
         "run_id": run.run_id,
-        "ran": [r.name for r in run.finish_order if r.attempts],
-        "passed": list(passed),
-        "failed": list(failed),
-        "skipped": list(skipped),
-        "cancelled": list(cancelled),
+        # the run's own lists, not copies: the run ends here
+        "ran": run.ran,
+        "passed": passed,
+        "failed": failed,
+        "skipped": skipped,
+        "cancelled": cancelled,
         "failures": failures,
         "failure_counts": dict(failure_counts),
         "started_at": run.started_at,

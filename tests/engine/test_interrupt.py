@@ -481,3 +481,39 @@ def test_someone_elses_sigint_handler_is_replaced_for_the_run_and_restored():
     finally:
         signal.signal(signal.SIGINT, previous)
     assert calls == []
+
+
+def test_a_forced_stop_names_the_teardown_it_left_behind():
+    """always tasks cut short or never started after a forced stop are listed, in registration order."""
+    s = Scheduler(workers=2)
+    running = threading.Event()
+    release = threading.Event()
+
+    def cleanup_in_progress():
+        running.set()
+        release.wait(WAIT)
+
+    s.register(lambda: None, "create")
+    s.register(cleanup_in_progress, "delete_subnet", after=["create"], always=True)
+    s.register(lambda: None, "delete_network", after=["delete_subnet"], always=True)
+    s.register(lambda: None, "unrelated_teardown", always=True)
+    run = BackgroundRun(s)
+    try:
+        assert running.wait(WAIT)
+        s.cancel(force=True)
+        summary = run.join(timeout=WAIT)
+    finally:
+        release.set()
+    assert summary["teardown_not_run"] == ["delete_subnet", "delete_network"]
+    assert summary["tasks"]["delete_subnet"]["reason"] == "abandoned: still running when the run was stopped"
+    assert summary["tasks"]["delete_network"]["reason"] == "cancelled: the run was stopped"
+
+
+def test_teardown_not_run_is_empty_when_teardown_ran():
+    s = Scheduler(workers=1)
+    s.register(lambda: s.cancel(), "create")
+    s.register(lambda: None, "use", after=["create"])
+    s.register(lambda: None, "delete", after=["use"], always=True)
+    summary = s.start()
+    assert summary["interrupted"] is True and statuses(summary)["delete"] == PASSED
+    assert summary["teardown_not_run"] == []

@@ -289,7 +289,6 @@ def test_teardown_not_run_is_stored_with_the_run_and_shown(tmp_path, tdrun_main)
         "teardown did not run: teardown, drop_db", "")
 
 
-@pytest.mark.xfail(strict=True, reason="the engine's summary has no teardown_not_run yet (issue 9 point 4)")
 def test_a_forced_stop_records_the_teardown_that_did_not_run(tmp_path):
     import threading
 

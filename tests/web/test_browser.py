@@ -417,8 +417,6 @@ def test_graphs_shrink_to_fit_only_down_to_readable_text(page, tmp_path):
     assert page.eval_on_selector("#module-graph", "g => g.scrollWidth > g.clientWidth")
 
 
-@pytest.mark.xfail(strict=True, reason="the engine's summary['teardown_not_run'] (issue 9 point 4) "
-                                       "is not on this branch yet; delete this mark once it is")
 def test_a_forced_stop_names_the_teardown_it_left_behind(page, server):
     with gated_run(page, server, workers="2"):
         page.click("#cancel-button")

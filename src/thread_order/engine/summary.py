@@ -120,6 +120,11 @@ def build_summary(run: Any) -> dict:
     if cancelled:
         text += f", {len(cancelled)} cancelled"
     text += f" in {duration:.2f}s"
+    # teardown a forced stop left behind: `always` tasks that never started or were cut
+    # short; a graceful stop still runs them, so this is empty unless the run was forced
+    options = run.options
+    teardown_not_run = [rec.name for i, rec in enumerate(records)
+                        if rec is not None and rec.status is _CANCELLED and options[i].always]
     return {
         "run_id": run.run_id,
         # the run's own lists, not copies: the run ends here
@@ -136,5 +141,6 @@ def build_summary(run: Any) -> dict:
         "interrupted": run.interrupted,
         "workers": run.s.workers,
         "text": text,
+        "teardown_not_run": teardown_not_run,
         "tasks": tasks,
     }

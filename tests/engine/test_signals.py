@@ -38,3 +38,266 @@ def test_ctrl_c_while_importing_the_package_is_a_keyboard_interrupt_not_a_name_e
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=WAIT)
     assert done.stdout.split() == ["KeyboardInterrupt", "True"], done.stdout + done.stderr
+
+
+# ------------------------------------------------------------------ SIGTERM to a real tdrun
+
+import json
+import os
+import queue
+import select
+import signal
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from thread_order import Scheduler, TaskStatus
+
+from conftest import tdrun_env
+
+MODULE = '''
+import os
+from thread_order import mark
+
+READY, GATE = int(os.environ["READY_FD"]), int(os.environ["GATE_FD"])
+
+
+@mark()
+def create(state):
+    print("creating")
+    os.write(READY, b"r")
+    if os.read(GATE, 1) != b"g":  # the test closed the pipe instead of releasing us
+        raise RuntimeError("never released")
+    return "created"
+
+
+@mark()
+def idle(state):
+    return "idle ran"
+
+
+@mark(after=["create"])
+def use(state):
+    return "used"
+
+
+@mark(after=["use"], always=True)
+def teardown(state):
+    with open(os.environ["TEARDOWN_FILE"], "a", encoding="utf-8") as f:
+        f.write("teardown ran\\n")
+'''
+
+
+class Tdrun:
+    """``tdrun tasks.py --workers=1`` as a real process, its first task held on a pipe."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.module = tmp_path / "tasks.py"
+        self.module.write_text(MODULE, encoding="utf-8")
+        self.teardown_file = tmp_path / "teardown.txt"
+        self.history = tmp_path / "history.db"
+        self.report = tmp_path / "report.json"
+        ready_r, ready_w = os.pipe()
+        gate_r, self.gate_w = os.pipe()
+        self.ready_r = ready_r
+        env = tdrun_env(TDRUN_HISTORY="on", READY_FD=str(ready_w), GATE_FD=str(gate_r),
+                        TEARDOWN_FILE=str(self.teardown_file))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "thread_order", str(self.module), "--workers=1", "--no-color",
+             "--history", str(self.history), "--json-report", str(self.report)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+            env=env, pass_fds=(ready_w, gate_r),
+        )
+        os.close(ready_w)
+        os.close(gate_r)
+        self.err_lines: queue.Queue = queue.Queue()
+        self.err_seen: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stderr:
+            self.err_lines.put(line.rstrip("\n"))
+        self.err_lines.put(None)
+
+    def wait_running(self) -> None:
+        readable, _, _ = select.select([self.ready_r], [], [], WAIT)
+        assert readable, "the first task did not start"
+        assert os.read(self.ready_r, 1) == b"r"
+
+    def expect_err(self, text: str) -> None:
+        while True:
+            try:
+                line = self.err_lines.get(timeout=WAIT)
+            except queue.Empty:
+                pytest.fail(f"no stderr line with {text!r} within {WAIT}s; saw {self.err_seen}")
+            assert line is not None, f"tdrun ended before {text!r}; stderr: {self.err_seen}"
+            self.err_seen.append(line)
+            if text in line:
+                return
+
+    def release(self) -> None:
+        os.write(self.gate_w, b"g")
+
+    def finish(self) -> tuple[int, str, str]:
+        try:
+            code = self.proc.wait(WAIT)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(WAIT)
+            os.close(self.gate_w)
+            os.close(self.ready_r)
+        out = self.proc.stdout.read()
+        rest = []
+        while True:
+            line = self.err_lines.get(timeout=WAIT)
+            if line is None:
+                break
+            rest.append(line)
+        return code, out, "\n".join(self.err_seen + rest)
+
+    def statuses(self) -> dict[str, tuple[str, str | None]]:
+        data = json.loads(self.report.read_text(encoding="utf-8"))
+        return {t["name"]: (t["status"], t["reason"]) for t in data["tasks"]}
+
+    def recorded(self) -> tuple:
+        conn = sqlite3.connect(f"file:{self.history}?mode=ro", uri=True)
+        try:
+            return conn.execute("SELECT status, passed, failed, skipped, cancelled FROM runs").fetchall()
+        finally:
+            conn.close()
+
+
+FIRST = "interrupted: running tasks may finish"
+AGAIN = "interrupted again: stopped waiting"
+
+
+def test_sigterm_lets_the_running_task_finish_runs_teardown_and_exits_2(tmp_path):
+    run = Tdrun(tmp_path)
+    try:
+        run.wait_running()
+        run.proc.send_signal(signal.SIGTERM)
+        run.expect_err(FIRST)
+        run.release()
+    finally:
+        code, out, err = run.finish()
+    assert code == 2, err
+    assert run.teardown_file.read_text(encoding="utf-8") == "teardown ran\n"
+    assert run.statuses() == {
+        "create": ("PASSED", None),
+        "idle": ("CANCELLED", "cancelled: the run was interrupted"),
+        "use": ("CANCELLED", "cancelled: the run was interrupted"),
+        "teardown": ("PASSED", None),
+    }
+    assert "2 passed, 0 failed, 0 skipped, 2 cancelled in " in out
+    assert "Traceback" not in err
+    assert run.recorded() == [("interrupted", 2, 0, 0, 2)]
+
+
+@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_second_sigterm_or_sigint_stops_waiting_and_still_exits_2_with_a_summary(tmp_path, second):
+    run = Tdrun(tmp_path)
+    try:
+        run.wait_running()
+        run.proc.send_signal(signal.SIGTERM)
+        run.expect_err(FIRST)
+        run.proc.send_signal(second)
+        run.expect_err(AGAIN)
+    finally:
+        code, out, err = run.finish()  # create is never released: only the second signal ends the run
+    assert code == 2, err
+    assert not run.teardown_file.exists()
+    assert run.statuses() == {
+        "create": ("CANCELLED", "abandoned: still running when the run was stopped"),
+        "idle": ("CANCELLED", "cancelled: the run was stopped"),  # queued behind create
+        "use": ("CANCELLED", "cancelled: the run was stopped"),
+        "teardown": ("CANCELLED", "cancelled: the run was stopped"),
+    }
+    assert "0 passed, 0 failed, 0 skipped, 4 cancelled in " in out
+    assert "Traceback" not in err
+    assert run.recorded() == [("interrupted", 0, 0, 0, 4)]
+
+
+# ------------------------------------------------------------------ SIGTERM in process
+
+needs_main = pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                                reason="needs the main thread")
+
+
+LIBRARY_RUN = """
+import json, signal, threading
+from thread_order import EventKind, Scheduler
+
+main_id = threading.main_thread().ident
+s = Scheduler(workers=1)
+ran, interrupts = [], []
+heard = threading.Event()
+# the task waits until the run has heard the signal: Python runs a handler only when the
+# main thread next runs bytecode, and a worker may hand "use" on before that
+s.register(lambda: (signal.pthread_kill(main_id, signal.SIGTERM), heard.wait(10)), "create")
+s.register(lambda: ran.append("use"), "use", after=["create"])
+s.register(lambda: ran.append("teardown"), "teardown", after=["use"], always=True)
+s.subscribe(lambda e: (interrupts.append(dict(e.data)), heard.set()), EventKind.RUN_INTERRUPTED)
+summary = s.start()
+print(json.dumps({
+    "statuses": {n: t["status"] for n, t in summary["tasks"].items()},
+    "interrupted": summary["interrupted"], "ran": ran, "interrupts": interrupts,
+    "restored": signal.getsignal(signal.SIGTERM) is signal.SIG_DFL,
+}))
+"""
+
+
+def test_sigterm_under_the_default_disposition_is_the_first_ctrl_c_for_the_library():
+    # in a process of its own: without the engine's handler, SIG_DFL kills whoever receives it
+    done = subprocess.run([sys.executable, "-c", LIBRARY_RUN], capture_output=True, text=True,
+                          timeout=WAIT)
+    assert done.returncode == 0, (done.returncode, done.stderr)
+    assert json.loads(done.stdout) == {
+        "statuses": {"create": "PASSED", "use": "CANCELLED", "teardown": "PASSED"},
+        "interrupted": True, "ran": ["teardown"], "interrupts": [{"force": False}], "restored": True,
+    }
+
+
+@needs_main
+def test_someone_elses_sigterm_handler_is_set_aside_for_the_run_and_restored():
+    calls = []
+
+    def previous(signum, frame):
+        calls.append(signum)
+
+    before = signal.signal(signal.SIGTERM, previous)
+    try:
+        main_id = threading.main_thread().ident
+        s = Scheduler(workers=1)
+        ran = []
+        s.register(lambda: signal.pthread_kill(main_id, signal.SIGTERM), "create")
+        s.register(lambda: ran.append("use"), "use", after=["create"])
+        s.register(lambda: ran.append("teardown"), "teardown", after=["use"], always=True)
+        summary = s.start()
+        assert signal.getsignal(signal.SIGTERM) is previous
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    # the run's handler, not the one set aside, heard the signal; when the main thread runs
+    # it (and so whether "use" still started) depends on timing, so only teardown is certain
+    assert calls == []
+    statuses = {n: t["status"] for n, t in summary["tasks"].items()}
+    assert statuses["create"] is TaskStatus.PASSED and statuses["teardown"] is TaskStatus.PASSED
+    assert ran[-1] == "teardown"
+
+
+@needs_main
+def test_an_ignored_sigterm_stays_ignored_during_a_run():
+    before = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        main_id = threading.main_thread().ident
+        s = Scheduler(workers=1)
+        s.register(lambda: signal.pthread_kill(main_id, signal.SIGTERM), "create")
+        s.register(lambda: "used", "use", after=["create"])
+        summary = s.start()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert summary["interrupted"] is False
+    assert summary["passed"] == ["create", "use"]

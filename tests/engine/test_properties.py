@@ -363,3 +363,65 @@ def check_reported_once_allowing_cancelled(case: Case, summary: dict, events: li
     assert sorted(listed) == names
     for n in summary["cancelled"]:
         assert summary["tasks"][n]["reason"] == "cancelled: the run was interrupted"
+
+
+@st.composite
+def chain_heavy_cases(draw, max_nodes: int = 14) -> Case:
+    """Like cases(), but most nodes hang off the one before: single-child chains, often."""
+    case = draw(cases(max_nodes))
+    for i in range(1, case.n):
+        if draw(st.booleans()):
+            case.deps[i] = [i - 1]
+    return case
+
+
+@PROPERTY
+@given(chain_heavy_cases())
+def test_without_subscribers_one_worker_keeps_the_start_order_and_outcomes(case):
+    # no subscriber: a worker may hand a single child on directly; the order seen from
+    # inside the tasks must still be the dispatcher's, and every outcome the model's
+    case.workers = 1
+    expected = [name(i) for i in expected_serial_order(case)]
+    for _ in range(2):
+        probe = Probe(case)
+        summary = probe.scheduler().start()
+        assert [name(i) for i in probe.started] == expected
+        assert summary["ran"] == expected
+        got = {int(n[1:]): t["status"] for n, t in summary["tasks"].items()}
+        assert got == expected_statuses(case)
+
+
+@PROPERTY
+@given(chain_heavy_cases())
+def test_without_subscribers_any_pool_obeys_dependencies_and_the_model(case):
+    probe = Probe(case)
+    summary = probe.scheduler().start()
+    got = {int(n[1:]): t["status"] for n, t in summary["tasks"].items()}
+    assert got == expected_statuses(case)
+    assert all(count == 1 for count in probe.calls.values())
+    for i, seen in probe.seen_returned.items():
+        for p in case.deps[i]:
+            if p in probe.calls:
+                assert p in seen, (name(i), name(p))
+    assert probe.peak <= case.workers
+    threads = {t["thread"] for t in summary["tasks"].values() if t["thread"] is not None}
+    assert threads <= {f"thread_{w}" for w in range(case.workers)}
+
+
+@PROPERTY
+@given(st.data())
+def test_without_subscribers_retries_in_chains_follow_the_model(data):
+    case = data.draw(chain_heavy_cases(max_nodes=10))
+    case.failing = frozenset()
+    fail_attempts = {i: data.draw(st.integers(0, 2)) for i in range(case.n)}
+    retries = {i: data.draw(st.integers(0, 2)) for i in range(case.n)}
+    probe = RetryProbe(case, fail_attempts, retries)
+    summary = probe.scheduler().start()
+    expected = expected_statuses(
+        case, lambda i: PASSED if fail_attempts[i] <= retries[i] else FAILED)
+    got = {int(n[1:]): t["status"] for n, t in summary["tasks"].items()}
+    assert got == expected
+    for i, status in expected.items():
+        if status is not SKIPPED:
+            attempts = min(fail_attempts[i], retries[i]) + 1
+            assert summary["tasks"][name(i)]["attempts"] == attempts == probe.calls[i]

@@ -130,6 +130,47 @@ def test_register_validates_at_once():
     assert [t.name for t in s.tasks] == ["a"]
 
 
+@pytest.mark.parametrize("fn, name, after", [
+    ("nope", "t", None), (returns(1), None, None), (returns(1), "", None), (returns(1), 3, None),
+    (returns(1), "t", 5), (returns(1), "t", ""), (returns(1), "t", ["a", 1]), (returns(1), "t", ("a", "")),
+    (returns(1), "t", [None]), ("nope", 3, ["a", 1]), (returns(1), "t", {"a": 1, 2: 1}),
+])
+def test_register_refuses_what_task_spec_build_refuses_with_the_same_message(fn, name, after):
+    with pytest.raises((TypeError, ValueError)) as built:
+        TaskSpec.build(fn, name, after)
+    s = Scheduler(workers=1)
+    with pytest.raises(type(built.value), match=f"^{re.escape(str(built.value))}$"):
+        s.register(fn, name, after)
+    with pytest.raises(type(built.value), match=f"^{re.escape(str(built.value))}$"):
+        s.register(fn, name, (d for d in after) if isinstance(after, (list, tuple)) else after)
+    assert s.tasks == ()
+
+
+def test_register_keeps_dependencies_as_distinct_names_whatever_their_container():
+    s = Scheduler(workers=1)
+    s.register(returns(0), "a")
+    s.register(returns(0), "b")
+    s.register(returns(1), "t1", after="a")
+    s.register(returns(1), "t2", after=["a", "b", "a"])
+    s.register(returns(1), "t3", after=("b", "b"))
+    s.register(returns(1), "t4", after=(n for n in ["b", "a"]))
+    s.register(returns(1), "t5", after=[])
+    afters = [t.after for t in s.tasks]
+    assert afters == [(), (), ("a",), ("a", "b"), ("b",), ("b", "a"), ()]
+    assert s.graph.parents["t3"] == ("b",) and s.graph.children["b"] == ("t2", "t3", "t4")
+    assert s.start()["passed"] == ["a", "b", "t1", "t2", "t3", "t4", "t5"]
+
+
+def test_a_graph_read_before_more_tasks_are_registered_stays_as_it_was():
+    s = Scheduler(workers=1)
+    s.register(returns(0), "a")
+    graph = s.graph
+    s.register(returns(0), "b", after="a")
+    assert graph.nodes == ("a",) and "b" not in graph
+    assert s.graph.nodes == ("a", "b") and s.graph.parents["b"] == ("a",)
+    assert [t.name for t in s.tasks] == ["a", "b"]
+
+
 def test_unknown_dependency_is_reported_by_start_before_anything_runs():
     ran = []
     s = Scheduler(workers=2)

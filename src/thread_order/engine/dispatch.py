@@ -202,14 +202,13 @@ class Run(LaneMethods, InterruptMethods):
                 self._interrupt(force=self.interrupted)
 
     def _drain(self) -> None:
-        get_nowait = self.inbox.get_nowait
+        inbox = self.inbox
+        get_nowait = inbox.get_nowait
         handle = self._handle
-        while self.unfinished and not self.forced:
-            try:
-                msg = get_nowait()
-            except queue.Empty:
-                return
-            handle(msg)
+        # this thread is the inbox's only reader: not empty() means get_nowait() succeeds,
+        # without the cost of raising queue.Empty at the end of every batch
+        while self.unfinished and not self.forced and not inbox.empty():
+            handle(get_nowait())
 
     def _dispatch(self) -> None:
         """Hand ready tasks to workers, lowest registration index first.
@@ -305,13 +304,10 @@ class Run(LaneMethods, InterruptMethods):
                         results[name] = value
                 if nxt is not None:
                     self.where[nxt.idx] = _RUNNING  # so that releasing it does not decide it again
-                self._finish(
-                    idx,
-                    TaskRecord(
-                        name, _PASSED, thread, started, started + duration, duration,
-                        job.attempt, output=output, tags=self.options[idx].tags,
-                    ),
-                )
+                self._finish(idx, TaskRecord(  # positional: this is the hot path
+                    name, _PASSED, thread, started, started + duration, duration, job.attempt,
+                    None, None, None, output, None, self.options[idx].tags,
+                ))
                 if nxt is not None:
                     self._adopt(nxt)
             else:
@@ -419,11 +415,22 @@ class Run(LaneMethods, InterruptMethods):
             for c in children:
                 if c not in blame:
                     blame[c] = blame_entry
-        release = pending if pending is not None else []
+        if pending is not None:
+            for c in children:
+                deps_left[c] -= 1
+                if not deps_left[c]:
+                    pending.append(c)
+            return
+        release = []
         for c in children:
             deps_left[c] -= 1
             if not deps_left[c]:
                 release.append(c)
-        if pending is None and release:
+        if release:
+            blame = self.blame
+            quick = not self.interrupted
             for c in release:
-                self._decide(c)
+                if quick and c not in blame and self.where[c] == _WAITING:
+                    self._make_ready(c)  # what _decide concludes, without its loop
+                else:
+                    self._decide(c)

@@ -928,6 +928,7 @@ def test_running_flag_and_cancel_outside_a_run():
 SUMMARY_KEYS = {
     "run_id", "ran", "passed", "failed", "skipped", "cancelled", "failures", "failure_counts",
     "started_at", "finished_at", "duration", "interrupted", "workers", "text", "tasks",
+    "teardown_not_run",
 }
 TASK_KEYS = {
     "status", "thread", "started_at", "finished_at", "duration", "attempts",
@@ -952,6 +953,7 @@ def test_summary_keys_and_values():
     assert summary["passed"] == ["slow"]
     assert sorted(summary["failed"]) == ["bad", "key", "worse"]
     assert summary["skipped"] == ["after_bad"] and summary["cancelled"] == []
+    assert summary["teardown_not_run"] == []
     assert sorted(summary["ran"]) == ["bad", "key", "slow", "worse"]
     assert summary["failures"] == {
         "bad": {"error_type": "ValueError", "error": "bad value"},

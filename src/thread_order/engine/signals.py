@@ -89,7 +89,7 @@ class _Wakeup:
         self.read_fd, self.write_fd, self.previous_fd = read_fd, write_fd, previous_fd
         self.request_stop = request_stop
         self.signals = frozenset(signals)
-        self.thread = threading.Thread(target=self._read, name="thread_order-signals", daemon=True)
+        self.thread = threading.Thread(target=self._read, name="signals-wakeup", daemon=True)
         self.thread.start()
 
     @classmethod

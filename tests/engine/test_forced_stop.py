@@ -1,4 +1,4 @@
-"""Engine findings of an adversarial review, each pinned through the public interface."""
+"""A forced stop (cancel(force=True), a second Ctrl-C) keeps what a failed teardown said."""
 
 from __future__ import annotations
 

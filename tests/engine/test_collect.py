@@ -159,3 +159,18 @@ def test_build_state_order_and_sources(write_module, tmp_path):
         "env": "typed", "region": "eu", "token": "from-setup", "derived": "typed-x", "results": {"a": "1"}}
     assert sources == {"env": "typed in", "region": "state file", "token": "setup_state",
                        "derived": "setup_state", "results": "typed in"}
+
+
+@pytest.mark.parametrize("text, says", [
+    ('{"a": ' + "[" * 6000 + "]" * 6000 + "}", "invalid JSON: nested too deeply"),
+    ('{"n": ' + "1" * 5000 + "}", "invalid JSON: Exceeds the limit"),
+], ids=["deep", "huge-int"])
+def test_tdrun_refuses_a_state_file_it_cannot_parse_as_bad_input(tmp_path, tdrun_proc, text, says):
+    module = tmp_path / "m.py"
+    module.write_text("from thread_order import mark\n\n@mark()\ndef a(state):\n    pass\n")
+    state = tmp_path / "deep.json"
+    state.write_text(text)
+    done = tdrun_proc(module, "--state-file", state)
+    assert done.code == 4, done.err
+    lines = done.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"tdrun: error: state file {state}: {says}"), done.err

@@ -259,13 +259,17 @@ def parse_state_text(name: str, text: str) -> dict[str, Any]:
     """The JSON object of a state file's text; ``name`` is the file as the user knows it.
 
     Raises:
-        UsageError: not JSON, or not an object.
+        UsageError: not JSON (nested too deeply included), or not an object.
     """
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"state file {name}: invalid JSON: {exc.msg} "
                          f"at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise UsageError(f"state file {name}: invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer past Python's digit limit
+        raise UsageError(f"state file {name}: invalid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise UsageError(f"state file {name}: expected a JSON object, got {type(data).__name__}")
     return data

@@ -67,13 +67,23 @@ class InterruptMethods:
                 if job is not None and self.where[i] == self.WAITING:
                     # started directly by a worker, whose report has not been handled yet
                     self.attempts[i] = job.attempt
+                # an earlier attempt that failed keeps the task FAILED with its error, as a
+                # first interrupt does: a teardown waiting for its retry did fail
+                earlier = self.failed_attempt.get(i)
                 if job is not None and job.started:
-                    reason = "abandoned: still running when the run was stopped"
-                    record = self._final(i, _CANCELLED, reason)._replace(thread=job.lane.name)
+                    if earlier is not None:
+                        record = earlier._replace(attempts=job.attempt, reason=(
+                            f"retries stopped: attempt {job.attempt} still running when the run was stopped"))
+                    else:
+                        reason = "abandoned: still running when the run was stopped"
+                        record = self._final(i, _CANCELLED, reason)._replace(thread=job.lane.name)
                 else:
                     if job is not None:
                         self.attempts[i] -= 1  # queued, never started
-                    record = self._final(i, _CANCELLED, "cancelled: the run was stopped")
+                    if earlier is not None:
+                        record = earlier._replace(reason="retries stopped: the run was stopped")
+                    else:
+                        record = self._final(i, _CANCELLED, "cancelled: the run was stopped")
                 self._finish(i, record, pending=[])
 
     def _stop_unstarted(self, idx: int) -> None:

@@ -21,6 +21,7 @@ returns None) is left alone: we could not restore it.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from typing import Callable
@@ -42,23 +43,102 @@ def install_interrupt_handler(request_stop: Callable[[], None]) -> Callable[[], 
     the previous handlers. Does nothing off the main thread (Python delivers signals there)."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-
-    def on_signal(signum, frame):
-        request_stop()
-
-    replaced: list[tuple[int, object]] = []
+    # Python runs a handler only on the main thread, between bytecodes; but the kernel may
+    # deliver the signal to any thread, and then nothing wakes a main thread blocked waiting
+    # for its inbox: the interrupt would wait for the next task to end (forever, for a stuck
+    # one). The byte the C-level handler writes to the wakeup fd, on whichever thread it
+    # runs, wakes a reader thread instead, and that reader makes the stop request.
+    taken = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
-            previous = signal.getsignal(signum)
-            if not _taken(signum, previous):
-                continue
-            signal.signal(signum, on_signal)
+            if _taken(signum, signal.getsignal(signum)):
+                taken.append(signum)
+        except (ValueError, OSError):
+            continue
+    if not taken:
+        return lambda: None
+    wakeup = _Wakeup.open(request_stop, taken)
+
+    def on_signal(signum, frame):
+        if wakeup is None:  # no wakeup fd here: the handler itself asks
+            request_stop()
+
+    replaced: list[tuple[int, object]] = []
+    for signum in taken:
+        try:
+            replaced.append((signum, signal.signal(signum, on_signal)))
         except (ValueError, OSError):  # not settable here (embedded interpreter...)
             continue
-        replaced.append((signum, previous))
 
     def restore() -> None:
         for signum, previous in reversed(replaced):
             signal.signal(signum, previous)
+        if wakeup is not None:
+            wakeup.close()
 
     return restore
+
+
+class _Wakeup:
+    """The wakeup fd of the run (``signal.set_wakeup_fd``) and the thread reading it."""
+
+    _STOP = b"\0"  # no signal has number 0: the reader's cue to end
+
+    def __init__(self, read_fd: int, write_fd: int, previous_fd: int,
+                 request_stop: Callable[[], None], signals: list[int]) -> None:
+        self.read_fd, self.write_fd, self.previous_fd = read_fd, write_fd, previous_fd
+        self.request_stop = request_stop
+        self.signals = frozenset(signals)
+        self.thread = threading.Thread(target=self._read, name="signals-wakeup", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def open(cls, request_stop: Callable[[], None], signals: list[int]) -> "_Wakeup | None":
+        """Set the wakeup fd for the run; None where that cannot be done (then handlers ask)."""
+        try:
+            read_fd, write_fd = os.pipe()
+        except OSError:
+            return None
+        try:
+            os.set_blocking(write_fd, False)  # the C handler must never block on it
+            previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        except (ValueError, OSError):  # e.g. Windows wants a socket there
+            os.close(read_fd)
+            os.close(write_fd)
+            return None
+        try:
+            return cls(read_fd, write_fd, previous_fd, request_stop, signals)
+        except RuntimeError:  # no thread to spare for the reader: the handlers ask themselves
+            signal.set_wakeup_fd(previous_fd)
+            os.close(read_fd)
+            os.close(write_fd)
+            return None
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.read_fd, 64)
+            except InterruptedError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            for signum in data:
+                if signum == 0:
+                    return
+                if signum in self.signals:
+                    self.request_stop()  # one request per signal: the second one forces
+
+    def close(self) -> None:
+        """Give the wakeup fd back, then stop the reader (signals after this are not ours)."""
+        signal.set_wakeup_fd(self.previous_fd)
+        if self.thread.is_alive():
+            try:
+                os.write(self.write_fd, self._STOP)
+            except OSError:
+                pass
+            self.thread.join(5.0)
+        if not self.thread.is_alive():  # else it is stuck in read(): leave it its fd
+            os.close(self.read_fd)
+        os.close(self.write_fd)

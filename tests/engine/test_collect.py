@@ -162,9 +162,12 @@ def test_build_state_order_and_sources(write_module, tmp_path):
 
 
 @pytest.mark.parametrize("text, says", [
-    ('{"a": ' + "[" * 6000 + "]" * 6000 + "}", "invalid JSON: nested too deeply"),
-    ('{"n": ' + "1" * 5000 + "}", "invalid JSON: Exceeds the limit"),
-], ids=["deep", "huge-int"])
+    ('{"a": ' + "[" * 6000 + "]" * 6000 + "}", "nested deeper than 100 levels"),
+    ('{"a": ' + "[" * 150 + "]" * 150 + "}", "nested deeper than 100 levels"),
+    ('{"n": ' + "1" * 5000 + "}", "a number has too many digits"),
+    ('{"ratio": NaN}', "key 'ratio': NaN is not a JSON number"),
+    ('{"cfg": {"limits": [1, Infinity]}}', "key 'cfg': Infinity at limits[1] is not a JSON number"),
+], ids=["deep", "deeper-than-the-limit", "huge-int", "nan", "nested-infinity"])
 def test_tdrun_refuses_a_state_file_it_cannot_parse_as_bad_input(tmp_path, tdrun_proc, text, says):
     module = tmp_path / "m.py"
     module.write_text("from thread_order import mark\n\n@mark()\ndef a(state):\n    pass\n")

@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any, Callable
 
 from .errors import UsageError
+from .jsonvalue import loads, problem
 from .model import MARK_ATTR, TaskSpec, parse_tags
 
 __all__ = ["Collection", "ModuleLoadError", "split_target", "load_module", "collect", "build_state"]
@@ -259,19 +260,20 @@ def parse_state_text(name: str, text: str) -> dict[str, Any]:
     """The JSON object of a state file's text; ``name`` is the file as the user knows it.
 
     Raises:
-        UsageError: not JSON (nested too deeply included), or not an object.
+        UsageError: not JSON, NaN or infinite numbers, nested deeper than
+            ``MAX_DEPTH``, or not an object.
     """
     try:
-        data = json.loads(text)
+        data = loads(text, f"state file {name}", finite=False)
     except json.JSONDecodeError as exc:
         raise UsageError(f"state file {name}: invalid JSON: {exc.msg} "
                          f"at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise UsageError(f"state file {name}: invalid JSON: nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer past Python's digit limit
-        raise UsageError(f"state file {name}: invalid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise UsageError(f"state file {name}: expected a JSON object, got {type(data).__name__}")
+    for key, value in data.items():
+        reason = problem(value)
+        if reason is not None:
+            raise UsageError(f"state file {name}: key {key!r}: {reason}")
     return data
 
 

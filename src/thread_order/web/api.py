@@ -26,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 from .. import __version__
 from ..engine.collect import ModuleLoadError, parse_state_text, read_state_file
 from ..engine.errors import HistoryError, UsageError
-from .payload import MAX_DEPTH, dumps, loads
+from .payload import dumps, loads
 from .runs import COALESCE, LiveRun, RunBusyError, RunManager, Workspace
 from .security import Guard
 
@@ -267,29 +267,17 @@ async def put_state_file(request: Request, ui: UiServer) -> dict[str, Any]:
         path = body["path"]
         if not isinstance(path, str) or not path.strip():
             raise UsageError("'path' must name a JSON file")
-        values = await run_in_threadpool(_state_file, path, read_state_file, path)
+        values = await run_in_threadpool(read_state_file, path)
         name = path
     elif "content" in body:
         name = body.get("name") or "uploaded file"
         if not isinstance(name, str) or not isinstance(body["content"], str):
             raise UsageError("'name' and 'content' must be strings")
-        values = _state_file(name, parse_state_text, name, body["content"])
+        values = parse_state_text(name, body["content"])
     else:
         raise UsageError("give the state file as {\"path\": ...} or {\"name\": ..., \"content\": ...}")
     ui.workspace.set_state_file(name, values)
     return ui.workspace.state_view()
-
-
-def _state_file(name: str, read: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """``read(*args)`` with what the shared reader lets through worded as tdrun words it."""
-    try:
-        return read(*args)
-    except RecursionError:
-        raise UsageError(f"state file {name}: nested deeper than {MAX_DEPTH} levels") from None
-    except UsageError:
-        raise
-    except ValueError:  # an integer longer than sys.get_int_max_str_digits()
-        raise UsageError(f"state file {name}: not valid JSON (a number too long)") from None
 
 
 @api

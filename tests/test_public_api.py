@@ -20,6 +20,7 @@ from thread_order import (
     ThreadOrderError,
     UnknownDependencyError,
     UsageError,
+    WorkerStartError,
 )
 
 PUBLIC = [
@@ -38,6 +39,7 @@ PUBLIC = [
     "ThreadProxyLogger",
     "UnknownDependencyError",
     "UsageError",
+    "WorkerStartError",
     "__version__",
     "configure_logging",
     "default_workers",
@@ -72,6 +74,7 @@ def test_exception_tree():
     for cls in (UsageError, HistoryError):
         assert issubclass(cls, ThreadOrderError) and not issubclass(cls, GraphError)
     assert issubclass(ThreadOrderError, Exception)
+    assert issubclass(WorkerStartError, ThreadOrderError) and issubclass(WorkerStartError, RuntimeError)
     # graph errors carry the offending names
     assert DuplicateTaskError("a").name == "a"
     err = UnknownDependencyError("b", "x")

@@ -9,6 +9,7 @@ from .engine.errors import (
     ThreadOrderError,
     UnknownDependencyError,
     UsageError,
+    WorkerStartError,
 )
 from .engine.events import Event, EventKind
 from .engine.graph import Graph
@@ -41,6 +42,7 @@ __all__ = [
     "ThreadProxyLogger",
     "UnknownDependencyError",
     "UsageError",
+    "WorkerStartError",
     "__version__",
     "configure_logging",
     "default_workers",

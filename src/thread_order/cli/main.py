@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..engine.collect import Collection, ModuleLoadError, build_state, collect
-from ..engine.errors import GraphError, UsageError
+from ..engine.errors import GraphError, UsageError, WorkerStartError
 from ..engine.graph import Graph
 from .graphfmt import FORMATS, format_graph, start_order
 from ..engine.model import parse_tags
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         err.write(exc.user_traceback.rstrip("\n") + "\n")
         err.write(f"tdrun: error: {exc}\n")
         return EXIT_USAGE
-    except (UsageError, GraphError) as exc:
+    except (UsageError, GraphError, WorkerStartError) as exc:
         err.write(f"tdrun: error: {exc}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -7,7 +7,9 @@ import sys
 import threading
 from typing import Any
 
-__all__ = ["OutputCapture", "ThreadProxyLogger", "configure_logging"]
+from .events import EventKind
+
+__all__ = ["OutputCapture", "ThreadProxyLogger", "configure_logging", "log_task_failures"]
 
 _get_ident = threading.get_ident
 
@@ -153,3 +155,36 @@ def configure_logging(verbose: bool = False, stream: Any = None) -> logging.Hand
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     return handler
+
+
+def log_task_failures(events: Any) -> Any:
+    """Log every failed attempt of a run on ``events`` (an EventStream); returns the undo function.
+
+    What ``setup_logging=True`` adds besides the handler: a failing task is one ERROR line
+    naming the task, the thread it ran on and the error; a failed attempt followed by a
+    retry is a WARNING saying so.
+    """
+    log = logging.getLogger("thread_order.tasks")
+
+    def say(level: int, thread: str | None, message: str, *args: Any) -> None:
+        if not log.isEnabledFor(level):
+            return
+        # logged on the dispatcher thread, but about a worker's task: name the worker
+        entry = log.makeRecord(log.name, level, __file__, 0, message, args, None)
+        entry.threadName = thread or "-"
+        log.handle(entry)
+
+    def on_event(event: Any) -> None:
+        record = event.record
+        if record is None or record.error_type is None:
+            return
+        if event.kind is EventKind.TASK_RETRYING:
+            delay = (event.data or {}).get("delay") or 0
+            say(logging.WARNING, record.thread, "%s: attempt %d failed, retrying%s: %s: %s",
+                event.name, event.attempt, f" in {delay:g}s" if delay else "",
+                record.error_type, record.error)
+        elif record.status == "FAILED":
+            say(logging.ERROR, record.thread, "%s: FAILED: %s: %s", event.name,
+                record.error_type, record.error)
+
+    return events.subscribe(on_event, (EventKind.TASK_RETRYING, EventKind.TASK_FINISHED))

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
-from .errors import UsageError
+from .errors import UsageError, did_you_mean
 from .jsonvalue import loads, problem
 from .model import MARK_ATTR, TaskSpec, parse_tags
 
@@ -194,7 +194,8 @@ def collect(
         if only not in by_name:
             if only in all_names:
                 raise UsageError(f"{path_str}: task {only!r} does not have the tags {','.join(wanted)!r}")
-            raise UsageError(f"{path_str}: no marked task named {only!r}")
+            raise UsageError(f"{path_str}: no marked task named {only!r}"
+                             + did_you_mean(only, all_names))
         if with_deps:
             keep = {only}
             stack = [only]

@@ -119,6 +119,8 @@ class Run(LaneMethods, InterruptMethods):
         """
         s = self.s
         state = self.state
+        # first of all: a run that cannot have its threads has not started (nothing announced)
+        self._start_lanes(min(s.workers, max(self.n, 1)))
         if s.store_results:
             with self.state_lock:
                 results = state.setdefault("results", {})
@@ -146,8 +148,6 @@ class Run(LaneMethods, InterruptMethods):
         if s.capture:
             OutputCapture.install()
         try:
-            self.lanes = [self._start_lane(i) for i in range(min(s.workers, max(self.n, 1)))]
-            self.width = len(self.lanes)
             deps_left = self.deps_left
             for i in range(self.n):
                 if not deps_left[i]:

@@ -59,7 +59,7 @@ class Graph:
         if None in parents:
             pos = parents.index(None)
             i = next(i for i in range(n) if pstart[i + 1] > pos)
-            raise UnknownDependencyError(names[i], afters[i][pos - pstart[i]])
+            raise UnknownDependencyError(names[i], afters[i][pos - pstart[i]], names)
         pflat = array("l", parents)
         del parents
         # children: a counting sort of the edges by parent, stable so that each node's

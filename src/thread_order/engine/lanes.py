@@ -12,9 +12,11 @@ import logging
 import threading
 import time
 import traceback
+from types import CoroutineType
 from typing import Any
 
 from .capture import OutputCapture
+from .errors import WorkerStartError
 from .events import EventKind
 
 __all__ = ["Job", "Lane", "LaneMethods", "joined"]
@@ -144,6 +146,11 @@ class LaneMethods:
             t0 = perf()
             try:
                 value = fns[idx](state) if opts.with_state else fns[idx]()
+                if type(value) is CoroutineType:  # an async function called, never awaited
+                    value.close()
+                    value = None
+                    raise TypeError("the task returned a coroutine, which would never run: "
+                                    "it called an async function without awaiting it")
                 ok = True
                 error = None
             except BaseException as exc:  # noqa: B902 - a task may raise anything, even SystemExit
@@ -188,6 +195,28 @@ class LaneMethods:
             if lane.abandoned:  # timed out: a twin already serves this lane
                 return
             job = nxt
+
+    def _start_lanes(self, count: int) -> None:
+        """Start the run's ``count`` worker lanes, or none: a failure stops those already started.
+
+        Raises:
+            RuntimeError: a thread could not be started (near the process's thread limit).
+        """
+        lanes = self.lanes
+        try:
+            for slot in range(count):
+                lanes.append(self._start_lane(slot))
+        except RuntimeError as exc:  # "can't start new thread"
+            started = len(lanes)
+            for _ in lanes:
+                self.jobs.put(None)
+            for lane in lanes:
+                lane.thread.join()
+            lanes.clear()
+            raise WorkerStartError(f"start: cannot start worker thread {started + 1} of {count} "
+                               f"({exc}); nothing ran: use fewer workers or raise the "
+                               "thread limit") from None
+        self.width = count
 
     def _start_lane(self, slot: int) -> Lane:
         lane = Lane(slot)
@@ -235,10 +264,17 @@ class LaneMethods:
                 # what the stuck attempt printed so far is the best clue to why it is stuck
                 output = joined(list(OutputCapture.buffers.get(lane.thread.ident) or ()))
                 lane.thread.name = f"{lane.name}-abandoned"
-            self.lanes[lane.slot] = self._start_lane(lane.slot)
+            try:
+                self.lanes[lane.slot] = self._start_lane(lane.slot)
+            except RuntimeError as exc:  # near the thread limit: the pool gets narrower
+                self.width -= 1
+                log.error("cannot start a thread to replace %s (%s); %d worker(s) left",
+                          lane.name, exc, self.width)
         message = f"task {self.names[idx]!r} still running after {timeout:g}s"
         log.warning("%s; abandoning its thread", message)
         self._attempt_failed(
             idx, thread_name, ("TimeoutError", message, None), started=None, duration=timeout,
             output=output,
         )
+        if self.width < 1:  # every lane is stuck and none can be replaced: nothing can run
+            self._interrupt(force=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import functools
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, NamedTuple
@@ -63,6 +65,38 @@ def _parse_after(after: str | Iterable[str] | None, task: str) -> tuple[str, ...
     return tuple(dict.fromkeys(names))
 
 
+#: code flags of functions whose call only creates an object (a coroutine or generator)
+#: instead of running their body: such a task would pass without doing anything
+NOT_PLAIN_FLAGS = (inspect.CO_COROUTINE | inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
+                   | inspect.CO_ITERABLE_COROUTINE)
+
+
+def not_plain(fn: Callable[..., Any]) -> str | None:
+    """What ``fn`` is when calling it would not run its body (``"an async function"``), or None.
+
+    Looks through ``functools.partial``, bound methods and objects whose ``__call__`` is one.
+    """
+    target = fn
+    for _ in range(100):  # partials of partials; a loop bound instead of trusting the chain
+        if isinstance(target, functools.partial):
+            target = target.func
+        elif inspect.ismethod(target):
+            target = target.__func__
+        else:
+            break
+    if not (inspect.isfunction(target) or inspect.ismethod(target)):
+        call = getattr(type(target), "__call__", None)
+        if call is not None and inspect.isfunction(call):
+            target = call
+    if inspect.iscoroutinefunction(target):
+        return "an async function (async def)"
+    if inspect.isasyncgenfunction(target):
+        return "an async generator function"
+    if inspect.isgeneratorfunction(target):
+        return "a generator function"
+    return None
+
+
 def _finite_number(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
@@ -93,12 +127,23 @@ class TaskSpec:
         retries: int = 0,
         retry_delay: float = 0.0,
         timeout: float | None = None,
+        *,
+        runnable: bool = True,
     ) -> "TaskSpec":
-        """Validate user input and build a spec; raises TypeError or ValueError naming the task."""
+        """Validate user input and build a spec; raises TypeError or ValueError naming the task.
+
+        ``runnable`` also refuses a callable whose call would not run its body (an async or
+        generator function); ``mark`` leaves that to whoever collects the function.
+        """
         if not isinstance(name, str) or not name:
             raise TypeError(f"task name must be a non-empty string, not {name!r}")
         if not callable(fn):
             raise TypeError(f"task {name!r}: {fn!r} is not callable")
+        kind = not_plain(fn) if runnable else None
+        if kind is not None:
+            raise TypeError(f"task {name!r}: {getattr(fn, '__qualname__', fn)!r} is {kind}; "
+                            "calling it would not run its body, so the task would pass without "
+                            "doing anything (tasks must be plain functions)")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f"task {name!r}: retries must be an integer >= 0, not {retries!r}")
         if not _finite_number(retry_delay) or retry_delay < 0:
@@ -204,7 +249,7 @@ def _marker(default_with_state: bool):
 
         def decorate(fn):
             # validate now so a bad option is reported at import, naming the function
-            spec = TaskSpec.build(fn, getattr(fn, "__name__", repr(fn)), **options)
+            spec = TaskSpec.build(fn, getattr(fn, "__name__", repr(fn)), **options, runnable=False)
             # the function itself is returned, unchanged and unwrapped: only the metadata is new
             setattr(
                 fn,

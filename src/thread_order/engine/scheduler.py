@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
+from types import FunctionType
 from typing import Any, Callable, Iterable
 
-from .capture import configure_logging
+from .capture import configure_logging, log_task_failures
 from .dispatch import Run, RunOptions
 from .errors import DuplicateTaskError
 from .events import Event, EventKind, EventStream
 from .graph import Graph
-from .model import PLAIN, STATEFUL, TaskOptions, TaskRecord, TaskSpec
+from .model import NOT_PLAIN_FLAGS, PLAIN, STATEFUL, TaskOptions, TaskRecord, TaskSpec
 
 __all__ = ["Scheduler", "default_workers"]
 
@@ -42,6 +44,55 @@ def _fast_after(after: Any) -> tuple[str, ...] | None:
     return after
 
 
+def _checked_state(state: dict, store_results: bool) -> Any:
+    """The lock of ``state``, once the two keys the engine owns hold what it needs.
+
+    Raises:
+        TypeError: ``state['_state_lock']`` is not a lock, or ``state['results']`` not a dict.
+    """
+    lock = state.get("_state_lock")
+    kind = type(lock)
+    if not (callable(getattr(kind, "__enter__", None)) and callable(getattr(kind, "__exit__", None))):
+        # the engine only ever uses it as `with lock:`
+        raise TypeError(f"state['_state_lock'] must be a lock (such as threading.RLock()), "
+                        f"not {kind.__name__}")
+    if store_results and not isinstance(state.get("results"), dict):
+        raise TypeError(f"state['results'] must be a dict (the engine stores each task's return "
+                        f"value there), not {type(state.get('results')).__name__}")
+    return lock
+
+
+#: per callback event: the method that registers it and the arguments it passes first
+_CALLBACKS = {
+    EventKind.RUN_STARTED: ("on_scheduler_start", ("meta",)),
+    EventKind.TASK_STARTED: ("on_task_start", ("name",)),
+    EventKind.TASK_RUNNING: ("on_task_run", ("name", "thread_name")),
+    EventKind.TASK_FINISHED: ("on_task_done", ("name", "thread_name", "status", "count")),
+    EventKind.RUN_FINISHED: ("on_scheduler_done", ("summary",)),
+}
+
+
+def _check_signature(kind: EventKind, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    """Refuse, when it is registered, a callback that could never be called the way it will be.
+
+    Said once, here, rather than as a traceback for every task of every run.
+
+    Raises:
+        TypeError: naming the method, the callback and the arguments it will be given.
+    """
+    method, standard = _CALLBACKS[kind]
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have none: they will tell at call time
+        return
+    try:
+        signature.bind(*standard, *args, **kwargs)
+    except TypeError as exc:
+        given = ", ".join(standard + tuple(repr(a) for a in args) + tuple(f"{k}=..." for k in kwargs))
+        raise TypeError(f"{method}: callback {getattr(fn, '__qualname__', fn)!r} cannot be called "
+                        f"as fn({given}): {exc}") from None
+
+
 class Scheduler:
     """Run callables concurrently on threads while honouring their declared order.
 
@@ -51,11 +102,15 @@ class Scheduler:
         store_results: keep each task's return value in ``state['results'][name]``.
         clear_results_on_start: empty ``state['results']`` when a run starts.
         skip_dependents: a failed task's transitive dependents are SKIPPED.
-        setup_logging: configure root logging to stderr (``[thread_N]`` per line).
+        setup_logging: configure root logging to stderr (``[thread_N]`` per line), and log
+            each failed task (ERROR) and each failed attempt that is retried (WARNING).
         verbose: with ``setup_logging``, log at DEBUG instead of INFO.
         capture: collect each task's stdout, stderr and log records into its record.
 
     Raises:
+        TypeError: ``workers`` is not an integer, ``state`` not a dict, or one of the keys the
+            engine owns holds the wrong thing: ``state['_state_lock']`` must be a lock and
+            ``state['results']`` (with ``store_results``) a dict.
         ValueError: ``workers`` is less than 1.
     """
 
@@ -81,15 +136,17 @@ class Scheduler:
         self.workers = workers
         self.state: dict = state if state is not None else {}
         self.state.setdefault("_state_lock", threading.RLock())
-        self.state_lock = self.state["_state_lock"]
         self.store_results = store_results
         self.clear_results_on_start = clear_results_on_start
         self.skip_dependents = skip_dependents
         self.capture = capture
         if store_results:
             self.state.setdefault("results", {})
+        self.state_lock = _checked_state(self.state, store_results)
+        self.events = EventStream()
         if setup_logging:
             configure_logging(verbose=verbose)
+            log_task_failures(self.events)
 
         # the registered tasks, by position: name -> position, and per position its callable,
         # its (deduplicated) dependencies and its options
@@ -99,7 +156,6 @@ class Scheduler:
         self._options: list[TaskOptions] = []
         self._specs: tuple[TaskSpec, ...] | None = None  # built on demand by `tasks`
         self._graph: Graph | None = None
-        self.events = EventStream()
         # guards _run: the one start() in progress, reached by cancel() from any thread
         self._lock = threading.Lock()
         self._run: Run | None = None
@@ -133,7 +189,8 @@ class Scheduler:
         # the same either way. The task is kept as a few list entries, not a TaskSpec.
         if (tags is None and timeout is None and always is False and type(retries) is int
                 and not retries and type(retry_delay) in _NUMBERS and not retry_delay
-                and type(name) is str and name and callable(fn)):
+                and type(name) is str and name and type(fn) is FunctionType
+                and not fn.__code__.co_flags & NOT_PLAIN_FLAGS):
             deps = _fast_after(after)
             if deps is None:
                 deps = TaskSpec.build(fn, name, after).after
@@ -195,6 +252,7 @@ class Scheduler:
     def _callback(self, kind: EventKind, adapt: Callable[[Event], tuple], fn, args, kwargs):
         if not callable(fn):
             raise TypeError(f"callback {fn!r} is not callable")
+        _check_signature(kind, fn, args, kwargs)
 
         def call(event: Event) -> None:
             fn(*adapt(event), *args, **kwargs)
@@ -263,6 +321,7 @@ class Scheduler:
             RuntimeError: this scheduler is already running.
         """
         graph = self.graph  # validates before anything runs
+        self.state_lock = _checked_state(self.state, self.store_results)
         with self._lock:
             if self._run is not None:
                 raise RuntimeError("start: this scheduler is already running")

@@ -354,6 +354,8 @@ def test_history_lists_filters_details_and_compares(client, ui):
 
     listed = client.get("/api/history").json()
     assert [r["id"] for r in listed["runs"]] == [second, first]
+    # what tells the runs of one module apart, worded as `tdrun history` words it
+    assert [r["differs_text"] for r in listed["runs"]] == ["fail_at=verify", ""]
     assert listed["modules"] == [module_path("web_lifecycle")]
     assert [r["id"] for r in client.get("/api/history?status=failed").json()["runs"]] == [second]
     assert client.get("/api/history?module=other.py").json()["runs"] == []

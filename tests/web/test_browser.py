@@ -186,6 +186,12 @@ def test_failure_details_and_comparing_two_runs(page):
                            " && document.querySelector('#run-summary').innerText !== before", arg=first_summary)
     page.click("a[data-tab=history]")
     page.wait_for_selector("#history-table tbody tr:nth-child(2)")
+    # the two runs of the demo tell apart: the failing one shows the state that made it fail
+    # (and api_url, which the demo's setup_state points at a new port each run)
+    failing, fixed_run = (page.locator("#history-table tbody tr").nth(i).locator("td.differs").inner_text()
+                          for i in (1, 0))
+    assert "fail_at=create_subnet_a" in failing.split() and "fail_at" not in fixed_run
+    shot(page, "6b-history-list")
     boxes = page.locator("#history-table tbody input[type=checkbox]")
     boxes.nth(0).check()
     boxes.nth(1).check()

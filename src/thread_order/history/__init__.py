@@ -3,7 +3,7 @@
 from .commands import history_observer
 from .db import SCHEMA_VERSION, snapshot_state
 from .recorder import HistoryRecorder
-from .store import DEFAULT_HISTORY, HistoryStore, compare_runs, resolve_history_path
+from .store import DEFAULT_HISTORY, HistoryStore, compare_runs, differs_text, resolve_history_path
 
 __all__ = [
     "DEFAULT_HISTORY",
@@ -11,6 +11,7 @@ __all__ = [
     "HistoryRecorder",
     "HistoryStore",
     "compare_runs",
+    "differs_text",
     "history_observer",
     "resolve_history_path",
     "snapshot_state",

@@ -20,7 +20,7 @@ from ..engine.errors import HistoryError, UsageError
 from ..theme import STATUS_COLORS, format_seconds
 from .db import RUN_STATUSES
 from .recorder import HistoryRecorder
-from .store import DEFAULT_HISTORY, HistoryStore, compare_runs, resolve_history_path
+from .store import DEFAULT_HISTORY, HistoryStore, compare_runs, differs_text, resolve_history_path
 
 __all__ = ["main", "COMMANDS", "HistoryObserver", "history_observer"]
 
@@ -185,25 +185,10 @@ def _cmd_history(args, store: HistoryStore, out: _Out) -> int:
         out.line(f"no runs recorded in {store.path}" + (" match" if args.module or args.status else ""))
         return EXIT_OK
     rows = [[r["id"], _when(r["started_at"]), _module(r), r["status"], r["passed"], r["failed"],
-             r["skipped"], r["cancelled"], _duration(r["duration"]), _differs(r["differs"])] for r in runs]
+             r["skipped"], r["cancelled"], _duration(r["duration"]), differs_text(r["differs"])] for r in runs]
     out.table(["id", "when", "module", "status", "passed", "failed", "skipped", "cancelled", "duration",
                "differs"], rows, [RUN_STYLES.get(r["status"]) for r in runs], right=(0, 4, 5, 6, 7, 8))
     return EXIT_OK
-
-
-def _value(value: Any, limit: int = 24) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
-
-
-def _differs(differs: dict[str, Any]) -> str:
-    """``fail=update workers=2 tags=smoke``: what sets a run apart from the others of its module."""
-    parts = [f"{k}={_value(v)}" for k, v in differs.get("state", {}).items()]
-    if "tags" in differs:
-        parts.append(f"tags={','.join(differs['tags']) or '-'}")
-    if "workers" in differs:
-        parts.append(f"workers={differs['workers'] if differs['workers'] is not None else '?'}")
-    return " ".join(parts)
 
 
 def _cmd_show(args, store: HistoryStore, out: _Out) -> int:

@@ -35,7 +35,7 @@ from .db import (
     open_writable,
 )
 
-__all__ = ["DEFAULT_HISTORY", "HistoryStore", "resolve_history_path", "compare_runs"]
+__all__ = ["DEFAULT_HISTORY", "HistoryStore", "resolve_history_path", "compare_runs", "differs_text"]
 
 #: where tdrun records runs, relative to the current directory
 DEFAULT_HISTORY = Path(".tdrun/history.db")
@@ -401,3 +401,18 @@ def compare_runs(a: Mapping[str, Any], b: Mapping[str, Any], top: int = 10) -> d
         "removed": [n for n in names_a if n not in set_b],
         "duration_changes": durations[:top],
     }
+
+
+def _value(value: Any, limit: int = 24) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def differs_text(differs: dict[str, Any]) -> str:
+    """``fail=update workers=2 tags=smoke``: what sets a run apart from the others of its module."""
+    parts = [f"{k}={_value(v)}" for k, v in differs.get("state", {}).items()]
+    if "tags" in differs:
+        parts.append(f"tags={','.join(differs['tags']) or '-'}")
+    if "workers" in differs:
+        parts.append(f"workers={differs['workers'] if differs['workers'] is not None else '?'}")
+    return " ".join(parts)

@@ -412,6 +412,10 @@ async def list_history(request: Request, ui: UiServer) -> dict[str, Any]:
         raise UsageError(f"status must be passed, failed, interrupted or running, not {status!r}")
     module = q.get("module") or None
     runs = await run_in_threadpool(_history_call, ui, "list_runs", int(limit_text), module, status)
+    from ..history import differs_text
+
+    for run in runs:  # worded as `tdrun history` words it
+        run["differs_text"] = differs_text(run.get("differs") or {})
     all_runs = await run_in_threadpool(_history_call, ui, "list_runs", 1000)
     modules = sorted({r["module"] for r in all_runs if r.get("module")})
     return {"runs": runs, "modules": modules, "history": str(ui.history_path)}

@@ -805,6 +805,9 @@ const historyTable = new PagedTable(null, [
   { title: "Cancelled", cls: "num", render: (r) => String(r.cancelled) },
   { title: "Duration", cls: "num", render: (r) => fmtDur(r.duration) },
   { title: "Workers", cls: "num", render: (r) => String(r.workers ?? "") },
+  { title: "What differed", cls: "differs", render: (r) => r.differs_text
+    ? h("span", { title: "state values, tags and workers that vary between the runs of this module" }, r.differs_text)
+    : h("span", { class: "muted" }, "") },
 ], { empty: "no runs recorded yet (or none match the filters)", onClick: (r) => { location.hash = `#history/${r.id}`; } });
 
 function updateCompareButton() {

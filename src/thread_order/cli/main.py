@@ -46,6 +46,7 @@ SUBCOMMANDS: dict[str, str] = {
     "show": "thread_order.history.commands:main",
     "report": "thread_order.history.commands:main",
     "compare": "thread_order.history.commands:main",
+    "trace": "thread_order.trace:main",
 }
 
 # a state entry typed on the command line: --key=value (value may be empty)

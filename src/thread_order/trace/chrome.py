@@ -1,0 +1,175 @@
+"""A recorded run as a Chrome Trace Event file, the JSON that Perfetto and chrome://tracing open.
+
+Built from a run as :meth:`thread_order.history.HistoryStore.get_run` returns
+it. What the file holds (times in microseconds from the earliest moment the
+run knows of, ``pid`` is the run id):
+
+- metadata (``ph: "M"``): ``process_name`` for the run, and a ``thread_name``
+  and ``thread_sort_index`` for each worker thread and for the "not run" track;
+- a complete slice (``ph: "X"``) per task that ran, on its worker thread's
+  track, with its status, attempts, error type and error in ``args``. The
+  history keeps one start, end and thread per task: those of its last attempt,
+  so a retried task's slice is that attempt and ``args.attempts`` says how many
+  there were;
+- the wait before each task started, as an async slice (``ph: "b"``/``"e"``,
+  category ``wait``): from the moment its last dependency finished (the run's
+  start for a task with none) to its start. The history does not record when a
+  task became ready, so this is derived from the dependencies' end times; for a
+  retried task it also covers the earlier attempts and the retry delays;
+- a flow arrow (``ph: "s"`` then ``"f"`` with ``bp: "e"``, one ``id`` per
+  edge, category ``dependency``) along every dependency edge whose two tasks ran;
+- an instant event (``ph: "i"``) on the "not run" track for each skipped or
+  cancelled task, at the moment that was decided, with the reason in ``args``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+__all__ = ["chrome_trace", "trace_json"]
+
+#: tid of the track that holds tasks which never ran; worker threads count up from 1
+_NOT_RUN_LABEL = "not run (skipped, cancelled)"
+#: how far inside a slice an arrow's end sits, so the viewer binds it to that slice (µs)
+_INSIDE = 1.0
+
+
+def _us(seconds: float) -> float:
+    return round(seconds * 1_000_000, 3)
+
+
+def _thread_key(name: str) -> list[Any]:
+    """thread_2 before thread_10: digits compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def chrome_trace(run: dict[str, Any]) -> dict[str, Any]:
+    """The trace of ``run`` (a :meth:`HistoryStore.get_run` dict) as a JSON-ready dict."""
+    pid = int(run["id"])
+    tasks = list(run.get("tasks") or [])
+    ran = [t for t in tasks if _number(t.get("started_at")) is not None]
+    not_run = [t for t in tasks if _number(t.get("started_at")) is None]
+
+    known = [_number(run.get("started_at"))]
+    for t in tasks:
+        known += [_number(t.get("started_at")), _number(t.get("finished_at"))]
+    times = [x for x in known if x is not None]
+    origin = min(times) if times else 0.0
+    run_end = max(times) if times else 0.0
+    run_start = _number(run.get("started_at"))
+    run_start = origin if run_start is None else run_start
+
+    threads = sorted({str(t.get("thread") or "?") for t in ran}, key=_thread_key)
+    tids = {name: i for i, name in enumerate(threads, 1)}
+    not_run_tid = len(threads) + 1
+
+    label = str(run.get("target") or run.get("module") or "")
+    events: list[dict[str, Any]] = [
+        {"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "ts": 0,
+         "args": {"name": f"tdrun run {pid}" + (f": {label}" if label else "")}},
+    ]
+    for name, tid in tids.items():
+        events.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "ts": 0,
+                       "args": {"name": name}})
+        events.append({"name": "thread_sort_index", "ph": "M", "pid": pid, "tid": tid, "ts": 0,
+                       "args": {"sort_index": tid}})
+    if not_run:
+        events.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": not_run_tid, "ts": 0,
+                       "args": {"name": _NOT_RUN_LABEL}})
+        events.append({"name": "thread_sort_index", "ph": "M", "pid": pid, "tid": not_run_tid,
+                       "ts": 0, "args": {"sort_index": not_run_tid}})
+
+    # ---- one slice per task that ran, in start order per thread, never overlapping
+    slices: dict[str, dict[str, Any]] = {}
+    thread_end: dict[int, float] = {}
+    for t in sorted(ran, key=lambda t: (t["started_at"], t.get("seq") or 0)):
+        tid = tids[str(t.get("thread") or "?")]
+        start = _us(t["started_at"] - origin)
+        finished = _number(t.get("finished_at"))
+        end = _us((finished if finished is not None else run_end) - origin)
+        start = max(start, thread_end.get(tid, start))  # a damaged file must not cross slices
+        end = max(end, start)
+        thread_end[tid] = end
+        args: dict[str, Any] = {"status": t.get("status"), "attempts": t.get("attempts"),
+                                "thread": t.get("thread")}
+        if t.get("error_type") or t.get("error"):
+            args["error_type"] = t.get("error_type")
+            args["error"] = t.get("error")
+        if t.get("reason"):
+            args["reason"] = t.get("reason")
+        if t.get("tags"):
+            args["tags"] = list(t["tags"])
+        if finished is None:
+            args["unfinished"] = "the history has no end time for this task"
+        event = {"name": str(t["name"]), "cat": "task", "ph": "X", "pid": pid, "tid": tid,
+                 "ts": start, "dur": round(end - start, 3), "args": args}
+        events.append(event)
+        slices[str(t["name"])] = event
+
+    # ---- the waits before starting, derived from the dependencies' end times
+    edges = [(str(a), str(b)) for a, b in (run.get("graph") or {}).get("edges", [])]
+    upstream: dict[str, list[str]] = {}
+    for dep, task in edges:
+        upstream.setdefault(task, []).append(dep)
+    ends = {str(t["name"]): _number(t.get("finished_at")) for t in tasks}
+    for n, (name, event) in enumerate(slices.items(), 1):
+        deps = upstream.get(name, [])
+        dep_ends = [ends[d] for d in deps if ends.get(d) is not None]
+        ready = max(dep_ends) if dep_ends else run_start
+        ready_ts = min(_us(ready - origin), event["ts"])
+        args = {"from": "the end of its last dependency" if dep_ends else "the start of the run",
+                "waited_ms": round((event["ts"] - ready_ts) / 1000, 3)}
+        if (event["args"].get("attempts") or 0) > 1:
+            args["note"] = "includes the earlier attempts and retry delays"
+        common = {"name": f"wait: {name}", "cat": "wait", "id": n, "pid": pid, "tid": event["tid"]}
+        events.append({**common, "ph": "b", "ts": ready_ts, "args": args})
+        events.append({**common, "ph": "e", "ts": event["ts"]})
+
+    # ---- an arrow along every dependency edge whose two tasks ran
+    for n, (dep, task) in enumerate(edges, 1):
+        if dep not in slices or task not in slices:
+            continue
+        a, b = slices[dep], slices[task]
+        out_ts = a["ts"] + a["dur"] - min(_INSIDE, a["dur"] / 2)
+        in_ts = b["ts"] + min(_INSIDE, b["dur"] / 2)
+        common = {"name": "after", "cat": "dependency", "id": n, "pid": pid}
+        events.append({**common, "ph": "s", "tid": a["tid"], "ts": round(out_ts, 3),
+                       "args": {"from": dep, "to": task}})
+        events.append({**common, "ph": "f", "bp": "e", "tid": b["tid"], "ts": round(in_ts, 3),
+                       "args": {"from": dep, "to": task}})
+
+    # ---- tasks that never ran, at the moment that was decided
+    for t in not_run:
+        decided = _number(t.get("finished_at"))
+        events.append({"name": str(t["name"]), "cat": "not run", "ph": "i", "s": "t", "pid": pid,
+                       "tid": not_run_tid, "ts": _us((decided if decided is not None else run_start) - origin),
+                       "args": {"status": t.get("status"), "reason": t.get("reason")}})
+
+    recorded = {str(t["name"]) for t in tasks}
+    other = {
+        "tool": "tdrun", "run_id": str(pid), "module": label, "status": str(run.get("status")),
+        "started_at": str(run.get("started_at")), "workers": str(run.get("workers")),
+        "host": str(run.get("host") or ""),
+        "time_origin": f"{origin} (epoch seconds at ts 0)",
+    }
+    missing = [n for n in (run.get("graph") or {}).get("nodes", []) if n not in recorded]
+    if missing:
+        other["not_recorded"] = ", ".join(missing)
+    if run.get("teardown_not_run"):
+        other["teardown_not_run"] = ", ".join(run["teardown_not_run"])
+    return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": other}
+
+
+def trace_json(run: dict[str, Any]) -> str:
+    """:func:`chrome_trace` as the text of a ``.json`` file, one event a line."""
+    trace = chrome_trace(run)
+    lines = ",\n".join(json.dumps(e, default=str, ensure_ascii=False) for e in trace["traceEvents"])
+    rest = json.dumps({k: v for k, v in trace.items() if k != "traceEvents"}, default=str,
+                      ensure_ascii=False)[1:-1]
+    return '{"traceEvents": [\n' + lines + "\n],\n" + rest + "}\n"

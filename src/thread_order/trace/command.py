@@ -47,13 +47,13 @@ def write_trace(path: str | Path, run: dict[str, Any], option: str = "-o") -> Pa
         UsageError: ``path`` is a folder, its folder does not exist, or it cannot be written.
     """
     path = Path(path).expanduser()
-    if path.is_dir():
-        raise UsageError(f"{option} {path}: is a directory, expected a file path")
-    if not path.parent.is_dir():
-        raise UsageError(f"{option} {path}: folder {path.parent} does not exist")
     text = trace_json(run)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    try:  # even asking is_dir() of a name too long for the system raises
+        if path.is_dir():
+            raise UsageError(f"{option} {path}: is a directory, expected a file path")
+        if not path.parent.is_dir():
+            raise UsageError(f"{option} {path}: folder {path.parent} does not exist")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)  # a viewer never opens half a trace
     except OSError as exc:

@@ -372,6 +372,12 @@ def test_history_lists_filters_details_and_compares(client, ui):
     assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
     assert "verify failed on purpose (fail_at)" in report.text
     assert client.get("/api/history/999/report").status_code == 404
+    trace = client.get(f"/api/history/{second}/trace")
+    assert trace.status_code == 200 and trace.headers["content-type"].startswith("application/json")
+    assert trace.headers["content-disposition"] == f'attachment; filename="tdrun-trace-{second}.json"'
+    slices = {e["name"]: e for e in trace.json()["traceEvents"] if e["ph"] == "X"}
+    assert slices["verify"]["args"]["error"] == "verify failed on purpose (fail_at)"
+    assert client.get("/api/history/999/trace").status_code == 404
     r = client.get("/api/history/999")
     assert r.status_code == 404 and "no run 999" in r.json()["error"]
     assert client.get("/api/history/x1").status_code == 404

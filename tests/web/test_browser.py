@@ -6,6 +6,7 @@ Screenshots of the main screens land in ``test-output/web/`` (look at them).
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import re
 from pathlib import Path
@@ -373,8 +374,17 @@ def test_a_failed_run_names_its_failures_above_the_fold_with_threads_and_reasons
     assert "fail_at" in state and "create_subnet_a" in state and "latency" in state
     assert "--fail_at=create_subnet_a" in page.inner_text("#history-detail .meta-grid")
     shot(page, "13-history-failed-run")
+    # the run's trace, as the History's other button downloads it
+    with page.expect_download(timeout=15_000) as got:
+        page.click("#history-detail a.button[download]")
+    download = got.value
+    run_id = page.evaluate("() => location.hash").rsplit("/", 1)[-1]
+    assert download.suggested_filename == f"tdrun-trace-{run_id}.json"
+    trace = json.loads(Path(download.path()).read_text(encoding="utf-8"))
+    failed = [e for e in trace["traceEvents"] if e["ph"] == "X" and e["args"]["status"] == "FAILED"]
+    assert [e["name"] for e in failed] == ["create_subnet_a"]
     # the same run's HTML report, as the History's button opens it
-    page.goto(page.evaluate("() => document.querySelector('#history-detail a.button').href"))
+    page.goto(page.evaluate("() => document.querySelector('#history-detail a.button:not([download])').href"))
     page.wait_for_selector("#failures .failure")
     legend = page.text_content("#timeline-box .legend")
     outlined = page.locator("#timeline-box rect.bar.critical[data-task]").count()

@@ -65,6 +65,7 @@ def probes(history_id):
         ("GET", "/api/history", None),
         ("GET", f"/api/history/{history_id}", None),
         ("GET", f"/api/history/{history_id}/report", None),
+        ("GET", f"/api/history/{history_id}/trace", None),
         ("GET", "/api/state", None),
         ("PUT", "/api/state", {"values": {"owned": "yes"}}),
         ("POST", "/api/module", {"path": module_path("web_gate")}),

@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--no-color", action="store_true", help="no colours (the NO_COLOR variable works too)")
     out.add_argument("--junit-xml", metavar="PATH", help="write a JUnit XML report for CI")
     out.add_argument("--json-report", metavar="PATH", help="write the run as a JSON document")
-    hist = p.add_argument_group("history (see tdrun history, show, report, compare)")
+    hist = p.add_argument_group("history (see tdrun history, show, report, trace, compare)")
     hist.add_argument("--history", metavar="PATH",
                       help="record the run in this SQLite file (default: .tdrun/history.db)")
     hist.add_argument("--no-history", action="store_true",

@@ -461,6 +461,26 @@ async def history_report(request: Request) -> Response:
     return HTMLResponse(page)
 
 
+async def history_trace(request: Request) -> Response:
+    """The run as a Chrome Trace Event file (what ``tdrun trace`` writes), as a download."""
+    ui: UiServer = request.app.state.ui
+
+    def render():
+        from ..trace import trace_json
+
+        run = _get_history_run(ui, _run_id(request.path_params["run"]))
+        return run["id"], trace_json(run)
+
+    try:
+        run_id, text = await run_in_threadpool(render)
+    except NotFound as exc:
+        return SafeJSONResponse({"error": str(exc)}, status_code=404)
+    except (UsageError, HistoryError) as exc:
+        return SafeJSONResponse({"error": str(exc)}, status_code=400)
+    return Response(text, media_type="application/json", headers={
+        "Content-Disposition": f'attachment; filename="tdrun-trace-{run_id}.json"'})
+
+
 @api
 async def compare(request: Request, ui: UiServer) -> dict[str, Any]:
     a, b = request.query_params.get("a"), request.query_params.get("b")
@@ -546,6 +566,7 @@ def create_app(ui: UiServer) -> Guard:
         Route("/api/history", list_history),
         Route("/api/history/{run}", history_run),
         Route("/api/history/{run}/report", history_report),
+        Route("/api/history/{run}/trace", history_trace),
         Route("/api/compare", compare),
         Mount("/static", app=StaticFiles(directory=str(STATIC_DIR)), name="static"),
     ]

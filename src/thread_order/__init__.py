@@ -2,12 +2,14 @@
 
 from .engine.capture import ThreadProxyLogger, configure_logging
 from .engine.errors import (
+    AmbiguousDependencyError,
     CycleError,
     DuplicateTaskError,
     GraphError,
     HistoryError,
     ThreadOrderError,
     UnknownDependencyError,
+    UnpairedCaseError,
     UsageError,
 )
 from .engine.events import Event, EventKind
@@ -26,6 +28,7 @@ except _PackageNotFoundError:  # running from a source tree that was never insta
     __version__ = "0.0.0"
 
 __all__ = [
+    "AmbiguousDependencyError",
     "CycleError",
     "DuplicateTaskError",
     "Event",
@@ -40,6 +43,7 @@ __all__ = [
     "ThreadOrderError",
     "ThreadProxyLogger",
     "UnknownDependencyError",
+    "UnpairedCaseError",
     "UsageError",
     "__version__",
     "configure_logging",

@@ -5,7 +5,9 @@ The tree::
     ThreadOrderError                 base of everything we raise on purpose
      +-- GraphError (ValueError)     the task graph is not a valid DAG
      |    +-- DuplicateTaskError     a name registered twice      (.name)
-     |    +-- UnknownDependencyError a dependency nobody defined  (.task, .dependency)
+     |    +-- UnknownDependencyError a dependency nobody defined  (.task, .dependency, .candidates)
+     |    +-- AmbiguousDependencyError a name several modules define (.task, .dependency, .candidates)
+     |    +-- UnpairedCaseError      no case of a parametrized dependency has a case's values
      |    +-- CycleError             a dependency cycle           (.cycle)
      +-- UsageError                  bad input to a front-end (file, option, target)
      +-- HistoryError                the run history cannot be read or written
@@ -20,6 +22,8 @@ __all__ = [
     "GraphError",
     "DuplicateTaskError",
     "UnknownDependencyError",
+    "AmbiguousDependencyError",
+    "UnpairedCaseError",
     "CycleError",
     "UsageError",
     "HistoryError",
@@ -45,8 +49,33 @@ class DuplicateTaskError(GraphError):
 class UnknownDependencyError(GraphError):
     """A task depends on a name that was never registered."""
 
-    def __init__(self, task: str, dependency: str) -> None:
-        super().__init__(f"task {task!r} depends on unknown task {dependency!r}")
+    def __init__(self, task: str, dependency: str, candidates: tuple[str, ...] = ()) -> None:
+        message = f"task {task!r} depends on unknown task {dependency!r}"
+        if candidates:
+            message += "; did you mean " + " or ".join(map(repr, candidates)) + "?"
+        super().__init__(message)
+        self.task = task
+        self.dependency = dependency
+        self.candidates = tuple(candidates)
+
+
+class AmbiguousDependencyError(GraphError):
+    """A dependency names a task that several modules of a suite define, none of them its own."""
+
+    def __init__(self, task: str, dependency: str, candidates: tuple[str, ...]) -> None:
+        super().__init__(f"task {task!r} depends on {dependency!r}, which several modules define: "
+                         + ", ".join(candidates) + "; name one as MODULE::TASK")
+        self.task = task
+        self.dependency = dependency
+        self.candidates = tuple(candidates)
+
+
+class UnpairedCaseError(GraphError):
+    """A case of a parametrized task depends on a parametrized task sharing parameter names,
+    and no case of that task has the same values."""
+
+    def __init__(self, task: str, dependency: str, values: str) -> None:
+        super().__init__(f"task {task!r} depends on {dependency!r}, which has no case with {values}")
         self.task = task
         self.dependency = dependency
 

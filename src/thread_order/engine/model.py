@@ -191,6 +191,8 @@ def _marker(default_with_state: bool):
         retries: int = 0,
         retry_delay: float = 0.0,
         timeout: float | None = None,
+        params: dict[str, list] | None = None,
+        ids: list[str] | Callable[[Any], str | None] | None = None,
     ):
         options = dict(
             after=after,
@@ -205,6 +207,12 @@ def _marker(default_with_state: bool):
         def decorate(fn):
             # validate now so a bad option is reported at import, naming the function
             spec = TaskSpec.build(fn, getattr(fn, "__name__", repr(fn)), **options)
+            if params is not None or ids is not None:
+                from .params import expand
+
+                if params is None:
+                    raise TypeError(f"task {spec.name!r}: ids= needs params=")
+                expand(fn, spec.name, params, ids, spec.with_state)  # a bad value list fails at import
             # the function itself is returned, unchanged and unwrapped: only the metadata is new
             setattr(
                 fn,
@@ -218,6 +226,7 @@ def _marker(default_with_state: bool):
                     "retries": spec.retries,
                     "retry_delay": spec.retry_delay,
                     "timeout": spec.timeout,
+                    **({} if params is None else {"params": params, "ids": ids}),
                 },
             )
             return fn

@@ -93,7 +93,8 @@ def test_load_module_lists_tasks_in_source_order(client):
     first, last = info["tasks"][0], info["tasks"][-1]
     assert first == {"index": 1, "name": "create_network", "after": [], "tags": ["create"],
                      "always": False, "retries": 0, "timeout": None, "with_state": True,
-                     "doc": "Create the network everything else lives in."}
+                     "doc": "Create the network everything else lives in.",
+                     "module": "web_lifecycle", "case": None}
     assert last["always"] is True and last["after"] == ["verify"]
     assert info["edges"] == 6 and info["levels"] == 5 and info["has_setup_state"] is True
     assert info["tags"] == ["create", "teardown", "verify"]
@@ -107,8 +108,8 @@ def test_load_module_lists_tasks_in_source_order(client):
 
 @pytest.mark.parametrize("body, status, message", [
     ({"path": "no/such/file.py"}, 400, "no/such/file.py: no such file"),
-    ({"path": ""}, 400, "'path' must name a Python file, e.g. {\"path\": \"tests.py\"}"),
-    ({"path": 42}, 400, "'path' must name a Python file, e.g. {\"path\": \"tests.py\"}"),
+    ({"path": ""}, 400, "'path' must name a Python file or a directory, e.g. {\"path\": \"tests.py\"}"),
+    ({"path": 42}, 400, "'path' must name a Python file or a directory, e.g. {\"path\": \"tests.py\"}"),
 ])
 def test_bad_module_paths_are_4xx_with_a_message(client, body, status, message):
     r = client.post("/api/module", json=body)

@@ -12,7 +12,9 @@ import pytest
 from conftest import REPO
 
 DEMO = REPO / "examples" / "demo.py"
-TEARDOWN = ["delete_route", "delete_subnet_a", "delete_subnet_b", "delete_gateway", "delete_network"]
+SPARES = ["10.20.8.0/24", "10.20.9.0/24"]
+TEARDOWN = ["delete_route", "delete_subnet_a", "delete_subnet_b", "delete_gateway", "delete_network",
+            *(f"delete_spare[{cidr}]" for cidr in SPARES)]
 EMPTY = {"networks": 0, "subnets": 0, "gateways": 0, "routes": 0}
 
 
@@ -69,7 +71,7 @@ def run_demo(tdrun_proc, tmp_path, *argv):
 def test_demo_lifecycle_passes_and_leaves_nothing_behind(tdrun_proc, tmp_path, api):
     result, data = run_demo(tdrun_proc, tmp_path, f"--api_url={api.url}")
     assert result.code == 0, result.out + result.err
-    assert data["counts"] == {"total": 14, "passed": 14, "failed": 0, "skipped": 0, "cancelled": 0}
+    assert data["counts"] == {"total": 20, "passed": 20, "failed": 0, "skipped": 0, "cancelled": 0}
     assert api.store.counts() == EMPTY
     assert api.store.requests >= 14
     tasks = {t["name"]: t for t in data["tasks"]}

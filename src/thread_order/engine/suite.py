@@ -320,19 +320,36 @@ def _resolve(dep: str, label: str, spaces: dict[str, dict[str, str]], multi: boo
         if hit is not None:
             return hit
         return tuple(f"{module}{SEP}{n}" if multi else n
-                     for n in difflib.get_close_matches(name, list(spaces[module]), 3, 0.6)), False
+                     for n in _close(name, list(spaces[module]))), False
     if not sep:
         hits = [space[dep] for other, space in spaces.items() if other != label and dep in space]
         if len(hits) == 1:
             return hits[0]
         if hits:
             return tuple(hits), True
-    every = {full: full for space in spaces.values() for full in space.values()}
-    bare = {n: space[n] for space in spaces.values() for n in space}
-    close = difflib.get_close_matches(dep, list(bare) + list(every), 3, 0.6)
-    return tuple(dict.fromkeys(bare.get(c, c) for c in close)), False
+    fulls: dict[str, list[str]] = {}  # a name as written in any module -> every task it names
+    for space in spaces.values():
+        for n, full in space.items():
+            fulls.setdefault(n, []).append(full)
+            if full != n:
+                fulls.setdefault(full, []).append(full)
+    close = _close(dep, list(fulls))
+    return tuple(dict.fromkeys(full for c in close for full in fulls[c]))[:3], False
+
+
+def _close(word: str, names: list[str], n: int = 3) -> list[str]:
+    """The ``n`` names most like ``word`` (difflib's ratio >= 0.6), ties in the order given."""
+    matcher = difflib.SequenceMatcher(b=word)
+    scored = []
+    for i, name in enumerate(names):
+        matcher.set_seq1(name)
+        if matcher.real_quick_ratio() >= 0.6 and matcher.quick_ratio() >= 0.6:
+            ratio = matcher.ratio()
+            if ratio >= 0.6:
+                scored.append((-ratio, i, name))
+    return [name for _, _, name in sorted(scored)[:n]]
 
 
 def _did_you_mean(name: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(name, names, 3, 0.6)
+    close = _close(name, names)
     return "; did you mean " + " or ".join(map(repr, close)) + "?" if close else ""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import functools
+from functools import partial
 import inspect
 import itertools
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
@@ -24,6 +25,7 @@ from .errors import DuplicateTaskError, UnpairedCaseError
 __all__ = ["Case", "Group", "expand", "case_name", "bind", "pair", "resolve_groups", "register_cases"]
 
 _SCALARS = (str, int, float, bool, complex, type(None))
+_PLAIN = frozenset(_SCALARS)
 
 
 class Case(NamedTuple):
@@ -35,11 +37,23 @@ class Case(NamedTuple):
 
 
 class Group(NamedTuple):
-    """The cases of one parametrized task, in order; ``keys`` are its parameter names."""
+    """The cases of one parametrized task, in order; ``keys`` are its parameter names.
+
+    Kept as parallel tuples (names, ids, values, and ``calls``: the function bound to
+    each case's values, whose keywords *are* the values): a thousand cases are a
+    thousand tasks to register, and an object per case was most of what expanding cost.
+    """
 
     base: str
     keys: tuple[str, ...]
-    cases: tuple[Case, ...]
+    names: tuple[str, ...]
+    ids: Sequence[str]
+    values: tuple[dict[str, Any], ...]
+    calls: tuple[Callable, ...]
+
+    @property
+    def cases(self) -> list[Case]:
+        return [Case(*c) for c in zip(self.names, self.ids, self.values)]
 
 
 def case_name(base: str, case_id: str) -> str:
@@ -48,6 +62,8 @@ def case_name(base: str, case_id: str) -> str:
 
 
 def _auto_id(key: str, value: Any, index: int) -> str:
+    if type(value) in _PLAIN:
+        return str(value)
     if isinstance(value, enum.Enum):
         return str(value)
     if isinstance(value, _SCALARS):
@@ -126,14 +142,40 @@ def _ids_of(task: str, params: dict[str, list[Any]], ids: Any) -> list[tuple[str
                                     f"not {part!r}")
             parts.append(part if part is not None else _auto_id(k, v, i))
         out.append(("-".join(parts), values))
+    _check_unique(task, [case_id for case_id, _ in out])
+    return out
+
+
+class _Ids(Sequence):
+    """The ids of many cases, cut from their names when read (most runs never read them)."""
+
+    __slots__ = ("_cut", "_names")
+
+    def __init__(self, base: str, names: tuple[str, ...]) -> None:
+        self._cut, self._names = len(base) + 1, names
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [n[self._cut:-1] for n in self._names[i]]
+        return self._names[i][self._cut:-1]
+
+    def __iter__(self):
+        cut = self._cut
+        return (n[cut:-1] for n in self._names)
+
+
+def _check_unique(task: str, case_ids: Sequence[str]) -> None:
+    if len(set(case_ids)) == len(case_ids):
+        return
     seen: dict[str, int] = {}
-    for case_id, _ in out:
+    for case_id in case_ids:
         seen[case_id] = seen.get(case_id, 0) + 1
     dupes = [case_id for case_id, count in seen.items() if count > 1]
-    if dupes:
-        raise ValueError(f"task {task!r}: duplicate case ids {', '.join(map(repr, dupes))}; "
-                         "give distinct ids=")
-    return out
+    raise ValueError(f"task {task!r}: duplicate case ids {', '.join(map(repr, dupes))}; "
+                     "give distinct ids=")
 
 
 def expand(fn: Callable, name: str, params: Any, ids: Any = None, with_state: bool = False) -> Group:
@@ -146,9 +188,24 @@ def expand(fn: Callable, name: str, params: Any, ids: Any = None, with_state: bo
     """
     checked = _check_params(name, params)
     _check_signature(name, fn, checked, with_state)
-    cases = tuple(Case(case_name(name, case_id), case_id, values)
-                  for case_id, values in _ids_of(name, checked, ids))
-    return Group(name, tuple(checked), cases)
+    if ids is None and len(checked) == 1:  # the common case, without the general machinery
+        ((key, values),) = checked.items()
+        if all(type(v) in _PLAIN for v in values):
+            names = tuple([f"{name}[{v}]" for v in values])  # the id is str(value)
+            case_ids = tuple([n[len(name) + 1:-1] for n in names]) if len(names) < 64 else _Ids(name, names)
+        else:
+            case_ids = tuple([_auto_id(key, v, i) for i, v in enumerate(values)])
+            names = tuple([f"{name}[{case_id}]" for case_id in case_ids])
+        if len(set(names)) != len(names):  # names are unique exactly when ids are
+            _check_unique(name, list(case_ids))
+        calls = tuple([partial(fn, **{key: v}) for v in values])
+        return Group(name, (key,), names, case_ids, tuple([call.keywords for call in calls]), calls)
+    else:
+        pairs = _ids_of(name, checked, ids)
+        case_ids = tuple([case_id for case_id, _ in pairs])
+        calls = tuple([partial(fn, **values) for _, values in pairs])
+    return Group(name, tuple(checked), tuple([f"{name}[{case_id}]" for case_id in case_ids]), case_ids,
+                 tuple([call.keywords for call in calls]), calls)
 
 
 def bind(fn: Callable, values: dict[str, Any]) -> Callable:
@@ -174,12 +231,12 @@ def pair(task: str, values: dict[str, Any] | None, group: Group) -> list[str]:
             of the group has its values.
     """
     if not values:
-        return [c.name for c in group.cases]
+        return list(group.names)
     shared = [k for k in group.keys if k in values]
     if not shared:
-        return [c.name for c in group.cases]
+        return list(group.names)
     want = _key(values, shared)
-    found = [c.name for c in group.cases if _key(c.values, shared) == want]
+    found = [n for n, v in zip(group.names, group.values) if _key(v, shared) == want]
     if not found:
         wanted = ", ".join(f"{k}={values[k]!r}" for k in shared)
         raise UnpairedCaseError(task, group.base, wanted)
@@ -190,20 +247,24 @@ def resolve_groups(
     names: Mapping[str, int],
     afters: Sequence[tuple[str, ...]],
     groups: Mapping[str, Group],
-    values_of: Mapping[str, dict[str, Any]],
+    values_of: Mapping[str, dict[str, Any]] | None = None,
 ) -> list[tuple[str, ...]]:
     """``afters`` with every group name replaced by the cases each task waits for.
 
     ``names`` maps task names to positions (in order), ``values_of`` maps the
-    name of each case to its values.
+    name of each case to its values (default: the cases of ``groups``).
 
     Raises:
         DuplicateTaskError: a task is named like a parametrized task.
         UnpairedCaseError: see :func:`pair`.
     """
-    for base in groups:
-        if base in names:
-            raise DuplicateTaskError(base)
+    taken = groups.keys() & names.keys()
+    if taken:
+        raise DuplicateTaskError(next(iter(taken)))
+    if not groups.keys() & set(itertools.chain.from_iterable(afters)):
+        return list(afters)  # nothing depends on a parametrized task by its name
+    if values_of is None:
+        values_of = {n: v for g in groups.values() for n, v in zip(g.names, g.values)}
     out = list(afters)
     cache: dict[tuple, tuple[str, ...]] = {}
     for name, i in names.items():
@@ -222,7 +283,7 @@ def resolve_groups(
             else:
                 hit = cache.get((d,))
                 if hit is None:
-                    hit = cache[(d,)] = tuple(c.name for c in group.cases)
+                    hit = cache[(d,)] = group.names
                 resolved.extend(hit)
         out[i] = tuple(dict.fromkeys(resolved))
     return out
@@ -244,10 +305,15 @@ def register_cases(scheduler: Any, fn: Callable, name: str, after: Any, with_sta
     if name in groups or name in scheduler._names:
         raise DuplicateTaskError(name)
     group = expand(fn, name, params, ids, with_state)
-    for case in group.cases:
-        if case.name in scheduler._names:
-            raise DuplicateTaskError(case.name)
-    for case in group.cases:
-        scheduler.register(bind(fn, case.values), case.name, after, with_state, **options)
+    taken = scheduler._names.keys() & set(group.names)
+    if taken:
+        raise DuplicateTaskError(next(n for n in group.names if n in taken))
+    register = scheduler.register
+    plain = not any(options.get(k) for k in ("tags", "always", "retries", "retry_delay", "timeout"))
+    if plain:  # no keywords when there are none: register's fast path
+        for case, call in zip(group.names, group.calls):
+            register(call, case, after, with_state)
+    else:
+        for case, call in zip(group.names, group.calls):
+            register(call, case, after, with_state, **options)
     groups[name] = group
-    scheduler._case_values.update((c.name, c.values) for c in group.cases)

@@ -99,9 +99,8 @@ class Scheduler:
         self._options: list[TaskOptions] = []
         self._specs: tuple[TaskSpec, ...] | None = None  # built on demand by `tasks`
         self._graph: Graph | None = None
-        # parametrized tasks (engine/params.py): base name -> Group, case name -> its values
+        # parametrized tasks (engine/params.py): base name -> Group
         self._groups: dict = {}
-        self._case_values: dict = {}
         self.events = EventStream()
         # guards _run: the one start() in progress, reached by cancel() from any thread
         self._lock = threading.Lock()
@@ -202,7 +201,7 @@ class Scheduler:
             if self._groups:  # a dependency on a parametrized task means its cases
                 from .params import resolve_groups
 
-                self._afters = resolve_groups(self._names, self._afters, self._groups, self._case_values)
+                self._afters = resolve_groups(self._names, self._afters, self._groups)
                 self._specs = None
             self._graph = Graph._from_index(self._names, self._afters)
         return self._graph

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 from .errors import AmbiguousDependencyError, GraphError, UnknownDependencyError, UsageError
 from .model import MARK_ATTR, TaskSpec
-from .params import Group, bind, case_name, expand, resolve_groups
+from .params import Group, expand, resolve_groups
 
 __all__ = ["SuiteModule", "Suite", "discover", "marked_functions", "assemble", "split_name", "SEP"]
 
@@ -206,12 +206,13 @@ def assemble(
                 specs.append(spec)
                 continue
             groups[full] = group
-            for case in group.cases:
-                space[case_name(name, case.id)] = case.name
-                module_of[case.name] = mod.label
-                cases[case.name] = case.values
-                specs.append(TaskSpec(case.name, bind(fn, case.values), spec.after, spec.with_state,
-                                      spec.tags, spec.always, spec.retries, spec.retry_delay, spec.timeout))
+            rest = (spec.after, spec.with_state, spec.tags, spec.always, spec.retries, spec.retry_delay,
+                    spec.timeout)
+            for case, case_id, values, call in zip(group.names, group.ids, group.values, group.calls):
+                space[f"{name}[{case_id}]"] = case
+                module_of[case] = mod.label
+                cases[case] = values
+                specs.append(TaskSpec(case, call, *rest))
 
     # resolve every after= name to a full name (a group's, for a parametrized task)
     unresolved: dict[tuple[str, str], GraphError] = {}
@@ -252,7 +253,7 @@ def assemble(
             if full is None:
                 raise UsageError(f"{mod.path_str}: no marked task named {name!r}"
                                  + _did_you_mean(name, list(spaces[mod.label])))
-            for one in ([c.name for c in groups[full].cases] if full in groups else [full]):
+            for one in (groups[full].names if full in groups else [full]):
                 picked[one] = mod.path_str
     has_filter = bool(picked) or bool(tags) or keyword is not None
     if with_deps and not has_filter:

@@ -32,6 +32,8 @@ WORKERS = 8
 MODES = [("plain", "--plain"), ("live view", "--viewer"), ("--progress", "--progress")]
 TARGET_RATIO = 1.10
 TARGET_COLLECT = 1.0
+CASES = 1_000
+TARGET_CASES = 1.10
 
 
 def write_module(folder: Path, n: int = TASKS) -> Path:
@@ -128,6 +130,73 @@ def time_collect(path: Path, repeat: int) -> float:
     return best
 
 
+def _noop(i=None):
+    pass
+
+
+def _cases_param() -> None:
+    from thread_order import Scheduler
+
+    sched = Scheduler(workers=WORKERS)
+    sched.register(_noop, "t", params={"i": list(range(CASES))})
+    if len(sched.start()["passed"]) != CASES:
+        raise SystemExit("the parametrized run lost cases")
+
+
+def _cases_by_hand() -> None:
+    from thread_order import Scheduler
+
+    sched = Scheduler(workers=WORKERS)
+    for i in range(CASES):
+        sched.register(_noop, f"t[{i}]")
+    if len(sched.start()["passed"]) != CASES:
+        raise SystemExit("the hand-registered run lost tasks")
+
+
+def write_cases_modules(folder: Path) -> tuple[Path, Path]:
+    """A module of one parametrized no-op of CASES values, and one of CASES marked no-ops."""
+    param = folder / "bench_cases.py"
+    param.write_text("from thread_order import dmark\n\n"
+                     f"@dmark(params={{'i': list(range({CASES}))}})\ndef t(i):\n    pass\n")
+    lines = ["from thread_order import dmark", ""]
+    for i in range(CASES):
+        lines += ["@dmark()", f"def t{i}():", "    pass", ""]
+    hand = folder / "bench_hand.py"
+    hand.write_text("\n".join(lines), encoding="utf-8")
+    return param, hand
+
+
+def time_cases(folder: Path, repeat: int) -> dict[str, tuple[float, float, float]]:
+    """Median ratio (min, max) of 1,000 parametrized cases against 1,000 tasks registered one by
+    one, each timed from nothing to the end of the run, the two taking turns: through the
+    library (``register(params=)``), and through tdrun's collection of a module."""
+    from thread_order import Scheduler
+
+    param_mod, hand_mod = write_cases_modules(folder)
+
+    def collected(path: Path) -> None:
+        sched = Scheduler(workers=WORKERS)
+        collect(str(path)).register_into(sched)
+        if len(sched.start()["passed"]) != CASES:
+            raise SystemExit(f"{path.name} lost tasks")
+
+    out = {}
+    for label, param, hand in (("library", _cases_param, _cases_by_hand),
+                               ("module", lambda: collected(param_mod), lambda: collected(hand_mod))):
+        times: dict[str, list[float]] = {"param": [], "hand": []}
+        for r in range(repeat):
+            for name, fn in (("param", param), ("hand", hand))[:: 1 if r % 2 == 0 else -1]:
+                gc.collect()
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+        ratios = [p / h for p, h in zip(times["param"], times["hand"])]
+        out[label] = (statistics.median(times["param"]) / statistics.median(times["hand"]),
+                      min(ratios), max(ratios), statistics.median(times["param"]),
+                      statistics.median(times["hand"]))
+    return out
+
+
 def main(quick: bool = False):
     repeat = 2 if quick else 7
     rows = []
@@ -135,6 +204,7 @@ def main(quick: bool = False):
         folder = Path(tmp)
         module = write_module(folder)
         collect_s = time_collect(module, 3)
+        cases = time_cases(folder, 5 if quick else 41)
         inproc = in_process(module, repeat)
         runs: dict[str, list[tuple[float, float, int]]] = {label: [] for label, _ in MODES}
         for r in range(repeat):
@@ -157,7 +227,7 @@ def main(quick: bool = False):
             wall = statistics.median(w for _, w, _ in runs[label])
             out = statistics.median(b for _, _, b in runs[label])
             rows.append((label, run_s, min(durations), wall, out, run_s / base))
-    return rows, {"collect": collect_s, "repeat": repeat, "in_process": inproc}
+    return rows, {"collect": collect_s, "repeat": repeat, "in_process": inproc, "cases": cases}
 
 
 def print_table(rows, extra) -> bool:
@@ -181,6 +251,16 @@ def print_table(rows, extra) -> bool:
     ok_all &= collect_ok
     print(f"{'collect a module of 10,000 @mark functions':<52} {extra['collect']:>8.3f}s "
           f"{'< 1s':>7}  {'yes' if collect_ok else 'NO'}")
+    print(f"{CASES:,} cases of one parametrized no-op vs {CASES:,} hand-registered tasks, from nothing to "
+          "the end of the run (median of interleaved repeats, min-max of the per-pair ratios):")
+    for label, (ratio, low, high, p, h) in extra["cases"].items():
+        what = ("register(params=) vs register() x1,000" if label == "library"
+                else "tdrun's collection: one @dmark(params=) vs 1,000 @dmark")
+        ok = ratio <= TARGET_CASES if label == "library" else True
+        ok_all &= ok
+        target = f"<= {TARGET_CASES:.2f}x" if label == "library" else "info"
+        print(f"  {what:<56} {p * 1000:>7.1f}ms {h * 1000:>7.1f}ms {ratio:>6.2f}x "
+              f"({low:.2f}-{high:.2f}) {target:>8}  {'yes' if ok else 'NO'}")
     return ok_all
 
 

@@ -7,7 +7,10 @@
 
 Create a network, then two subnets and a gateway in parallel, route a subnet
 through the gateway, verify and update, and finally delete everything in
-reverse order. The delete tasks are marked ``always=True``: they run even when
+reverse order. The spare subnets are one parametrized task per CIDR
+(``create_spare[10.20.8.0/24]``...): each case is verified and deleted by the
+cases of ``verify_spare`` and ``delete_spare`` with the same CIDR, so a failed
+case (``--fail_at="create_spare[10.20.8.0/24]"``) skips only its own verify. The delete tasks are marked ``always=True``: they run even when
 something before them failed, so nothing is left behind. ``setup_state``
 starts the API on 127.0.0.1 on a free port unless ``--api_url=URL`` is given.
 """
@@ -144,6 +147,21 @@ def create_route(state):
     return call(state, "POST", "/routes", body, "create_route")
 
 
+#: one spare subnet per CIDR: create_spare[10.20.8.0/24], verify_spare[...], delete_spare[...]
+SPARES = {"cidr": ["10.20.8.0/24", "10.20.9.0/24"]}
+
+
+@mark(after=["create_network"], tags="create", params=SPARES)
+def create_spare(state, cidr):
+    body = {"network_id": ident(state, "create_network"), "name": f"spare-{cidr}", "cidr": cidr}
+    return call(state, "POST", "/subnets", body, f"create_spare[{cidr}]")
+
+
+@mark(after=["create_spare"], tags="verify", params=SPARES)  # waits for the case with its cidr only
+def verify_spare(state, cidr):
+    return verify_subnet(state, f"create_spare[{cidr}]", f"verify_spare[{cidr}]", cidr)
+
+
 # ---------------------------------------------------------------------------- verify and update
 
 
@@ -175,7 +193,8 @@ def verify_network(state):
     net_id = ident(state, "create_network")
     network = call(state, "GET", f"/networks/{net_id}", task="verify_network")
     assert network["status"] == "ready", f"network {net_id} is still {network['status']}"
-    subnets = call(state, "GET", f"/subnets?network_id={net_id}")
+    subnets = [s for s in call(state, "GET", f"/subnets?network_id={net_id}")
+               if not s["name"].startswith("spare-")]
     assert len(subnets) == 2, f"network {net_id} has {len(subnets)} subnets, expected 2"
     return network["description"]
 
@@ -203,9 +222,27 @@ def delete_gateway(state):
     return delete(state, "gateways", "create_gateway", "delete_gateway")
 
 
-@mark(after=["delete_subnet_a", "delete_subnet_b", "delete_gateway"], always=True, tags="teardown")
+@mark(after=["verify_spare"], always=True, tags="teardown", params=SPARES)
+def delete_spare(state, cidr):
+    return delete(state, "subnets", f"create_spare[{cidr}]", f"delete_spare[{cidr}]")
+
+
+@mark(after=["delete_subnet_a", "delete_subnet_b", "delete_gateway", "delete_spare"], always=True,
+      tags="teardown")
 def delete_network(state):
     return delete(state, "networks", "create_network", "delete_network")
 
 
-TASKS = [name for name, fn in list(globals().items()) if hasattr(fn, "__thread_order__")]
+def _task_names():
+    """Every task name, the cases of a parametrized task included (for ``--fail_at``)."""
+    names = []
+    for name, fn in list(globals().items()):
+        options = getattr(fn, "__thread_order__", None)
+        if options is None:
+            continue
+        params = options.get("params")
+        names += [f"{name}[{value}]" for value in params["cidr"]] if params else [name]
+    return names
+
+
+TASKS = _task_names()

@@ -12,7 +12,9 @@ import pytest
 from conftest import REPO
 
 DEMO = REPO / "examples" / "demo.py"
-TEARDOWN = ["delete_route", "delete_subnet_a", "delete_subnet_b", "delete_gateway", "delete_network"]
+SPARES = ["10.20.8.0/24", "10.20.9.0/24"]
+TEARDOWN = ["delete_route", "delete_subnet_a", "delete_subnet_b", "delete_gateway", "delete_network",
+            *(f"delete_spare[{cidr}]" for cidr in SPARES)]
 EMPTY = {"networks": 0, "subnets": 0, "gateways": 0, "routes": 0}
 
 
@@ -69,7 +71,7 @@ def run_demo(tdrun_proc, tmp_path, *argv):
 def test_demo_lifecycle_passes_and_leaves_nothing_behind(tdrun_proc, tmp_path, api):
     result, data = run_demo(tdrun_proc, tmp_path, f"--api_url={api.url}")
     assert result.code == 0, result.out + result.err
-    assert data["counts"] == {"total": 14, "passed": 14, "failed": 0, "skipped": 0, "cancelled": 0}
+    assert data["counts"] == {"total": 20, "passed": 20, "failed": 0, "skipped": 0, "cancelled": 0}
     assert api.store.counts() == EMPTY
     assert api.store.requests >= 14
     tasks = {t["name"]: t for t in data["tasks"]}
@@ -113,3 +115,94 @@ def test_demo_rejects_a_bad_latency_naming_the_option(tdrun_proc, tmp_path, valu
     result, data = run_demo(tdrun_proc, tmp_path, f"--latency={value}")
     assert result.code == 4 and data is None
     assert result.err == f"tdrun: error: {DEMO}: setup_state() raised ValueError: {message}\n"
+
+
+def test_a_failed_case_of_the_demos_parametrized_step_skips_only_its_own_verify(tdrun_proc, tmp_path, api):
+    result, data = run_demo(tdrun_proc, tmp_path, f"--api_url={api.url}", "--fail_at=create_spare[10.20.8.0/24]")
+    assert result.code == 1, result.err
+    status = {t["name"]: t["status"] for t in data["tasks"]}
+    assert {n for n, s in status.items() if s != "PASSED"} == {
+        "create_spare[10.20.8.0/24]", "verify_spare[10.20.8.0/24]"}
+    assert status["delete_spare[10.20.8.0/24]"] == "PASSED"  # always: it finds nothing to delete
+    assert api.store.counts() == EMPTY
+
+
+LIFECYCLE = '''
+from demo import ApiError, call, ident
+from thread_order import mark
+
+CIDRS = {"cidr": ["10.1.1.0/24", "10.1.2.0/24", "10.1.3.0/24"]}
+
+
+@mark()
+def create_network(state):
+    return call(state, "POST", "/networks", {"name": "n", "cidr": "10.1.0.0/16"})
+
+
+@mark(after=["create_network"])
+def create_gateway(state):
+    return call(state, "POST", "/gateways", {"network_id": ident(state, "create_network"), "name": "gw"})
+
+
+@mark(after=["create_network"], params=CIDRS)
+def create_subnet(state, cidr):
+    body = {"network_id": ident(state, "create_network"), "name": cidr, "cidr": cidr}
+    return call(state, "POST", "/subnets", body, task=f"create_subnet[{cidr}]")
+
+
+@mark(after=["create_subnet", "create_gateway"], params=CIDRS)
+def attach_route(state, cidr):
+    body = {"subnet_id": ident(state, f"create_subnet[{cidr}]"), "gateway_id": ident(state, "create_gateway"),
+            "destination": "0.0.0.0/0"}
+    return call(state, "POST", "/routes", body)
+
+
+@mark(after=["attach_route"], params=CIDRS, always=True)
+def delete_route(state, cidr):
+    item = ident(state, f"attach_route[{cidr}]")
+    if item:
+        call(state, "DELETE", f"/routes/{item}")
+    return item
+
+
+@mark(after=["delete_route"], params=CIDRS, always=True)
+def delete_subnet(state, cidr):
+    item = ident(state, f"create_subnet[{cidr}]")
+    if item:
+        call(state, "DELETE", f"/subnets/{item}")
+    return item
+
+
+@mark(after=["delete_route"], always=True)
+def delete_gateway(state):
+    call(state, "DELETE", f"/gateways/{ident(state, 'create_gateway')}")
+
+
+@mark(after=["delete_subnet", "delete_gateway"], always=True)
+def delete_network(state):
+    call(state, "DELETE", f"/networks/{ident(state, 'create_network')}")
+'''
+
+
+def test_a_parametrized_lifecycle_where_one_case_fails_only_its_pair_and_dependents_react(
+        tdrun_proc, tmp_path, api):
+    module = tmp_path / "lifecycle.py"
+    module.write_text(LIFECYCLE)
+    report = tmp_path / "r.json"
+    bad = "create_subnet[10.1.2.0/24]"
+    result = tdrun_proc(module, f"--api_url={api.url}", f"--fail_at={bad}", "--json-report", report,
+                        PYTHONPATH=str(REPO / "examples"))
+    assert result.code == 1, result.out + result.err
+    tasks = {t["name"]: t for t in json.loads(report.read_text())["tasks"]}
+    status = {name: t["status"] for name, t in tasks.items()}
+    assert {n: s for n, s in status.items() if s != "PASSED"} == {
+        bad: "FAILED", "attach_route[10.1.2.0/24]": "SKIPPED"}
+    # its own teardown pair ran (and found nothing of its own to delete); the others deleted theirs
+    assert tasks["delete_route[10.1.2.0/24]"]["after"] == ["attach_route[10.1.2.0/24]"]
+    assert tasks["delete_subnet[10.1.2.0/24]"]["after"] == ["delete_route[10.1.2.0/24]"]
+    assert tasks["attach_route[10.1.3.0/24]"]["after"] == ["create_subnet[10.1.3.0/24]", "create_gateway"]
+    assert tasks["delete_network"]["after"] == [
+        "delete_subnet[10.1.1.0/24]", "delete_subnet[10.1.2.0/24]", "delete_subnet[10.1.3.0/24]",
+        "delete_gateway"]
+    assert api.store.counts() == EMPTY
+    assert "ApiError: POST /subnets -> 500: injected fault" in result.out

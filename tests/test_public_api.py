@@ -24,6 +24,7 @@ from thread_order import (
 )
 
 PUBLIC = [
+    "AmbiguousDependencyError",
     "CycleError",
     "DuplicateTaskError",
     "Event",
@@ -38,6 +39,7 @@ PUBLIC = [
     "ThreadOrderError",
     "ThreadProxyLogger",
     "UnknownDependencyError",
+    "UnpairedCaseError",
     "UsageError",
     "WorkerStartError",
     "__version__",
@@ -117,6 +119,8 @@ def test_scheduler_signatures_follow_the_published_api():
         ("retries", "KEYWORD_ONLY", 0),
         ("retry_delay", "KEYWORD_ONLY", 0.0),
         ("timeout", "KEYWORD_ONLY", None),
+        ("params", "KEYWORD_ONLY", None),
+        ("ids", "KEYWORD_ONLY", None),
     ]
     assert params(Scheduler.dregister)[:3] == [
         ("self", "POSITIONAL_OR_KEYWORD", E),
@@ -144,6 +148,8 @@ def test_mark_signatures_are_keyword_only():
         ("retries", "KEYWORD_ONLY", 0),
         ("retry_delay", "KEYWORD_ONLY", 0.0),
         ("timeout", "KEYWORD_ONLY", None),
+        ("params", "KEYWORD_ONLY", None),
+        ("ids", "KEYWORD_ONLY", None),
     ]
     assert params(thread_order.mark) == expected
     expected[1] = ("with_state", "KEYWORD_ONLY", False)

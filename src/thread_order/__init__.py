@@ -2,12 +2,14 @@
 
 from .engine.capture import ThreadProxyLogger, configure_logging
 from .engine.errors import (
+    AmbiguousDependencyError,
     CycleError,
     DuplicateTaskError,
     GraphError,
     HistoryError,
     ThreadOrderError,
     UnknownDependencyError,
+    UnpairedCaseError,
     UsageError,
     WorkerStartError,
 )
@@ -27,6 +29,7 @@ except _PackageNotFoundError:  # running from a source tree that was never insta
     __version__ = "0.0.0"
 
 __all__ = [
+    "AmbiguousDependencyError",
     "CycleError",
     "DuplicateTaskError",
     "Event",
@@ -41,6 +44,7 @@ __all__ = [
     "ThreadOrderError",
     "ThreadProxyLogger",
     "UnknownDependencyError",
+    "UnpairedCaseError",
     "UsageError",
     "WorkerStartError",
     "__version__",

@@ -371,7 +371,7 @@ def test_async_task(tdrun_main, write_module):
     (["--graph-format", "png"], "argument --graph-format: invalid choice: 'png' (choose from 'text', 'dot', 'mermaid')"),
     (["--frobnicate"], "unrecognized option '--frobnicate' (state values take the form --key=value)"),
     (["-x"], "unrecognized option '-x' (state values take the form --key=value)"),
-    (["second.py"], "unexpected argument 'second.py': tdrun takes one TARGET"),
+    (["second.py"], "second.py: no such file"),  # a second PATH is a module of the suite
     (["--_state_lock=1"], "--_state_lock: state keys starting with '_' are reserved"),
     (["--results=1"], "--results: 'results' is reserved for task results, use --result-TASK=value"),
     (["--result-=1"], "'--result-=1': missing task name in --result-TASK=value"),
@@ -441,12 +441,12 @@ def test_bad_set_values(tdrun_main, argv, message):
 
 
 def test_no_target(tdrun_main):
-    assert error_of(tdrun_main()) == "tdrun: error: the following arguments are required: TARGET\n"
+    assert error_of(tdrun_main()) == "tdrun: error: missing PATH: give a task module, module.py::task or a directory\n"
 
 
 def test_with_deps_needs_a_task(tdrun_main):
     assert error_of(tdrun_main(OK, "--with-deps")) == (
-        "tdrun: error: --with-deps needs a TARGET of the form module.py::task\n")
+        "tdrun: error: --with-deps needs a selection: TARGET::task, -k EXPR or --tags\n")
 
 
 def test_mocked_result_for_an_unknown_task(tdrun_main):
@@ -522,7 +522,7 @@ def test_a_bug_in_tdrun_exits_3_with_a_traceback(tdrun_main, monkeypatch):
     def broken(*args, **kwargs):
         raise ZeroDivisionError("simulated bug")
 
-    monkeypatch.setattr(cli, "start_order", broken)  # a defect inside tdrun's own code
+    monkeypatch.setattr(cli, "task_list", broken)  # a defect inside tdrun's own code
     result = tdrun_main(BASIC, "--list")
     assert result.code == 3
     assert "Traceback (most recent call last):" in result.err

@@ -86,7 +86,7 @@ def test_the_console_script_is_installed():
     ([MODULES / "cli_ok.py", "--bogus"], 4,
      "tdrun: error: unrecognized option '--bogus' (state values take the form --key=value)"),
     ([MODULES / "cli_ok.py", "--state-file", "missing.json"], 4, "tdrun: error: state file missing.json: no such file"),
-    ([], 4, "tdrun: error: the following arguments are required: TARGET"),
+    ([], 4, "tdrun: error: missing PATH: give a task module, module.py::task or a directory"),
     ([MODULES / "cli_basic.py", "--tags", "zzz"], 5,
      f"tdrun: no tasks collected: no task in {MODULES / 'cli_basic.py'} has the tags 'zzz'"),
 ])

@@ -17,13 +17,13 @@ from thread_order.cli.reports import RunData, json_report, junit_xml
 BASIC = MODULES / "cli_basic.py"
 
 TOP_KEYS = {
-    "format_version", "tool", "version", "module", "path", "target", "argv", "outcome", "exit_code",
+    "format_version", "tool", "version", "module", "path", "modules", "target", "argv", "outcome", "exit_code",
     "run_id", "started_at", "finished_at", "duration", "workers", "interrupted", "counts", "summary",
     "failure_counts", "teardown_not_run", "state_keys", "tasks", "graph",
 }
 TASK_KEYS = {
     "name", "status", "thread", "started_at", "finished_at", "duration", "attempts", "error_type", "error",
-    "traceback", "output", "reason", "tags", "after", "always", "level",
+    "traceback", "output", "reason", "tags", "after", "always", "level", "module", "case",
 }
 
 

@@ -93,7 +93,8 @@ def test_load_module_lists_tasks_in_source_order(client):
     first, last = info["tasks"][0], info["tasks"][-1]
     assert first == {"index": 1, "name": "create_network", "after": [], "tags": ["create"],
                      "always": False, "retries": 0, "timeout": None, "with_state": True,
-                     "doc": "Create the network everything else lives in."}
+                     "doc": "Create the network everything else lives in.",
+                     "module": "web_lifecycle", "case": None}
     assert last["always"] is True and last["after"] == ["verify"]
     assert info["edges"] == 6 and info["levels"] == 5 and info["has_setup_state"] is True
     assert info["tags"] == ["create", "teardown", "verify"]
@@ -107,8 +108,8 @@ def test_load_module_lists_tasks_in_source_order(client):
 
 @pytest.mark.parametrize("body, status, message", [
     ({"path": "no/such/file.py"}, 400, "no/such/file.py: no such file"),
-    ({"path": ""}, 400, "'path' must name a Python file, e.g. {\"path\": \"tests.py\"}"),
-    ({"path": 42}, 400, "'path' must name a Python file, e.g. {\"path\": \"tests.py\"}"),
+    ({"path": ""}, 400, "'path' must name a Python file or a directory, e.g. {\"path\": \"tests.py\"}"),
+    ({"path": 42}, 400, "'path' must name a Python file or a directory, e.g. {\"path\": \"tests.py\"}"),
 ])
 def test_bad_module_paths_are_4xx_with_a_message(client, body, status, message):
     r = client.post("/api/module", json=body)
@@ -629,3 +630,34 @@ def test_tdrun_ui_subprocess_serves_records_and_cancels_the_run_on_ctrl_c(tmp_pa
     rows = {t["name"]: t["status"] for t in run["tasks"]}
     assert rows["create_network"] == "PASSED" and rows["teardown"] == "PASSED"
     assert rows["verify"] == "CANCELLED"
+
+
+# --------------------------------------------------------------------------- suites
+
+
+def test_a_directory_loads_as_a_suite_and_runs_with_module_names(client, tmp_path):
+    suite = tmp_path / "suite"
+    (suite / "compute").mkdir(parents=True)
+    (suite / "network.py").write_text(
+        "from thread_order import mark\n\n@mark()\ndef create_network(state):\n    return 'net'\n")
+    (suite / "compute" / "vms.py").write_text(
+        "from thread_order import mark\n\n"
+        "def setup_state(state):\n    state['zone'] = 'z1'\n\n"
+        "@mark(after=['create_network'], params={'region': ['eu', 'us']})\n"
+        "def create_vm(state, region):\n    '''One VM per region.'''\n    return region\n")
+    r = client.post("/api/module", json={"path": str(suite)})
+    assert r.status_code == 200, r.text
+    info = r.json()
+    assert info["module"] == str(suite) and info["has_setup_state"] is True
+    assert info["modules"] == [{"name": "compute/vms", "path": str(suite / "compute" / "vms.py")},
+                               {"name": "network", "path": str(suite / "network.py")}]
+    rows = {t["name"]: t for t in info["tasks"]}
+    vm = rows["compute/vms::create_vm[eu]"]
+    assert (vm["module"], vm["case"], vm["after"], vm["doc"]) == (
+        "compute/vms", {"region": "eu"}, ["network::create_network"], "One VM per region.")
+    _, _, final = run_to_end(client, workers=2)
+    assert final["counts"]["PASSED"] == 3, final
+    run = client.get("/api/history/last").json()
+    assert {t["name"] for t in run["tasks"]} == set(rows)
+    bad = client.post("/api/module", json={"path": str(tmp_path / "nowhere")})
+    assert bad.status_code == 400 and "no such file" in bad.json()["error"]

@@ -24,6 +24,8 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-output" / "web"
 DEMO = str(ROOT / "examples" / "demo.py")
+#: the demo's tasks: 14 plus the 3 parametrized ones (two cases each)
+DEMO_TASKS = 20
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +102,10 @@ def test_demo_load_set_state_run_live_and_open_in_history(page, server):
     load(page, DEMO)
     page.wait_for_selector("#module-view:not([hidden])")
     rows = page.locator("#task-table tbody tr")
-    assert rows.count() == 14
+    assert rows.count() == DEMO_TASKS
     assert rows.nth(0).locator("td").nth(1).inner_text().startswith("create_network")
     page.wait_for_selector("#module-graph svg g.node[data-task=delete_network]")
-    assert page.locator("#module-graph g.node").count() == 14
+    assert page.locator("#module-graph g.node").count() == DEMO_TASKS
     shot(page, "1-tasks")
 
     set_state(page, {"latency": "0.15"})
@@ -121,19 +123,19 @@ def test_demo_load_set_state_run_live_and_open_in_history(page, server):
         "() => document.querySelector('#run-phase').textContent === 'running'"
         " && +document.querySelector('#counters [data-status=PASSED] b').textContent > 2")
     assert page.locator("#lanes .lane").count() == 3
-    assert re.fullmatch(r"\d+% · \d+ / 14 tasks", page.inner_text("#progress-text"))
+    assert re.fullmatch(rf"\d+% · \d+ / {DEMO_TASKS} tasks", page.inner_text("#progress-text"))
     assert page.locator("#run-graph g.node[data-status=PASSED]").count() >= 3
     shot(page, "3-run-live")
 
     wait_finished(page)
     assert [counter(page, s) for s in ("PASSED", "FAILED", "SKIPPED", "CANCELLED", "RUNNING", "WAITING")] == \
-        [14, 0, 0, 0, 0, 0]
-    assert page.inner_text("#progress-text") == "100% · 14 / 14 tasks"
-    assert page.locator("#run-graph g.node[data-status=PASSED]").count() == 14
+        [DEMO_TASKS, 0, 0, 0, 0, 0]
+    assert page.inner_text("#progress-text") == f"100% · {DEMO_TASKS} / {DEMO_TASKS} tasks"
+    assert page.locator("#run-graph g.node[data-status=PASSED]").count() == DEMO_TASKS
     assert page.inner_text("#run-pill") == "PASSED"  # the run card's word, not "idle"
     assert page.inner_text("#run-phase") == "PASSED"  # how the run ended, not just "finished"
     # every task once, plus any retried attempt of the polling task (the shared run view lists those)
-    assert page.locator("#recent li:not(.s-RETRY)").count() == 14
+    assert page.locator("#recent li:not(.s-RETRY)").count() == DEMO_TASKS
     shot(page, "4-run-done")
 
     page.click("a[data-tab=state]")
@@ -144,8 +146,8 @@ def test_demo_load_set_state_run_live_and_open_in_history(page, server):
     page.click("#run-summary a")
     page.wait_for_selector("#history-detail .timeline svg")
     assert page.locator("#history-detail .detail-head .pill").inner_text() == "PASSED"
-    assert page.locator("#history-detail .graph g.node[data-status=PASSED]").count() == 14
-    assert page.locator("#history-detail .timeline rect.bar[data-task]").count() == 14
+    assert page.locator("#history-detail .graph g.node[data-status=PASSED]").count() == DEMO_TASKS
+    assert page.locator("#history-detail .timeline rect.bar[data-task]").count() == DEMO_TASKS
     shot(page, "5-history-run")
 
     page.click("text=← all runs")
@@ -200,7 +202,7 @@ def test_failure_details_and_comparing_two_runs(page):
     page.wait_for_selector("#compare-view table tbody tr")
     heading = page.locator("#compare-view .card-head h3").last.inner_text()
     assert heading == (f"0 broken · {not_passed} fixed · 0 changed · 0 added · 0 removed · "
-                       f"{14 - not_passed} the same")
+                       f"{DEMO_TASKS - not_passed} the same")
     fixed = page.locator("#compare-view tbody tr", has_text="create_subnet_a")
     assert fixed.locator(".change-fixed").inner_text() == "fixed"
     shot(page, "7-compare")
@@ -399,11 +401,11 @@ def test_loading_another_module_leaves_nothing_of_the_last_one(page, server):
     page.click("#run-button")
     wait_finished(page)
     page.click("a[data-tab=tasks]")
-    assert page.inner_text("#module-graph-note") == "14 tasks"
+    assert page.inner_text("#module-graph-note") == f"{DEMO_TASKS} tasks"
 
     load(page, module_path("web_cycle"))
     page.wait_for_selector("#graph-error:not([hidden])")
-    assert page.inner_text("#module-graph-note") == ""  # not the demo's "14 tasks"
+    assert page.inner_text("#module-graph-note") == ""  # not the demo's "20 tasks"
     playwright_api.expect(page.locator("#toast")).to_have_class(re.compile(r"\bbad\b"))
     assert "cannot run: dependency cycle: first -> second -> first" in page.inner_text("#toast")
     assert page.is_hidden("#setup-run")

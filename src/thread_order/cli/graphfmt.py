@@ -1,14 +1,16 @@
-"""``tdrun --graph``: the dependency graph as a text summary, Graphviz dot or Mermaid."""
+"""``tdrun --graph`` (the dependency graph as a text summary, Graphviz dot or Mermaid) and
+``tdrun --list`` (the tasks in start order)."""
 
 from __future__ import annotations
 
 import heapq
 import re
-from typing import Iterable
+from typing import Any, Iterable
 
 from ..engine.graph import Graph
 
-__all__ = ["FORMATS", "format_graph", "graph_text", "graph_dot", "graph_mermaid", "start_order"]
+__all__ = ["FORMATS", "format_graph", "graph_text", "graph_dot", "graph_mermaid", "start_order",
+           "task_list"]
 
 FORMATS = ("text", "dot", "mermaid")
 
@@ -138,3 +140,40 @@ def format_graph(graph: Graph, fmt: str = "text", name: str = "tasks", always: I
     if fmt == "mermaid":
         return graph_mermaid(graph, always)
     raise ValueError(f"unknown graph format {fmt!r}, expected one of {', '.join(FORMATS)}")
+
+
+def task_list(collection: Any, graph: Graph) -> str:
+    """``tdrun --list``: the tasks in the order they would start with one worker, with their
+    module (a suite's), case values, tags and dependencies."""
+    specs = {s.name: s for s in collection.specs}
+    order = start_order(graph)
+    width = max(len(name) for name in order)
+    num = len(str(len(order)))
+    count = f"{len(order)} task{'s' if len(order) != 1 else ''}"
+    if collection.suite:
+        labels = [m.label for m in collection.modules]
+        head = f"suite {collection.label}: {count} in {len(labels)} modules ({', '.join(labels)})"
+    else:
+        head = f"{collection.path}: {count}"
+    lines = [f"{head}, in the order they would start with one worker"]
+    for i, name in enumerate(order, 1):
+        spec = specs[name]
+        notes = []
+        values = collection.cases.get(name)
+        if values:
+            notes.append("case: " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
+        if spec.always:
+            notes.append("always")
+        if spec.retries:
+            notes.append(f"retries={spec.retries}")
+        if spec.timeout is not None:
+            notes.append(f"timeout={spec.timeout:g}s")
+        if spec.tags:
+            notes.append("tags: " + ",".join(spec.tags))
+        if spec.after:
+            notes.append("after: " + ", ".join(spec.after))
+        line = f"  {i:>{num}}. {name}"
+        if notes:
+            line = f"{line:<{width + num + 5}}  " + "  ".join(notes)
+        lines.append(line.rstrip())
+    return "\n".join(lines) + "\n"

@@ -20,8 +20,8 @@ from typing import Any, TextIO
 
 from ..engine.collect import Collection, ModuleLoadError, build_state, collect
 from ..engine.errors import GraphError, UsageError, WorkerStartError
-from ..engine.graph import Graph
-from .graphfmt import FORMATS, format_graph, start_order
+from .config import apply_config, find_config, show_config
+from .graphfmt import FORMATS, format_graph, task_list
 from ..engine.model import parse_tags
 from ..engine.scheduler import Scheduler, default_workers
 
@@ -84,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _Parser(
         prog="tdrun",
-        usage="tdrun TARGET [options] [--key=value ...]",
-        description="Run the @mark functions of a Python file concurrently on threads, "
-                    "in dependency order.",
+        usage="tdrun PATH [PATH ...] [options] [--key=value ...]",
+        description="Run the @mark functions of Python files concurrently on threads, "
+                    "in dependency order. Defaults may live in pyproject.toml under [tool.tdrun].",
         epilog="Any other --key=value sets state['key'] = 'value' (the command line wins over "
                "--state-file), unless the key looks like a mistyped option (--tag=smoke is refused: "
                "did you mean --tags?); --set KEY=VALUE sets any key. "
@@ -95,8 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
                "4 usage or collection error, 5 no tasks.",
         allow_abbrev=False,  # --env=dev must never be read as an abbreviation of an option
     )
-    p.add_argument("target", metavar="TARGET", help="path/to/module.py or path/to/module.py::task")
+    p.add_argument("targets", metavar="PATH", nargs="*",
+                   help="a module file, path/to/module.py::task, or a directory of modules")
     run = p.add_argument_group("selection and scheduling")
+    run.add_argument("-k", dest="keyword", metavar="EXPR",
+                     help="keep tasks whose full name matches EXPR: substrings with and/or/not, "
+                          "as pytest's -k")
+    run.add_argument("--pattern", metavar="GLOB", help="the files a directory collects (default: *.py)")
     run.add_argument("--workers", type=_workers, metavar="N",
                      help=f"worker threads (default: min({default_workers}, number of tasks))")
     run.add_argument("--tags", metavar="A,B", type=_tags, help="keep only tasks that have all these tags")
@@ -117,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--graph", action="store_true", help="print the dependency graph")
     show.add_argument("--graph-format", choices=FORMATS, default=None,
                       help="format of --graph (default: text); implies --graph")
+    show.add_argument("--show-config", action="store_true",
+                      help="print the settings in force (pyproject.toml [tool.tdrun], command line) "
+                           "and where each came from")
     out = p.add_argument_group("output")
     out.add_argument("--viewer", action="store_true", help="live view of the threads, even when not on a terminal")
     out.add_argument("--progress", action="store_true", help="show only a progress bar")
@@ -155,7 +163,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str], dic
                 near = _near_option(item.lstrip("-"), options)
                 hint = f": did you mean {near}?" if near else " (state values take the form --key=value)"
                 raise UsageError(f"unrecognized option {item!r}{hint}")
-            raise UsageError(f"unexpected argument {item!r}: tdrun takes one TARGET")
+            args.targets.append(item)  # a PATH after an option
+            continue
         key, value = m.group(1), m.group(2)
         if key.startswith(_RESULT_PREFIX):
             task = key[len(_RESULT_PREFIX):]
@@ -175,6 +184,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str], dic
             raise UsageError(f"--set {item!r}: expected KEY=VALUE, KEY made of letters, digits, "
                              "'_', '.' or '-'")
         values[_state_key(f"--set {key}", key)] = value
+    if not args.targets and not args.show_config:
+        raise UsageError("missing PATH: give a task module, module.py::task or a directory")
+    args.target = " ".join(args.targets)
     if args.graph_format:
         args.graph = True
     picked = [name for name, on in (("--viewer", args.viewer), ("--progress", args.progress),
@@ -310,32 +322,41 @@ def _dispatch(argv: list[str], err: TextIO) -> int:
 
 
 def _tdrun(argv: list[str], out: TextIO, err: TextIO) -> int:
+    config = find_config()
     try:
-        args, values, results = parse_args(argv)
+        args, values, results = parse_args(config.addopts + argv)
     except SystemExit as exc:  # --help and --version print and exit 0
         return exc.code if isinstance(exc.code, int) else EXIT_OK
-    collection = collect(args.target, tags=args.tags, with_deps=args.with_deps)
+    rows = apply_config(args, config, argv, parse_args)
+    if args.show_config:
+        out.write(show_config(rows, config))
+        return EXIT_OK
+    collection = collect(args.targets, tags=args.tags, with_deps=args.with_deps,
+                         keyword=args.keyword, pattern=args.pattern)
     for task in results:
         if task not in collection.all_names:
             raise UsageError(f"--result-{task}: {collection.path}: no marked task named {task!r}")
     if not collection.specs:
-        where = str(collection.path)
-        if collection.all_names and args.tags:
-            err.write(f"tdrun: no tasks collected: no task in {where} has the tags {args.tags!r}\n")
+        where = str(collection.path) if not collection.suite else f"the suite {collection.label}"
+        if collection.all_names and (args.tags or args.keyword):
+            asked = " and ".join(x for x in (args.tags and f"the tags {args.tags!r}",
+                                             args.keyword and f"matches -k {args.keyword!r}") if x)
+            err.write(f"tdrun: no tasks collected: no task in {where} has {asked}\n"
+                      .replace("has matches", "matches"))
         else:
             err.write(f"tdrun: no tasks collected: {where} has no @mark functions\n")
         return EXIT_NO_TASKS
-    graph = Graph((s.name, s.after) for s in collection.specs)  # GraphError -> exit 4
-    module_name = collection.path.stem
+    graph = collection.graph()  # GraphError -> exit 4
+    module_name = collection.label
     always = [s.name for s in collection.specs if s.always]
     if args.graph:
         out.write(format_graph(graph, args.graph_format or "text", module_name, always))
         return EXIT_OK
     if args.list:
-        out.write(_task_list(collection, graph))
+        out.write(task_list(collection, graph))
         return EXIT_OK
 
-    state, sources = build_state(collection.module, args.state_file, values, results)
+    state, sources = build_state(collection.hook_modules, args.state_file, values, results)
     _check_state(state, sources, args.state_file)
     n = len(collection.specs)
     workers = args.workers or min(default_workers, n)
@@ -355,33 +376,6 @@ def _check_state(state: dict, sources: dict[str, str], state_file: str | None) -
         where = f"state file {state_file}" if sources.get("results") == "state file" else "setup_state()"
         raise UsageError(f"{where}: 'results' must be an object of task results, "
                          f"not {type(state['results']).__name__}")
-
-
-def _task_list(collection: Collection, graph: Graph) -> str:
-    specs = {s.name: s for s in collection.specs}
-    order = start_order(graph)
-    width = max(len(name) for name in order)
-    num = len(str(len(order)))
-    lines = [f"{collection.path}: {len(order)} task{'s' if len(order) != 1 else ''}, "
-             "in the order they would start with one worker"]
-    for i, name in enumerate(order, 1):
-        spec = specs[name]
-        notes = []
-        if spec.always:
-            notes.append("always")
-        if spec.retries:
-            notes.append(f"retries={spec.retries}")
-        if spec.timeout is not None:
-            notes.append(f"timeout={spec.timeout:g}s")
-        if spec.tags:
-            notes.append("tags: " + ",".join(spec.tags))
-        if spec.after:
-            notes.append("after: " + ", ".join(spec.after))
-        line = f"  {i:>{num}}. {name}"
-        if notes:
-            line = f"{line:<{width + num + 5}}  " + "  ".join(notes)
-        lines.append(line.rstrip())
-    return "\n".join(lines) + "\n"
 
 
 def _display_mode(args: argparse.Namespace, out: TextIO) -> str:
@@ -434,7 +428,7 @@ def _run(args, argv, collection: Collection, scheduler: Scheduler, sources: dict
     mode = _display_mode(args, out)
     total = len(scheduler.tasks)
     lanes = min(scheduler.workers, total)
-    module_name = collection.path.stem
+    module_name = collection.label
     console = make_console(out, color=color, force_terminal=True if mode != "plain" else None)
 
     def say(message: str) -> None:
@@ -489,6 +483,8 @@ def _run(args, argv, collection: Collection, scheduler: Scheduler, sources: dict
         module=module_name, path=str(collection.path), summary=summary, records=records,
         graph=scheduler.graph, specs=list(scheduler.tasks), target=collection.target,
         argv=list(argv), exit_code=code, state_sources=dict(sources),
+        module_of=collection.module_of, cases=collection.cases,
+        modules=[(m.label, m.path_str) for m in collection.modules],
     )
     written = []
     for option, path, write in (("--junit-xml", args.junit_xml, write_junit_xml),

@@ -6,7 +6,10 @@ added, existing ones keep their meaning while ``format_version`` stays 1:
 
 - ``format_version`` (int): 1.
 - ``tool`` (str): ``"tdrun"``; ``version`` (str): the thread-order version.
-- ``module`` (str): the module's name (its file stem); ``path`` (str): the file as given.
+- ``module`` (str): the module's name (its file stem), or for a suite of several modules the
+  paths given; ``path`` (str): the (first) file as given.
+- ``modules`` (list): every module of the run, ``{"name", "path"}``, in collection order;
+  ``name`` is the MODULE of the ``MODULE::TASK`` names of a suite.
 - ``target`` (str | null): the ``::task`` part of TARGET.
 - ``argv`` (list of str): the command-line arguments; the value of a ``--key=value`` (or
   ``--set key=value``) whose key looks secret (password, token, secret, key, auth, credential)
@@ -28,7 +31,8 @@ added, existing ones keep their meaning while ``format_version`` stays 1:
   ``error``, ``traceback``, ``output`` (captured stdout, stderr and logs),
   ``reason`` (why it was skipped or cancelled), ``tags``, ``after`` (its
   dependencies in this run), ``always`` (a teardown task), ``level`` (its depth
-  in the graph).
+  in the graph), ``module`` (its module's name), ``case`` (the parameter values of a
+  case of a parametrized task, ``{"cidr": "10.0.1.0/24"}``, or null).
 - ``graph``: ``{"nodes": [...], "edges": [[task, dependent], ...], "levels":
   [[...], ...], "roots": [...], "leaves": [...]}``.
 """
@@ -66,6 +70,10 @@ class RunData:
     argv: list[str] = field(default_factory=list)
     exit_code: int = 0
     state_sources: dict[str, str] = field(default_factory=dict)
+    #: every task's module name, every case's parameter values, the modules (name, path)
+    module_of: dict[str, str] = field(default_factory=dict)
+    cases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    modules: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def outcome(self) -> str:
@@ -120,6 +128,9 @@ def json_report(run: RunData) -> dict[str, Any]:
         item["after"] = list(spec.after) if spec else []
         item["always"] = bool(spec and spec.always)
         item["level"] = graph.level_of.get(rec.name)
+        item["module"] = run.module_of.get(rec.name, run.module)
+        values = run.cases.get(rec.name)
+        item["case"] = None if values is None else {k: _json_value(v) for k, v in values.items()}
         tasks.append(item)
     counts = {
         "total": len(run.records),
@@ -134,6 +145,8 @@ def json_report(run: RunData) -> dict[str, Any]:
         "version": __version__,
         "module": run.module,
         "path": run.path,
+        "modules": [{"name": name, "path": path} for name, path in run.modules]
+        or [{"name": run.module, "path": run.path}],
         "target": run.target,
         "argv": redact_argv(run.argv),
         "outcome": run.outcome,
@@ -158,6 +171,14 @@ def json_report(run: RunData) -> dict[str, Any]:
             "leaves": list(graph.leaves),
         },
     }
+
+
+def _json_value(value: Any) -> Any:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return {"__not_json__": type(value).__name__}
+    return value
 
 
 def write_json_report(path: str | Path, run: RunData) -> None:
@@ -215,8 +236,15 @@ def junit_xml(run: RunData) -> str:
     ):
         ET.SubElement(props, "property", {"name": name, "value": _xml_text(str(value))})
     for rec in run.records:
+        # classname = the task's module (dotted, as JUnit readers group by package), name = the
+        # task within it
+        label = run.module_of.get(rec.name)
+        name = rec.name
+        if label is not None and name.startswith(label + "::"):
+            name = name[len(label) + 2:]
         case = ET.SubElement(suite, "testcase", {
-            "classname": run.module, "name": _xml_text(rec.name), "time": f"{rec.duration:.3f}",
+            "classname": _xml_text((label or run.module).replace("/", ".")), "name": _xml_text(name),
+            "time": f"{rec.duration:.3f}",
         })
         if rec.status is TaskStatus.FAILED:
             error_type = rec.error_type or "Exception"

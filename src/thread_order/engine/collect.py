@@ -1,26 +1,30 @@
-"""Loading a task module: discovery of @mark functions, hooks, filtering, initial state.
+"""Loading task modules: importing them, their hooks, the collection of a run, initial state.
 
 Shared by the command-line runner and the web UI, so both see the same tasks.
+Finding, naming, resolving and selecting the tasks of one module or a suite
+of them is ``suite.py``'s.
 """
 
 from __future__ import annotations
 
-import ast
 import importlib.util
-import inspect
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Sequence
 
-from .errors import UsageError, did_you_mean
+from .errors import GraphError, UnknownDependencyError, UsageError
+from .graph import Graph
 from .jsonvalue import loads, problem
-from .model import MARK_ATTR, TaskSpec, parse_tags
+from .keyword import compile_keyword
+from .model import TaskSpec, parse_tags
+from .suite import SuiteModule, assemble, discover, marked_functions
 
-__all__ = ["Collection", "ModuleLoadError", "split_target", "load_module", "collect", "build_state"]
+__all__ = ["Collection", "ModuleLoadError", "split_target", "load_module", "collect", "build_state", "SuiteModule"]
 
 
 class ModuleLoadError(UsageError):
@@ -35,21 +39,65 @@ class ModuleLoadError(UsageError):
 
 @dataclass
 class Collection:
-    """The tasks found in a module, in source order, after filtering."""
+    """The tasks found in one module or a suite of them, in collection order, after filtering.
+
+    ``path`` and ``module`` are the first module's; ``modules`` lists every one
+    (label, file, imported module). In a run of several modules each task's
+    name is ``MODULE::TASK`` (``suite`` is True); ``module_of`` gives each
+    task's module label and ``cases`` each case's parameter values.
+    """
 
     path: Path
     module: ModuleType
     specs: list[TaskSpec]
-    target: str | None = None  # the ::task part, if any
-    all_names: list[str] = field(default_factory=list)  # every marked function, unfiltered
+    target: str | None = None  # the ::task part, if any (one target)
+    all_names: list[str] = field(default_factory=list)  # every task, unfiltered
     highlights: list[tuple[re.Pattern, str]] = field(default_factory=list)
+    modules: list[SuiteModule] = field(default_factory=list)
+    module_of: dict[str, str] = field(default_factory=dict)
+    cases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unresolved: dict[tuple[str, str], GraphError] = field(default_factory=dict)
+    targets: list[str] = field(default_factory=list)  # as given
 
     @property
     def names(self) -> list[str]:
         return [s.name for s in self.specs]
 
+    @property
+    def suite(self) -> bool:
+        """True when the run holds several modules (and names are ``MODULE::TASK``)."""
+        return len(self.modules) > 1
+
+    @property
+    def label(self) -> str:
+        """What the run is called in the history and reports: the module's stem, or the
+        targets of a suite as given."""
+        if not self.suite:
+            return self.path.stem
+        return " ".join(split_target(t)[0] for t in self.targets) if self.targets else "suite"
+
+    @property
+    def hook_modules(self) -> list[ModuleType]:
+        """Every imported module, in collection order (their setup_state hooks run in it)."""
+        return [m.module for m in self.modules if m.module is not None]
+
+    def graph(self) -> Graph:
+        """The validated graph of the selected tasks.
+
+        Raises:
+            GraphError: a cycle, or a dependency that is unknown or ambiguous
+                (with the candidates).
+        """
+        try:
+            return Graph((s.name, s.after) for s in self.specs)
+        except UnknownDependencyError as exc:
+            better = self.unresolved.get((exc.task, exc.dependency))
+            if better is not None:
+                raise better from None
+            raise
+
     def register_into(self, scheduler) -> None:
-        """Register every collected task with ``scheduler``, in source order."""
+        """Register every collected task with ``scheduler``, in collection order."""
         for s in self.specs:
             scheduler.register(
                 s.fn, s.name, s.after, s.with_state, tags=s.tags, always=s.always,
@@ -133,94 +181,55 @@ def load_module(path_str: str) -> ModuleType:
     return module
 
 
-def _marked_in_source_order(module: ModuleType, path: Path) -> list[tuple[str, Callable, dict, bool]]:
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except (OSError, UnicodeDecodeError, SyntaxError) as exc:  # imported fine, but unreadable now
-        raise UsageError(f"{path}: cannot read source: {exc}") from exc
-    found = []
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            fn = getattr(module, node.name, None)
-            meta = getattr(fn, MARK_ATTR, None)
-            if callable(fn) and isinstance(meta, dict):
-                found.append((node.name, fn, meta, isinstance(node, ast.AsyncFunctionDef)))
-    return found
-
-
 def collect(
-    target: str,
+    target: str | Sequence[str],
     tags: str | list[str] | None = None,
     with_deps: bool = False,
     module: ModuleType | None = None,
+    *,
+    keyword: str | None = None,
+    pattern: str | None = None,
+    reuse: "Collection | None" = None,
 ) -> Collection:
-    """Load ``target`` (``path.py`` or ``path.py::task``) and collect its marked tasks.
+    """Load ``target`` — a module file, ``file.py::task``, a directory, or a list of them —
+    and collect its marked tasks.
 
-    ``tags`` keeps tasks carrying all of them; dependencies on tasks filtered
-    out are dropped. ``::task`` keeps that task alone without its dependencies,
-    or, with ``with_deps``, the task plus everything upstream of it.
+    ``tags`` keeps tasks carrying all of them and ``keyword`` (``-k``) those whose
+    full name matches; ``::task`` keeps that task. Dependencies on tasks left
+    out are dropped, unless ``with_deps`` adds everything upstream. ``pattern``
+    narrows the files a directory collects. ``module`` (one target) or ``reuse``
+    (a collection of the same targets) gives modules already imported.
 
     Raises:
         UsageError: missing file, unknown ``::task``, async task, bad options.
-        ModuleLoadError: the module failed to import.
+        ModuleLoadError: a module failed to import.
     """
-    path_str, only = split_target(target)
-    if with_deps and only is None:
-        raise UsageError("--with-deps needs a TARGET of the form module.py::task")
-    path = Path(path_str)
-    if module is None:
-        module = load_module(path_str)
-    found = _marked_in_source_order(module, path)
-    specs: list[TaskSpec] = []
-    for name, fn, meta, is_async in found:
-        if is_async or inspect.iscoroutinefunction(inspect.unwrap(fn)):
-            raise UsageError(f"{path_str}: task {name!r} is an async function; "
-                             "async tasks are not supported yet, use a plain def")
-        try:
-            specs.append(TaskSpec.build(
-                fn, name, meta.get("after"), meta.get("with_state", True), tags=meta.get("tags"),
-                always=meta.get("always", False), retries=meta.get("retries", 0),
-                retry_delay=meta.get("retry_delay", 0.0), timeout=meta.get("timeout"),
-            ))
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"{path_str}: {exc}") from exc
-    all_names = [s.name for s in specs]
-
+    targets = [target] if isinstance(target, str) else list(target)
+    if not targets:
+        raise UsageError("no module to collect: give a file or a directory")
     wanted = parse_tags(tags) if tags else ()
-    if wanted:
-        specs = [s for s in specs if all(t in s.tags for t in wanted)]
-    if only is not None:
-        by_name = {s.name: s for s in specs}
-        if only not in by_name:
-            if only in all_names:
-                raise UsageError(f"{path_str}: task {only!r} does not have the tags {','.join(wanted)!r}")
-            raise UsageError(f"{path_str}: no marked task named {only!r}"
-                             + did_you_mean(only, all_names))
-        if with_deps:
-            keep = {only}
-            stack = [only]
-            while stack:
-                for dep in by_name[stack.pop()].after:
-                    if dep in by_name and dep not in keep:
-                        keep.add(dep)
-                        stack.append(dep)
-            specs = [s for s in specs if s.name in keep]
-        else:
-            specs = [_replace_after(by_name[only], ())]
-    kept = {s.name for s in specs}
-    if wanted or only is not None:
-        specs = [_replace_after(s, tuple(d for d in s.after if d in kept or d not in all_names))
-                 for s in specs]
-
-    highlights = _highlights(module, path_str)
-    return Collection(path=path, module=module, specs=specs, target=only,
-                      all_names=all_names, highlights=highlights)
-
-
-def _replace_after(spec: TaskSpec, after: tuple[str, ...]) -> TaskSpec:
-    from dataclasses import replace
-
-    return spec if spec.after == after else replace(spec, after=after)
+    match = compile_keyword(keyword) if keyword is not None else None
+    modules = discover(targets, pattern)
+    if not modules:
+        raise UsageError(f"{' '.join(targets)}: no module with marked tasks"
+                         + (f" matching {pattern!r}" if pattern else ""))
+    known = {}
+    if reuse is not None:
+        known = {os.path.realpath(m.path_str): m.module for m in reuse.modules}
+    elif module is not None and len(modules) == 1:
+        known = {os.path.realpath(modules[0].path_str): module}
+    found = []
+    for mod in modules:
+        mod.module = known.get(os.path.realpath(mod.path_str)) or load_module(mod.path_str)
+        found.append(marked_functions(mod.module, Path(mod.path_str)))
+    suite = assemble(modules, found, wanted, match, with_deps)
+    highlights = [pair for mod in modules for pair in _highlights(mod.module, mod.path_str)]
+    first = modules[0]
+    only = first.only[0] if len(targets) == 1 and first.only else None
+    return Collection(path=Path(first.path_str), module=first.module, specs=suite.specs, target=only,
+                      all_names=suite.all_names, highlights=highlights, modules=modules,
+                      module_of=suite.module_of, cases=suite.cases, unresolved=suite.unresolved,
+                      targets=targets)
 
 
 def _highlights(module: ModuleType, path_str: str) -> list[tuple[re.Pattern, str]]:
@@ -283,7 +292,7 @@ def _where(module: ModuleType) -> str:
 
 
 def build_state(
-    module: ModuleType | None,
+    module: ModuleType | Sequence[ModuleType] | None,
     state_file: str | None = None,
     values: dict[str, Any] | None = None,
     results: dict[str, Any] | None = None,
@@ -291,7 +300,8 @@ def build_state(
     """Assemble the initial state; returns ``(state, sources)``.
 
     Order (later wins): the state file, then ``values`` (command line or
-    typed in), then the module's ``setup_state(state)`` hook. ``sources``
+    typed in), then the module's ``setup_state(state)`` hook (each module's, in
+    order, for a list of modules). ``sources``
     maps each key to ``"state file"``, ``"typed in"`` or ``"setup_state"``.
     ``results`` seeds ``state['results']`` (mocked upstream results).
 
@@ -310,6 +320,12 @@ def build_state(
     if results:
         state["results"] = dict(results)
         sources["results"] = "typed in"
+    for one in (module if isinstance(module, (list, tuple)) else [module]):
+        _setup_state(one, state, sources)
+    return state, sources
+
+
+def _setup_state(module: ModuleType | None, state: dict[str, Any], sources: dict[str, str]) -> None:
     hook = getattr(module, "setup_state", None) if module is not None else None
     if hook is not None:
         before = {k: state[k] for k in state}
@@ -322,4 +338,3 @@ def build_state(
         for key, value in state.items():
             if key not in before or before[key] is not value:
                 sources[key] = "setup_state"
-    return state, sources

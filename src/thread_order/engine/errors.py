@@ -5,7 +5,9 @@ The tree::
     ThreadOrderError                 base of everything we raise on purpose
      +-- GraphError (ValueError)     the task graph is not a valid DAG
      |    +-- DuplicateTaskError     a name registered twice      (.name)
-     |    +-- UnknownDependencyError a dependency nobody defined  (.task, .dependency)
+     |    +-- UnknownDependencyError a dependency nobody defined  (.task, .dependency, .candidates)
+     |    +-- AmbiguousDependencyError a name several modules define (.task, .dependency, .candidates)
+     |    +-- UnpairedCaseError      no case of a parametrized dependency has a case's values
      |    +-- CycleError             a dependency cycle           (.cycle)
      +-- UsageError                  bad input to a front-end (file, option, target)
      +-- HistoryError                the run history cannot be read or written
@@ -24,23 +26,42 @@ __all__ = [
     "GraphError",
     "DuplicateTaskError",
     "UnknownDependencyError",
+    "AmbiguousDependencyError",
+    "UnpairedCaseError",
     "CycleError",
     "UsageError",
     "HistoryError",
     "WorkerStartError",
+    "close_names",
     "did_you_mean",
 ]
 
 
-def did_you_mean(name: str, candidates: Iterable[str], limit: int = 3) -> str:
+def close_names(word: str, names: Iterable[str], n: int = 3) -> list[str]:
+    """The (at most ``n``) names most like ``word``, best first, ties in the order given.
+
+    A name counts if difflib's ratio is at least 0.6 and within 0.15 of the best one, so a
+    clear winner is not diluted by names that merely share a prefix.
+    """
+    matcher = difflib.SequenceMatcher(b=word)
+    scored = []
+    for i, name in enumerate(names):
+        matcher.set_seq1(name)
+        if matcher.real_quick_ratio() >= 0.6 and matcher.quick_ratio() >= 0.6:
+            ratio = matcher.ratio()
+            if ratio >= 0.6:
+                scored.append((-ratio, i, name))
+    scored.sort()
+    if not scored:
+        return []
+    best = -scored[0][0]
+    return [name for ratio, _, name in scored[:n] if -ratio >= best - 0.15]
+
+
+def did_you_mean(name: str, names: Iterable[str]) -> str:
     """``"; did you mean 'create_vm'?"`` for the real names closest to ``name``, or ``""``."""
-    pool = list(candidates)
-    near = difflib.get_close_matches(name, pool, n=limit, cutoff=0.8)
-    folded = name.lower().replace("-", "_")
-    near += [c for c in pool if c not in near and c.lower().replace("-", "_") == folded]
-    if not near:
-        return ""
-    return "; did you mean " + " or ".join(repr(c) for c in near[:limit]) + "?"
+    close = close_names(name, names)
+    return "; did you mean " + " or ".join(map(repr, close)) + "?" if close else ""
 
 
 class ThreadOrderError(Exception):
@@ -62,9 +83,33 @@ class DuplicateTaskError(GraphError):
 class UnknownDependencyError(GraphError):
     """A task depends on a name that was never registered."""
 
-    def __init__(self, task: str, dependency: str, known: Iterable[str] = ()) -> None:
-        super().__init__(f"task {task!r} depends on unknown task {dependency!r}"
-                         + did_you_mean(dependency, known))
+    def __init__(self, task: str, dependency: str, candidates: tuple[str, ...] = ()) -> None:
+        message = f"task {task!r} depends on unknown task {dependency!r}"
+        if candidates:
+            message += "; did you mean " + " or ".join(map(repr, candidates)) + "?"
+        super().__init__(message)
+        self.task = task
+        self.dependency = dependency
+        self.candidates = tuple(candidates)
+
+
+class AmbiguousDependencyError(GraphError):
+    """A dependency names a task that several modules of a suite define, none of them its own."""
+
+    def __init__(self, task: str, dependency: str, candidates: tuple[str, ...]) -> None:
+        super().__init__(f"task {task!r} depends on {dependency!r}, which several modules define: "
+                         + ", ".join(candidates) + "; name one as MODULE::TASK")
+        self.task = task
+        self.dependency = dependency
+        self.candidates = tuple(candidates)
+
+
+class UnpairedCaseError(GraphError):
+    """A case of a parametrized task depends on a parametrized task sharing parameter names,
+    and no case of that task has the same values."""
+
+    def __init__(self, task: str, dependency: str, values: str) -> None:
+        super().__init__(f"task {task!r} depends on {dependency!r}, which has no case with {values}")
         self.task = task
         self.dependency = dependency
 

@@ -7,7 +7,7 @@ from itertools import accumulate, chain
 from types import MappingProxyType
 from typing import Iterable, Mapping, Sequence
 
-from .errors import CycleError, DuplicateTaskError, UnknownDependencyError
+from .errors import CycleError, DuplicateTaskError, UnknownDependencyError, close_names
 
 __all__ = ["Graph"]
 
@@ -59,7 +59,8 @@ class Graph:
         if None in parents:
             pos = parents.index(None)
             i = next(i for i in range(n) if pstart[i + 1] > pos)
-            raise UnknownDependencyError(names[i], afters[i][pos - pstart[i]], names)
+            dep = afters[i][pos - pstart[i]]
+            raise UnknownDependencyError(names[i], dep, tuple(close_names(dep, names)))
         pflat = array("l", parents)
         del parents
         # children: a counting sort of the edges by parent, stable so that each node's

@@ -97,6 +97,16 @@ def not_plain(fn: Callable[..., Any]) -> str | None:
     return None
 
 
+def not_runnable(fn: Callable[..., Any], name: str) -> str | None:
+    """Why task ``name`` could not run ``fn`` (an async or generator function), or None."""
+    kind = not_plain(fn)
+    if kind is None:
+        return None
+    return (f"task {name!r}: {getattr(fn, '__qualname__', fn)!r} is {kind}; calling it would not "
+            "run its body, so the task would pass without doing anything (tasks must be plain "
+            "functions)")
+
+
 def _finite_number(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
@@ -139,11 +149,10 @@ class TaskSpec:
             raise TypeError(f"task name must be a non-empty string, not {name!r}")
         if not callable(fn):
             raise TypeError(f"task {name!r}: {fn!r} is not callable")
-        kind = not_plain(fn) if runnable else None
-        if kind is not None:
-            raise TypeError(f"task {name!r}: {getattr(fn, '__qualname__', fn)!r} is {kind}; "
-                            "calling it would not run its body, so the task would pass without "
-                            "doing anything (tasks must be plain functions)")
+        if runnable:
+            why = not_runnable(fn, name)
+            if why is not None:
+                raise TypeError(why)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f"task {name!r}: retries must be an integer >= 0, not {retries!r}")
         if not _finite_number(retry_delay) or retry_delay < 0:
@@ -236,6 +245,8 @@ def _marker(default_with_state: bool):
         retries: int = 0,
         retry_delay: float = 0.0,
         timeout: float | None = None,
+        params: dict[str, list] | None = None,
+        ids: list[str] | Callable[[Any], str | None] | None = None,
     ):
         options = dict(
             after=after,
@@ -250,6 +261,12 @@ def _marker(default_with_state: bool):
         def decorate(fn):
             # validate now so a bad option is reported at import, naming the function
             spec = TaskSpec.build(fn, getattr(fn, "__name__", repr(fn)), **options, runnable=False)
+            if params is not None or ids is not None:
+                from .params import expand
+
+                if params is None:
+                    raise TypeError(f"task {spec.name!r}: ids= needs params=")
+                expand(fn, spec.name, params, ids, spec.with_state)  # a bad value list fails at import
             # the function itself is returned, unchanged and unwrapped: only the metadata is new
             setattr(
                 fn,
@@ -263,6 +280,7 @@ def _marker(default_with_state: bool):
                     "retries": spec.retries,
                     "retry_delay": spec.retry_delay,
                     "timeout": spec.timeout,
+                    **({} if params is None else {"params": params, "ids": ids}),
                 },
             )
             return fn

@@ -156,6 +156,8 @@ class Scheduler:
         self._options: list[TaskOptions] = []
         self._specs: tuple[TaskSpec, ...] | None = None  # built on demand by `tasks`
         self._graph: Graph | None = None
+        # parametrized tasks (engine/params.py): base name -> Group
+        self._groups: dict = {}
         # guards _run: the one start() in progress, reached by cancel() from any thread
         self._lock = threading.Lock()
         self._run: Run | None = None
@@ -177,13 +179,29 @@ class Scheduler:
         retries: int = 0,
         retry_delay: float = 0.0,
         timeout: float | None = None,
+        params: dict[str, list] | None = None,
+        ids: list[str] | Callable[[Any], str | None] | None = None,
     ) -> None:
         """Add a task. Dependencies may name tasks registered later.
+
+        ``params={"key": [values]}`` registers one task per case instead,
+        ``name[id]``, each called with its values as keyword arguments (see
+        ``engine/params.py``); ``ids`` names the cases.
 
         Raises:
             TypeError: ``fn`` is not callable, or a name is not a string.
             ValueError: ``name`` is taken (DuplicateTaskError) or an option is out of range.
         """
+        if params is not None or ids is not None:
+            from .params import register_cases
+
+            if params is None:
+                raise TypeError(f"task {name!r}: ids= needs params=")
+            options = dict(tags=tags, always=always, retries=retries, retry_delay=retry_delay,
+                           timeout=timeout)
+            TaskSpec.build(fn, name, after, with_state, **options)  # all checked before any case is in
+            register_cases(self, fn, name, after, with_state, params, ids, options)
+            return
         # The common call (a name, a callable, dependencies, no other option) is checked here
         # inline; anything else, and any error, goes through TaskSpec.build, so messages are
         # the same either way. The task is kept as a few list entries, not a TaskSpec.
@@ -237,6 +255,11 @@ class Scheduler:
     def graph(self) -> Graph:
         """The validated dependency graph (raises GraphError if it is not a DAG)."""
         if self._graph is None:
+            if self._groups:  # a dependency on a parametrized task means its cases
+                from .params import resolve_groups
+
+                self._afters = resolve_groups(self._names, self._afters, self._groups)
+                self._specs = None
             self._graph = Graph._from_index(self._names, self._afters)
         return self._graph
 

@@ -202,7 +202,7 @@ async def load_module(request: Request, ui: UiServer) -> dict[str, Any]:
     body = await json_body(request)
     path = body.get("path")
     if not isinstance(path, str) or not path.strip():
-        raise UsageError("'path' must name a Python file, e.g. {\"path\": \"tests.py\"}")
+        raise UsageError("'path' must name a Python file or a directory, e.g. {\"path\": \"tests.py\"}")
     current = ui.runs.current
     if current is not None and not current.done:
         raise RunBusyError("cannot load a module while a run is in progress; cancel it or wait")

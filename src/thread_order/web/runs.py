@@ -23,6 +23,7 @@ from ..engine.collect import Collection, build_state, collect, split_target
 from ..engine.errors import GraphError, UsageError
 from ..engine.graph import Graph
 from ..engine.model import parse_tags
+from ..engine.params import unbound
 from ..engine.scheduler import Scheduler, default_workers
 from ..runview import RunSnapshot, RunView
 from .payload import check_key, parse_value_text
@@ -55,13 +56,18 @@ def _first_line(fn: Callable) -> str:
     return doc.splitlines()[0] if doc else ""
 
 
+def _case(values: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if values is None else {k: _jsonable(v)[0] for k, v in values.items()}
+
+
 def task_rows(collection: Collection) -> list[dict[str, Any]]:
     """One JSON-ready row per task, in source order."""
     return [
         {
             "index": i, "name": s.name, "after": list(s.after), "tags": list(s.tags),
             "always": s.always, "retries": s.retries, "timeout": s.timeout,
-            "with_state": s.with_state, "doc": _first_line(s.fn),
+            "with_state": s.with_state, "doc": _first_line(unbound(s.fn)),
+            "module": collection.module_of.get(s.name), "case": _case(collection.cases.get(s.name)),
         }
         for i, s in enumerate(collection.specs, 1)
     ]
@@ -101,7 +107,7 @@ class Workspace:
         if not collection.specs:
             raise UsageError(f"{path_str}: no tasks found (mark functions with @mark)")
         try:
-            graph: Graph | None = Graph((s.name, s.after) for s in collection.specs)
+            graph: Graph | None = collection.graph()
             graph_error = None
         except GraphError as exc:
             graph, graph_error = None, str(exc)
@@ -110,7 +116,7 @@ class Workspace:
             self.collection = collection
             self.graph = graph
             self.graph_error = graph_error
-            self.mtime = _mtime(collection.path)
+            self.mtime = _mtimes(collection)
             resolved = str(Path(path_str).resolve())
             self.recent = [target] + [r for r in self.recent
                                       if str(Path(split_target(r)[0]).resolve()) != resolved][:9]
@@ -129,7 +135,7 @@ class Workspace:
         """Re-import the module when its file changed since it was loaded (before a run)."""
         with self._lock:
             target, collection, mtime = self.target, self.collection, self.mtime
-        if target is not None and collection is not None and _mtime(collection.path) != mtime:
+        if target is not None and collection is not None and _mtimes(collection) != mtime:
             self.load(target)
 
     def describe(self) -> dict[str, Any]:
@@ -140,13 +146,15 @@ class Workspace:
         if collection is None:
             return {"module": None}
         return {
-            "module": str(collection.path),
+            "module": collection.label if collection.suite else str(collection.path),
             "target": target,
+            "modules": [{"name": m.label, "path": m.path_str} for m in collection.modules],
             "tasks": task_rows(collection),
             "edges": len(graph.edges) if graph is not None else None,
             "levels": len(graph.levels) if graph is not None else None,
             "graph_error": graph_error,
-            "has_setup_state": callable(getattr(collection.module, "setup_state", None)),
+            "has_setup_state": any(callable(getattr(m, "setup_state", None))
+                                   for m in collection.hook_modules),
             "tags": sorted({t for s in collection.specs for t in s.tags}),
             # what tdrun would use for this module: one thread per task, up to the default
             "default_workers": max(1, min(default_workers, len(collection.specs))),
@@ -194,12 +202,17 @@ class Workspace:
         """The initial state of a run: state file, typed values, then ``setup_state``."""
         with self._lock:
             typed, file_values = dict(self.typed), dict(self.file_values)
-            module = self.collection.module if self.collection is not None else None
+            module = self.collection.hook_modules if self.collection is not None else None
         state, sources = build_state(module, None, {**file_values, **typed})
         for key in file_values:
             if key not in typed and sources.get(key) == "typed in":
                 sources[key] = "state file"
         return state, sources
+
+
+def _mtimes(collection: Collection) -> tuple[float | None, ...]:
+    """When each module of ``collection`` last changed (a suite reloads when any did)."""
+    return tuple(_mtime(Path(m.path_str)) for m in collection.modules)
 
 
 def _mtime(path: Path) -> float | None:
@@ -450,18 +463,20 @@ class RunManager:
         target, base, _, _ = workspace.loaded()
         if base is None or target is None:
             raise UsageError("no module loaded; load a module first")
-        collection = collect(target, tags=list(options.tags) or None, module=base.module)
+        collection = collect(target, tags=list(options.tags) or None, reuse=base)
         if not collection.specs:
             raise UsageError(f"no task has the tags {','.join(options.tags)!r}")
         state, sources = workspace.build_run_state()
         scheduler = Scheduler(workers=options.workers, state=state,
                               skip_dependents=options.skip_dependents, capture=True)
-        collection.register_into(scheduler)
         try:
-            scheduler.graph
+            collection.graph()
         except GraphError as exc:
-            raise UsageError(f"{collection.path}: {exc}") from exc
-        live = LiveRun(uuid.uuid4().hex[:12], target, str(collection.path), task_rows(collection), options)
+            raise UsageError(f"{collection.path if not collection.suite else collection.label}: {exc}") from exc
+        collection.register_into(scheduler)
+        live = LiveRun(uuid.uuid4().hex[:12], target,
+                       collection.label if collection.suite else str(collection.path),
+                       task_rows(collection), options)
         # shown as the history keeps it: secrets redacted, no reprs
         from ..history import snapshot_state
 

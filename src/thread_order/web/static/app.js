@@ -259,6 +259,8 @@ const taskTable = new PagedTable(null, [
   { title: "Depends on", render: (t) => h("span", { class: "deps" }, t.after.length ? t.after.join(", ") : "—") },
   { title: "Tags", render: (t) => t.tags.map((x) => h("span", { class: "tag" }, x)) },
   { title: "Options", render: (t) => [
+    t.case ? h("span", { class: "flag", title: "a case of a parametrized task" },
+      Object.entries(t.case).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join(", ")) : null,
     t.always ? h("span", { class: "flag", title: "runs whatever its dependencies ended as" }, "always") : null,
     t.retries ? h("span", { class: "flag" }, `retries ${t.retries}`) : null,
     t.timeout ? h("span", { class: "flag" }, `timeout ${t.timeout}s`) : null,

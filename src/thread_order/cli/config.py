@@ -1,0 +1,198 @@
+"""A suite's defaults: ``[tool.tdrun]`` in ``pyproject.toml``, and ``tdrun --show-config``.
+
+The file is found from the current directory upwards, as pytest finds its
+ini: the first ``pyproject.toml`` holding a ``[tool.tdrun]`` table. The command
+line wins over the file (its ``addopts`` come first, so a later option on the
+command line overrides them), the file over the built-in defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..engine.errors import UsageError
+from ..engine.model import parse_tags
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["Config", "find_config", "KEYS", "show_config"]
+
+#: key -> what it may hold (said in the error for a bad value)
+KEYS = {
+    "workers": "a whole number >= 1",
+    "tags": "tag names: a string 'a,b' or a list of strings",
+    "pattern": "a glob for the files a directory collects, such as 'test_*.py'",
+    "history": "a file path, or false for no history",
+    "addopts": "tdrun options: a string or a list of strings",
+}
+
+
+@dataclass
+class Config:
+    """The settings of one ``[tool.tdrun]`` table (``path`` None: no file was found)."""
+
+    path: Path | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def addopts(self) -> list[str]:
+        return list(self.values.get("addopts", []))
+
+    def where(self, key: str) -> str:
+        return f"{_shown(self.path)} [tool.tdrun] {key}"
+
+
+def _shown(path: Path | None) -> str:
+    if path is None:
+        return "pyproject.toml"
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def find_config(start: Path | None = None) -> Config:
+    """The ``[tool.tdrun]`` settings in force from ``start`` (default: the current directory).
+
+    Raises:
+        UsageError: the file is not TOML, or an unknown key or a bad value (one line
+            naming the file, the key and what is allowed).
+    """
+    folder = (start or Path.cwd()).resolve()
+    for candidate in (folder, *folder.parents):
+        path = candidate / "pyproject.toml"
+        if not path.is_file():
+            continue
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{_shown(path)}: cannot read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"{_shown(path)}: invalid TOML: {exc}") from None
+        table = data.get("tool", {}).get("tdrun") if isinstance(data.get("tool"), dict) else None
+        if table is None:
+            continue
+        if not isinstance(table, dict):
+            raise UsageError(f"{_shown(path)}: [tool.tdrun] must be a table")
+        return Config(path, _check(path, table))
+    return Config()
+
+
+def _check(path: Path, table: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in KEYS:
+            raise UsageError(f"{_shown(path)}: [tool.tdrun] unknown key {key!r}; "
+                             f"allowed: {', '.join(sorted(KEYS))}")
+        bad = UsageError(f"{_shown(path)}: [tool.tdrun] {key}: expected {KEYS[key]}, got {value!r}")
+        if key == "workers":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad
+        elif key == "tags":
+            try:
+                tags = parse_tags(value)
+            except TypeError:
+                raise bad from None
+            if not tags:
+                raise bad
+            value = ",".join(tags)
+        elif key == "pattern":
+            if not isinstance(value, str) or not value.strip():
+                raise bad
+        elif key == "history":
+            if value is True:
+                continue
+            if value is not False and (not isinstance(value, str) or not value.strip()):
+                raise bad
+            if isinstance(value, str):  # relative to the file, wherever tdrun runs from below it
+                value = str(path.parent / value)
+        elif key == "addopts":
+            if isinstance(value, str):
+                try:
+                    value = shlex.split(value)
+                except ValueError as exc:
+                    raise UsageError(f"{_shown(path)}: [tool.tdrun] addopts: {exc}") from None
+            elif not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise bad
+        out[key] = value
+    return out
+
+
+def show_config(rows: list[tuple[str, str, str]], config: Config) -> str:
+    """The text of ``--show-config``: each setting, its value and where it came from."""
+    head = (f"settings from {_shown(config.path)} [tool.tdrun] and the command line"
+            if config.path else "no pyproject.toml with [tool.tdrun] from here upwards; "
+                                "built-in defaults and the command line")
+    width = max(len(name) for name, _, _ in rows)
+    vwidth = max(len(value) for _, value, _ in rows)
+    lines = [head]
+    lines += [f"  {name:<{width}}  {value:<{vwidth}}  {source}" for name, value, source in rows]
+    return "\n".join(lines) + "\n"
+
+
+#: setting -> (the argparse attribute, the option on the command line)
+_SETTINGS = [("workers", "workers", "--workers"), ("tags", "tags", "--tags"),
+             ("pattern", "pattern", "--pattern"), ("-k", "keyword", "-k")]
+
+
+def apply_config(args: Any, config: Config, argv: list[str], parse: Any) -> list[tuple[str, str, str]]:
+    """Fill ``args`` (parsed from the file's addopts + ``argv``) with the file's settings
+    where neither the command line nor addopts gave one; returns ``--show-config``'s rows
+    ``(setting, value, where it came from)``. ``parse`` is tdrun's option parser."""
+    from ..engine.scheduler import default_workers
+
+    def layer(opts: list[str]) -> Any:
+        try:
+            return parse([*opts, "--show-config"])[0] if opts else None
+        except (UsageError, SystemExit):
+            return None
+
+    layers = [("command line", layer(argv)), (f"{_shown(config.path)} [tool.tdrun] addopts",
+                                              layer(config.addopts))]
+
+    def source(attr: str, default: Any = None) -> str | None:
+        for name, ns in layers:
+            if ns is not None and getattr(ns, attr, default) != default:
+                return name
+        return None
+
+    rows = []
+    for setting, attr, _ in _SETTINGS:
+        where = source(attr)
+        if where is None and setting in config.values:
+            setattr(args, attr, config.values[setting])
+            where = config.where(setting)
+        value = getattr(args, attr)
+        shown = {"workers": f"min({default_workers}, number of tasks)", "pattern": "*.py"}.get(setting, "-")
+        rows.append((setting, shown if value is None else str(value), where or "default"))
+
+    off = os.environ.get("TDRUN_HISTORY", "").lower() in ("off", "0", "no", "false")
+    where = source("history") or source("no_history", False)
+    if where is None and "history" in config.values:
+        where = config.where("history")
+        if config.values["history"] is False:
+            args.no_history = True
+        elif not off:
+            args.history = config.values["history"]
+        else:
+            where = "TDRUN_HISTORY=off (the environment wins over the file)"
+    if args.no_history:
+        value = "off"
+    elif args.history:
+        value = args.history
+    elif off:
+        value, where = "off", where or "TDRUN_HISTORY=off"
+    else:
+        value = ".tdrun/history.db"
+    rows.append(("history", value, where or "default"))
+    rows.append(("addopts", " ".join(map(shlex.quote, config.addopts)) or "-",
+                 config.where("addopts") if config.addopts else "default"))
+    return rows

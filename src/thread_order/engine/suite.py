@@ -339,7 +339,11 @@ def _resolve(dep: str, label: str, spaces: dict[str, dict[str, str]], multi: boo
 
 
 def _close(word: str, names: list[str], n: int = 3) -> list[str]:
-    """The ``n`` names most like ``word`` (difflib's ratio >= 0.6), ties in the order given."""
+    """The ``n`` names most like ``word`` (difflib's ratio >= 0.6), ties in the order given;
+    the cases of a parametrized task only when its own name is not a candidate."""
+    bases = set(names)
+    names = [m for m in names if not (m.endswith("]") and "[" in m and m[:m.index("[")] in bases)
+             or word.endswith("]")]
     matcher = difflib.SequenceMatcher(b=word)
     scored = []
     for i, name in enumerate(names):

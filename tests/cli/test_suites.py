@@ -269,3 +269,26 @@ def test_a_parametrized_module_with_a_collection_error_names_the_task(tmp_path, 
     result = tdrun_main(path)
     assert (result.code, result.err) == (4, f"tdrun: error: {path}: task 'delete[b]' depends on 'create', "
                                             "which has no case with cidr='b'\n")
+
+
+def test_one_module_keeps_bare_names_and_suggests_a_close_name(tmp_path, tdrun_main):
+    path = write(tmp_path, "one.py", """
+        from thread_order import mark
+
+        @mark(params={"n": [1, 2]})
+        def create_network(state, n): pass
+
+        @mark(after=["create_netwrok"])
+        def use(state): pass
+    """)
+    result = tdrun_main(path)
+    assert (result.code, result.err) == (4, "tdrun: error: task 'use' depends on unknown task 'create_netwrok'; "
+                                            "did you mean 'create_network'?\n")
+    listed = tdrun_main(f"{path}::create_network", "--list")  # a parametrized task's name: all its cases
+    assert listed.code == 0, listed.err
+    assert [line.split()[1] for line in listed.out.splitlines()[1:]] == ["create_network[1]", "create_network[2]"]
+    one = tdrun_main(f"{path}::create_network[2]", "--list")
+    assert [line.split()[1] for line in one.out.splitlines()[1:]] == ["create_network[2]"]
+    missing = tdrun_main(f"{path}::create_netwrk")
+    assert missing.err == (f"tdrun: error: {path}: no marked task named 'create_netwrk'; did you mean "
+                           "'create_network'?\n")

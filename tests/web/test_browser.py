@@ -444,3 +444,27 @@ def test_a_forced_stop_names_the_teardown_it_left_behind(page, server):
         assert page.locator("#run-summary .teardown-not-run").all_inner_texts() == [
             "teardown did not run: teardown \u2014 resources they clean up may remain"]
         shot(page, "16-forced-stop")
+
+
+def test_a_directory_loads_as_a_suite_showing_modules_and_cases(page, tmp_path):
+    suite = tmp_path / "suite"
+    (suite / "compute").mkdir(parents=True)
+    (suite / "network.py").write_text(
+        "from thread_order import mark\n\n@mark()\ndef create_network(state):\n    pass\n")
+    (suite / "compute" / "vms.py").write_text(
+        "from thread_order import mark\n\n"
+        "@mark(after=['create_network'], params={'region': ['eu', 'us']})\n"
+        "def create_vm(state, region):\n    pass\n")
+    load_and_wait(page, str(suite))
+    rows = page.locator("#task-table tbody tr")
+    assert rows.count() == 3
+    first = rows.nth(0)
+    assert first.locator("td").nth(1).inner_text().startswith("compute/vms::create_vm[eu]")
+    assert first.locator(".flag").first.inner_text() == "region=eu"
+    assert first.locator(".deps").inner_text() == "network::create_network"
+    page.wait_for_selector('#module-graph svg g.node[data-task="compute/vms::create_vm[us]"]')
+    page.click("a[data-tab=run]")
+    page.click("#run-button")
+    wait_finished(page)
+    assert counter(page, "PASSED") == 3
+    assert recent(page, re.escape("compute/vms::create_vm[us]")).count() == 1

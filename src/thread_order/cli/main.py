@@ -339,10 +339,9 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO) -> int:
     if not collection.specs:
         where = str(collection.path) if not collection.suite else f"the suite {collection.label}"
         if collection.all_names and (args.tags or args.keyword):
-            asked = " and ".join(x for x in (args.tags and f"the tags {args.tags!r}",
+            asked = " and ".join(x for x in (args.tags and f"has the tags {args.tags!r}",
                                              args.keyword and f"matches -k {args.keyword!r}") if x)
-            err.write(f"tdrun: no tasks collected: no task in {where} has {asked}\n"
-                      .replace("has matches", "matches"))
+            err.write(f"tdrun: no tasks collected: no task in {where} {asked}\n")
         else:
             err.write(f"tdrun: no tasks collected: {where} has no @mark functions\n")
         return EXIT_NO_TASKS

@@ -26,6 +26,7 @@ __all__ = ["Case", "Group", "expand", "case_name", "bind", "pair", "resolve_grou
 
 _SCALARS = (str, int, float, bool, complex, type(None))
 _PLAIN = frozenset(_SCALARS)
+_INJECTIVE = frozenset((str, int))  # types whose str() of distinct values differ
 
 
 class Case(NamedTuple):
@@ -190,13 +191,16 @@ def expand(fn: Callable, name: str, params: Any, ids: Any = None, with_state: bo
     _check_signature(name, fn, checked, with_state)
     if ids is None and len(checked) == 1:  # the common case, without the general machinery
         ((key, values),) = checked.items()
-        if all(type(v) in _PLAIN for v in values):
+        types = set(map(type, values))
+        if types <= _PLAIN:
             names = tuple([f"{name}[{v}]" for v in values])  # the id is str(value)
             case_ids = tuple([n[len(name) + 1:-1] for n in names]) if len(names) < 64 else _Ids(name, names)
         else:
             case_ids = tuple([_auto_id(key, v, i) for i, v in enumerate(values)])
             names = tuple([f"{name}[{case_id}]" for case_id in case_ids])
-        if len(set(names)) != len(names):  # names are unique exactly when ids are
+        # names are unique exactly when ids are; for values all str or all int, when values are
+        distinct = len(set(values)) if len(types) == 1 and types <= _INJECTIVE else len(set(names))
+        if distinct != len(names):
             _check_unique(name, list(case_ids))
         calls = tuple([partial(fn, **{key: v}) for v in values])
         return Group(name, (key,), names, case_ids, tuple([call.keywords for call in calls]), calls)

@@ -255,7 +255,7 @@ def assemble(
             full = spaces[mod.label].get(name)
             if full is None:
                 raise UsageError(f"{mod.path_str}: no marked task named {name!r}"
-                                 + did_you_mean(name, list(spaces[mod.label])))
+                                 + did_you_mean(name, _without_cases(name, list(spaces[mod.label]))))
             for one in (groups[full].names if full in groups else [full]):
                 picked[one] = mod.path_str
     has_filter = bool(picked) or bool(tags) or keyword is not None
@@ -324,7 +324,7 @@ def _resolve(dep: str, label: str, spaces: dict[str, dict[str, str]], multi: boo
         if hit is not None:
             return hit
         return tuple(f"{module}{SEP}{n}" if multi else n
-                     for n in close_names(name, list(spaces[module]))), False
+                     for n in close_names(name, _without_cases(name, list(spaces[module])))), False
     if not sep:
         hits = [space[dep] for other, space in spaces.items() if other != label and dep in space]
         if len(hits) == 1:
@@ -337,5 +337,14 @@ def _resolve(dep: str, label: str, spaces: dict[str, dict[str, str]], multi: boo
             fulls.setdefault(n, []).append(full)
             if full != n:
                 fulls.setdefault(full, []).append(full)
-    close = close_names(dep, list(fulls))
+    close = close_names(dep, _without_cases(dep, list(fulls)))
     return tuple(dict.fromkeys(full for c in close for full in fulls[c]))[:3], False
+
+
+def _without_cases(word: str, names: list[str]) -> list[str]:
+    """``names`` to suggest from for ``word``: the cases of a parametrized task only when its
+    own name is not there, or when ``word`` names a case itself."""
+    if word.endswith("]"):
+        return names
+    bases = set(names)
+    return [m for m in names if not (m.endswith("]") and "[" in m and m[:m.index("[")] in bases)]

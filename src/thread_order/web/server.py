@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Start the thread-order web UI: load a task module, edit the initial state, "
                     "run it and watch it live, browse the run history. Loading a module runs its code.",
     )
-    p.add_argument("module", nargs="?", help="a task module to load at start (path.py or path.py::task)")
+    p.add_argument("module", nargs="?", help="a task module to load at start (path.py, path.py::task or a directory)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; others need --allow-remote)")
     p.add_argument("--port", type=int, default=0, help="port to listen on (default 0: a free port)")

@@ -120,9 +120,11 @@ def chrome_trace(run: dict[str, Any]) -> dict[str, Any]:
     ends = {str(t["name"]): _number(t.get("finished_at")) for t in tasks}
     for n, (name, event) in enumerate(slices.items(), 1):
         deps = upstream.get(name, [])
-        dep_ends = [ends[d] for d in deps if ends.get(d) is not None]
-        ready = max(dep_ends) if dep_ends else run_start
-        ready_ts = min(_us(ready - origin), event["ts"])
+        # a dependency that ran ends where its slice ends (its record's finished_at is taken
+        # by the dispatcher, a little later): the wait starts where the arrow leaves
+        dep_ends = [(slices[d]["ts"] + slices[d]["dur"]) if d in slices else _us(ends[d] - origin)
+                    for d in deps if d in slices or ends.get(d) is not None]
+        ready_ts = min(round(max(dep_ends), 3) if dep_ends else _us(run_start - origin), event["ts"])
         args = {"from": "the end of its last dependency" if dep_ends else "the start of the run",
                 "waited_ms": round((event["ts"] - ready_ts) / 1000, 3)}
         if (event["args"].get("attempts") or 0) > 1:

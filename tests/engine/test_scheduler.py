@@ -1066,3 +1066,15 @@ def test_a_callback_raising_system_exit_is_logged_and_the_run_goes_on(caplog):
         summary = start_or_fail(s)
     assert statuses(summary) == {"a": PASSED, "b": PASSED}
     assert any("SystemExit" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+
+
+def test_dependencies_map_each_task_to_its_distinct_names_without_validating():
+    s = Scheduler(workers=1)
+    s.register(returns(0), "b", after=["a", "a"])
+    s.register(returns(0), "a")
+    deps = s.dependencies
+    assert deps == {"b": ("a",), "a": ()} and list(deps) == ["b", "a"]
+    deps["c"] = ()
+    assert "c" not in s.dependencies
+    s.register(returns(0), "d", after="missing")
+    assert s.dependencies["d"] == ("missing",)  # not a graph: unknown names are start()'s to report

@@ -246,6 +246,16 @@ class Scheduler:
         return self._specs
 
     @property
+    def dependencies(self) -> dict[str, tuple[str, ...]]:
+        """Each registered task's dependencies (distinct names), by name in registration order.
+
+        A new dict, not validated (see ``graph``); cheaper than ``tasks`` for a large run.
+        """
+        _distinct_afters(self._afters, self._distinct)
+        self._distinct = len(self._afters)
+        return dict(zip(self._names, self._afters))
+
+    @property
     def graph(self) -> Graph:
         """The validated dependency graph (raises GraphError if it is not a DAG)."""
         if self._graph is None:

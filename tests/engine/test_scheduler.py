@@ -161,6 +161,18 @@ def test_register_keeps_dependencies_as_distinct_names_whatever_their_container(
     assert s.start()["passed"] == ["a", "b", "t1", "t2", "t3", "t4", "t5"]
 
 
+def test_repeated_dependencies_registered_after_the_graph_was_read_are_one_edge_too():
+    s = Scheduler(workers=2)
+    s.register(returns(0), "a")
+    assert s.graph.edge_count == 0
+    s.register(returns(1), "b", after=("a", "a"))
+    s.register(returns(1), "c", after=["b", "a", "b"])
+    assert s.graph.parents["b"] == ("a",) and s.graph.parents["c"] == ("b", "a")
+    assert s.graph.edge_count == 3
+    assert [t.after for t in s.tasks] == [(), ("a",), ("b", "a")]
+    assert s.start()["passed"] == ["a", "b", "c"]
+
+
 def test_a_graph_read_before_more_tasks_are_registered_stays_as_it_was():
     s = Scheduler(workers=1)
     s.register(returns(0), "a")
@@ -1054,3 +1066,15 @@ def test_a_callback_raising_system_exit_is_logged_and_the_run_goes_on(caplog):
         summary = start_or_fail(s)
     assert statuses(summary) == {"a": PASSED, "b": PASSED}
     assert any("SystemExit" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+
+
+def test_dependencies_map_each_task_to_its_distinct_names_without_validating():
+    s = Scheduler(workers=1)
+    s.register(returns(0), "b", after=["a", "a"])
+    s.register(returns(0), "a")
+    deps = s.dependencies
+    assert deps == {"b": ("a",), "a": ()} and list(deps) == ["b", "a"]
+    deps["c"] = ()
+    assert "c" not in s.dependencies
+    s.register(returns(0), "d", after="missing")
+    assert s.dependencies["d"] == ("missing",)  # not a graph: unknown names are start()'s to report

@@ -123,9 +123,9 @@ class HistoryRecorder:
         if self._thread is not None:
             raise RuntimeError("attach: this recorder is already attached to a run")
         info = dict(run_info or {})
-        specs = scheduler.tasks
-        graph = {"nodes": [s.name for s in specs],
-                 "edges": [[dep, s.name] for s in specs for dep in s.after]}
+        deps = scheduler.dependencies  # names and edges only: no TaskSpec per task
+        graph = {"nodes": list(deps),
+                 "edges": [[dep, name] for name, after in deps.items() for dep in after]}
         state = info.get("state")
         if state is None:
             state = scheduler.state
@@ -141,7 +141,7 @@ class HistoryRecorder:
             "pid": os.getpid(),
             "heartbeat": now,
             "status": "running",
-            "total": len(specs),
+            "total": len(deps),
             "graph": json.dumps(graph),
             "state": json.dumps(snapshot_state(state)),
         }

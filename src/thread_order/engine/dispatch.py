@@ -273,7 +273,7 @@ class Run(LaneMethods, InterruptMethods):
             self._add_timer(time.monotonic() + opts.timeout, TIMER_TIMEOUT, job)
         self.jobs.put(job)
         if self.events._subs[_K_STARTED]:
-            self.events.emit(_K_STARTED, name=self.names[idx], attempt=attempt)
+            self.events.emit_task(_K_STARTED, self.names[idx], None, attempt)
 
     def _adopt(self, job: Job) -> None:
         """Account for a task a worker started directly, as if this thread had launched it."""
@@ -284,9 +284,9 @@ class Run(LaneMethods, InterruptMethods):
             heapq.heappush(self.retry_heap, idx)
         events = self.events
         if events._subs[_K_READY]:
-            events.emit(_K_READY, name=self.names[idx])
+            events.emit_task(_K_READY, self.names[idx])
         if events._subs[_K_STARTED]:
-            events.emit(_K_STARTED, name=self.names[idx], attempt=job.attempt)
+            events.emit_task(_K_STARTED, self.names[idx], None, job.attempt)
 
     def _handle(self, msg: tuple) -> None:
         kind = msg[0]
@@ -315,9 +315,7 @@ class Run(LaneMethods, InterruptMethods):
         elif kind == MSG_RUNNING:
             _, job, thread = msg
             if not job.abandoned:
-                self.events.emit(
-                    EventKind.TASK_RUNNING, name=self.names[job.idx], thread=thread, attempt=job.attempt
-                )
+                self.events.emit_task(EventKind.TASK_RUNNING, self.names[job.idx], thread, job.attempt)
         elif kind == MSG_DROPPED:
             job = msg[1]
             idx = job.idx
@@ -359,7 +357,7 @@ class Run(LaneMethods, InterruptMethods):
         self.where[idx] = _READY
         heapq.heappush(self.ready, idx)
         if self.attempts[idx] == 0 and self.events._subs[_K_READY]:
-            self.events.emit(_K_READY, name=self.names[idx])
+            self.events.emit_task(_K_READY, self.names[idx])
 
     def _decide(self, idx: int) -> None:
         """Every dependency of ``idx`` is final: run it, skip it or cancel it."""
@@ -403,7 +401,7 @@ class Run(LaneMethods, InterruptMethods):
             self.ran.append(record.name)
         events = self.events
         if events._subs[_K_FINISHED]:
-            events.emit(_K_FINISHED, name=record.name, record=record, count=self.finished_count)
+            events.emit_task(_K_FINISHED, record.name, None, 0, record, self.finished_count)
         deps_left = self.deps_left
         cstart = self.cstart
         children = self.cflat[cstart[idx]:cstart[idx + 1]]

@@ -1,11 +1,12 @@
 """Recording the run history: each run and its tasks written to SQLite as they finish.
 
 A :class:`HistoryRecorder` subscribes to a scheduler's event stream. Its
-subscriber only puts events on a queue (cheap, on the dispatcher thread); a
-writer thread of its own turns them into rows, one transaction per batch: a
-batch stays open for at most ``BATCH_WINDOW`` seconds, so a busy run commits
-about ten times a second and a run killed with SIGKILL loses at most the last
-fraction of a second. The file is in WAL mode with a busy timeout, and every
+subscribers only append finished tasks' events to a list and put the run's
+own events on a queue (cheap, on the dispatcher thread); a writer thread of
+its own turns them into rows, one transaction per batch. While the run goes on
+the writer takes what has finished every ``BATCH_WINDOW`` seconds, so a busy
+run commits about ten times a second and a run killed with SIGKILL loses at
+most the last fraction of a second. The file is in WAL mode with a busy timeout, and every
 write transaction is ``BEGIN IMMEDIATE``, so several processes can record into
 one file at once.
 
@@ -80,9 +81,11 @@ class HistoryRecorder:
         self.path = Path(path)
         #: the run's id in the history file, set by attach()
         self.run_id: int | None = None
+        # the run's own events, flush() requests and _STOP: each wakes the writer at once
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        # wakes the writer before its batch window is over: the run ended, or flush() was called
-        self._wake = threading.Event()
+        # TASK_FINISHED events: the dispatcher appends, the writer takes from the front (both
+        # single list operations, atomic under the GIL); they do not wake the writer
+        self._tasks: list[Event] = []
         self._ending = False  # no more events will come: the writer stops waiting for windows
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
@@ -157,11 +160,10 @@ class HistoryRecorder:
             conn.close()
             raise fail(self.path, f"cannot record a run: {describe(exc)}") from None
         self._conn = conn
-        put = self._queue.put
         self._undo = [
-            # the bound put is the whole subscriber: nothing else runs on the dispatcher thread
-            scheduler.subscribe(put, EventKind.RUN_STARTED, EventKind.TASK_FINISHED,
-                                EventKind.RUN_INTERRUPTED),
+            # bound C methods are the whole subscribers: nothing else runs on the dispatcher thread
+            scheduler.subscribe(self._tasks.append, EventKind.TASK_FINISHED),
+            scheduler.subscribe(self._queue.put, EventKind.RUN_STARTED, EventKind.RUN_INTERRUPTED),
             scheduler.subscribe(self._on_run_finished, EventKind.RUN_FINISHED),
         ]
         self._thread = threading.Thread(target=self._write_loop, name="tdrun-history", daemon=True)
@@ -170,7 +172,6 @@ class HistoryRecorder:
     def _on_run_finished(self, event: Event) -> None:
         self._ending = True
         self._queue.put(event)
-        self._wake.set()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every task finished so far is committed; False if ``timeout`` passed first.
@@ -182,7 +183,6 @@ class HistoryRecorder:
             raise RuntimeError("flush: the recorder was never attached")
         done = threading.Event()
         self._queue.put(done)
-        self._wake.set()
         ok = done.wait(timeout) or not self._thread.is_alive()
         if self._error is not None:
             raise fail(self.path, f"could not record run {self.run_id}: {self._error}")
@@ -205,7 +205,6 @@ class HistoryRecorder:
                 undo()
             self._ending = True
             self._queue.put(_STOP)
-            self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise fail(self.path, f"still writing run {self.run_id} after {timeout:g}s")
@@ -217,48 +216,53 @@ class HistoryRecorder:
 
     def _write_loop(self) -> None:
         q = self._queue
+        tasks = self._tasks
         conn = self._conn
         try:
             # an attempt waits at most this long for another process's write lock, so the
             # writer keeps taking the run's events while it backs off
             conn.execute(f"PRAGMA busy_timeout = {int(ATTEMPT_WAIT * 1000)}")
+            written = time.monotonic()
             while True:
-                backing_off = self._retry_at is not None
-                timeout = max(self._retry_at - time.monotonic(), 0.0) if backing_off else HEARTBEAT_INTERVAL
+                if self._retry_at is not None:
+                    timeout = max(self._retry_at - time.monotonic(), 0.0)
+                elif self._started and not self._ending:
+                    timeout = BATCH_WINDOW  # finished tasks do not wake the writer: it looks each window
+                else:
+                    timeout = HEARTBEAT_INTERVAL
+                batch = []
                 try:
-                    first = q.get(timeout=timeout)
+                    batch.append(q.get(timeout=timeout))
                 except queue.Empty:
-                    first = None
-                if first is not None and first is not _STOP and not backing_off \
-                        and not self._wake.is_set():
-                    # hold the batch open: one commit per window instead of one per task, and no
-                    # wake-up per task competing with the dispatcher for the GIL
-                    self._wake.wait(BATCH_WINDOW)
-                if not self._ending:
-                    self._wake.clear()
-                batch = [] if first is None else [first]
+                    pass
                 get = q.get_nowait
                 while True:
                     try:
                         batch.append(get())
                     except queue.Empty:
                         break
-                if self._take(batch):
+                # after the queue: every task that finished before a RUN_FINISHED or a flush()
+                # taken above is in the list by now
+                count = len(tasks)
+                finished = tasks[:count]
+                del tasks[:count]
+                if self._take(batch, finished):
                     break
                 if self._retry_at is not None and time.monotonic() < self._retry_at:
                     continue  # still backing off: the events wait with the rest
-                self._attempt(conn)  # with nothing pending, a heartbeat: this run is still alive
+                if batch or finished or self._retry_at is not None \
+                        or time.monotonic() - written >= HEARTBEAT_INTERVAL:
+                    # with nothing pending, a heartbeat: this run is still alive
+                    if self._attempt(conn):
+                        written = time.monotonic()
             self._last_attempts(conn)
         except BaseException as exc:  # noqa: B902 - never let recording take the process down
             self._give_up(exc)
         finally:
             conn.close()
 
-    def _take(self, batch: list) -> bool:
-        """Turn a batch of events into pending rows; True when the run is over."""
-        finished: list[Event] = []
-        add = finished.append
-        finished_kind = EventKind.TASK_FINISHED
+    def _take(self, batch: list, finished: list[Event]) -> bool:
+        """Turn the run's events and finished tasks into pending rows; True when the run is over."""
         final = self._final
         stop = False
         for item in batch:
@@ -266,8 +270,6 @@ class HistoryRecorder:
                 stop = True
             elif type(item) is not Event:
                 self._flushes.append(item)
-            elif item.kind is finished_kind:
-                add(item)
             elif item.kind is EventKind.RUN_STARTED:
                 self._started = True
                 meta = item.data or {}

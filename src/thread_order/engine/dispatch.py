@@ -20,7 +20,8 @@ from typing import Any, Callable, Sequence
 from .events import EventKind, EventStream
 from .graph import Graph
 from .interrupts import InterruptMethods
-from .lanes import MSG_DONE, MSG_DROPPED, MSG_RUNNING, TIMER_RETRY, TIMER_TIMEOUT, Job, Lane, LaneMethods
+from .lanes import (MSG_BEGAN, MSG_DONE, MSG_DROPPED, MSG_RUNNING, TIMER_GATE, TIMER_RETRY, TIMER_TIMEOUT,
+                    Job, Lane, LaneMethods)
 from .model import TaskOptions, TaskRecord, TaskStatus
 from .signals import install_interrupt_handler
 from .summary import build_summary
@@ -111,6 +112,8 @@ class Run(LaneMethods, InterruptMethods):
         # the attempt in flight per task (None once final); a worker starting a child
         # directly fills the child's entry before the dispatcher hears of it
         self.job_of: list[Job | None] = [None] * n
+        # the pools' gate (engine/pools.py), set by the Scheduler; None when no task is in a pool
+        self.gate: Any = None
 
     def execute(self) -> dict:
         """Run every task; returns the summary (``self.records`` holds every record).
@@ -222,6 +225,8 @@ class Run(LaneMethods, InterruptMethods):
         when they are handed over. A worker may start a task itself only when
         this rule would have started it next anyway (see ``_launch``).
         """
+        if self.gate is not None:
+            self._pump()
         ready = self.ready
         where = self.where
         width = self.width
@@ -254,7 +259,27 @@ class Run(LaneMethods, InterruptMethods):
             if where[i] in (_RUNNING, _RETRY_WAIT) and self.attempts[i] <= self.options[i].retries:
                 return min(ptr, i)
             heapq.heappop(heap)
+        if self.gate is not None:  # a task waiting for a pool may start as soon as it has room
+            low = self.gate.lowest_waiting()
+            if low is not None and low < ptr:
+                return low
         return ptr
+
+    def _pump(self) -> None:
+        """Let the tasks whose pools have room into the ready heap; sleep on the timer heap
+        until a rate has room again; tell the live view how many wait."""
+        gate = self.gate
+        if gate.dirty:
+            admitted, wake = gate.pump()
+            for idx in admitted:
+                if self.where[idx] == _READY:
+                    heapq.heappush(self.ready, idx)
+            if wake is not None:
+                self._add_timer(time.monotonic() + max(wake - time.time(), 0.0), TIMER_GATE, None)
+        if gate.changed:
+            gate.changed = False
+            if self.events._subs[EventKind.POOL_WAITING]:
+                self.events.emit(EventKind.POOL_WAITING, data={"waiting": gate.waiting_counts()})
 
     def _launch(self, idx: int) -> None:
         opts = self.options[idx]
@@ -264,8 +289,10 @@ class Run(LaneMethods, InterruptMethods):
         # alone in flight, nothing ready, no timer that could make anything ready, nobody
         # to react to events in between: only this task's dependents can be next
         direct = (self.inflight == 1 and not self.ready and not self.timers and opts.timeout is None
-                  and self.events.task_quiet)
+                  and self.events.task_quiet and (self.gate is None or not self.gate.waiting))
         job = Job(idx, attempt, direct)
+        if self.gate is not None and idx in self.gate.rated:
+            job.rated = True
         self.job_of[idx] = job
         if attempt <= opts.retries:
             heapq.heappush(self.retry_heap, idx)
@@ -296,6 +323,9 @@ class Run(LaneMethods, InterruptMethods):
                 return  # timed out earlier; its outcome is already recorded
             self.inflight -= 1
             idx = job.idx
+            if self.gate is not None and self.gate.of[idx] is not None:
+                self._pooled_done(msg)
+                return
             if ok:
                 name = self.names[idx]
                 results = self.results
@@ -316,28 +346,58 @@ class Run(LaneMethods, InterruptMethods):
             _, job, thread = msg
             if not job.abandoned:
                 self.events.emit_task(EventKind.TASK_RUNNING, self.names[job.idx], thread, job.attempt)
+        elif kind == MSG_BEGAN:
+            job = msg[1]
+            self.gate.began(job.idx, msg[2])
         elif kind == MSG_DROPPED:
             job = msg[1]
             idx = job.idx
             if job.abandoned or self.where[idx] != _RUNNING or self.job_of[idx] is not job:
                 return  # already accounted for (timed out, or the run was stopped)
             self.inflight -= 1
+            if self.gate is not None:
+                self.gate.release(idx, started=False)
             self.attempts[idx] -= 1  # this attempt never ran
             self._stop_unstarted(idx)
         else:
             self._interrupt(force=msg[1] or self.interrupted)
 
-    def _attempt_failed(self, idx, thread, error, started, duration, output) -> None:
+    def _pooled_done(self, msg: tuple) -> None:
+        """MSG_DONE of a task in a pool: its slots go back, its record says how long it waited."""
+        _, job, ok, value, error, started, duration, output, thread, nxt = msg
+        idx = job.idx
+        gate = self.gate
+        gate.release(idx)
+        waited, pool = gate.wait_of(idx, started)
+        if not ok:
+            self._attempt_failed(idx, thread, error, started, duration, output, (waited, pool))
+            return
+        name = self.names[idx]
+        if self.results is not None and nxt is None:
+            with self.state_lock:
+                self.results[name] = value
+        if nxt is not None:
+            self.where[nxt.idx] = _RUNNING
+        self._finish(idx, TaskRecord(
+            name, _PASSED, thread, started, started + duration, duration, job.attempt,
+            None, None, None, output, None, self.options[idx].tags, waited, pool,
+        ))
+        if nxt is not None:
+            self._adopt(nxt)
+
+    def _attempt_failed(self, idx, thread, error, started, duration, output, wait=None) -> None:
         opts = self.options[idx]
         name = self.names[idx]
         attempt = self.attempts[idx]
         error_type, message, tb = error
         if started is None:
             started = time.time() - duration
+        if wait is None and self.gate is not None and self.gate.of[idx] is not None:  # a timeout
+            wait = self.gate.wait_of(idx, started)
         record = TaskRecord(
             name, _FAILED, thread, started, started + duration, duration, attempt,
             error_type, message, tb if tb is not None else f"{error_type}: {message}\n", output,
-            tags=opts.tags,
+            tags=opts.tags, **({} if wait is None else {"waited": wait[0], "waited_for": wait[1]}),
         )
         if attempt <= opts.retries and not self.interrupted:
             self.where[idx] = _RETRY_WAIT
@@ -355,7 +415,10 @@ class Run(LaneMethods, InterruptMethods):
 
     def _make_ready(self, idx: int) -> None:
         self.where[idx] = _READY
-        heapq.heappush(self.ready, idx)
+        gate = self.gate
+        if gate is None or gate.of[idx] is None or gate.enter(idx):
+            heapq.heappush(self.ready, idx)
+        # else it waits at the gate, holding nothing: _dispatch lets it in when its pools have room
         if self.attempts[idx] == 0 and self.events._subs[_K_READY]:
             self.events.emit_task(_K_READY, self.names[idx])
 
@@ -393,6 +456,8 @@ class Run(LaneMethods, InterruptMethods):
         self.where[idx] = _DONE
         self.records[idx] = record
         self.job_of[idx] = None
+        if self.gate is not None and self.gate.of[idx] is not None:
+            self.gate.final(idx)  # whatever it still holds or waits for: no slot outlives a task
         self.unfinished -= 1
         self.finished_count += 1
         status = record.status

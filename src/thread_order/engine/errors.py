@@ -9,7 +9,8 @@ The tree::
      |    +-- AmbiguousDependencyError a name several modules define (.task, .dependency, .candidates)
      |    +-- UnpairedCaseError      no case of a parametrized dependency has a case's values
      |    +-- CycleError             a dependency cycle           (.cycle)
-     +-- UsageError                  bad input to a front-end (file, option, target)
+     +-- PoolError (ValueError)      a bad pool, or a task in a pool nobody declared
+ +-- UsageError                  bad input to a front-end (file, option, target)
      +-- HistoryError                the run history cannot be read or written
      +-- WorkerStartError (RuntimeError) no thread to run on; nothing ran
 
@@ -29,6 +30,7 @@ __all__ = [
     "AmbiguousDependencyError",
     "UnpairedCaseError",
     "CycleError",
+    "PoolError",
     "UsageError",
     "HistoryError",
     "WorkerStartError",
@@ -120,6 +122,10 @@ class CycleError(GraphError):
     def __init__(self, cycle: list[str]) -> None:
         super().__init__("dependency cycle: " + " -> ".join(cycle))
         self.cycle = list(cycle)
+
+
+class PoolError(ThreadOrderError, ValueError):
+    """A pool with a bad name, size or rate, or a task in a pool that is not declared."""
 
 
 class UsageError(ThreadOrderError):

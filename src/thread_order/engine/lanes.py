@@ -26,9 +26,9 @@ log = logging.getLogger("thread_order")
 _K_RUNNING = EventKind.TASK_RUNNING
 
 # messages to the dispatcher (the thread that called start())
-MSG_DONE, MSG_RUNNING, MSG_INTERRUPT, MSG_DROPPED = range(4)
+MSG_DONE, MSG_RUNNING, MSG_INTERRUPT, MSG_DROPPED, MSG_BEGAN = range(5)
 # timer kinds
-TIMER_TIMEOUT, TIMER_RETRY = range(2)
+TIMER_TIMEOUT, TIMER_RETRY, TIMER_GATE = range(3)
 
 
 def joined(pieces: list | None) -> str:
@@ -71,7 +71,7 @@ class Lane:
 class Job:
     """One attempt of one task, handed to a worker."""
 
-    __slots__ = ("idx", "attempt", "lane", "abandoned", "done", "started", "direct")
+    __slots__ = ("idx", "attempt", "lane", "abandoned", "done", "started", "direct", "rated")
 
     def __init__(self, idx: int, attempt: int, direct: bool = False) -> None:
         self.idx = idx
@@ -83,6 +83,9 @@ class Job:
         # set when nothing else is in flight or ready: if this task passes and has a single
         # child depending on it alone, the worker may start that child itself (see _worker)
         self.direct = direct
+        # in a pool with a rate: the worker reports when it begins (MSG_BEGAN), as the rate
+        # counts real starts
+        self.rated = False
 
 
 class LaneMethods:
@@ -143,6 +146,8 @@ class LaneMethods:
             if capture:
                 buffers[ident] = mine
             started = wall()
+            if job.rated:
+                put((MSG_BEGAN, job, started))
             t0 = perf()
             try:
                 value = fns[idx](state) if opts.with_state else fns[idx]()
@@ -181,7 +186,7 @@ class LaneMethods:
             if ok and job.direct and cstart[idx + 1] - cstart[idx] == 1:
                 child = cflat[cstart[idx]]
                 if (pstart[child + 1] - pstart[child] == 1 and options[child].timeout is None
-                        and events.task_quiet):
+                        and not options[child].pools and events.task_quiet):
                     with handshake:
                         if not (self.forced or self.stop_requested):
                             nxt = Job(child, 1, direct=True)
@@ -236,6 +241,8 @@ class LaneMethods:
             _, _, kind, payload = heapq.heappop(timers)
             if kind == TIMER_TIMEOUT:
                 self._timeout(payload)
+            elif kind == TIMER_GATE:
+                self.gate.timer()
             else:  # a retry's delay is over
                 idx = payload
                 if self.where[idx] == self.RETRY_WAIT:
@@ -254,6 +261,10 @@ class LaneMethods:
             if lane is not None:
                 lane.abandoned = True
         self.inflight -= 1
+        if self.gate is not None:
+            # the slot is given back at the timeout, though the abandoned call may still run:
+            # a hung call must not hold its pool for the rest of the run (see README)
+            self.gate.release(idx, started=lane is not None)
         output = ""
         if lane is None:
             thread_name = None  # nobody picked it up; whoever does will drop it

@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, NamedTuple
 
+from .pools import pool_names
+
 __all__ = [
     "TaskStatus", "TaskSpec", "TaskOptions", "TaskRecord", "mark", "dmark", "parse_tags", "MARK_ATTR",
 ]
@@ -124,6 +126,7 @@ class TaskSpec:
     retries: int = 0
     retry_delay: float = 0.0
     timeout: float | None = None
+    pools: tuple[str, ...] = ()  # the pools it must have room in to start (engine/pools.py)
 
     @classmethod
     def build(
@@ -139,6 +142,7 @@ class TaskSpec:
         timeout: float | None = None,
         *,
         runnable: bool = True,
+        pool: str | Iterable[str] | None = None,
     ) -> "TaskSpec":
         """Validate user input and build a spec; raises TypeError or ValueError naming the task.
 
@@ -173,6 +177,7 @@ class TaskSpec:
             retries=retries,
             retry_delay=float(retry_delay),
             timeout=None if timeout is None else float(timeout),
+            pools=pool_names(pool, name),
         )
 
 
@@ -190,11 +195,13 @@ class TaskOptions(NamedTuple):
     retries: int = 0
     retry_delay: float = 0.0
     timeout: float | None = None
+    pools: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, spec: "TaskSpec") -> "TaskOptions":
         """The options of ``spec``, shared with every other task that has the same."""
-        opts = cls(spec.with_state, spec.tags, spec.always, spec.retries, spec.retry_delay, spec.timeout)
+        opts = cls(spec.with_state, spec.tags, spec.always, spec.retries, spec.retry_delay, spec.timeout,
+                   spec.pools)
         return _SHARED_OPTIONS.get(opts, opts)
 
 
@@ -208,7 +215,8 @@ class TaskRecord(NamedTuple):
     """What happened to one task in one run.
 
     Times are epoch seconds (for display); ``duration`` is measured with a
-    monotonic clock. ``thread`` is None for tasks that never ran. An immutable
+    monotonic clock. ``thread`` is None for tasks that never ran. ``waited`` and
+    ``waited_for`` are kept for tasks in a pool (0.0 and None for the rest). An immutable
     named tuple rather than a frozen dataclass: the dispatcher builds one per
     task on its hot path, and this is several times cheaper to construct.
     """
@@ -226,6 +234,10 @@ class TaskRecord(NamedTuple):
     output: str = ""
     reason: str | None = None
     tags: tuple[str, ...] = ()
+    #: seconds between becoming ready and starting (its last attempt), for a task in a pool
+    waited: float = 0.0
+    #: the pool that kept it waiting, or None when it started as soon as a worker was free
+    waited_for: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (status as its string value)."""
@@ -247,6 +259,7 @@ def _marker(default_with_state: bool):
         timeout: float | None = None,
         params: dict[str, list] | None = None,
         ids: list[str] | Callable[[Any], str | None] | None = None,
+        pool: str | Iterable[str] | None = None,
     ):
         options = dict(
             after=after,
@@ -260,7 +273,8 @@ def _marker(default_with_state: bool):
 
         def decorate(fn):
             # validate now so a bad option is reported at import, naming the function
-            spec = TaskSpec.build(fn, getattr(fn, "__name__", repr(fn)), **options, runnable=False)
+            spec = TaskSpec.build(fn, getattr(fn, "__name__", repr(fn)), **options, runnable=False,
+                                  pool=pool)
             if params is not None or ids is not None:
                 from .params import expand
 
@@ -280,6 +294,7 @@ def _marker(default_with_state: bool):
                     "retries": spec.retries,
                     "retry_delay": spec.retry_delay,
                     "timeout": spec.timeout,
+                    **({"pools": list(spec.pools)} if spec.pools else {}),
                     **({} if params is None else {"params": params, "ids": ids}),
                 },
             )

@@ -14,6 +14,7 @@ from .errors import DuplicateTaskError
 from .events import Event, EventKind, EventStream
 from .graph import Graph
 from .model import NOT_PLAIN_FLAGS, PLAIN, STATEFUL, TaskOptions, TaskRecord, TaskSpec
+from .pools import Gate, Pool, check_task_pools, parse_pools, pool_of
 
 __all__ = ["Scheduler", "default_workers"]
 
@@ -100,12 +101,15 @@ class Scheduler:
             each failed task (ERROR) and each failed attempt that is retried (WARNING).
         verbose: with ``setup_logging``, log at DEBUG instead of INFO.
         capture: collect each task's stdout, stderr and log records into its record.
+        pools: ``{name: size}`` or ``{name: {"size": N, "rate": "10/s"}}``: pools tasks
+            may be put in with ``register(..., pool=name)`` (see :meth:`add_pool`).
 
     Raises:
         TypeError: ``workers`` is not an integer, ``state`` not a dict, or one of the keys the
             engine owns holds the wrong thing: ``state['_state_lock']`` must be a lock and
             ``state['results']`` (with ``store_results``) a dict.
         ValueError: ``workers`` is less than 1.
+        PoolError: a bad pool (a ValueError).
     """
 
     def __init__(
@@ -118,6 +122,7 @@ class Scheduler:
         setup_logging: bool = False,
         verbose: bool = False,
         capture: bool = True,
+        pools: dict[str, Any] | None = None,
     ) -> None:
         if workers is None:
             workers = default_workers
@@ -153,12 +158,15 @@ class Scheduler:
         self._graph: Graph | None = None
         # parametrized tasks (engine/params.py): base name -> Group
         self._groups: dict = {}
+        self._pooled = 0  # tasks registered in a pool: none, and a run needs no gate
         # guards _run: the one start() in progress, reached by cancel() from any thread
         self._lock = threading.Lock()
         self._run: Run | None = None
         self.last_summary: dict | None = None
         #: the TaskRecord of every task of the last run, in registration order
         self.last_records: list[TaskRecord] = []
+        #: the declared pools, by name (engine/pools.py)
+        self.pools: dict[str, Pool] = parse_pools(pools, "Scheduler")
 
     # ------------------------------------------------------------------ registration
 
@@ -176,8 +184,12 @@ class Scheduler:
         timeout: float | None = None,
         params: dict[str, list] | None = None,
         ids: list[str] | Callable[[Any], str | None] | None = None,
+        pool: str | Iterable[str] | None = None,
     ) -> None:
         """Add a task. Dependencies may name tasks registered later.
+
+        ``pool`` puts the task in a pool (or a list of pools, all of which must
+        have room for it to start); the pools must be declared by ``start()``.
 
         ``params={"key": [values]}`` registers one task per case instead,
         ``name[id]``, each called with its values as keyword arguments (see
@@ -193,7 +205,7 @@ class Scheduler:
             if params is None:
                 raise TypeError(f"task {name!r}: ids= needs params=")
             options = dict(tags=tags, always=always, retries=retries, retry_delay=retry_delay,
-                           timeout=timeout)
+                           timeout=timeout, pool=pool)
             TaskSpec.build(fn, name, after, with_state, **options)  # all checked before any case is in
             register_cases(self, fn, name, after, with_state, params, ids, options)
             return
@@ -203,6 +215,7 @@ class Scheduler:
         # Options are compared by identity with their defaults (an explicit `retries=0` is the
         # same cached int; anything else, say `retry_delay=0`, just takes the checked path).
         if (tags is None and timeout is None and always is False and retries is _NO_RETRIES
+                and pool is None
                 and retry_delay is _NO_DELAY and type(name) is str and name
                 and type(fn) is FunctionType and not fn.__code__.co_flags & NOT_PLAIN_FLAGS):
             kind = type(after)
@@ -227,9 +240,11 @@ class Scheduler:
         else:
             spec = TaskSpec.build(
                 fn, name, after, with_state, tags=tags, always=always,
-                retries=retries, retry_delay=retry_delay, timeout=timeout,
+                retries=retries, retry_delay=retry_delay, timeout=timeout, pool=pool,
             )
             deps, options = spec.after, TaskOptions.of(spec)
+            if options.pools:
+                self._pooled += 1
         names = self._names
         if name in names:
             raise DuplicateTaskError(name)
@@ -241,6 +256,16 @@ class Scheduler:
         self._fns.append(fn)
         self._afters.append(deps)
         self._options.append(options)
+
+    def add_pool(self, name: str, size: int | None = None, rate: str | None = None) -> None:
+        """Declare (or redefine) pool ``name``: at most ``size`` of its tasks run at once,
+        at most N start in any window of the rate's period (``"10/s"``, ``"100/min"``,
+        ``"1000/h"``). Either may be None, not both. A run in progress keeps its pools.
+
+        Raises:
+            PoolError: a bad name, a size below 1, a bad rate (a ValueError).
+        """
+        self.pools[name] = pool_of(name, size=size, rate=rate, where="add_pool")
 
     def dregister(self, after=None, with_state: bool = False, **options: Any):
         """Decorator form of :meth:`register`, under ``fn.__name__``; returns ``fn`` itself."""
@@ -366,10 +391,12 @@ class Scheduler:
 
         Raises:
             GraphError: the graph has an unknown dependency or a cycle (nothing ran).
+            PoolError: a task is in a pool that is not declared (nothing ran).
             RuntimeError: this scheduler is already running.
         """
         graph = self.graph  # validates before anything runs
         self.state_lock = _checked_state(self.state, self.store_results)
+        gate = self._gate(len(graph.nodes))  # and the pools too
         with self._lock:
             if self._run is not None:
                 raise RuntimeError("start: this scheduler is already running")
@@ -379,6 +406,7 @@ class Scheduler:
             # so a task registered while this run goes on belongs to the next run
             run = self._run = Run(self._fns, self._options, graph, self.state,
                                   self.state_lock, self.events, options)
+            run.gate = gate
         try:
             summary = run.execute()
             records = run.records
@@ -389,3 +417,15 @@ class Scheduler:
             with self._lock:
                 self._run = None
         return summary
+
+    def _gate(self, n: int) -> Gate | None:
+        """The gate of a run of the first ``n`` tasks, or None when none is in a pool.
+
+        Raises:
+            PoolError: a task is in a pool that is not declared.
+        """
+        if not self._pooled:
+            return None
+        task_pools = [o.pools for o in self._options[:n]]
+        check_task_pools(self.pools, task_pools, self._names)
+        return Gate(self.pools, task_pools)

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..engine.collect import Collection, ModuleLoadError, build_state, collect
-from ..engine.errors import GraphError, UsageError, WorkerStartError
+from ..engine.errors import GraphError, PoolError, UsageError, WorkerStartError
+from ..engine.pools import check_task_pools, parse_pool_option
 from .config import apply_config, find_config, show_config
 from .graphfmt import FORMATS, format_graph, task_list
 from ..engine.model import parse_tags
@@ -76,6 +77,13 @@ def _tags(text: str) -> str:
     if not parse_tags(text):
         raise argparse.ArgumentTypeError(f"expected tag names separated by commas, got {text!r}")
     return text
+
+
+def _pool(text: str) -> tuple[str, Any]:
+    try:
+        return parse_pool_option(text, where="")
+    except PoolError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="do not record the run (TDRUN_HISTORY=off does the same)")
     hist.add_argument("--html-report", metavar="FILE.html",
                       help="write the run as a self-contained HTML page: timeline, graph, failures")
+    pools = p.add_argument_group("pools and rate limits")
+    pools.add_argument("--pool", metavar="NAME=SIZE[,RATE]", action="append", default=[], type=_pool,
+                       dest="pools", help="declare a pool, or override a module's POOLS: api=2, "
+                                          "quota=4,10/s, burst=100/min (repeatable)")
     p.add_argument("--version", action="version", version=f"tdrun {__version__}")
     return p
 
@@ -275,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         err.write(exc.user_traceback.rstrip("\n") + "\n")
         err.write(f"tdrun: error: {exc}\n")
         return EXIT_USAGE
-    except (UsageError, GraphError, WorkerStartError) as exc:
+    except (UsageError, GraphError, PoolError, WorkerStartError) as exc:
         err.write(f"tdrun: error: {exc}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -346,6 +358,8 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO) -> int:
             err.write(f"tdrun: no tasks collected: {where} has no @mark functions\n")
         return EXIT_NO_TASKS
     graph = collection.graph()  # GraphError -> exit 4
+    pools = {**collection.pools, **dict(args.pools)}  # the modules' POOLS < [tool.tdrun] < --pool
+    check_task_pools(pools, [s.pools for s in collection.specs], collection.names)  # PoolError -> exit 4
     module_name = collection.label
     always = [s.name for s in collection.specs if s.always]
     if args.graph:
@@ -361,7 +375,7 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO) -> int:
     workers = args.workers or min(default_workers, n)
     scheduler = Scheduler(
         workers=workers, state=state, clear_results_on_start=not results and "results" not in sources,
-        skip_dependents=args.skip_deps, capture=True,
+        skip_dependents=args.skip_deps, capture=True, pools=pools,
     )
     collection.register_into(scheduler)
     return _run(args, argv, collection, scheduler, sources, out, err)

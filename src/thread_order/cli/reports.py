@@ -32,7 +32,12 @@ added, existing ones keep their meaning while ``format_version`` stays 1:
   ``reason`` (why it was skipped or cancelled), ``tags``, ``after`` (its
   dependencies in this run), ``always`` (a teardown task), ``level`` (its depth
   in the graph), ``module`` (its module's name), ``case`` (the parameter values of a
-  case of a parametrized task, ``{"cidr": "10.0.1.0/24"}``, or null).
+  case of a parametrized task, ``{"cidr": "10.0.1.0/24"}``, or null), ``waited``
+  (seconds between becoming ready and starting, for a task a pool kept waiting; 0
+  otherwise) and ``waited_for`` (that pool, or null).
+- ``pools``: pool name -> ``{"size", "rate", "waited", "longest", "total"}``: its
+  size (null: no cap) and rate (``"10/s"`` or null), how many tasks waited for it,
+  the longest wait and their sum in seconds; ``{}`` when no task is in a pool.
 - ``graph``: ``{"nodes": [...], "edges": [[task, dependent], ...], "levels":
   [[...], ...], "roots": [...], "leaves": [...]}``.
 """
@@ -163,6 +168,7 @@ def json_report(run: RunData) -> dict[str, Any]:
         "teardown_not_run": list(summary.get("teardown_not_run", [])),
         "state_keys": dict(run.state_sources),
         "tasks": tasks,
+        "pools": dict(summary.get("pools") or {}),
         "graph": {
             "nodes": list(graph.nodes),
             "edges": [list(edge) for edge in graph.edges],

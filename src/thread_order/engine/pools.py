@@ -41,7 +41,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 from .errors import PoolError
 
 __all__ = ["Pool", "Gate", "parse_rate", "pool_of", "parse_pools", "parse_pool_option",
-           "pool_names", "check_task_pools", "RATE_UNITS"]
+           "pool_names", "check_task_pools", "module_pools", "pool_summary", "RATE_UNITS"]
 
 #: the periods a rate may be given in, in seconds
 RATE_UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0}
@@ -106,6 +106,8 @@ def pool_of(name: Any, value: Any = None, *, size: Any = None, rate: Any = None,
         PoolError: a bad name, a size below 1, a bad rate, neither size nor rate.
     """
     prefix = f"{where}: " if where else ""
+    if isinstance(value, Pool) and value.name == name:
+        return value
     if not isinstance(name, str) or not _NAME.match(name):
         raise PoolError(f"{prefix}bad pool name {name!r}; use letters, digits, '_', '.' or '-'")
     label = f"{prefix}pool {name!r}"
@@ -146,10 +148,11 @@ def parse_pool_option(text: str, where: str = "--pool") -> tuple[str, Pool]:
     Raises:
         PoolError: naming ``where`` and the text.
     """
+    label = f"{where} {text!r}" if where else repr(text)
     name, eq, spec = text.partition("=")
     name = name.strip()
     if not eq or not name or not spec.strip():
-        raise PoolError(f"{where} {text!r}: expected NAME=SIZE, NAME=SIZE,RATE or NAME=RATE "
+        raise PoolError(f"{label}: expected NAME=SIZE, NAME=SIZE,RATE or NAME=RATE "
                         "(api=2, quota=4,10/s)")
     size = rate = None
     for part in (p.strip() for p in spec.split(",")):
@@ -158,9 +161,46 @@ def parse_pool_option(text: str, where: str = "--pool") -> tuple[str, Pool]:
         elif part.isdigit() and size is None and rate is None:
             size = int(part)
         else:
-            raise PoolError(f"{where} {text!r}: expected NAME=SIZE, NAME=SIZE,RATE or NAME=RATE "
+            raise PoolError(f"{label}: expected NAME=SIZE, NAME=SIZE,RATE or NAME=RATE "
                             "(api=2, quota=4,10/s)")
-    return name, pool_of(name, size=size, rate=rate, where=f"{where} {text!r}")
+    return name, pool_of(name, size=size, rate=rate, where=label)
+
+
+def module_pools(modules: Iterable[tuple[str, Any]]) -> dict[str, Pool]:
+    """The ``POOLS = {...}`` of each module of a suite, combined; a pool two modules declare
+    must be declared alike.
+
+    Raises:
+        PoolError: a bad ``POOLS`` (naming the file), or two modules declaring one pool
+            differently (naming both).
+    """
+    out: dict[str, Pool] = {}
+    where: dict[str, str] = {}
+    for path, module in modules:
+        declared = getattr(module, "POOLS", None)
+        if declared is None:
+            continue
+        for name, pool in parse_pools(declared, f"{path}: POOLS").items():
+            if name in out and out[name] != pool:
+                raise PoolError(f"{path}: POOLS: pool {name!r} is {pool.describe()} here but "
+                                f"{out[name].describe()} in {where[name]}")
+            out.setdefault(name, pool)
+            where.setdefault(name, path)
+    return out
+
+
+def pool_summary(pools: Mapping[str, Pool], records: Iterable[Any]) -> dict[str, dict[str, Any]]:
+    """Per pool: its ``size`` and ``rate``, how many tasks ``waited`` for it, the ``longest``
+    wait and the ``total`` (seconds) — the summary's and the reports' ``pools``."""
+    out = {name: {**pool.to_dict(), "waited": 0, "longest": 0.0, "total": 0.0}
+           for name, pool in pools.items()}
+    for rec in records:
+        if rec is not None and rec.waited_for in out:
+            row = out[rec.waited_for]
+            row["waited"] += 1
+            row["total"] += rec.waited
+            row["longest"] = max(row["longest"], rec.waited)
+    return out
 
 
 def pool_names(pool: Any, task: str) -> tuple[str, ...]:
@@ -254,6 +294,7 @@ class Gate:
     thread only)."""
 
     def __init__(self, pools: Mapping[str, Pool], task_pools: Sequence[tuple[str, ...]]) -> None:
+        self.declared = dict(pools)
         self.pools = {name: _PoolState(pool) for name, pool in pools.items()}
         n = len(task_pools)
         # worked out once per distinct list of pools, then mapped over the tasks at C speed

@@ -8,6 +8,7 @@ from collections.abc import ItemsView, Mapping, ValuesView
 from typing import Any
 
 from .model import TaskRecord, TaskStatus
+from .pools import pool_summary
 
 __all__ = ["TaskTable", "build_summary"]
 
@@ -21,7 +22,7 @@ def _row(rec: TaskRecord) -> dict:
         "status": rec.status, "thread": rec.thread, "started_at": rec.started_at,
         "finished_at": rec.finished_at, "duration": rec.duration, "attempts": rec.attempts,
         "error_type": rec.error_type, "error": rec.error, "traceback": rec.traceback,
-        "output": rec.output, "reason": rec.reason,
+        "output": rec.output, "reason": rec.reason, "waited": rec.waited, "waited_for": rec.waited_for,
     }
 
 
@@ -143,4 +144,6 @@ def build_summary(run: Any) -> dict:
         "text": text,
         "teardown_not_run": teardown_not_run,
         "tasks": tasks,
+        # per pool: size, rate, how many tasks waited for it, the longest and total wait
+        "pools": pool_summary(run.gate.declared, records) if run.gate is not None else {},
     }

@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
 from .engine.events import Event, EventKind
@@ -77,6 +77,7 @@ class RunSnapshot:
     started: float | None  # epoch seconds, display only
     now: float
     name_width: int = 24  # the longest task name, to size columns
+    pool_waiting: dict = field(default_factory=dict)  # pool -> tasks waiting for it (runs with pools)
 
     @property
     def waiting(self) -> int:
@@ -110,6 +111,7 @@ class RunSnapshot:
             "teardown_not_run": list(self.teardown_not_run),
             "server_time": self.now,
             "started_at": self.started,
+            "pool_waiting": dict(self.pool_waiting),
         }
         if full:
             out["recent"] = [completion_dict(c) for c in reversed(self.recent)]
@@ -151,6 +153,7 @@ class RunView:
         self.name_width = 24
         self.on_change = on_change
         # the journal: task -> latest status (RUNNING, RETRYING or final) and the change log
+        self.pool_waiting: dict[str, int] = {}  # pool -> tasks waiting for it
         self.statuses: dict[str, str] | None = {} if journal else None
         self.log: list[tuple[str, str, TaskRecord | None, int]] | None = [] if journal else None
 
@@ -164,6 +167,7 @@ class RunView:
             sub(self._on_finished, EventKind.TASK_FINISHED),
             sub(self._on_interrupted, EventKind.RUN_INTERRUPTED),
             sub(self._on_run_finished, EventKind.RUN_FINISHED),
+            sub(self._on_pool_waiting, EventKind.POOL_WAITING),
         ]
 
     def feed(self, event: Event) -> None:
@@ -172,6 +176,7 @@ class RunView:
             EventKind.RUN_STARTED: self._on_started, EventKind.TASK_RUNNING: self._on_running,
             EventKind.TASK_RETRYING: self._on_retrying, EventKind.TASK_FINISHED: self._on_finished,
             EventKind.RUN_INTERRUPTED: self._on_interrupted, EventKind.RUN_FINISHED: self._on_run_finished,
+            EventKind.POOL_WAITING: self._on_pool_waiting,
         }.get(event.kind)
         if handler is not None:
             handler(event)
@@ -262,6 +267,15 @@ class RunView:
         if self.on_change is not None:
             self.on_change()
 
+    def _on_pool_waiting(self, event: Event) -> None:
+        waiting = dict((event.data or {}).get("waiting", {}))
+        with self._lock:
+            self.pool_waiting = waiting
+            if self.log is not None:
+                self.log.append(("", "POOLS", None, 0))
+        if self.on_change is not None:
+            self.on_change()
+
     # ------------------------------------------------------------ readers (any thread)
 
     def snapshot(self) -> RunSnapshot:
@@ -316,7 +330,7 @@ class RunView:
         return _Raw(self.title, self.total, self.lanes, dict(self.running), dict(self.last),
                     dict(self.counts), self.finished, self.retries, tuple(self.recent),
                     tuple(self.failures), self.phase, self.teardown_not_run, self.started,
-                    self.name_width, self.stopped)
+                    self.name_width, self.stopped, dict(self.pool_waiting))
 
 
 class _Raw(NamedTuple):
@@ -337,6 +351,7 @@ class _Raw(NamedTuple):
     started: float | None
     name_width: int
     stopped: int
+    pool_waiting: dict = {}
 
     def build(self) -> RunSnapshot:
         return RunSnapshot(
@@ -345,7 +360,7 @@ class _Raw(NamedTuple):
             self.counts, self.finished, self.retries,
             tuple(completion(rec, attempt) for rec, attempt in self.recent),
             self.failures, self.phase, self.teardown_not_run, self.stopped, self.started,
-            time.time(), self.name_width,
+            time.time(), self.name_width, self.pool_waiting,
         )
 
 

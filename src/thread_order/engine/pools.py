@@ -313,7 +313,7 @@ class Gate:
         self.blocker: dict[int, str] = {}  # a task waiting: the pool that kept it waiting last
         self.unbegun: set[int] = set()  # rated attempts admitted whose start is not known yet
         self.dirty: set[_PoolState] = set()  # pools whose room or line changed since the last pump
-        self.changed = False  # waiting counts changed since the last look (for the live view)
+        self.changed = True  # waiting counts changed since the last look (for the live view)
         self.waiting = 0  # tasks waiting for a pool
 
     # ---------------------------------------------------------------- the dispatcher's hooks

@@ -46,10 +46,11 @@ _RUN_FIELDS = (
 )
 _RUN_PRIVATE = ("pid", "heartbeat", "run_uuid")
 _RUN_LISTED = ("tags", "state")
-_RUN_DETAIL = ("argv", "graph", "teardown_not_run")
+_RUN_DETAIL = ("argv", "graph", "teardown_not_run", "pools")
 _TASK_FIELDS = (
     "seq", "name", "status", "thread", "attempts", "started_at", "finished_at", "duration",
     "error_type", "error", "traceback", "reason", "output", "output_bytes", "tags",
+    "waited", "waited_for",
 )
 
 
@@ -227,6 +228,8 @@ class HistoryStore:
         run["state"] = _dict(_loads(row["state"], {}))
         #: the always tasks a forced stop left unrun (empty for files from before schema 3)
         run["teardown_not_run"] = _str_list(_loads(row["teardown_not_run"], []))
+        #: per pool: size, rate, how many tasks waited, the longest and total wait (schema 4)
+        run["pools"] = {str(k): v for k, v in _dict(_loads(row["pools"], {})).items() if isinstance(v, dict)}
         tasks = [{k: _TASK_TYPES[k](v) for k, v in task.items()} for task in self._query(
             f"SELECT {self._cols('tasks', _TASK_FIELDS)} FROM tasks WHERE run_id = ?", (rid,))]
         for task in tasks:
@@ -240,6 +243,9 @@ class HistoryStore:
                 if decoded is not None:  # a damaged batch: its tasks show as not recorded
                     tasks.extend({k: _TASK_TYPES[k](v) for k, v in t.items()} for t in decoded)
         # by start; tasks that never started (skipped, cancelled) after, in the order decided
+        for task in tasks:  # batched tasks, and files from before schema 4, waited for nothing
+            task.setdefault("waited", 0.0)
+            task.setdefault("waited_for", None)
         tasks.sort(key=lambda t: (t["started_at"] is None, t["started_at"] or 0.0, t["seq"]))
         run["tasks"] = tasks
         return run
@@ -308,14 +314,14 @@ _RUN_TYPES = {
     "status": _text, "passed": _count, "failed": _count, "skipped": _count, "cancelled": _count,
     "total": _count, "duration": _number, "workers": _whole, "host": _text, "pid": _whole,
     "heartbeat": _epoch, "run_uuid": _text, "argv": _same, "tags": _same, "graph": _same,
-    "state": _same, "teardown_not_run": _same,
+    "state": _same, "teardown_not_run": _same, "pools": _same,
 }
 _TASK_TYPES = {
     "seq": _count, "name": lambda v: _text(v) or "?", "status": lambda v: (_text(v) or "?").upper(),
     "thread": _text, "attempts": _count, "started_at": _epoch, "finished_at": _epoch,
     "duration": lambda v: _number(v) or 0.0, "error_type": _text, "error": _text,
     "traceback": _text, "reason": _text, "output": lambda v: _text(v) or "", "output_bytes": _whole,
-    "tags": _same,
+    "tags": _same, "waited": lambda v: _number(v) or 0.0, "waited_for": _text,
 }
 
 

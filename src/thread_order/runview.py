@@ -386,6 +386,7 @@ def record_dict(rec: TaskRecord) -> dict[str, Any]:
         "name": rec.name, "status": rec.status.value, "thread": rec.thread,
         "duration": rec.duration, "attempts": rec.attempts, "error_type": rec.error_type,
         "error": rec.error, "reason": rec.reason, "finished_at": rec.finished_at,
+        "waited": rec.waited, "waited_for": rec.waited_for,
     }
 
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from .events import EventKind, EventStream
+from .gate import GateMethods
 from .graph import Graph
 from .interrupts import InterruptMethods
-from .lanes import (MSG_BEGAN, MSG_DONE, MSG_DROPPED, MSG_RUNNING, TIMER_GATE, TIMER_RETRY, TIMER_TIMEOUT,
-                    Job, Lane, LaneMethods)
+from .lanes import MSG_BEGAN, MSG_DONE, MSG_DROPPED, MSG_RUNNING, TIMER_RETRY, TIMER_TIMEOUT, Job, Lane, LaneMethods
 from .model import TaskOptions, TaskRecord, TaskStatus
 from .signals import install_interrupt_handler
 from .summary import build_summary
@@ -50,7 +50,7 @@ class RunOptions:
     capture: bool = True
 
 
-class Run(LaneMethods, InterruptMethods):
+class Run(LaneMethods, InterruptMethods, GateMethods):
     """The state of one call to ``Scheduler.start()``; lives on the dispatcher thread.
 
     ``fns`` and ``options`` are a snapshot, by task position: a task registered
@@ -265,22 +265,6 @@ class Run(LaneMethods, InterruptMethods):
                 return low
         return ptr
 
-    def _pump(self) -> None:
-        """Let the tasks whose pools have room into the ready heap; sleep on the timer heap
-        until a rate has room again; tell the live view how many wait."""
-        gate = self.gate
-        if gate.dirty:
-            admitted, wake = gate.pump()
-            for idx in admitted:
-                if self.where[idx] == _READY:
-                    heapq.heappush(self.ready, idx)
-            if wake is not None:
-                self._add_timer(time.monotonic() + max(wake - time.time(), 0.0), TIMER_GATE, None)
-        if gate.changed:
-            gate.changed = False
-            if self.events._subs[EventKind.POOL_WAITING]:
-                self.events.emit(EventKind.POOL_WAITING, data={"waiting": gate.waiting_counts()})
-
     def _launch(self, idx: int) -> None:
         opts = self.options[idx]
         self.where[idx] = _RUNNING
@@ -362,29 +346,6 @@ class Run(LaneMethods, InterruptMethods):
         else:
             self._interrupt(force=msg[1] or self.interrupted)
 
-    def _pooled_done(self, msg: tuple) -> None:
-        """MSG_DONE of a task in a pool: its slots go back, its record says how long it waited."""
-        _, job, ok, value, error, started, duration, output, thread, nxt = msg
-        idx = job.idx
-        gate = self.gate
-        gate.release(idx)
-        waited, pool = gate.wait_of(idx, started)
-        if not ok:
-            self._attempt_failed(idx, thread, error, started, duration, output, (waited, pool))
-            return
-        name = self.names[idx]
-        if self.results is not None and nxt is None:
-            with self.state_lock:
-                self.results[name] = value
-        if nxt is not None:
-            self.where[nxt.idx] = _RUNNING
-        self._finish(idx, TaskRecord(
-            name, _PASSED, thread, started, started + duration, duration, job.attempt,
-            None, None, None, output, None, self.options[idx].tags, waited, pool,
-        ))
-        if nxt is not None:
-            self._adopt(nxt)
-
     def _attempt_failed(self, idx, thread, error, started, duration, output, wait=None) -> None:
         opts = self.options[idx]
         name = self.names[idx]
@@ -419,6 +380,11 @@ class Run(LaneMethods, InterruptMethods):
         if gate is None or gate.of[idx] is None or gate.enter(idx):
             heapq.heappush(self.ready, idx)
         # else it waits at the gate, holding nothing: _dispatch lets it in when its pools have room
+        else:
+            if self.attempts[idx]:
+                gate.repeated = True  # a retry waits: its record keeps this wait, not the first
+            if gate.named:  # it joined a line whose next tasks are named: take the names back
+                self._collect_handoffs()
         if self.attempts[idx] == 0 and self.events._subs[_K_READY]:
             self.events.emit_task(_K_READY, self.names[idx])
 
@@ -456,7 +422,7 @@ class Run(LaneMethods, InterruptMethods):
         self.where[idx] = _DONE
         self.records[idx] = record
         self.job_of[idx] = None
-        if self.gate is not None and self.gate.of[idx] is not None:
+        if self.gate is not None and self.gate.state[idx]:
             self.gate.final(idx)  # whatever it still holds or waits for: no slot outlives a task
         self.unfinished -= 1
         self.finished_count += 1

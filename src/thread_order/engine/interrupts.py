@@ -38,6 +38,10 @@ class InterruptMethods:
     def _interrupt(self, force: bool) -> None:
         first = not self.interrupted
         self.interrupted = self.stop_requested = True
+        if self.gate is not None and self.gate.named:  # a task a worker took is running, not ready
+            with self.handshake:
+                self.stop_requested = True
+            self._collect_handoffs()
         if first:
             # its own logger, so a front-end that reports RUN_INTERRUPTED itself can mute it
             logging.getLogger("thread_order.interrupt").warning(

@@ -71,7 +71,7 @@ class Lane:
 class Job:
     """One attempt of one task, handed to a worker."""
 
-    __slots__ = ("idx", "attempt", "lane", "abandoned", "done", "started", "direct", "rated")
+    __slots__ = ("idx", "attempt", "lane", "abandoned", "done", "started", "direct", "rated", "handed")
 
     def __init__(self, idx: int, attempt: int, direct: bool = False) -> None:
         self.idx = idx
@@ -86,6 +86,9 @@ class Job:
         # in a pool with a rate: the worker reports when it begins (MSG_BEGAN), as the rate
         # counts real starts
         self.rated = False
+        # started by the worker that ended an attempt in its pool, named next there (gate.py):
+        # 0 no, 1 yes, 2 yes and the dispatcher has accounted for it
+        self.handed = 0
 
 
 class LaneMethods:
@@ -110,6 +113,8 @@ class LaneMethods:
         handshake = self.handshake
         job_of = self.job_of
         cstart, cflat, pstart = self.cstart, self.cflat, self.pstart
+        gate = self.gate
+        alone = gate.simple if gate is not None else None  # per task: its pool, if one without a rate
         perf = time.perf_counter
         wall = time.time
         name = lane.name
@@ -196,6 +201,19 @@ class LaneMethods:
                     if nxt is not None and results is not None:
                         with state_lock:  # the child may read it: it must be there first
                             results[names[idx]] = value
+            # The pool hand-off (gate.py): the attempt ends in a full pool whose next task in line
+            # the gate has named; this worker starts it, and the slot passes from one to the other.
+            if alone is not None and nxt is None and alone[idx] is not None and alone[idx].next:
+                pool = alone[idx]
+                with handshake:
+                    if pool.next and not (self.forced or self.stop_requested or job.abandoned):
+                        w, attempt = pool.next.pop()
+                        nxt = Job(w, attempt)
+                        nxt.lane = lane
+                        nxt.started = True
+                        nxt.handed = 1
+                        job_of[w] = nxt
+                        pool.taken.append((idx, nxt))
             put((MSG_DONE, job, ok, value, error, started, duration, output, name, nxt))
             if lane.abandoned:  # timed out: a twin already serves this lane
                 return

@@ -14,7 +14,8 @@ from .errors import DuplicateTaskError
 from .events import Event, EventKind, EventStream
 from .graph import Graph
 from .model import NOT_PLAIN_FLAGS, PLAIN, STATEFUL, TaskOptions, TaskRecord, TaskSpec
-from .pools import Gate, Pool, check_task_pools, parse_pools, pool_of
+from .gate import Gate
+from .pools import Pool, check_task_pools, parse_pools, pool_of
 
 __all__ = ["Scheduler", "default_workers"]
 

@@ -8,7 +8,6 @@ from collections.abc import ItemsView, Mapping, ValuesView
 from typing import Any
 
 from .model import TaskRecord, TaskStatus
-from .pools import pool_summary
 
 __all__ = ["TaskTable", "build_summary"]
 
@@ -145,5 +144,5 @@ def build_summary(run: Any) -> dict:
         "teardown_not_run": teardown_not_run,
         "tasks": tasks,
         # per pool: size, rate, how many tasks waited for it, the longest and total wait
-        "pools": pool_summary(run.gate.declared, records) if run.gate is not None else {},
+        "pools": run.gate.summary(records) if run.gate is not None else {},
     }

@@ -144,9 +144,11 @@ class Gate:
         self.tally: dict[str, list] = {}  # pool -> [waits, longest, total] of attempts that waited
         self.repeated = False  # a retry waited: the records keep only the last attempt's wait
         self.state = bytearray(n)  # per task: 0, _WAITING or _HOLDING
-        self.ready_at: dict[int, float] = {}  # a task waiting: when this attempt became ready
-        self.waited: dict[int, tuple[float, str]] = {}  # a task admitted after waiting: (ready_at, pool)
-        self.blocker: dict[int, str] = {}  # a task waiting: the pool that kept it waiting last
+        # per task (lists: cheaper than dicts on the hot path): when its attempt became ready,
+        # the pool that kept it waiting last, and, once admitted after waiting, that pool
+        self.ready_at: list[float] = [0.0] * n
+        self.blocker: list[str | None] = [None] * n
+        self.held_for: list[str | None] = [None] * n
         self.unbegun: set[int] = set()  # rated attempts admitted whose start is not known yet
         self.dirty: set[_PoolState] = set()  # pools whose room or line changed since the last pump
         self.changed = True  # waiting counts changed since the last look (for the live view)
@@ -258,7 +260,8 @@ class Gate:
         self.changed = True
         # the pool named is the one that kept it waiting last; one it waited in line in when
         # it waited behind a task that was kept waiting
-        self.waited[idx] = (self.ready_at.pop(idx), self.blocker.pop(idx, pool))
+        self.held_for[idx] = self.blocker[idx] or pool
+        self.blocker[idx] = None
 
     def release(self, idx: int, started: bool = True) -> None:
         """The attempt of ``idx`` ended: give its slots back.
@@ -297,7 +300,8 @@ class Gate:
         self.waiting -= 1
         p.waiting -= 1
         self.changed = True
-        self.waited[started] = (self.ready_at.pop(started), self.blocker.pop(started, p.name))
+        self.held_for[started] = self.blocker[started] or p.name
+        self.blocker[started] = None
 
     def began(self, idx: int, at: float) -> None:
         """A rated attempt of ``idx`` began at ``at`` (the worker's clock)."""
@@ -317,13 +321,12 @@ class Gate:
         elif st == _WAITING:
             self.state[idx] = 0
             self.waiting -= 1
-            self.ready_at.pop(idx, None)
-            self.blocker.pop(idx, None)
+            self.blocker[idx] = None
             for p in self.of[idx]:
                 p.waiting -= 1
                 self.dirty.add(p)  # its place in line is free: the next one may go
             self.changed = True
-        self.waited.pop(idx, None)
+        self.held_for[idx] = None
 
     def timer(self) -> None:
         """A wake-up asked for by ``pump`` is due: look at the rated pools again (``pump``
@@ -356,11 +359,11 @@ class Gate:
     def wait_of(self, idx: int, started: float | None) -> tuple[float, str | None]:
         """``(seconds between ready and started, the pool that kept it waiting)`` of the
         attempt of ``idx`` that just ended; ``(0.0, None)`` if no pool kept it waiting."""
-        got = self.waited.pop(idx, None)
-        if got is None:
+        pool = self.held_for[idx]
+        if pool is None:
             return 0.0, None
-        ready, pool = got
-        waited = max(started - ready, 0.0) if started is not None else 0.0
+        self.held_for[idx] = None
+        waited = max(started - self.ready_at[idx], 0.0) if started is not None else 0.0
         tally = self.tally.get(pool)
         if tally is None:
             tally = self.tally[pool] = [0, 0.0, 0.0]  # attempts that waited, longest, total
@@ -457,7 +460,20 @@ class GateMethods:
         self.inflight += 1
         if job.attempt <= self.options[idx].retries:
             heapq.heappush(self.retry_heap, idx)
-        self.gate.transfer(ended, idx)
+        gate = self.gate
+        state = gate.state
+        if state[ended] == _HOLDING and gate.of[ended] is not None and len(gate.of[ended]) == 1:
+            # transfer(), inline for the common case: the ended task was in this pool alone
+            p = gate.simple[idx]
+            state[ended] = 0
+            state[idx] = _HOLDING
+            gate.waiting -= 1
+            p.waiting -= 1
+            gate.changed = True
+            gate.held_for[idx] = gate.blocker[idx] or p.name
+            gate.blocker[idx] = None
+        else:
+            gate.transfer(ended, idx)
         if self.events._subs[_TASK_STARTED]:
             self.events.emit_task(_TASK_STARTED, self.names[idx], None, job.attempt)
 
@@ -481,7 +497,7 @@ class GateMethods:
                 p.in_use -= 1
                 if p.waiting:
                     gate.dirty.add(p)
-        if idx in gate.waited:
+        if gate.held_for[idx] is not None:
             waited, pool = gate.wait_of(idx, started)
         else:
             waited, pool = 0.0, None

@@ -102,6 +102,8 @@ class Scheduler:
         capture: collect each task's stdout, stderr and log records into its record.
         check_state: note which state keys each task reads and writes, and report the
             ordering bugs that shows (``summary['state_findings']``; see statecheck.py).
+        first: names of tasks to start before the others whenever several are ready
+            (``tdrun --failed-first``); the graph still decides what is ready.
 
     Raises:
         TypeError: ``workers`` is not an integer, ``state`` not a dict, or one of the keys the
@@ -121,6 +123,7 @@ class Scheduler:
         verbose: bool = False,
         capture: bool = True,
         check_state: bool = False,
+        first: Iterable[str] | None = None,
     ) -> None:
         if workers is None:
             workers = default_workers
@@ -138,6 +141,7 @@ class Scheduler:
         self.skip_dependents = skip_dependents
         self.capture = capture
         self.check_state = check_state
+        self.first = frozenset(first) if first else None
         if store_results:
             self.state.setdefault("results", {})
         self.state_lock = _checked_state(self.state, store_results)
@@ -378,7 +382,7 @@ class Scheduler:
             if self._run is not None:
                 raise RuntimeError("start: this scheduler is already running")
             options = RunOptions(self.workers, self.store_results, self.clear_results_on_start,
-                                 self.skip_dependents, self.capture)
+                                 self.skip_dependents, self.capture, first=self.first)
             # no copies: registration only appends, and the run reads the first len(graph) entries,
             # so a task registered while this run goes on belongs to the next run
             fns, task_options, checker = self._fns, self._options, None

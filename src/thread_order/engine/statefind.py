@@ -50,11 +50,11 @@ class _Order:
 
 
 def undeclared(writer: str, reader: str, key: str, static: bool = False) -> dict:
-    how = " in its source" if static else ""
+    what = (f"{reader}'s source reads {key}, the result of {writer}," if static
+            else f"{reader} reads {key} written by {writer},")
     return {
         "kind": UNDECLARED, "key": key, "tasks": [writer, reader], "locked": False, "static": static,
-        "message": f"{reader} reads {key}{how} written by {writer}, but does not run after it: "
-                   f"add after=[{writer!r}]",
+        "message": f"{what} but does not run after it: add after=[{writer!r}]",
     }
 
 

@@ -229,3 +229,17 @@ def test_last_failed_and_failed_first_together_are_refused(tdrun_main, write_mod
     r = tdrun_main(write_module(LIFECYCLE), "--last-failed", "--failed-first")
     assert r.code == 4
     assert "not allowed with argument" in r.err
+
+
+def test_state_keys_that_start_like_the_new_flags_stay_state_keys(tdrun_main, write_module):
+    path = write_module("""
+        from thread_order import mark
+
+        @mark()
+        def show(state):
+            print("fail", state["fail"], "check", state["check"])
+    """)
+    r = tdrun_main(path, "--plain", "--fail=update", "--check=1")
+    assert r.code == 0, r.err
+    r = tdrun_main(path, "--plain", "--check-stat=1")
+    assert r.code == 4 and "did you mean --check-state?" in r.err

@@ -53,6 +53,9 @@ SUBCOMMANDS: dict[str, str] = {
 _STATE_ARG = re.compile(r"^--([A-Za-z_][\w.\-]*)=(.*)$", re.S)
 _STATE_KEY = re.compile(r"^[A-Za-z_][\w.\-]*$")
 _RESULT_PREFIX = "result-"
+#: flags added after state keys such as --fail=... and --check=... were in use: a state key
+#: that is only the start of one of them stays a state key (a flag takes no value anyway)
+_NO_PREFIX_MATCH = frozenset(("--check-state", "--last-failed", "--failed-first"))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -238,7 +241,7 @@ def _near_option(key: str, options: list[str]) -> str | None:
     best: tuple[int, str] | None = None
     for option in options:
         name = option[2:]
-        if typed == name or (len(typed) >= 3 and name.startswith(typed)):
+        if typed == name or (len(typed) >= 3 and name.startswith(typed) and option not in _NO_PREFIX_MATCH):
             return option
         distance = _edits(typed, name)
         if distance <= (1 if len(name) <= 6 else 2) and (best is None or distance < best[0]):

@@ -122,6 +122,7 @@ class Scheduler:
         setup_logging: bool = False,
         verbose: bool = False,
         capture: bool = True,
+        *,
         check_state: bool = False,
         first: Iterable[str] | None = None,
     ) -> None:

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from thread_order import Scheduler
-from thread_order.engine.statecheck import StateView, Access
+from thread_order.engine.statecheck import StateView, lock_owned
 
 WAIT = 10.0
 
@@ -235,8 +235,8 @@ def test_findings_per_key_are_capped():
 
 
 def test_access_records_reads_and_writes_of_a_view():
-    acc = Access(threading.RLock())
-    view = StateView({"a": 1, "results": {"x": 1}, "_state_lock": threading.RLock()}, acc)
+    lock = threading.RLock()
+    view = acc = StateView({"a": 1, "results": {"x": 1}, "_state_lock": lock}, lock_owned(lock))
     view.get("a")
     "b" in view
     view["c"] = 3
@@ -244,7 +244,11 @@ def test_access_records_reads_and_writes_of_a_view():
     view["results"]["x"]
     del view["c"]
     assert acc.reads == {"a", "b", "d"}
-    assert acc.writes == {"c", "d"} and acc.results == {"x"}
+    assert acc.writes == {"c", "d"} and acc.results_read == {"x"}
+    assert acc.unlocked == {"c", "d"}
+    with lock:
+        view["e"] = 1
+    assert "e" in acc.writes and "e" not in acc.unlocked
 
 
 # ---------------------------------------------------------------------------- property
@@ -353,8 +357,7 @@ def test_the_tracking_view_behaves_like_a_plain_dict(initial, ops):
 
     plain = copy.deepcopy(initial)
     shared = copy.deepcopy(initial)
-    acc = Access(threading.RLock())
-    view = StateView(shared, acc)
+    view = acc = StateView(shared, lock_owned(threading.RLock()))
     for op in ops:
         assert _apply(view, copy.deepcopy(op)) == _apply(plain, copy.deepcopy(op)), op
         assert shared == plain

@@ -22,30 +22,60 @@ __all__ = ["Access", "StateChecker", "StateView", "tracked"]
 ENGINE_KEYS = frozenset(("_state_lock", "results"))
 
 
+_READ, _WRITE, _UNLOCKED = 1, 2, 4
+
+
 class Access:
-    """What one task did to the state: keys read and written, results entries read."""
+    """The record of what one task did to the state: keys read and written, results entries
+    read. ``StateView`` is one (a task's view records its own accesses); the containers it
+    hands out report back to it.
 
-    __slots__ = ("reads", "writes", "unlocked", "results", "_owned")
+    The keys are one small dict of flags (key -> read, written, written without the lock)
+    rather than a set each: a dict of strings and ints is not tracked by the garbage
+    collector, and a checked run of 10,000 tasks would otherwise make it work hard.
+    """
 
-    def __init__(self, lock: Any) -> None:
-        self.reads: set = set()
-        self.writes: set = set()
-        self.unlocked: set = set()  # keys written at least once without holding _state_lock
-        self.results: set = set()
-        owned = getattr(lock, "_is_owned", None)  # RLock and Condition have it
-        self._owned: Callable[[], bool] | None = owned if callable(owned) else None
+    __slots__ = ()
+    touched: dict
+    results_read: Any
+    _owned: Callable[[], bool] | None
 
     def read(self, key: Any) -> None:
         if key not in ENGINE_KEYS:
-            self.reads.add(key)
+            keys = self.touched
+            keys[key] = keys.get(key, 0) | _READ
 
     def write(self, key: Any) -> None:
         if key in ENGINE_KEYS:
             return
-        self.writes.add(key)
+        keys = self.touched
         owned = self._owned
-        if owned is None or not owned():
-            self.unlocked.add(key)
+        flags = _WRITE if owned is not None and owned() else _WRITE | _UNLOCKED
+        keys[key] = keys.get(key, 0) | flags
+
+    def result(self, task: Any) -> None:
+        if not self.results_read:
+            self.results_read = set()
+        self.results_read.add(task)
+
+    @property
+    def reads(self) -> set:
+        return {k for k, f in self.touched.items() if f & _READ}
+
+    @property
+    def writes(self) -> set:
+        return {k for k, f in self.touched.items() if f & _WRITE}
+
+    @property
+    def unlocked(self) -> set:
+        """Keys written at least once without holding ``_state_lock``."""
+        return {k for k, f in self.touched.items() if f & _UNLOCKED}
+
+
+def lock_owned(lock: Any) -> Callable[[], bool] | None:
+    """Whether the calling thread holds ``lock``, for the locks that can tell (RLock)."""
+    owned = getattr(lock, "_is_owned", None)
+    return owned if callable(owned) else None
 
 
 def _unwrap(value: Any) -> Any:
@@ -58,20 +88,24 @@ def tracked(value: Any, key: Any, acc: Access) -> Any:
     return value if wrapper is None else wrapper(value, key, acc)
 
 
-class StateView(dict):
+class StateView(dict, Access):
     """One task's view of the shared state: the real dict's contents, each access noted.
 
     Its own dict storage stays empty; every operation goes to the shared dict, so two
     tasks see each other's changes exactly as they would without the checker.
     """
 
-    __slots__ = ("_d", "_acc", "_results")
+    __slots__ = ("_d", "_acc", "_results", "touched", "results_read", "_owned")
 
-    def __init__(self, state: dict, acc: Access) -> None:
-        super().__init__()
+    def __init__(self, state: dict, owned: Callable[[], bool] | None = None) -> None:
+        """``owned()`` says whether the calling thread holds ``_state_lock`` (see lock_owned)."""
+        # no dict.__init__: this dict's own storage stays empty
         self._d = state
-        self._acc = acc
+        self._acc: Access = self  # what the containers it hands out report to
         self._results: tuple[Any, ResultsView] | None = None
+        self.touched: dict = {}
+        self.results_read: set | frozenset = frozenset()  # a set once a results entry is read
+        self._owned = owned
 
     def _value(self, key: Any, value: Any) -> Any:
         if key == "results" and type(value) is dict:
@@ -211,15 +245,15 @@ class ResultsView(dict):
         self._acc = acc
 
     def __getitem__(self, key: Any) -> Any:
-        self._acc.results.add(key)
+        self._acc.result(key)
         return self._obj[key]
 
     def get(self, key: Any, default: Any = None) -> Any:
-        self._acc.results.add(key)
+        self._acc.result(key)
         return self._obj.get(key, default)
 
     def __contains__(self, key: Any) -> bool:
-        self._acc.results.add(key)
+        self._acc.result(key)
         return key in self._obj
 
     def __iter__(self):
@@ -261,7 +295,7 @@ class ResultsView(dict):
         del self._obj[key]
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
-        self._acc.results.add(key)
+        self._acc.result(key)
         return self._obj.setdefault(key, default)
 
     def pop(self, key: Any, *default: Any) -> Any:
@@ -483,12 +517,18 @@ class StateChecker:
         new_fns = list(fns[:len(names)])
         new_options = list(options[:len(names)])
         state, lock = self.state, self.lock
+        owned = lock_owned(lock)
+        access = self.access
+        stateless: dict = {}  # most tasks share a few option tuples: replace each once
         for i, name in enumerate(names):
             opts = new_options[i]
             if opts.with_state:
-                acc = self.access[name] = Access(lock)
-                new_fns[i] = partial(new_fns[i], StateView(state, acc))
-                new_options[i] = opts._replace(with_state=False)
+                view = access[name] = StateView(state, owned)
+                new_fns[i] = partial(new_fns[i], view)
+                plain = stateless.get(opts)
+                if plain is None:
+                    plain = stateless[opts] = opts._replace(with_state=False)
+                new_options[i] = plain
         return new_fns, new_options
 
     def findings(self, graph: Any, fns: Iterable[Callable[..., Any]] = ()) -> list[dict]:

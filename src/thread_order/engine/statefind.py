@@ -78,19 +78,23 @@ def analyse(graph: Any, access: Mapping[str, Any]) -> list[dict]:
     writers: dict[Any, list[str]] = {}
     readers: dict[Any, list[str]] = {}
     for name, acc in access.items():
-        for key in acc.writes:
-            writers.setdefault(key, []).append(name)
-        for key in acc.reads:
-            readers.setdefault(key, []).append(name)
+        for key, flags in acc.touched.items():
+            if flags & 2:  # written
+                writers.setdefault(key, []).append(name)
+            if flags & 1:  # read
+                readers.setdefault(key, []).append(name)
     found: list[dict] = []
-    for key in sorted(writers, key=repr):
+    # a key one task alone touches is the common case: no pair to look at
+    shared = [key for key, ws in writers.items()
+              if len(ws) > 1 or any(r != ws[0] for r in readers.get(key, ()))]
+    for key in sorted(shared, key=repr):
         ws = sorted(writers[key], key=position.__getitem__)
         text = _key_text(key)
         count = 0
         for i, a in enumerate(ws):
             for b in ws[i + 1:]:
                 if count < PER_KEY_LIMIT and not order.ordered(a, b):
-                    locked = key not in access[a].unlocked and key not in access[b].unlocked
+                    locked = not (access[a].touched[key] | access[b].touched[key]) & 4  # all writes locked
                     found.append(conflict(a, b, text, locked))
                     count += 1
         both = set(ws)
@@ -103,8 +107,8 @@ def analyse(graph: Any, access: Mapping[str, Any]) -> list[dict]:
                 if not order.ordered(writer, reader):
                     found.append(undeclared(writer, reader, text))
                     count += 1
-    for reader in sorted(access, key=position.__getitem__):
-        for task in sorted(access[reader].results, key=repr):
+    for reader in sorted((r for r, acc in access.items() if acc.results_read), key=position.__getitem__):
+        for task in sorted(access[reader].results_read, key=repr):
             if task != reader and task in position and not order.ordered(task, reader):
                 found.append(undeclared(task, reader, _result_text(task)))
     return found
@@ -114,9 +118,9 @@ def analyse(graph: Any, access: Mapping[str, Any]) -> list[dict]:
 
 
 def _function(fn: Callable[..., Any]) -> Any:
-    while isinstance(fn, partial):
+    while isinstance(fn, partial):  # a parametrized case, a task bound to its view
         fn = fn.func
-    return inspect.unwrap(fn) if callable(fn) else fn
+    return inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn
 
 
 def _literal(node: ast.AST) -> str | None:
@@ -196,8 +200,13 @@ def static_findings(graph: Any, fns: Iterable[Callable[..., Any]]) -> list[dict]
     sources = _Sources()
     seen: dict[Any, list[str]] = {}
     found: list[dict] = []
+    unwrapped: dict = {}  # id(callable) -> its function: cases share one
     for name, fn in zip(graph.nodes, fns):
-        fn = _function(fn)
+        key = id(fn.func) if type(fn) is partial else id(fn)
+        inner = unwrapped.get(key)
+        if inner is None:
+            inner = unwrapped[key] = _function(fn)
+        fn = inner
         code = getattr(fn, "__code__", None)
         if code is None:
             continue

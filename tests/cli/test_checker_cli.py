@@ -243,3 +243,10 @@ def test_state_keys_that_start_like_the_new_flags_stay_state_keys(tdrun_main, wr
     assert r.code == 0, r.err
     r = tdrun_main(path, "--plain", "--check-stat=1")
     assert r.code == 4 and "did you mean --check-state?" in r.err
+
+
+def test_the_live_view_ends_with_the_findings_too(tdrun_main, write_module):
+    r = tdrun_main(write_module(MISSING_AFTER), "--viewer", "--check-state", "--no-color")
+    assert r.code == 1
+    assert "state check (1)" in r.out and "add after=['create_subnet']" in r.out
+    assert "1 state finding in" in r.out

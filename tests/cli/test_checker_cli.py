@@ -250,3 +250,25 @@ def test_the_live_view_ends_with_the_findings_too(tdrun_main, write_module):
     assert r.code == 1
     assert "state check (1)" in r.out and "add after=['create_subnet']" in r.out
     assert "1 state finding in" in r.out
+
+
+def test_last_failed_with_a_corrupt_history_is_one_line_and_exit_4(tdrun_main, write_module, tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"this is not a database" * 100)
+    r = tdrun_main(write_module(LIFECYCLE), "--plain", "--history", bad, "--last-failed")
+    assert r.code == 4 and r.out == ""
+    assert r.err.startswith(f"tdrun: error: --last-failed: history file {bad}: ")
+    assert len(r.err.strip().splitlines()) == 1
+
+
+def test_last_failed_with_list_shows_what_would_run(tdrun_main, write_module, tmp_path):
+    path = write_module(LIFECYCLE)
+    history = tmp_path / "h.db"
+    assert tdrun_main(path, "--plain", "--history", history, "--fail_at=verify_gateway").code == 1
+    r = tdrun_main(path, "--history", history, "--last-failed", "--list")
+    assert r.code == 0
+    assert "rerunning 1 task that did not pass (verify_gateway), 2 upstream, 2 teardown: 5 of 8" in r.err
+    listed = [line.split()[1] for line in r.out.splitlines()[1:]]
+    assert listed == ["create_network", "create_gateway", "verify_gateway", "delete_gateway", "delete_network"]
+    # nothing ran: the history still holds the one run
+    assert json.loads(tdrun_main("history", "--history", history, "--json").out)[0]["id"] == 1

@@ -272,3 +272,18 @@ def test_last_failed_with_list_shows_what_would_run(tdrun_main, write_module, tm
     assert listed == ["create_network", "create_gateway", "verify_gateway", "delete_gateway", "delete_network"]
     # nothing ran: the history still holds the one run
     assert json.loads(tdrun_main("history", "--history", history, "--json").out)[0]["id"] == 1
+
+
+def test_a_suite_names_tasks_with_their_module(tdrun_main, tmp_path):
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "net.py").write_text(
+        "from thread_order import mark\n\n@mark()\ndef make(state):\n    state['net'] = 'n-1'\n    return 'n-1'\n")
+    (suite / "vm.py").write_text(
+        "from thread_order import mark\n\n@mark()\ndef boot(state):\n"
+        "    state.get('net')\n    return state['results'].get('net::make')\n")
+    r = tdrun_main(suite, "--plain", "--check-state", "--workers=1")
+    assert r.code == 1
+    assert ("vm::boot reads state['net'] written by net::make, but does not run after it: "
+            "add after=['net::make']") in r.out
+    assert "vm::boot's source reads state['results']['net::make']" in tdrun_main(suite, "--list").out

@@ -109,9 +109,21 @@ def analyse(graph: Any, access: Mapping[str, Any]) -> list[dict]:
                     count += 1
     for reader in sorted((r for r, acc in access.items() if acc.results_read), key=position.__getitem__):
         for task in sorted(access[reader].results_read, key=repr):
-            if task != reader and task in position and not order.ordered(task, reader):
+            task = _task_named(task, reader, position)
+            if task is not None and task != reader and not order.ordered(task, reader):
                 found.append(undeclared(task, reader, _result_text(task)))
     return found
+
+
+def _task_named(x: Any, reader: str, known: Mapping[str, Any]) -> str | None:
+    """The task whose result ``results[x]`` is: ``x`` itself, or in a suite the task ``x`` of
+    the reader's own module (``MODULE::x``); None for anything else (a mocked result)."""
+    if x in known:
+        return x
+    module = reader.rpartition("::")[0]
+    if module and isinstance(x, str) and f"{module}::{x}" in known:
+        return f"{module}::{x}"
+    return None
 
 
 # ---------------------------------------------------------------------------- static check
@@ -214,9 +226,8 @@ def static_findings(graph: Any, fns: Iterable[Callable[..., Any]]) -> list[dict]
         if literals is None:
             node = sources.definition(fn)
             literals = seen[code] = _results_literals(node) if node is not None else []
-        module = name.rpartition("::")[0]
         for x in literals:
-            task = x if x in known else f"{module}::{x}" if module and f"{module}::{x}" in known else None
+            task = _task_named(x, name, known)
             if task is None or task == name or order.ordered(task, name):
                 continue
             found.append(undeclared(task, name, _result_text(task), static=True))

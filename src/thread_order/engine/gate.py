@@ -397,9 +397,10 @@ class GateMethods:
             if gate.named:  # the lines are about to move: take the names back first
                 self._collect_handoffs()
             admitted, wake = gate.pump()
+            first = self.first  # tdrun --failed-first: their heap key is idx - n
             for idx in admitted:
                 if self.where[idx] == self.READY:
-                    heapq.heappush(self.ready, idx)
+                    heapq.heappush(self.ready, idx - self.n if first is not None and first[idx] else idx)
             if wake is not None:
                 self._add_timer(time.monotonic() + max(wake - time.time(), 0.0), _TIMER_GATE, None)
         if gate.waiting and self.width > 1 and self.events.task_quiet and not self.stop_requested:

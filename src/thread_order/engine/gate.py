@@ -25,7 +25,9 @@ run's bookkeeping, so it needs no lock. Its invariants:
   other way. With one worker nothing is named, so the start order stays the
   one the dispatcher alone would choose.
 - A rate of N per period paces starts evenly, one every period/N on a fixed
-  grid (so timer delays do not add up), and caps them exactly: it counts real
+  grid (a late start lets the next ones catch up, so delays do not add up; a
+  pool idle for a whole period starts a new grid), and caps them exactly: it
+  counts real
   starts (the worker's clock, reported back as the attempt begins), and a task
   is admitted only if the starts known within the last period, plus the
   admitted attempts that have not reported their start yet, leave room, so no
@@ -114,10 +116,11 @@ class _PoolState:
 
     def paced(self, now: float) -> None:
         """A start was admitted at ``now``: the next one is due an interval later on the same
-        grid (so that wake-up delays do not add up over a long run), or an interval from now
-        when the pool fell behind its pace by more than that (it was idle)."""
+        grid, so that wake-up delays (a loaded machine, a slow subscriber) do not add up over
+        a long run — a late start lets the next ones catch up, within the cap; a pool that fell
+        a whole period behind (it was idle) starts a new grid from now."""
         due = self.next_at
-        self.next_at = (due if due is not None and now - due < self.interval else now) + self.interval
+        self.next_at = (due if due is not None and now - due < self.period else now) + self.interval
 
 
 class Gate:

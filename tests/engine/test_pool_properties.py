@@ -125,6 +125,11 @@ def test_pools_are_exact_fair_and_never_leak(case: Case):
         assert statuses == expected(case)
         for p, size in case.sizes.items():
             assert meter.peak[p] <= size, (p, meter.peak, case)
+        # every attempt ran once: never twice (two workers handed one task), never skipped
+        for i, status in enumerate(statuses):
+            if status is not SKIPPED and i not in case.hangs:
+                want = min(case.fails[i], case.retries[i]) + 1
+                assert meter.attempts.get(i) == want == s.last_records[i].attempts, (i, meter.attempts, case)
         # a pool of one slot starts the tasks ready at once (roots, first attempts) in order
         for p, size in case.sizes.items():
             if size == 1:

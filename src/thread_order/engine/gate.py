@@ -56,6 +56,10 @@ _POOL_WAITING, _TASK_STARTED = EventKind.POOL_WAITING, EventKind.TASK_STARTED
 _PASSED = TaskStatus.PASSED
 
 
+#: how many tasks of a pool's line are named next, per slot of the pool
+_NAMED = 4
+
+
 def _in_order(heap: list[int]):
     """The items of ``heap`` smallest first, lazily: O(log k) for each of the first k."""
     if not heap:
@@ -197,6 +201,8 @@ class Gate:
         now = None
         while dirty:
             p = dirty.pop()
+            if p.next:
+                continue  # full, and its next tasks are named: the hand-off starts them
             queue = p.queue
             while queue:
                 idx = queue[0]
@@ -397,8 +403,8 @@ class GateMethods:
         the live view how many wait."""
         gate = self.gate
         if gate.dirty:
-            if gate.named:  # the lines are about to move: take the names back first
-                self._collect_handoffs()
+            if gate.named:  # slots given back in a pool with names: the names go first
+                self._admit_named()
             admitted, wake = gate.pump()
             first = self.first  # tdrun --failed-first: their heap key is idx - n
             for idx in admitted:
@@ -415,22 +421,26 @@ class GateMethods:
 
     def _name_next(self) -> None:
         """Name, in each full pool without a rate, the first tasks of its line a worker ending
-        an attempt there may start itself (as many as the pool has slots)."""
+        an attempt there may start itself (a few times as many as the pool has slots, so the
+        workers do not run out of names between two turns of the dispatcher)."""
         gate = self.gate
         state, simple, options = gate.state, gate.simple, self.options
         for p in gate.handing:
-            if not p.waiting or p.in_use < p.size or len(p.next) >= min(p.size, p.waiting):
+            want = min(_NAMED * p.size, p.waiting)
+            if not p.waiting or p.in_use < p.size or 2 * len(p.next) >= want:
                 continue  # nobody to name, the dispatcher admits them itself, or all named already
             if p.taken or p.next:
                 self._collect_handoffs()  # the names start afresh from the line as it is now
             heads = []
+            seen = set()  # a task back in line for a retry may be in the heap twice
             for idx in _in_order(p.queue):
-                if state[idx] != _WAITING:
+                if state[idx] != _WAITING or idx in seen:
                     continue
+                seen.add(idx)
                 if simple[idx] is not p or options[idx].timeout is not None:
                     break  # it goes first, through the dispatcher: nobody behind it is named
                 heads.append((idx, self.attempts[idx] + 1))
-                if len(heads) >= p.size:
+                if len(heads) >= want:
                     break
             if heads:
                 heads.reverse()
@@ -438,6 +448,37 @@ class GateMethods:
                     if not self.stop_requested:
                         p.next = heads
                         gate.named = True
+
+    def _admit_named(self) -> None:
+        """Account for the hand-offs workers made, and admit the named tasks of each pool
+        into the slots it has free, lowest first, as a worker taking them would."""
+        gate = self.gate
+        taken, picked = [], []
+        with self.handshake:
+            named = False
+            for p in gate.handing:
+                if p.taken:
+                    taken += p.taken
+                    p.taken = []
+                free = p.size - p.in_use
+                while p.next and free > 0:
+                    picked.append((p, p.next.pop()[0]))
+                    free -= 1
+                named = named or bool(p.next)
+            gate.named = named
+        for ended, job in taken:
+            self._take_handoff(ended, job)
+        state = gate.state
+        first = self.first
+        for p, idx in picked:
+            state[idx] = _HOLDING
+            p.in_use += 1
+            p.waiting -= 1
+            gate.waiting -= 1
+            gate.changed = True
+            gate.held_for[idx] = gate.blocker[idx] or p.name
+            gate.blocker[idx] = None
+            heapq.heappush(self.ready, idx - self.n if first is not None and first[idx] else idx)
 
     def _collect_handoffs(self) -> None:
         """Take back every name, and account for the tasks workers started from them."""

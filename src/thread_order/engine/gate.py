@@ -542,10 +542,23 @@ class GateMethods:
                 p.in_use -= 1
                 if p.waiting:
                     gate.dirty.add(p)
-        if gate.held_for[idx] is not None:
+        pool = gate.held_for[idx]
+        if pool is None:
+            waited = 0.0
+        elif not ok or gate.repeated:
             waited, pool = gate.wait_of(idx, started)
-        else:
-            waited, pool = 0.0, None
+        else:  # wait_of(), inline for the common case
+            gate.held_for[idx] = None
+            waited = started - gate.ready_at[idx]
+            if waited < 0.0:
+                waited = 0.0
+            tally = gate.tally.get(pool)
+            if tally is None:
+                tally = gate.tally[pool] = [0, 0.0, 0.0]
+            tally[0] += 1
+            tally[2] += waited
+            if waited > tally[1]:
+                tally[1] = waited
         if not ok:
             self._attempt_failed(idx, thread, error, started, duration, output, (waited, pool))
             return

@@ -15,25 +15,25 @@ run's bookkeeping, so it needs no lock. Its invariants:
   failed, timed out (at the timeout: see ``release``), dropped by a stop — and
   whatever is still held when the task is final is given back then, so a slot
   cannot outlive its task.
-- The pool hand-off: a worker that ends an attempt in a pool that is full
-  may start, itself, the task the gate has named next in that pool's line
-  (``_PoolState.next``, filled by the dispatcher in line order), its slot
-  passing from one task to the other without a round trip through the
-  dispatcher. Only tasks in that one pool, with no rate and no timeout, are
-  named; the names are taken back (under the run's handshake lock, with the
-  tasks workers took meanwhile accounted for) before the line changes any
-  other way. With one worker nothing is named, so the start order stays the
-  one the dispatcher alone would choose.
+- The pool hand-off: a worker that ends an attempt in a full pool may start,
+  itself, the task the gate has named next in that pool's line
+  (``_PoolState.next``, filled by the dispatcher in line order, a few names per
+  slot), its slot passing from one task to the other without a round trip
+  through the dispatcher. Only tasks in that one pool, with no rate and no
+  timeout, are named; a slot freed another way goes to the lowest name, as a
+  worker would take it; the names are taken back (under the run's handshake
+  lock, with the tasks workers took meanwhile accounted for) when a task
+  joins the line or the run is stopped. With one worker nothing is named, so
+  the start order stays the one the dispatcher alone would choose.
 - A rate of N per period paces starts evenly, one every period/N on a fixed
   grid (a late start lets the next ones catch up, so delays do not add up; a
   pool idle for a whole period starts a new grid), and caps them exactly: it
-  counts real
-  starts (the worker's clock, reported back as the attempt begins), and a task
-  is admitted only if the starts known within the last period, plus the
-  admitted attempts that have not reported their start yet, leave room, so no
-  window of the period ever holds more than N starts. A pool out of rate tells
-  the dispatcher when it will have room, and the dispatcher sleeps on its timer
-  heap until then.
+  counts real starts (the worker's clock, reported back as the attempt
+  begins), and a task is admitted only if the starts known within the last
+  period, plus the admitted attempts that have not reported their start yet,
+  leave room, so no window of the period ever holds more than N starts. A pool
+  out of rate tells the dispatcher when it will have room, and the dispatcher
+  sleeps on its timer heap until then.
 """
 
 from __future__ import annotations

@@ -179,10 +179,11 @@ def test_x_cancels_the_rest_but_teardown_runs(pytester):
     ''')
     marker = pytester.path / "teardown.txt"
     result = run(pytester, "--tdrun", "tasks_x.py", "--tdrun-workers", "1", "-x",
-                 "--tdrun-set", f"marker={marker}")
+                 "--tdrun-set", f"marker={marker}", "-o", "log_cli=true", "-o", "log_cli_level=WARNING")
     assert result.ret == 1
     result.assert_outcomes(passed=1, failed=1)
     out = result.stdout.str()
+    assert "interrupt again" not in out  # Ctrl-C's advice; the summary explains -x
     assert "stopping after 1 failures" in out
     assert "not reported as items (pytest stopped (-x)):" in out
     assert re.search(r"^  step_b CANCELLED .*cancelled: the run was", out, re.M)
@@ -484,3 +485,21 @@ def test_a_failing_setup_state_is_a_usage_error(pytester):
     assert result.ret == 4
     result.stderr.fnmatch_lines(["ERROR: tdrun: tasks_setup.py: setup_state() raised RuntimeError: "
                                  "no credentials"])
+
+
+def test_a_tag_named_like_a_pytest_marker_does_not_change_the_outcome(pytester):
+    pytester.makepyfile(tasks_tags='''
+        from thread_order import mark
+
+        @mark(tags="skip,xfail,smoke")
+        def create(state):
+            pass
+
+        @mark(tags="parametrize")
+        def other(state):
+            raise ValueError("really failed")
+    ''')
+    result = run(pytester, "--tdrun", "tasks_tags.py", "--strict-markers")
+    result.assert_outcomes(passed=1, failed=1)
+    result = run(pytester, "--tdrun", "tasks_tags.py", "-m", "smoke")
+    result.assert_outcomes(passed=1, deselected=1)

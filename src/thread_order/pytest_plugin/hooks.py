@@ -72,7 +72,8 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Generator[
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> None:
     run = _run(session.config)
-    if run is None or session.config.option.collectonly:
+    option = session.config.option
+    if run is None or option.collectonly or getattr(option, "setuponly", False) or getattr(option, "setupplan", False):
         return None
     if session.testsfailed and not session.config.option.continue_on_collection_errors:
         return None  # pytest's own loop stops on the collection errors

@@ -18,12 +18,21 @@ import pytest
 __all__ = ["TaskFailure", "TaskItem", "TdrunFile", "outcome_of"]
 
 
+#: pytest's own markers, whose presence changes how an item runs: a task tagged ``skip`` must not
+#: be skipped by pytest after it ran, so such tags are not made markers
+PYTEST_MARKERS = frozenset({"skip", "skipif", "xfail", "parametrize", "usefixtures", "filterwarnings",
+                            "tryfirst", "trylast", "timeout"})
+
+
 def _shown_path(path: Path, base: Path) -> str:
-    """``path`` as the user would type it: relative to where pytest was started, when inside."""
+    """``path`` as the user would type it: relative to where pytest was started, when inside
+    (and still the current directory, which the loader resolves it against)."""
     try:
-        return os.path.relpath(path, base) if path.is_relative_to(base) else str(path)
-    except ValueError:
-        return str(path)
+        if path.is_relative_to(base) and Path.cwd() == base:
+            return os.path.relpath(path, base)
+    except (ValueError, OSError):
+        pass
+    return str(path)
 
 
 class TdrunFile(pytest.File):
@@ -52,8 +61,9 @@ class TdrunFile(pytest.File):
             item = TaskItem.from_parent(self, name=spec.name, spec=spec,
                                         case=collection.cases.get(spec.name))
             for tag in spec.tags:
-                run.register_marker(tag)
-                item.add_marker(tag)
+                if tag not in PYTEST_MARKERS:
+                    run.register_marker(tag)
+                    item.add_marker(tag)
             yield item
 
 

@@ -179,6 +179,9 @@ class SessionRun:
         root = logging.getLogger()
         old_level = root.level
         root.setLevel(logging.INFO)  # a task's captured output holds its INFO records, as under tdrun
+        # the engine's "interrupt again to stop waiting" is Ctrl-C's; after -x the summary says it
+        quiet = _WhenStoppedByPytest(self)
+        logging.getLogger("thread_order.interrupt").addFilter(quiet)
         attached = False
         try:
             if observer is not None:
@@ -190,6 +193,7 @@ class SessionRun:
             summary = scheduler.start()
         finally:
             root.setLevel(old_level)
+            logging.getLogger("thread_order.interrupt").removeFilter(quiet)
             if attached:
                 observer.finish()
                 self.notes.extend(observer.notes)
@@ -206,6 +210,17 @@ class SessionRun:
     def needed_failed(self) -> list[str]:
         return [n for n in self.needed if self.records.get(n) is not None
                 and self.records[n].status.value == "FAILED"]
+
+
+class _WhenStoppedByPytest(logging.Filter):
+    """Drops the engine's Ctrl-C advice once pytest's -x / --maxfail stopped the run."""
+
+    def __init__(self, run: SessionRun) -> None:
+        super().__init__()
+        self.run = run
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.run.stopped_by is None
 
 
 def _check_state(state: dict, sources: dict[str, str], state_file: str | None) -> None:

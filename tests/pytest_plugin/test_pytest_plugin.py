@@ -503,3 +503,37 @@ def test_a_tag_named_like_a_pytest_marker_does_not_change_the_outcome(pytester):
     result.assert_outcomes(passed=1, failed=1)
     result = run(pytester, "--tdrun", "tasks_tags.py", "-m", "smoke")
     result.assert_outcomes(passed=1, deselected=1)
+
+
+def test_pytest_html_shows_the_tasks_with_their_durations(pytester):
+    import html
+    import json
+
+    pytest.importorskip("pytest_html")
+    pytester.makepyfile(tasks_html='''
+        import time
+        from thread_order import mark
+
+        @mark()
+        def slow(state):
+            time.sleep(0.3)
+
+        @mark(after=["slow"])
+        def broken(state):
+            print("about to break")
+            raise KeyError("missing")
+    ''')
+    result = run(pytester, "--tdrun", "tasks_html.py", "--html", "report.html")
+    assert result.ret == 1
+    page = (pytester.path / "report.html").read_text(encoding="utf-8")
+    blob = json.loads(html.unescape(re.search(r'data-jsonblob="([^"]*)"', page).group(1)))
+    tests = {node: runs[0] for node, runs in blob["tests"].items()}
+    assert set(tests) == {"tasks_html.py::slow", "tasks_html.py::broken"}
+    slow = tests["tasks_html.py::slow"]
+    assert slow["result"] == "Passed"
+    ms = int(re.fullmatch(r"(\d+) ms", slow["duration"]).group(1))
+    assert ms >= 300
+    broken = tests["tasks_html.py::broken"]
+    assert broken["result"] == "Failed"
+    assert "KeyError: &#x27;missing&#x27;" in broken["log"] or "KeyError: 'missing'" in broken["log"]
+    assert "about to break" in broken["log"]

@@ -366,6 +366,7 @@ def test_the_run_is_recorded_in_the_history(lifecycle):
     assert statuses["create_subnet"] == "FAILED" and statuses["verify_subnet"] == "SKIPPED"
     assert statuses["delete_network"] == "PASSED"
     assert "hunter2" not in repr(recorded)
+    assert recorded["argv"][:3] == ["pytest", "-p", "no:cacheprovider"]
     assert "api_token=***redacted***" in recorded["argv"]
 
 

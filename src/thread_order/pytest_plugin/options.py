@@ -153,8 +153,9 @@ def redacted_set_items(items: list[str]) -> list[str]:
 
 
 def history_argv(config: pytest.Config) -> list[str]:
-    """The pytest command line as the history records it, ``--tdrun-set`` secrets hidden."""
-    out: list[str] = []
+    """The pytest command line as the history records it (``pytest ...``, as the web UI's runs
+    are ``tdrun ui ...``), ``--tdrun-set`` secrets hidden."""
+    out: list[str] = ["pytest"]
     after_set = False
     for arg in config.invocation_params.args:
         arg = str(arg)

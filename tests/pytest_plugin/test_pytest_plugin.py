@@ -398,6 +398,11 @@ def test_a_suite_of_modules_names_tasks_module_colon_colon_task(pytester):
         def create_volume(state):
             return state["results"]["network::create_network"] + "/vol"
     '''))
+    # pytest's own file in the folder, though it mentions mark: not a task module
+    (pytester.path / "suite" / "conftest.py").write_text(
+        "import pathlib, pytest\nSLOW = pytest.mark.slow\n"
+        "with open(pathlib.Path(__file__).parent.parent / 'imports.txt', 'a') as fh:\n"
+        "    fh.write('imported\\n')\n")
     pytester.makepyfile(test_after='''
         def test_cross_module(tdrun_state):
             assert tdrun_state.results["storage::create_volume"] == "net/vol"
@@ -406,6 +411,7 @@ def test_a_suite_of_modules_names_tasks_module_colon_colon_task(pytester):
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(["*suite/network.py::create_network PASSED*",
                                  "*suite/storage.py::create_volume PASSED*"])
+    assert (pytester.path / "imports.txt").read_text() == "imported\n"  # by pytest alone
     result = run(pytester, "--tdrun", "suite", "-k", "volume")
     result.assert_outcomes(passed=1, deselected=1)
     result.stdout.fnmatch_lines(["  network::create_network PASSED*"])
@@ -418,9 +424,15 @@ def test_a_suite_of_modules_names_tasks_module_colon_colon_task(pytester):
     (["--tdrun-workers", "many"], "ERROR: --tdrun-workers: expected a whole number of threads, got 'many'"),
     (["--tdrun-state-file", "nope.json"], "ERROR: state file nope.json: no such file"),
     (["--tdrun-state-file", "bad.json"], "ERROR: state file bad.json: invalid JSON*"),
+    (["--tdrun-state-file", "results.json"], "ERROR: tdrun: state file results.json: 'results' must be "
+                                             "an object of task results, not int"),
+    (["--tdrun-state-file", "private.json"], "ERROR: tdrun: state file private.json: key '_lock' is reserved*"),
+    (["--tdrun-history", "."], "ERROR: --tdrun-history '.': expected a file path or 'off'"),
 ])
 def test_bad_options_are_usage_errors(lifecycle, args, message):
     (lifecycle.path / "bad.json").write_text("{nope")
+    (lifecycle.path / "results.json").write_text('{"results": 1}')
+    (lifecycle.path / "private.json").write_text('{"_lock": 1}')
     result = run(lifecycle, "--tdrun", "tasks_life.py", *args)
     assert result.ret == 4
     result.stderr.fnmatch_lines([message])

@@ -40,8 +40,8 @@ class Settings:
         """True for a file the plugin collects: one ``--tdrun`` names (or finds in a directory
         it names), or one matching a ``tdrun_files`` glob (its name, or its path below the
         rootdir when the glob holds a ``/``)."""
-        if path.suffix != ".py" or path.name.startswith(("_", ".")):
-            return False
+        if path.suffix != ".py" or path.name.startswith(("_", ".")) or path.name == "conftest.py":
+            return False  # a conftest.py is pytest's own, even in a folder of task modules
         if os.path.realpath(path) in self.labels:
             return True
         if not self.globs:

@@ -131,10 +131,13 @@ class SessionRun:
             _check_state(state, sources, self.settings.state_file)
             self.needed = [s.name for s in suite.specs if s.name not in picked]
             self.workers = self.settings.workers or min(default_workers, len(suite.specs))
-            scheduler = Scheduler(workers=self.workers, state=state, capture=True,
-                                  clear_results_on_start="results" not in sources)
+            try:
+                scheduler = Scheduler(workers=self.workers, state=state, capture=True,
+                                      clear_results_on_start="results" not in sources)
+            except TypeError as exc:  # an engine-owned state key holding the wrong thing
+                raise UsageError(str(exc)) from None
             collection.register_into(scheduler)
-        except (UsageError, GraphError, TypeError) as exc:
+        except (UsageError, GraphError) as exc:
             raise pytest.UsageError(f"tdrun: {exc}") from None
         self._announce(len(suite.specs))
         self._run(scheduler, collection)
@@ -149,6 +152,7 @@ class SessionRun:
                             f"on {self.workers} worker{'s' if self.workers != 1 else ''}")
 
     def _run(self, scheduler: Any, collection: Any) -> None:
+        from ..engine.errors import WorkerStartError
         from ..engine.events import EventKind
         from ..engine.model import TaskStatus
         from ..history import history_observer
@@ -190,7 +194,10 @@ class SessionRun:
                 except Exception as exc:  # the history file cannot be recorded into
                     raise pytest.UsageError(f"tdrun: {exc}") from None
                 attached = True
-            summary = scheduler.start()
+            try:
+                summary = scheduler.start()
+            except WorkerStartError as exc:  # near the process's thread limit: nothing ran
+                raise pytest.UsageError(f"tdrun: {exc}") from None
         finally:
             root.setLevel(old_level)
             logging.getLogger("thread_order.interrupt").removeFilter(quiet)

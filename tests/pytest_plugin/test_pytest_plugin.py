@@ -370,6 +370,16 @@ def test_the_run_is_recorded_in_the_history(lifecycle):
     assert "api_token=***redacted***" in recorded["argv"]
 
 
+def test_a_history_file_that_cannot_be_recorded_into_stops_before_the_run(lifecycle):
+    (lifecycle.path / "corrupt.db").write_bytes(b"this is not a database" * 100)
+    marker = lifecycle.path / "deleted.txt"
+    result = run(lifecycle, "--tdrun", "tasks_life.py", "--tdrun-history", "corrupt.db",
+                 "--tdrun-set", f"marker={marker}")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["ERROR: tdrun: *corrupt.db*(--tdrun-history off runs without recording)"])
+    assert not marker.exists()
+
+
 def test_history_off_and_default(lifecycle, monkeypatch):
     monkeypatch.delenv("TDRUN_HISTORY")
     marker = f"marker={lifecycle.path / 'm.txt'}"

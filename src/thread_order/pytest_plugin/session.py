@@ -102,7 +102,7 @@ class SessionRun:
         from ..engine.scheduler import Scheduler, default_workers
         from ..engine.suite import SEP, assemble, marked_functions
 
-        files = [f for f in self.files if f.module is not None]
+        files = self.files  # each imported (a file that failed to is a collection error)
         labels = self._labels()
         multi = len(files) > 1
         modules = [SuiteModule(label, f.shown, f.module) for f, label in zip(files, labels)]
@@ -152,7 +152,7 @@ class SessionRun:
                             f"on {self.workers} worker{'s' if self.workers != 1 else ''}")
 
     def _run(self, scheduler: Any, collection: Any) -> None:
-        from ..engine.errors import WorkerStartError
+        from ..engine.errors import UsageError, WorkerStartError
         from ..engine.events import EventKind
         from ..engine.model import TaskStatus
         from ..history import history_observer
@@ -172,7 +172,7 @@ class SessionRun:
         scheduler.subscribe(on_finished, EventKind.TASK_FINISHED)
         try:
             observer = history_observer(self.settings.history, self.settings.no_history, None)
-        except Exception as exc:  # UsageError: a bad path
+        except UsageError as exc:
             raise pytest.UsageError(f"tdrun: {exc}") from None
         run_info = {
             "module": collection.label, "target": " ".join(self.settings.targets) or " ".join(
@@ -191,8 +191,9 @@ class SessionRun:
             if observer is not None:
                 try:
                     observer.attach(scheduler, run_info)
-                except Exception as exc:  # the history file cannot be recorded into
-                    raise pytest.UsageError(f"tdrun: {exc}") from None
+                except UsageError as exc:  # the history file cannot be recorded into
+                    hint = str(exc).replace("(--no-history runs", "(--tdrun-history off runs")
+                    raise pytest.UsageError(f"tdrun: {hint}") from None
                 attached = True
             try:
                 summary = scheduler.start()

@@ -89,11 +89,12 @@ def _release(fifo) -> None:
         fh.write("go")
 
 
-def test_first_ctrl_c_lets_running_tasks_finish_and_teardown_run(session):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_first_ctrl_c_lets_running_tasks_finish_and_teardown_run(session, signum):
     start, fifo, teardown = session
     proc = start("-rs", "-o", "log_cli=true", "-o", "log_cli_level=WARNING")
     out = _read_until(proc, b"READY\n")
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)  # SIGTERM (CI cancelling the job) is the first Ctrl-C, as under tdrun
     out += _read_until(proc, b"interrupt again to stop waiting")  # the run heard it
     _release(fifo)
     rest, _ = proc.communicate(timeout=60)

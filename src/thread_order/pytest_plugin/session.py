@@ -155,7 +155,6 @@ class SessionRun:
         from ..engine.errors import UsageError, WorkerStartError
         from ..engine.events import EventKind
         from ..engine.model import TaskStatus
-        from ..history import history_observer
 
         maxfail = int(self.config.getoption("maxfail") or 0)
         failures = 0
@@ -170,10 +169,6 @@ class SessionRun:
                     scheduler.cancel()
 
         scheduler.subscribe(on_finished, EventKind.TASK_FINISHED)
-        try:
-            observer = history_observer(self.settings.history, self.settings.no_history, None)
-        except UsageError as exc:
-            raise pytest.UsageError(f"tdrun: {exc}") from None
         run_info = {
             "module": collection.label, "target": " ".join(self.settings.targets) or " ".join(
                 m.path_str for m in collection.modules),
@@ -186,15 +181,16 @@ class SessionRun:
         # the engine's "interrupt again to stop waiting" is Ctrl-C's; after -x the summary says it
         quiet = _WhenStoppedByPytest(self)
         logging.getLogger("thread_order.interrupt").addFilter(quiet)
-        attached = False
+        attached: list[Any] = []
         try:
-            if observer is not None:
+            # observers of the run, as tdrun's: attach(scheduler, run_info) before, finish() after
+            for observer in self._observers():
                 try:
                     observer.attach(scheduler, run_info)
-                except UsageError as exc:  # the history file cannot be recorded into
+                except UsageError as exc:  # e.g. the history file cannot be recorded into
                     hint = str(exc).replace("(--no-history runs", "(--tdrun-history off runs")
                     raise pytest.UsageError(f"tdrun: {hint}") from None
-                attached = True
+                attached.append(observer)
             try:
                 summary = scheduler.start()
             except WorkerStartError as exc:  # near the process's thread limit: nothing ran
@@ -202,12 +198,23 @@ class SessionRun:
         finally:
             root.setLevel(old_level)
             logging.getLogger("thread_order.interrupt").removeFilter(quiet)
-            if attached:
+            for observer in reversed(attached):
                 observer.finish()
-                self.notes.extend(observer.notes)
+                self.notes.extend(getattr(observer, "notes", ()))
         self.summary = summary
         self.records = {r.name: r for r in scheduler.last_records}
         self.view = TdrunState(scheduler.sanitized_state, self.records, summary)
+
+    def _observers(self) -> list[Any]:
+        """What watches the run besides the items: the history recorder."""
+        from ..engine.errors import UsageError
+        from ..history import history_observer
+
+        try:
+            recorder = history_observer(self.settings.history, self.settings.no_history, None)
+        except UsageError as exc:
+            raise pytest.UsageError(f"tdrun: {exc}") from None
+        return [recorder] if recorder is not None else []
 
     @property
     def interrupted(self) -> bool:

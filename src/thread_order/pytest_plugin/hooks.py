@@ -52,21 +52,26 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "tdrun: a task of a tdrun module, run by thread-order")
     if settings.targets:
         # pytest --tdrun tasks.py collects tasks.py; with paths of its own, those too
-        if config.args_source != pytest.Config.ArgsSource.ARGS:
+        sources = getattr(pytest.Config, "ArgsSource", None)  # pytest 7.2+
+        if sources is not None and config.args_source != sources.ARGS:
             config.args = list(settings.targets)
         else:
             config.args = list(config.args) + [t for t in settings.targets if t not in config.args]
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Generator[None, Any, Any]:
-    result = yield
+# old-style wrappers (``hookwrapper=True``): the plugin loads into whatever pytest the package is
+# installed beside, and must not break an older one that lacks the new style
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Generator[None, Any, None]:
+    outcome = yield
     settings = parent.config.stash.get(SETTINGS_KEY, None)
     if settings is None or not settings.active or not settings.is_task_file(file_path, parent.config.rootpath):
-        return result
+        return
     # a task module is tdrun's alone: not also a Python test module or a doctest module
-    others = [node for node in (result or []) if getattr(node, "path", None) != file_path]
-    return others + [TdrunFile.from_parent(parent, path=file_path)]
+    others = [node for node in (outcome.get_result() or []) if getattr(node, "path", None) != file_path]
+    outcome.force_result(others + [TdrunFile.from_parent(parent, path=file_path)])
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -86,25 +91,25 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     return None
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, Any, Any]:
-    result = yield
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, Any, None]:
+    yield
     run = _run(item.config)
     if run is not None and run.interrupted and item.nodeid == run.last_item:
         item.session.shouldstop = ("tdrun run interrupted: running tasks finished, teardown ran, "
                                    "the rest was cancelled")
-    return result
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-    report = yield
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    outcome = yield
     if not isinstance(item, TaskItem) or call.when != "call":
-        return report
+        return
     run = _run(item.config)
     record = run.record_of(item) if run is not None else None
-    if record is None:
-        return report
+    report = outcome.get_result()
+    if record is None or report is None:
+        return
     run.reported.add(run.full_names[item.nodeid])
     report.outcome, report.longrepr = outcome_of(item, record)
     # the task's real time, for --durations, --junitxml and pytest-html
@@ -117,7 +122,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if record.thread:
         item.user_properties.append(("tdrun_thread", record.thread))
     item.user_properties.append(("tdrun_attempts", record.attempts))
-    return report
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -121,6 +121,13 @@ def test_the_ini_option_collects_matching_files_and_leaves_test_files_alone(life
     assert marker.exists()
 
 
+def test_every_task_carries_the_tdrun_marker(lifecycle):
+    lifecycle.makepyfile(test_plain="def test_one():\n    assert True\n")
+    result = run(lifecycle, "--tdrun", "tasks_life.py", "test_plain.py", "-m", "not tdrun", "--strict-markers")
+    result.assert_outcomes(passed=1, deselected=6)
+    assert "tdrun: running" not in result.stdout.str()
+
+
 def test_k_selects_and_upstream_dependencies_still_run(lifecycle):
     marker = lifecycle.path / "deleted.txt"
     result = run(lifecycle, "--tdrun", "tasks_life.py", "-k", "gateway or route",

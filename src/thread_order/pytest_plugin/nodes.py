@@ -60,8 +60,9 @@ class TdrunFile(pytest.File):
         for spec in collection.specs:
             item = TaskItem.from_parent(self, name=spec.name, spec=spec,
                                         case=collection.cases.get(spec.name))
+            item.add_marker("tdrun")  # -m tdrun / -m "not tdrun": all the tasks, or none
             for tag in spec.tags:
-                if tag not in PYTEST_MARKERS:
+                if tag not in PYTEST_MARKERS and tag != "tdrun":
                     run.register_marker(tag)
                     item.add_marker(tag)
             yield item

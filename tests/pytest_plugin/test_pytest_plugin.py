@@ -567,3 +567,23 @@ def test_pytest_html_shows_the_tasks_with_their_durations(pytester):
     assert broken["result"] == "Failed"
     assert "KeyError: &#x27;missing&#x27;" in broken["log"] or "KeyError: 'missing'" in broken["log"]
     assert "about to break" in broken["log"]
+
+
+def test_a_task_module_named_like_a_test_file_is_imported_once_by_tdrun_alone(pytester):
+    pytester.makepyfile(test_tasks='''
+        import pathlib
+        from thread_order import mark
+
+        with open(pathlib.Path(__file__).parent / "imports.txt", "a") as fh:
+            fh.write("imported\\n")
+
+        @mark()
+        def create(state):
+            pass
+
+        def test_not_a_task():
+            pass
+    ''')
+    result = run(pytester, "--tdrun", "test_tasks.py", "--collect-only", "-q")
+    assert [line for line in result.stdout.lines if "::" in line] == ["test_tasks.py::create"]
+    assert (pytester.path / "imports.txt").read_text() == "imported\n"

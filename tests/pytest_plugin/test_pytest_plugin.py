@@ -587,3 +587,23 @@ def test_a_task_module_named_like_a_test_file_is_imported_once_by_tdrun_alone(py
     result = run(pytester, "--tdrun", "test_tasks.py", "--collect-only", "-q")
     assert [line for line in result.stdout.lines if "::" in line] == ["test_tasks.py::create"]
     assert (pytester.path / "imports.txt").read_text() == "imported\n"
+
+
+def test_log_records_are_in_the_captured_output_and_pytests_log_level_is_kept(pytester):
+    pytester.makepyfile(tasks_log='''
+        import logging
+        from thread_order import mark
+
+        log = logging.getLogger("tasks")
+
+        @mark()
+        def noisy(state):
+            log.debug("a debug detail")
+            log.info("calling the api")
+            raise RuntimeError("api down")
+    ''')
+    result = run(pytester, "--tdrun", "tasks_log.py")
+    assert "calling the api" in result.stdout.str()
+    assert "a debug detail" not in result.stdout.str()
+    result = run(pytester, "--tdrun", "tasks_log.py", "--log-level", "DEBUG")
+    assert "a debug detail" in result.stdout.str()

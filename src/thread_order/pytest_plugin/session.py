@@ -177,7 +177,8 @@ class SessionRun:
         }
         root = logging.getLogger()
         old_level = root.level
-        root.setLevel(logging.INFO)  # a task's captured output holds its INFO records, as under tdrun
+        if old_level > logging.INFO:  # a task's captured output holds its INFO records, as under tdrun
+            root.setLevel(logging.INFO)  # (a lower level pytest's --log-level set is kept)
         # the engine's "interrupt again to stop waiting" is Ctrl-C's; after -x the summary says it
         quiet = _WhenStoppedByPytest(self)
         logging.getLogger("thread_order.interrupt").addFilter(quiet)

@@ -92,7 +92,7 @@ def _release(fifo) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_first_ctrl_c_lets_running_tasks_finish_and_teardown_run(session, signum):
     start, fifo, teardown = session
-    proc = start("-rs", "-o", "log_cli=true", "-o", "log_cli_level=WARNING")
+    proc = start("-rs", "-o", "log_cli=true", "-o", "log_cli_level=WARNING", "--tdrun-history", "h.db")
     out = _read_until(proc, b"READY\n")
     proc.send_signal(signum)  # SIGTERM (CI cancelling the job) is the first Ctrl-C, as under tdrun
     out += _read_until(proc, b"interrupt again to stop waiting")  # the run heard it
@@ -106,6 +106,12 @@ def test_first_ctrl_c_lets_running_tasks_finish_and_teardown_run(session, signum
     assert re.search(r"^tasks_int\.py::teardown PASSED", out, re.M)
     assert "Interrupted: tdrun run interrupted: running tasks finished, teardown ran" in out
     assert "3 passed, 1 skipped" in out
+    from thread_order.history import HistoryStore
+
+    with HistoryStore(teardown.parent / "h.db", readonly=True) as store:
+        recorded = store.get_run("last")
+    assert recorded["status"] == "interrupted"
+    assert {t["name"]: t["status"] for t in recorded["tasks"]}["after_slow"] == "CANCELLED"
 
 
 def test_second_ctrl_c_stops_waiting_and_says_teardown_did_not_run(session):

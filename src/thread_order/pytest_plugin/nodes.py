@@ -120,7 +120,6 @@ class TaskFailure:
         self.record = record
         message = f"{record.error_type}: {record.error}" if record.error_type else (record.error or "failed")
         self.reprcrash = _Crash(path, lineno, message)
-        self.sections: list[tuple[str, str, str]] = []
 
     def __str__(self) -> str:
         text = (self.record.traceback or self.reprcrash.message).rstrip("\n")

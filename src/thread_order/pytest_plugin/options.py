@@ -83,11 +83,6 @@ def read_settings(config: pytest.Config) -> Settings:
         pytest.UsageError: a missing ``--tdrun`` path, a bad worker count, ``--tdrun-set``
             or state file, or a ``--tdrun-*`` option without anything to collect.
     """
-    from ..cli import parse_set_values
-    from ..engine.collect import read_state_file
-    from ..engine.errors import UsageError
-    from ..engine.suite import discover
-
     opt = config.option
     settings = Settings(targets=list(opt.tdrun_targets or []),
                         globs=[g for g in config.getini("tdrun_files") if g])
@@ -99,6 +94,11 @@ def read_settings(config: pytest.Config) -> Settings:
         if given:
             raise _usage(f"{given[0]} needs something to collect: --tdrun PATH or the ini option tdrun_files")
         return settings
+    from ..cli import parse_set_values
+    from ..engine.collect import read_state_file
+    from ..engine.errors import UsageError
+    from ..engine.suite import discover
+
     if opt.tdrun_workers is not None:
         try:
             settings.workers = int(opt.tdrun_workers)

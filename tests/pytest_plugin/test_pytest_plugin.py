@@ -607,3 +607,17 @@ def test_log_records_are_in_the_captured_output_and_pytests_log_level_is_kept(py
     assert "a debug detail" not in result.stdout.str()
     result = run(pytester, "--tdrun", "tasks_log.py", "--log-level", "DEBUG")
     assert "a debug detail" in result.stdout.str()
+
+
+def test_pytest_xdist_is_refused(lifecycle):
+    # pytest-xdist's option as its -n sets it (a conftest may not declare lowercase short
+    # options, a plugin may): each worker would run the whole graph
+    lifecycle.makeconftest('''
+        def pytest_addoption(parser):
+            parser.addoption("--numprocesses", dest="numprocesses", type=int, default=None)
+    ''')
+    result = run(lifecycle, "--tdrun", "tasks_life.py", "--numprocesses", "2")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["ERROR: tdrun tasks cannot run under pytest-xdist (-n): *"])
+    result = run(lifecycle, "--tdrun", "tasks_life.py", "--numprocesses", "0", "--tdrun-set", "marker=m.txt")
+    assert result.ret == 1

@@ -99,6 +99,10 @@ def read_settings(config: pytest.Config) -> Settings:
     from ..engine.errors import UsageError
     from ..engine.suite import discover
 
+    if getattr(opt, "numprocesses", None) or hasattr(config, "workerinput"):
+        # each pytest-xdist worker would run the whole graph: a lifecycle created twice over
+        raise _usage("tdrun tasks cannot run under pytest-xdist (-n): the task graph runs once, "
+                     "in one process; drop -n or run the tasks in a session of their own")
     if opt.tdrun_workers is not None:
         try:
             settings.workers = int(opt.tdrun_workers)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import threading
 from types import FunctionType
 from typing import Any, Callable, Iterable
 
 from .capture import configure_logging, log_task_failures
+from .compat import add_thread_log_files, check_highlights
 from .dispatch import Run, RunOptions
 from .errors import DuplicateTaskError
 from .events import Event, EventKind, EventStream
@@ -100,11 +102,20 @@ class Scheduler:
             each failed task (ERROR) and each failed attempt that is retried (WARNING).
         verbose: with ``setup_logging``, log at DEBUG instead of INFO.
         capture: collect each task's stdout, stderr and log records into its record.
+        add_stream_handler: with ``setup_logging``, log to stderr (1.x's keyword; False
+            leaves stderr alone, for programs drawing their own display).
+        add_file_handler: with ``setup_logging``, also write one log file per thread,
+            ``<script>_thread_N.log`` in the current directory, as 1.x did (its default was
+            True; here it is False).
+        highlights: ``[(compiled regex, colour), ...]``: on a terminal, the stderr lines
+            colour what each regex matches; colours are ANSI escapes (colorama's
+            ``Fore.RED + Style.BRIGHT``) or names such as ``"bold red"``.
 
     Raises:
         TypeError: ``workers`` is not an integer, ``state`` not a dict, or one of the keys the
             engine owns holds the wrong thing: ``state['_state_lock']`` must be a lock and
-            ``state['results']`` (with ``store_results``) a dict.
+            ``state['results']`` (with ``store_results``) a dict; ``highlights`` is not a
+            list of (compiled regex, string) pairs.
         ValueError: ``workers`` is less than 1.
     """
 
@@ -118,6 +129,9 @@ class Scheduler:
         setup_logging: bool = False,
         verbose: bool = False,
         capture: bool = True,
+        add_stream_handler: bool = True,
+        add_file_handler: bool = False,
+        highlights: list[tuple[Any, str]] | None = None,
     ) -> None:
         if workers is None:
             workers = default_workers
@@ -138,8 +152,16 @@ class Scheduler:
             self.state.setdefault("results", {})
         self.state_lock = _checked_state(self.state, store_results)
         self.events = EventStream()
+        if highlights is not None:
+            highlights = check_highlights(highlights)
         if setup_logging:
-            configure_logging(verbose=verbose)
+            if add_stream_handler:
+                configure_logging(verbose=verbose, highlights=highlights or ())
+            else:
+                logging.getLogger().setLevel(logging.DEBUG if verbose else logging.INFO)
+            if add_file_handler:
+                add_thread_log_files([threading.current_thread().name]
+                                     + [f"thread_{i}" for i in range(workers)])
             log_task_failures(self.events)
 
         # the registered tasks, by position: name -> position, and per position its callable,
@@ -360,6 +382,10 @@ class Scheduler:
             copy = dict(self.state)
         copy.pop("_state_lock", None)
         return copy
+
+    def sanitize_state(self) -> dict:
+        """:attr:`sanitized_state` as a method, the name thread-order 1.x gave it."""
+        return self.sanitized_state
 
     def start(self) -> dict:
         """Run every registered task and return the run summary.

@@ -47,6 +47,8 @@ class RunOptions:
     clear_results_on_start: bool = True
     skip_dependents: bool = True
     capture: bool = True
+    #: entered on the worker thread around each attempt (engine/context.py), or None
+    task_context: Any = None
 
 
 class Run(LaneMethods, InterruptMethods):

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable
 
 from .capture import configure_logging, log_task_failures
 from .compat import add_thread_log_files, check_highlights
+from .context import TaskContexts
 from .dispatch import Run, RunOptions
 from .errors import DuplicateTaskError
 from .events import Event, EventKind, EventStream
@@ -152,6 +153,7 @@ class Scheduler:
             self.state.setdefault("results", {})
         self.state_lock = _checked_state(self.state, store_results)
         self.events = EventStream()
+        self._task_contexts = TaskContexts()
         if highlights is not None:
             highlights = check_highlights(highlights)
         if setup_logging:
@@ -319,6 +321,17 @@ class Scheduler:
         """
         return self.events.subscribe(fn, kinds or None)
 
+    def add_task_context(self, factory: Callable[[str, int], Any]) -> Callable[[], None]:
+        """Enter ``factory(name, attempt)`` (a context manager, or None) around each attempt.
+
+        Entered and left on the worker thread running the attempt, just around the task's
+        call, so whatever it sets (a tracing span made current, a context variable) is
+        what the task sees; its ``__exit__`` gets the task's exception. Errors in it are
+        logged and never change the task's outcome. Takes effect from the next ``start()``.
+        Returns a function that removes it.
+        """
+        return self._task_contexts.add(factory)
+
     def _callback(self, kind: EventKind, adapt: Callable[[Event], tuple], fn, args, kwargs):
         if not callable(fn):
             raise TypeError(f"callback {fn!r} is not callable")
@@ -400,7 +413,7 @@ class Scheduler:
             if self._run is not None:
                 raise RuntimeError("start: this scheduler is already running")
             options = RunOptions(self.workers, self.store_results, self.clear_results_on_start,
-                                 self.skip_dependents, self.capture)
+                                 self.skip_dependents, self.capture, self._task_contexts.combined())
             # no copies: registration only appends, and the run reads the first len(graph) entries,
             # so a task registered while this run goes on belongs to the next run
             run = self._run = Run(self._fns, self._options, graph, self.state,

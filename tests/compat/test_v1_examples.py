@@ -354,3 +354,33 @@ def test_tdrun_1x_module_as_a_real_process(tdrun_proc, module):
     assert re.search(r"\[thread_\d\] task_d \.+ FAILED", result.out)
     assert "AssertionError: Intentional Failure" in result.out
     assert "task_f" in result.out and "dependency 'task_d' failed" in result.out
+
+
+# ---------------------------------------------------------------------------- the README
+
+#: the names thread-order 1.x exported from its package (its __all__), and its Scheduler's
+#: constructor keywords and methods
+V1_NAMES = ["Scheduler", "DAGraph", "configure_logging", "ThreadProxyLogger", "dmark", "mark",
+            "default_workers", "load_and_collect_functions", "register_functions",
+            "validate_highlights"]
+V1_KEYWORDS = ["workers", "setup_logging", "add_stream_handler", "state", "store_results",
+               "clear_results_on_start", "verbose", "skip_dependents", "add_file_handler", "highlights"]
+V1_METHODS = ["register", "dregister", "start", "on_task_start", "on_task_run", "on_task_done",
+              "on_scheduler_start", "on_scheduler_done", "sanitize_state", "graph", "sanitized_state"]
+
+
+def test_every_1x_name_is_here_or_in_the_readme_section():
+    import inspect
+
+    import thread_order
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Coming from thread-order 1.x", 1)[1].split("\n## ", 1)[0]
+    for name in V1_NAMES:
+        assert name in thread_order.__all__ or f"`{name}" in section, name
+    params = inspect.signature(Scheduler).parameters
+    assert all(k in params for k in V1_KEYWORDS)
+    assert all(hasattr(Scheduler, m) for m in V1_METHODS)
+    for path in ("thread_order.scheduler", "thread_order.graph", "thread_order.logger",
+                 "thread_order.cli.app", "thread_order.ui.app"):
+        assert f"`{path}" in section, path  # each 1.x module path, with where it went

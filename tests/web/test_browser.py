@@ -147,7 +147,11 @@ def test_demo_load_set_state_run_live_and_open_in_history(page, server):
     page.wait_for_selector("#history-detail .timeline svg")
     assert page.locator("#history-detail .detail-head .pill").inner_text() == "PASSED"
     assert page.locator("#history-detail .graph g.node[data-status=PASSED]").count() == DEMO_TASKS
-    assert page.locator("#history-detail .timeline rect.bar[data-task]").count() == DEMO_TASKS
+    bars = "#history-detail .timeline rect.bar[data-task]"
+    # a bar per task, plus one per earlier attempt of a retried task (the demo's verify polls)
+    assert page.locator(f'{bars}:not([data-task*="(attempt "])').count() == DEMO_TASKS
+    retried = page.locator(f'{bars}[data-task*="(attempt "]')
+    assert retried.count() == page.locator(f'{bars}[data-task*="(attempt "][data-status=FAILED]').count()
     shot(page, "5-history-run")
 
     page.click("text=← all runs")

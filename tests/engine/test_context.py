@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import re
 import logging
 import threading
 
@@ -97,3 +98,69 @@ def test_no_context_costs_nothing_in_the_run_options():
     undo()
     undo()
     assert contexts.combined() is None
+
+
+# ---------------------------------------------------------------------------- properties
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def dags(draw):
+    n = draw(st.integers(1, 12))
+    deps = [sorted(draw(st.sets(st.integers(0, i - 1), max_size=3))) if i else [] for i in range(n)]
+    fails = [draw(st.integers(0, 3)) for _ in range(n)]  # attempts that fail before one passes
+    retries = [draw(st.integers(0, 2)) for _ in range(n)]
+    return deps, fails, retries, draw(st.integers(1, 4))
+
+
+@settings(max_examples=60, deadline=None)
+@given(dags())
+def test_a_context_surrounds_every_attempt_once_on_its_worker(case):
+    deps, fails, retries, workers = case
+    lock = threading.Lock()  # guards log and count, written by the workers
+    log: list[tuple] = []
+    count = [0] * len(deps)
+    here = threading.local()  # the attempt whose context is entered on this thread
+    inside: list[tuple] = []  # what each task call saw
+
+    class Around:
+        def __init__(self, name, attempt):
+            self.key = (name, attempt)
+
+        def __enter__(self):
+            here.key = self.key
+            with lock:
+                log.append(("enter", self.key, threading.current_thread().name))
+
+        def __exit__(self, *exc):
+            here.key = None
+            with lock:
+                log.append(("exit", self.key, threading.current_thread().name))
+
+    def task(i):
+        def run():
+            with lock:
+                count[i] += 1
+                n = count[i]
+                inside.append((getattr(here, "key", None), (f"t{i}", n)))
+            if n <= fails[i]:
+                raise RuntimeError(f"t{i} try {n}")
+        return run
+
+    s = Scheduler(workers=workers)
+    for i, ds in enumerate(deps):
+        s.register(task(i), f"t{i}", after=[f"t{d}" for d in ds], retries=retries[i])
+    s.add_task_context(Around)
+    s.start()
+    records = {r.name: r for r in s.last_records}
+    enters = [e for e in log if e[0] == "enter"]
+    exits = [e for e in log if e[0] == "exit"]
+    # one enter and one exit per attempt that ran, on the same worker thread, attempts counted from 1
+    assert sorted(e[1:] for e in enters) == sorted(e[1:] for e in exits)
+    assert sorted(e[1] for e in enters) == sorted(
+        (name, a) for name, r in records.items() for a in range(1, r.attempts + 1))
+    assert all(re.fullmatch(r"thread_\d+", e[2]) for e in enters)
+    assert sum(count) == len(enters)
+    assert all(seen == expected for seen, expected in inside)  # each call ran inside its own context

@@ -272,3 +272,77 @@ def test_tdrun_otel_without_the_extra_is_one_line_exit_4(tdrun_main, module, mon
     assert result.code == 4
     assert result.err == "tdrun: error: --otel needs the OpenTelemetry SDK: pip install 'thread-order[otel]'\n"
     assert result.out == ""
+
+
+class Collector:
+    """A minimal OTLP/HTTP collector on 127.0.0.1: keeps every span posted to /v1/traces."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+            ExportTraceServiceResponse,
+        )
+
+        collector = self
+        self.spans: list = []
+        self.resources: list = []
+        self.lock = threading.Lock()  # guards spans and resources, written by request threads
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = ExportTraceServiceRequest.FromString(body)
+                with collector.lock:
+                    for rs in request.resource_spans:
+                        collector.resources.append({a.key: a.value.string_value for a in rs.resource.attributes})
+                        for ss in rs.scope_spans:
+                            collector.spans.extend(ss.spans)
+                reply = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200 if self.path == "/v1/traces" else 404)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_tdrun_otel_exports_over_otlp_http_by_default(tmp_path, module):
+    collector = Collector()
+    try:
+        proc = run(["-m", "thread_order", module, "--otel", "--plain"], tmp_path,
+                   OTEL_EXPORTER_OTLP_ENDPOINT=collector.url, OTEL_RESOURCE_ATTRIBUTES="ci.job=7")
+    finally:
+        collector.close()
+    assert proc.returncode == 1, proc.stderr
+    assert "could not be exported" not in proc.stdout + proc.stderr
+    names = sorted(s.name for s in collector.spans)
+    assert names == ["GET /thing", "create", "tdrun tasks", "verify"]
+    assert {r["service.name"] for r in collector.resources} == {"tdrun"}
+    assert {r["ci.job"] for r in collector.resources} == {"7"}
+    spans = {s.name: s for s in collector.spans}
+    assert spans["verify"].parent_span_id == spans["tdrun tasks"].span_id
+    assert spans["GET /thing"].parent_span_id == spans["verify"].span_id
+    assert [link.span_id for link in spans["verify"].links] == [spans["create"].span_id]
+
+
+def test_tdrun_otel_says_when_spans_could_not_be_exported(tmp_path, module):
+    collector = Collector()
+    url = collector.url
+    collector.close()  # nothing listens there any more
+    proc = run(["-m", "thread_order", module, "--otel", "--plain"], tmp_path,
+               OTEL_EXPORTER_OTLP_ENDPOINT=url, OTEL_EXPORTER_OTLP_TIMEOUT="1")
+    assert proc.returncode == 1  # the run's own outcome stands
+    assert f"warning: --otel: 4 span(s) could not be exported to otlp ({url})" in proc.stdout

@@ -295,8 +295,43 @@ def configure_from_env(stream: Any = None) -> tuple[Any, bool]:
     for exporter in exporters:
         if exporter is not None:
             provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider.thread_order_exporters = [e for e in exporters if e is not None]  # for failure notes
     trace.set_tracer_provider(provider)
     return provider, True
+
+
+def _watched(inner: Any, name: str) -> Any:
+    """``inner`` wrapped so that spans it failed to export are counted (tdrun says so at the end)."""
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    class Watched(SpanExporter):
+        def __init__(self) -> None:
+            self.inner = inner
+            self.name = name
+            self.failed = 0  # written by the batch processor's thread, read after its shutdown
+
+        def export(self, spans: Any) -> Any:
+            try:
+                result = inner.export(spans)
+            except Exception:  # an exporter must not take the run down
+                result = SpanExportResult.FAILURE
+            if result is not SpanExportResult.SUCCESS:
+                self.failed += len(spans)
+            return result
+
+        def shutdown(self) -> None:
+            inner.shutdown()
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            flush = getattr(inner, "force_flush", None)
+            return flush(timeout_millis) if flush is not None else True
+
+    return Watched()
+
+
+def _endpoint() -> str:
+    return (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4318")
 
 
 def _exporter(name: str, stream: Any) -> Any:
@@ -318,7 +353,7 @@ def _exporter(name: str, stream: Any) -> Any:
         raise UsageError(f"OTEL_TRACES_EXPORTER={name}: no such span exporter is installed "
                          f"(looked for {entry!r}; console, none and otlp come with thread-order[otel])")
     try:
-        return found[0].load()()
+        return _watched(found[0].load()(), f"{name} ({_endpoint()})" if name == "otlp" else name)
     except Exception as exc:
         raise UsageError(f"OTEL_TRACES_EXPORTER={name}: cannot create the exporter: "
                          f"{type(exc).__name__}: {exc}") from None
@@ -345,5 +380,9 @@ class OtelObserver:
             if not self.provider.force_flush(30_000):
                 self.notes.append("warning: --otel: not every span was exported within 30s")
             self.provider.shutdown()
+            for exporter in getattr(self.provider, "thread_order_exporters", ()):
+                if getattr(exporter, "failed", 0):
+                    self.notes.append(f"warning: --otel: {exporter.failed} span(s) could not be "
+                                      f"exported to {exporter.name}")
         else:
             self.provider.force_flush(30_000)

@@ -384,3 +384,17 @@ def test_every_1x_name_is_here_or_in_the_readme_section():
     for path in ("thread_order.scheduler", "thread_order.graph", "thread_order.logger",
                  "thread_order.cli.app", "thread_order.ui.app"):
         assert f"`{path}" in section, path  # each 1.x module path, with where it went
+
+
+def test_what_replaces_load_and_collect_functions_and_register_functions(module):
+    from thread_order.engine.collect import collect
+
+    # 1.x: module, functions, single = load_and_collect_functions(target, ["layer2"]);
+    #      register_functions(scheduler, functions, ["layer2"], single)
+    collection = collect([str(module)], tags="layer2")
+    scheduler = Scheduler(workers=2, state={"names": ["Lee"]})
+    collection.register_into(scheduler)
+    summary = scheduler.start()
+    # tags keep task_b and task_c; their dependency on task_a, filtered out, is dropped
+    assert sorted(summary["passed"]) == ["task_b", "task_c"]
+    assert scheduler.state["results"]["task_b"] == "task_b.--no-result--"

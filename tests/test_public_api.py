@@ -111,6 +111,8 @@ def test_scheduler_signatures_follow_the_published_api():
         ("add_stream_handler", "POSITIONAL_OR_KEYWORD", True),
         ("add_file_handler", "POSITIONAL_OR_KEYWORD", False),
         ("highlights", "POSITIONAL_OR_KEYWORD", None),
+        ("check_state", "KEYWORD_ONLY", False),
+        ("first", "KEYWORD_ONLY", None),
     ]
     assert params(Scheduler.register) == [
         ("self", "POSITIONAL_OR_KEYWORD", E),

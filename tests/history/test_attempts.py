@@ -103,12 +103,12 @@ def test_trace_has_a_slice_per_attempt(tmp_path):
     assert len(retry_waits) == 2
 
 
-def test_a_file_from_schema_3_reads_without_attempts_and_migrates_forward(tmp_path):
+def test_a_file_from_schema_4_reads_without_attempts_and_migrates_forward(tmp_path):
     path = tmp_path / "h.db"
     _, first = flaky_run(path)
     conn = sqlite3.connect(path)
-    conn.execute("DROP TABLE task_attempts")  # what a file written before schema 4 lacks
-    conn.execute("PRAGMA user_version = 3")
+    conn.execute("DROP TABLE task_attempts")  # what a file written before schema 5 lacks
+    conn.execute("PRAGMA user_version = 4")
     conn.commit()
     conn.close()
     with HistoryStore(path) as store:
@@ -119,7 +119,7 @@ def test_a_file_from_schema_3_reads_without_attempts_and_migrates_forward(tmp_pa
     assert "earlier attempts" in wait["args"]["note"]  # only the last attempt is known
     _, second = flaky_run(path)  # recording migrates the file
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     conn.close()
     with HistoryStore(path) as store:
         assert len(next(t for t in store.get_run(second)["tasks"] if t["name"] == "create")

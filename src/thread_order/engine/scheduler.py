@@ -111,6 +111,10 @@ class Scheduler:
         highlights: ``[(compiled regex, colour), ...]``: on a terminal, the stderr lines
             colour what each regex matches; colours are ANSI escapes (colorama's
             ``Fore.RED + Style.BRIGHT``) or names such as ``"bold red"``.
+        check_state: note which state keys each task reads and writes, and report the
+            ordering bugs that shows (``summary['state_findings']``; see statecheck.py).
+        first: names of tasks to start before the others whenever several are ready
+            (``tdrun --failed-first``); the graph still decides what is ready.
 
     Raises:
         TypeError: ``workers`` is not an integer, ``state`` not a dict, or one of the keys the
@@ -133,6 +137,9 @@ class Scheduler:
         add_stream_handler: bool = True,
         add_file_handler: bool = False,
         highlights: list[tuple[Any, str]] | None = None,
+        *,
+        check_state: bool = False,
+        first: Iterable[str] | None = None,
     ) -> None:
         if workers is None:
             workers = default_workers
@@ -149,6 +156,8 @@ class Scheduler:
         self.clear_results_on_start = clear_results_on_start
         self.skip_dependents = skip_dependents
         self.capture = capture
+        self.check_state = check_state
+        self.first = frozenset(first) if first else None
         if store_results:
             self.state.setdefault("results", {})
         self.state_lock = _checked_state(self.state, store_results)
@@ -413,13 +422,22 @@ class Scheduler:
             if self._run is not None:
                 raise RuntimeError("start: this scheduler is already running")
             options = RunOptions(self.workers, self.store_results, self.clear_results_on_start,
-                                 self.skip_dependents, self.capture, self._task_contexts.combined())
+                                 self.skip_dependents, self.capture, first=self.first,
+                                 task_context=self._task_contexts.combined())
             # no copies: registration only appends, and the run reads the first len(graph) entries,
             # so a task registered while this run goes on belongs to the next run
-            run = self._run = Run(self._fns, self._options, graph, self.state,
+            fns, task_options, checker = self._fns, self._options, None
+            if self.check_state:
+                from .statecheck import StateChecker
+
+                checker = StateChecker(self.state, self.state_lock)
+                fns, task_options = checker.instrument(graph.nodes, fns, task_options)
+            run = self._run = Run(fns, task_options, graph, self.state,
                                   self.state_lock, self.events, options)
         try:
             summary = run.execute()
+            if checker is not None:
+                summary["state_findings"] = checker.findings(graph, self._fns[:len(graph)])
             records = run.records
             self.last_records = records if None not in records else [r for r in records if r is not None]
             self.last_summary = summary

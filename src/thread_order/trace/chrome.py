@@ -10,7 +10,7 @@ run knows of, ``pid`` is the run id):
   track of the worker thread that ran it, with its status, attempt number,
   attempts, error type and error in ``args``; an attempt that failed and was
   retried has ``args.retried`` and category ``task,retried``. A file recorded
-  before the history kept every attempt (schema 4) has the last one only;
+  before the history kept every attempt (schema 5) has the last one only;
 - the wait before each task started, as an async slice (``ph: "b"``/``"e"``,
   category ``wait``): from the moment its last dependency finished (the run's
   start for a task with none) to its start. The history does not record when a

@@ -398,3 +398,34 @@ def test_what_replaces_load_and_collect_functions_and_register_functions(module)
     # tags keep task_b and task_c; their dependency on task_a, filtered out, is dropped
     assert sorted(summary["passed"]) == ["task_b", "task_c"]
     assert scheduler.state["results"]["task_b"] == "task_b.--no-result--"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_tdrun_plain_output_on_a_terminal_draws_ansi_highlights(module, tmp_path):
+    import os
+    import pty
+    import select
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "thread_order", str(module), "--plain", "--log",
+                             "--workers=1"], stdout=follower, stderr=follower, stdin=subprocess.DEVNULL,
+                            cwd=tmp_path, env=tdrun_env(TERM="xterm-256color", COLUMNS="200"))
+    os.close(follower)
+    chunks = []
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], 30)
+            if not ready:
+                break
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(leader)
+        assert proc.wait(30) == 1
+    out = b"".join(chunks).decode("utf-8", "replace")
+    assert '\x1b[1;33mEmployee: "Smith"\x1b[0m running in -' in out, out[-2000:]

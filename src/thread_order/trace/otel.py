@@ -161,9 +161,13 @@ class OtelRun:
             span.set_attribute(f"{_ATTR}retried", True)
         if record.thread:
             span.set_attribute("thread.name", record.thread)
-        pool = getattr(record, "pool", None)
+        # a task in a pool: which one kept it waiting, and how long (records that carry it)
+        pool = getattr(record, "waited_for", None)
         if isinstance(pool, str) and pool:
             span.set_attribute(f"{_ATTR}pool", pool)
+        waited = getattr(record, "waited", None)
+        if isinstance(waited, (int, float)) and waited > 0 and not retried:
+            span.set_attribute(f"{_ATTR}pool_wait_s", float(waited))
         if record.reason:
             span.set_attribute(f"{_ATTR}reason", record.reason)
         if record.error_type is not None:

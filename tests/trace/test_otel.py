@@ -346,3 +346,26 @@ def test_tdrun_otel_says_when_spans_could_not_be_exported(tmp_path, module):
                OTEL_EXPORTER_OTLP_ENDPOINT=url, OTEL_EXPORTER_OTLP_TIMEOUT="1")
     assert proc.returncode == 1  # the run's own outcome stands
     assert f"warning: --otel: 4 span(s) could not be exported to otlp ({url})" in proc.stdout
+
+
+def test_otel_observer_is_what_tdrun_uses_for_any_front_end(tmp_path):
+    # in a fresh process: it sets the global tracer provider from the environment
+    script = tmp_path / "front.py"
+    script.write_text(textwrap.dedent('''
+        import sys
+        from thread_order import Scheduler
+        from thread_order.trace import OtelObserver, require_otel
+        require_otel()
+        s = Scheduler(workers=1)
+        s.register(lambda: None, "one")
+        observer = OtelObserver()
+        observer.attach(s, {"module": "suite", "target": "suite/"})
+        s.start()
+        observer.finish()
+        print(observer.notes)
+    '''), encoding="utf-8")
+    proc = run([script], tmp_path, OTEL_TRACES_EXPORTER="console")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    assert '"name": "tdrun suite"' in proc.stderr and '"name": "one"' in proc.stderr
+    assert '"thread_order.target": "suite/"' in proc.stderr

@@ -79,11 +79,9 @@ class HighlightFormatter(logging.Formatter):
         message = record.message
         for pattern, code in self.highlights:
             message = pattern.sub(lambda m, code=code: f"{code}{m.group(0)}{_RESET}", message)
-        saved, record.message = record.message, message
-        try:
-            return super().formatMessage(record)
-        finally:
-            record.message = saved
+        coloured = logging.makeLogRecord(record.__dict__)  # other handlers see the record as it was
+        coloured.message = message
+        return super().formatMessage(coloured)
 
 
 def colors_wanted(stream: Any) -> bool:

@@ -117,7 +117,7 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
         # directly fills the child's entry before the dispatcher hears of it
         self.job_of: list[Job | None] = [None] * n
         # the pools' gate (engine/gate.py), set by the Scheduler; None when no task is in a pool
-        self.gate: Any = None
+        self.pool_gate: Any = None
         # tasks to start first: their heap key is idx - n (below every other task's idx)
         self.first = [name in run_options.first for name in self.names] if run_options.first else None
 
@@ -231,7 +231,7 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
         when they are handed over. A worker may start a task itself only when
         this rule would have started it next anyway (see ``_launch``).
         """
-        if self.gate is not None:
+        if self.pool_gate is not None:
             self._pump()
         ready = self.ready
         where = self.where
@@ -268,8 +268,8 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
             if where[i] in (_RUNNING, _RETRY_WAIT) and self.attempts[i] <= self.options[i].retries:
                 return min(ptr, i)
             heapq.heappop(heap)
-        if self.gate is not None:  # a task waiting for a pool may start as soon as it has room
-            low = self.gate.lowest_waiting()
+        if self.pool_gate is not None:  # a task waiting for a pool may start as soon as it has room
+            low = self.pool_gate.lowest_waiting()
             if low is not None and low < ptr:
                 return low
         return ptr
@@ -282,9 +282,9 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
         # alone in flight, nothing ready, no timer that could make anything ready, nobody
         # to react to events in between: only this task's dependents can be next
         direct = (self.inflight == 1 and not self.ready and not self.timers and opts.timeout is None
-                  and self.events.task_quiet and (self.gate is None or not self.gate.waiting))
+                  and self.events.task_quiet and (self.pool_gate is None or not self.pool_gate.waiting))
         job = Job(idx, attempt, direct)
-        if self.gate is not None and idx in self.gate.rated:
+        if self.pool_gate is not None and idx in self.pool_gate.rated:
             job.rated = True
         self.job_of[idx] = job
         if attempt <= opts.retries:
@@ -316,7 +316,7 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
                 return  # timed out earlier; its outcome is already recorded
             self.inflight -= 1
             idx = job.idx
-            if self.gate is not None and self.gate.of[idx] is not None:
+            if self.pool_gate is not None and self.pool_gate.of[idx] is not None:
                 self._pooled_done(msg)
                 return
             if ok:
@@ -341,15 +341,15 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
                 self.events.emit_task(EventKind.TASK_RUNNING, self.names[job.idx], thread, job.attempt)
         elif kind == MSG_BEGAN:
             job = msg[1]
-            self.gate.began(job.idx, msg[2])
+            self.pool_gate.began(job.idx, msg[2])
         elif kind == MSG_DROPPED:
             job = msg[1]
             idx = job.idx
             if job.abandoned or self.where[idx] != _RUNNING or self.job_of[idx] is not job:
                 return  # already accounted for (timed out, or the run was stopped)
             self.inflight -= 1
-            if self.gate is not None:
-                self.gate.release(idx, started=False)
+            if self.pool_gate is not None:
+                self.pool_gate.release(idx, started=False)
             self.attempts[idx] -= 1  # this attempt never ran
             self._stop_unstarted(idx)
         else:
@@ -362,8 +362,8 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
         error_type, message, tb = error
         if started is None:
             started = time.time() - duration
-        if wait is None and self.gate is not None and self.gate.of[idx] is not None:  # a timeout
-            wait = self.gate.wait_of(idx, started)
+        if wait is None and self.pool_gate is not None and self.pool_gate.of[idx] is not None:  # a timeout
+            wait = self.pool_gate.wait_of(idx, started)
         record = TaskRecord(
             name, _FAILED, thread, started, started + duration, duration, attempt,
             error_type, message, tb if tb is not None else f"{error_type}: {message}\n", output,
@@ -385,15 +385,15 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
 
     def _make_ready(self, idx: int) -> None:
         self.where[idx] = _READY
-        gate = self.gate
-        if gate is None or gate.of[idx] is None or gate.enter(idx):
+        pgate = self.pool_gate
+        if pgate is None or pgate.of[idx] is None or pgate.enter(idx):
             first = self.first
             heapq.heappush(self.ready, idx - self.n if first is not None and first[idx] else idx)
         # else it waits at the gate, holding nothing: _dispatch lets it in when its pools have room
         else:
             if self.attempts[idx]:
-                gate.repeated = True  # a retry waits: its record keeps this wait, not the first
-            if gate.named:  # it joined a line whose next tasks are named: take the names back
+                pgate.repeated = True  # a retry waits: its record keeps this wait, not the first
+            if pgate.named:  # it joined a line whose next tasks are named: take the names back
                 self._collect_handoffs()
         if self.attempts[idx] == 0 and self.events._subs[_K_READY]:
             self.events.emit_task(_K_READY, self.names[idx])
@@ -432,8 +432,8 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
         self.where[idx] = _DONE
         self.records[idx] = record
         self.job_of[idx] = None
-        if self.gate is not None and self.gate.state[idx]:
-            self.gate.final(idx)  # whatever it still holds or waits for: no slot outlives a task
+        if self.pool_gate is not None and self.pool_gate.state[idx]:
+            self.pool_gate.final(idx)  # whatever it still holds or waits for: no slot outlives a task
         self.unfinished -= 1
         self.finished_count += 1
         status = record.status

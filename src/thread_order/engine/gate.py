@@ -395,37 +395,37 @@ class Gate:
 
 
 class GateMethods:
-    """The dispatcher's side of the gate, for a ``dispatch.Run`` (which inherits these)."""
+    """The dispatcher's side of the pools' gate, for a ``dispatch.Run`` (which inherits these)."""
 
     def _pump(self) -> None:
         """Let the tasks whose pools have room into the ready heap; sleep on the timer heap
         until a rate has room again; name the next tasks of full pools for the hand-off; tell
         the live view how many wait."""
-        gate = self.gate
-        if gate.dirty:
-            if gate.named:  # slots given back in a pool with names: the names go first
+        pgate = self.pool_gate
+        if pgate.dirty:
+            if pgate.named:  # slots given back in a pool with names: the names go first
                 self._admit_named()
-            admitted, wake = gate.pump()
+            admitted, wake = pgate.pump()
             first = self.first  # tdrun --failed-first: their heap key is idx - n
             for idx in admitted:
                 if self.where[idx] == self.READY:
                     heapq.heappush(self.ready, idx - self.n if first is not None and first[idx] else idx)
             if wake is not None:
                 self._add_timer(time.monotonic() + max(wake - time.time(), 0.0), _TIMER_GATE, None)
-        if gate.waiting and self.width > 1 and self.events.task_quiet and not self.stop_requested:
+        if pgate.waiting and self.width > 1 and self.events.task_quiet and not self.stop_requested:
             self._name_next()
-        if gate.changed:
-            gate.changed = False
+        if pgate.changed:
+            pgate.changed = False
             if self.events._subs[_POOL_WAITING]:
-                self.events.emit(_POOL_WAITING, data={"waiting": gate.waiting_counts()})
+                self.events.emit(_POOL_WAITING, data={"waiting": pgate.waiting_counts()})
 
     def _name_next(self) -> None:
         """Name, in each full pool without a rate, the first tasks of its line a worker ending
         an attempt there may start itself (a few times as many as the pool has slots, so the
         workers do not run out of names between two turns of the dispatcher)."""
-        gate = self.gate
-        state, simple, options = gate.state, gate.simple, self.options
-        for p in gate.handing:
+        pgate = self.pool_gate
+        state, simple, options = pgate.state, pgate.simple, self.options
+        for p in pgate.handing:
             want = min(_NAMED * p.size, p.waiting)
             if not p.waiting or p.in_use < p.size or 2 * len(p.next) >= want:
                 continue  # nobody to name, the dispatcher admits them itself, or all named already
@@ -447,16 +447,16 @@ class GateMethods:
                 with self.handshake:
                     if not self.stop_requested:
                         p.next = heads
-                        gate.named = True
+                        pgate.named = True
 
     def _admit_named(self) -> None:
         """Account for the hand-offs workers made, and admit the named tasks of each pool
         into the slots it has free, lowest first, as a worker taking them would."""
-        gate = self.gate
+        pgate = self.pool_gate
         taken, picked = [], []
         with self.handshake:
             named = False
-            for p in gate.handing:
+            for p in pgate.handing:
                 if p.taken:
                     taken += p.taken
                     p.taken = []
@@ -465,32 +465,32 @@ class GateMethods:
                     picked.append((p, p.next.pop()[0]))
                     free -= 1
                 named = named or bool(p.next)
-            gate.named = named
+            pgate.named = named
         for ended, job in taken:
             self._take_handoff(ended, job)
-        state = gate.state
+        state = pgate.state
         first = self.first
         for p, idx in picked:
             state[idx] = _HOLDING
             p.in_use += 1
             p.waiting -= 1
-            gate.waiting -= 1
-            gate.changed = True
-            gate.held_for[idx] = gate.blocker[idx] or p.name
-            gate.blocker[idx] = None
+            pgate.waiting -= 1
+            pgate.changed = True
+            pgate.held_for[idx] = pgate.blocker[idx] or p.name
+            pgate.blocker[idx] = None
             heapq.heappush(self.ready, idx - self.n if first is not None and first[idx] else idx)
 
     def _collect_handoffs(self) -> None:
         """Take back every name, and account for the tasks workers started from them."""
-        gate = self.gate
+        pgate = self.pool_gate
         taken = []
         with self.handshake:
-            for p in gate.handing:
+            for p in pgate.handing:
                 if p.taken:
                     taken += p.taken
                     p.taken = []
                 p.next = []
-            gate.named = False
+            pgate.named = False
         for ended, job in taken:
             self._take_handoff(ended, job)
 
@@ -505,20 +505,20 @@ class GateMethods:
         self.inflight += 1
         if job.attempt <= self.options[idx].retries:
             heapq.heappush(self.retry_heap, idx)
-        gate = self.gate
-        state = gate.state
-        if state[ended] == _HOLDING and gate.of[ended] is not None and len(gate.of[ended]) == 1:
+        pgate = self.pool_gate
+        state = pgate.state
+        if state[ended] == _HOLDING and pgate.of[ended] is not None and len(pgate.of[ended]) == 1:
             # transfer(), inline for the common case: the ended task was in this pool alone
-            p = gate.simple[idx]
+            p = pgate.simple[idx]
             state[ended] = 0
             state[idx] = _HOLDING
-            gate.waiting -= 1
+            pgate.waiting -= 1
             p.waiting -= 1
-            gate.changed = True
-            gate.held_for[idx] = gate.blocker[idx] or p.name
-            gate.blocker[idx] = None
+            pgate.changed = True
+            pgate.held_for[idx] = pgate.blocker[idx] or p.name
+            pgate.blocker[idx] = None
         else:
-            gate.transfer(ended, idx)
+            pgate.transfer(ended, idx)
         if self.events._subs[_TASK_STARTED]:
             self.events.emit_task(_TASK_STARTED, self.names[idx], None, job.attempt)
 
@@ -527,34 +527,34 @@ class GateMethods:
         started next), its record says how long it waited."""
         _, job, ok, value, error, started, duration, output, thread, nxt = msg
         idx = job.idx
-        gate = self.gate
+        pgate = self.pool_gate
         if nxt is not None and nxt.handed:
             if nxt.handed == 1:
                 self._take_handoff(idx, nxt)
             nxt = None  # not a dependent: nothing below applies to it
-        state = gate.state
+        state = pgate.state
         if state[idx] == _HOLDING:
-            p = gate.simple[idx]
+            p = pgate.simple[idx]
             if p is None:
-                gate.release(idx)
+                pgate.release(idx)
             else:  # release(), inline for the common case: one pool without a rate
                 state[idx] = 0
                 p.in_use -= 1
                 if p.waiting:
-                    gate.dirty.add(p)
-        pool = gate.held_for[idx]
+                    pgate.dirty.add(p)
+        pool = pgate.held_for[idx]
         if pool is None:
             waited = 0.0
-        elif not ok or gate.repeated:
-            waited, pool = gate.wait_of(idx, started)
+        elif not ok or pgate.repeated:
+            waited, pool = pgate.wait_of(idx, started)
         else:  # wait_of(), inline for the common case
-            gate.held_for[idx] = None
-            waited = started - gate.ready_at[idx]
+            pgate.held_for[idx] = None
+            waited = started - pgate.ready_at[idx]
             if waited < 0.0:
                 waited = 0.0
-            tally = gate.tally.get(pool)
+            tally = pgate.tally.get(pool)
             if tally is None:
-                tally = gate.tally[pool] = [0, 0.0, 0.0]
+                tally = pgate.tally[pool] = [0, 0.0, 0.0]
             tally[0] += 1
             tally[2] += waited
             if waited > tally[1]:

@@ -38,7 +38,7 @@ class InterruptMethods:
     def _interrupt(self, force: bool) -> None:
         first = not self.interrupted
         self.interrupted = self.stop_requested = True
-        if self.gate is not None and self.gate.named:  # a task a worker took is running, not ready
+        if self.pool_gate is not None and self.pool_gate.named:  # a task a worker took is running, not ready
             with self.handshake:
                 self.stop_requested = True
             self._collect_handoffs()

@@ -114,8 +114,8 @@ class LaneMethods:
         handshake = self.handshake
         job_of = self.job_of
         cstart, cflat, pstart = self.cstart, self.cflat, self.pstart
-        gate = self.gate
-        alone = gate.simple if gate is not None else None  # per task: its pool, if one without a rate
+        pgate = self.pool_gate
+        alone = pgate.simple if pgate is not None else None  # per task: its pool, if one without a rate
         perf = time.perf_counter
         wall = time.time
         name = lane.name
@@ -265,7 +265,7 @@ class LaneMethods:
             if kind == TIMER_TIMEOUT:
                 self._timeout(payload)
             elif kind == TIMER_GATE:
-                self.gate.timer()
+                self.pool_gate.timer()
             else:  # a retry's delay is over
                 idx = payload
                 if self.where[idx] == self.RETRY_WAIT:
@@ -284,10 +284,10 @@ class LaneMethods:
             if lane is not None:
                 lane.abandoned = True
         self.inflight -= 1
-        if self.gate is not None:
+        if self.pool_gate is not None:
             # the slot is given back at the timeout, though the abandoned call may still run:
             # a hung call must not hold its pool for the rest of the run (see README)
-            self.gate.release(idx, started=lane is not None)
+            self.pool_gate.release(idx, started=lane is not None)
         output = ""
         if lane is None:
             thread_name = None  # nobody picked it up; whoever does will drop it

@@ -462,7 +462,7 @@ class Scheduler:
                 fns, task_options = checker.instrument(graph.nodes, fns, task_options)
             run = self._run = Run(fns, task_options, graph, self.state,
                                   self.state_lock, self.events, options)
-            run.gate = gate
+            run.pool_gate = gate
         try:
             summary = run.execute()
             if checker is not None:

@@ -144,5 +144,5 @@ def build_summary(run: Any) -> dict:
         "teardown_not_run": teardown_not_run,
         "tasks": tasks,
         # per pool: size, rate, how many tasks waited for it, the longest and total wait
-        "pools": run.gate.summary(records) if run.gate is not None else {},
+        "pools": run.pool_gate.summary(records) if run.pool_gate is not None else {},
     }

@@ -22,6 +22,7 @@ from .graph import Graph
 from .interrupts import InterruptMethods
 from .lanes import MSG_DONE, MSG_DROPPED, MSG_RUNNING, TIMER_RETRY, TIMER_TIMEOUT, Job, Lane, LaneMethods
 from .model import TaskOptions, TaskRecord, TaskStatus
+from .order import OrderPlan
 from .signals import install_interrupt_handler
 from .summary import build_summary
 from .capture import OutputCapture
@@ -60,7 +61,8 @@ class Run(LaneMethods, InterruptMethods):
     WAITING, READY, RUNNING, RETRY_WAIT, DONE = _WAITING, _READY, _RUNNING, _RETRY_WAIT, _DONE
 
     def __init__(self, fns: Sequence[Callable[..., Any]], options: Sequence[TaskOptions], graph: Graph,
-                 state: dict, state_lock: Any, events: EventStream, run_options: RunOptions) -> None:
+                 state: dict, state_lock: Any, events: EventStream, run_options: RunOptions,
+                 plan: OrderPlan | None = None) -> None:
         self.s = run_options
         self.fns = fns
         self.options = options
@@ -111,6 +113,15 @@ class Run(LaneMethods, InterruptMethods):
         # the attempt in flight per task (None once final); a worker starting a child
         # directly fills the child's entry before the dispatcher hears of it
         self.job_of: list[Job | None] = [None] * n
+        # the start order (order.py): None keys the ready heap (and retry_heap) by index;
+        # a plan keys them by rank, at[rank] being the task. need/finish_order: a replay's gate
+        self.plan = plan
+        self.at = plan.at if plan is not None else None
+        self.need = plan.need if plan is not None else None
+        self.finished_prefix = 0  # the first this many tasks of plan.finish_order are final
+        if plan is not None:
+            self.rank = plan.rank
+            self._make_ready = self._make_ready_ranked  # the declared order keeps its own
 
     def execute(self) -> dict:
         """Run every task; returns the summary (``self.records`` holds every record).
@@ -211,7 +222,7 @@ class Run(LaneMethods, InterruptMethods):
             handle(get_nowait())
 
     def _dispatch(self) -> None:
-        """Hand ready tasks to workers, lowest registration index first.
+        """Hand ready tasks to workers, lowest registration index (or rank, see order.py) first.
 
         Up to one task per lane is queued ahead of a free worker, so workers do
         not idle while this thread catches up — but only a task that would
@@ -226,35 +237,62 @@ class Run(LaneMethods, InterruptMethods):
         where = self.where
         width = self.width
         options = self.options
+        at = self.at
         while ready:
-            idx = ready[0]
+            idx = key = ready[0]
+            if at is not None:
+                idx = at[key]
             if where[idx] != _READY:
                 heapq.heappop(ready)  # cancelled while queued
                 continue
             if self.inflight >= width and (
                 self.inflight >= 2 * width
                 or options[idx].timeout is not None
-                or idx >= self._low_water()
+                or key >= self._low_water()
             ):
+                return
+            # a replay: wait for what had finished before it started in the recording, unless
+            # nothing in flight or pending could ever bring that about (a changed graph)
+            if self.need is not None and not self._replay_allows(idx) and (self.inflight or self.timers):
                 return
             heapq.heappop(ready)
             self._launch(idx)
 
     def _low_water(self) -> int:
-        """The lowest index of a task that may still become ready."""
+        """The lowest key (index, or rank under a plan) of a task that may still become ready."""
         where = self.where
         ptr = self.waiting_ptr
         n = self.n
-        while ptr < n and where[ptr] != _WAITING:  # a task never returns to _WAITING
-            ptr += 1
+        at = self.at
+        if at is None:
+            while ptr < n and where[ptr] != _WAITING:  # a task never returns to _WAITING
+                ptr += 1
+        else:
+            while ptr < n and where[at[ptr]] != _WAITING:
+                ptr += 1
         self.waiting_ptr = ptr
         heap = self.retry_heap
         while heap:
-            i = heap[0]
+            k = heap[0]
+            i = k if at is None else at[k]
             if where[i] in (_RUNNING, _RETRY_WAIT) and self.attempts[i] <= self.options[i].retries:
-                return min(ptr, i)
+                return min(ptr, k)
             heapq.heappop(heap)
         return ptr
+
+    def _replay_allows(self, idx: int) -> bool:
+        """Has every task that had finished before ``idx`` started, in the recording, finished?"""
+        need = self.need[idx]
+        p = self.finished_prefix
+        if need <= p:
+            return True
+        order = self.plan.finish_order
+        where = self.where
+        end = len(order)
+        while p < end and where[order[p]] == _DONE:
+            p += 1
+        self.finished_prefix = p
+        return need <= p
 
     def _launch(self, idx: int) -> None:
         opts = self.options[idx]
@@ -263,12 +301,13 @@ class Run(LaneMethods, InterruptMethods):
         self.inflight += 1
         # alone in flight, nothing ready, no timer that could make anything ready, nobody
         # to react to events in between: only this task's dependents can be next
+        # (a replay's gate is the dispatcher's to apply: no direct start under it)
         direct = (self.inflight == 1 and not self.ready and not self.timers and opts.timeout is None
-                  and self.events.task_quiet)
+                  and self.events.task_quiet and self.need is None)
         job = Job(idx, attempt, direct)
         self.job_of[idx] = job
         if attempt <= opts.retries:
-            heapq.heappush(self.retry_heap, idx)
+            heapq.heappush(self.retry_heap, idx if self.at is None else self.rank[idx])
         if opts.timeout is not None:
             self._add_timer(time.monotonic() + opts.timeout, TIMER_TIMEOUT, job)
         self.jobs.put(job)
@@ -281,7 +320,7 @@ class Run(LaneMethods, InterruptMethods):
         self.attempts[idx] = job.attempt
         self.inflight += 1
         if job.attempt <= self.options[idx].retries:
-            heapq.heappush(self.retry_heap, idx)
+            heapq.heappush(self.retry_heap, idx if self.at is None else self.rank[idx])
         events = self.events
         if events._subs[_K_READY]:
             events.emit_task(_K_READY, self.names[idx])
@@ -356,6 +395,12 @@ class Run(LaneMethods, InterruptMethods):
     def _make_ready(self, idx: int) -> None:
         self.where[idx] = _READY
         heapq.heappush(self.ready, idx)
+        if self.attempts[idx] == 0 and self.events._subs[_K_READY]:
+            self.events.emit_task(_K_READY, self.names[idx])
+
+    def _make_ready_ranked(self, idx: int) -> None:  # _make_ready under an OrderPlan
+        self.where[idx] = _READY
+        heapq.heappush(self.ready, self.rank[idx])
         if self.attempts[idx] == 0 and self.events._subs[_K_READY]:
             self.events.emit_task(_K_READY, self.names[idx])
 

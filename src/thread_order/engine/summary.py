@@ -8,6 +8,7 @@ from collections.abc import ItemsView, Mapping, ValuesView
 from typing import Any
 
 from .model import TaskRecord, TaskStatus
+from .order import lower_bound
 
 __all__ = ["TaskTable", "build_summary"]
 
@@ -143,4 +144,18 @@ def build_summary(run: Any) -> dict:
         "text": text,
         "teardown_not_run": teardown_not_run,
         "tasks": tasks,
+        **_order_fields(run, records),
     }
+
+
+def _order_fields(run: Any, records: list) -> dict:
+    """The start order of the run and, under a policy, its lower bound (see order.py).
+
+    The declared order pays nothing here: its bound, when a front-end shows it, is
+    worked out from the records after the run.
+    """
+    plan = getattr(run, "plan", None)
+    if plan is None:
+        return {"order": {"order": "declared"}}
+    durations = {rec.name: rec.duration for rec in records if rec is not None and rec.attempts}
+    return {"order": dict(plan.info), "lower_bound": lower_bound(run.graph, durations, run.s.workers)}

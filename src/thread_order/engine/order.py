@@ -1,0 +1,194 @@
+"""Start-order policies: which ready task starts first (declared, shuffle, critical path, replay).
+
+A policy is turned, for one run, into an :class:`OrderPlan`: a rank per task
+(the key of the dispatcher's ready heap, lower starts first) and, for a
+replay, a gate. The declared order, today's default, has no plan at all: the
+heap is keyed by registration index and nothing else changes.
+
+The dispatcher's two timing-free rules hold under any plan, because both are
+stated in ranks rather than indices: a task is queued ahead of a free worker
+only when no task that may still become ready has a lower rank, and a worker
+starts a single child directly only when nothing else is in flight or ready,
+so that child is the only candidate whatever the ranks. A replay's gate (see
+:class:`ReplayOrder`) switches the direct hand-off off: the worker cannot see
+the gate.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from .graph import Graph
+
+__all__ = ["ORDERS", "OrderPlan", "ReplayOrder", "critical_path_plan", "graph_changes", "lower_bound",
+           "make_plan", "new_seed", "replay_plan", "shuffle_plan"]
+
+#: the orders ``Scheduler(order=...)`` and ``tdrun --order`` accept
+ORDERS = ("declared", "critical-path")
+
+
+def new_seed() -> int:
+    """A fresh seed for ``--shuffle`` without a value: short enough to type back."""
+    return random.SystemRandom().randrange(1, 10**6)
+
+
+@dataclass(slots=True)
+class OrderPlan:
+    """A run's start order.
+
+    ``rank[i]`` is task ``i``'s key on the ready heap and ``at[k]`` the task of
+    key ``k`` (a permutation and its inverse). A replay also has ``need[i]``:
+    how many tasks of ``finish_order`` must be final before task ``i`` may
+    start (-1: no constraint); ``info`` is what the summary says about the order.
+    """
+
+    rank: list[int]
+    at: list[int]
+    info: dict[str, Any]
+    need: list[int] | None = None
+    finish_order: list[int] = field(default_factory=list)
+
+
+def _plan(keys: Sequence[Any], info: dict[str, Any]) -> OrderPlan:
+    at = sorted(range(len(keys)), key=keys.__getitem__)
+    rank = [0] * len(at)
+    for k, i in enumerate(at):
+        rank[i] = k
+    return OrderPlan(rank, at, info)
+
+
+def shuffle_plan(graph: Graph, seed: int) -> OrderPlan:
+    """Ready tasks in an order drawn from ``random.Random(seed)``: the same seed, the same order."""
+    at = list(range(len(graph.nodes)))
+    random.Random(seed).shuffle(at)
+    rank = [0] * len(at)
+    for k, i in enumerate(at):
+        rank[i] = k
+    return OrderPlan(rank, at, {"order": "shuffle", "seed": seed})
+
+
+def _weights(graph: Graph, durations: Mapping[str, float] | None) -> list[float]:
+    """Each task's expected duration: its entry in ``durations``, else the median of the known ones."""
+    durations = durations or {}
+    known = [float(v) for v in durations.values() if _finite(v) and v >= 0]
+    fallback = statistics.median(known) if known else 1.0
+    out = []
+    for name in graph.nodes:
+        value = durations.get(name)
+        out.append(float(value) if _finite(value) and value >= 0 else fallback)
+    return out
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+        and value not in (float("inf"), float("-inf"))
+
+
+def _remaining(graph: Graph, weights: Sequence[float]) -> list[float]:
+    """Per task, the heaviest path from its start to the end of the graph (itself included)."""
+    cstart, cflat = graph._cstart, graph._cflat
+    rem = list(weights)
+    for v in reversed(graph._order):
+        lo, hi = cstart[v], cstart[v + 1]
+        if lo != hi:
+            rem[v] = weights[v] + max(rem[c] for c in cflat[lo:hi])
+    return rem
+
+
+def critical_path_plan(graph: Graph, durations: Mapping[str, float] | None) -> OrderPlan:
+    """The ready task with the longest remaining path first; ties in registration order."""
+    weights = _weights(graph, durations)
+    rem = _remaining(graph, weights)
+    plan = _plan([(-r, i) for i, r in enumerate(rem)], {"order": "critical-path"})
+    plan.info["estimated_critical_path"] = max(rem, default=0.0)
+    plan.info["known_durations"] = sum(1 for n in graph.nodes if _finite((durations or {}).get(n)))
+    return plan
+
+
+def lower_bound(graph: Graph, durations: Mapping[str, float], workers: int) -> dict[str, float]:
+    """``max(critical path, total work / workers)`` of a run, from the durations it had.
+
+    No schedule of these durations on ``workers`` threads can end sooner. A
+    task missing from ``durations`` (it did not run) weighs nothing.
+    """
+    weights = [max(float(durations.get(name) or 0.0), 0.0) for name in graph.nodes]
+    critical = max(_remaining(graph, weights), default=0.0)
+    work = sum(weights)
+    lanes = max(1, min(workers, len(weights)))
+    return {"critical_path": critical, "total_work": work, "workers": lanes,
+            "lower_bound": max(critical, work / lanes)}
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOrder:
+    """The recorded start and finish of every task of a run to replay.
+
+    ``starts`` maps a task that started to ``(started_at, finished_at)``
+    (epoch seconds). Tasks that never started in the recording (skipped,
+    cancelled) or are new have no constraint and start as soon as they are
+    ready, before the recorded ones.
+    """
+
+    run_id: int | None
+    starts: Mapping[str, tuple[float, float]]
+    serial: bool = False
+
+
+def replay_plan(graph: Graph, replay: ReplayOrder) -> OrderPlan:
+    """Ranks by recorded start; each task waits for the tasks that had finished before it started.
+
+    The tasks finished before a recorded start are a prefix of the tasks
+    sorted by recorded finish, so a task's constraint is one number: the
+    length of that prefix (``need``). A later start never needs a shorter
+    prefix, so when the best-ranked ready task must wait, so must the others.
+    """
+    index = graph._index
+    starts = [(s, f, index[name]) for name, (s, f) in replay.starts.items() if name in index]
+    starts.sort()
+    by_finish = sorted(starts, key=lambda t: (t[1], t[0]))
+    finish_times = [t[1] for t in by_finish]
+    n = len(graph.nodes)
+    recorded = {i for _, _, i in starts}
+    # tasks with no recorded start first, in registration order; then the recorded starts
+    at = [i for i in range(n) if i not in recorded] + [i for _, _, i in starts]
+    rank = [0] * n
+    for k, i in enumerate(at):
+        rank[i] = k
+    need = [-1] * n
+    for s, _, i in starts:
+        need[i] = bisect.bisect_left(finish_times, s)  # finished strictly before it started
+    info = {"order": "replay", "replay_of": replay.run_id, "serial": replay.serial}
+    return OrderPlan(rank, at, info, need, [i for _, _, i in by_finish])
+
+
+def make_plan(graph: Graph, order: str, shuffle: int | None, durations: Mapping[str, float] | None,
+              replay: ReplayOrder | None) -> OrderPlan | None:
+    """The plan of a run (None: the declared order, with nothing to do)."""
+    if replay is not None:
+        return replay_plan(graph, replay)
+    if shuffle is not None:
+        return shuffle_plan(graph, shuffle)
+    if order == "critical-path":
+        return critical_path_plan(graph, durations)
+    return None
+
+
+def graph_changes(recorded_nodes: Iterable[str], recorded_edges: Iterable[Sequence[str]],
+                  dependencies: Mapping[str, Sequence[str]]) -> dict[str, list]:
+    """What changed between a recorded graph and the current one: tasks and edges, added and removed."""
+    old_nodes = list(dict.fromkeys(recorded_nodes))
+    old_set = set(old_nodes)
+    new_nodes = list(dependencies)
+    new_set = set(new_nodes)
+    old_edges = {(str(a), str(b)) for a, b in recorded_edges}
+    new_edges = {(dep, name) for name, after in dependencies.items() for dep in after}
+    return {
+        "tasks_added": [n for n in new_nodes if n not in old_set],
+        "tasks_removed": [n for n in old_nodes if n not in new_set],
+        "edges_added": sorted(new_edges - old_edges),
+        "edges_removed": sorted(old_edges - new_edges),
+    }

@@ -47,6 +47,7 @@ _RUN_FIELDS = (
 _RUN_PRIVATE = ("pid", "heartbeat", "run_uuid")
 _RUN_LISTED = ("tags", "state")
 _RUN_DETAIL = ("argv", "graph", "teardown_not_run")
+_RUN_ORDER = ("ordering", "replay_of")  # schema 4
 _TASK_FIELDS = (
     "seq", "name", "status", "thread", "attempts", "started_at", "finished_at", "duration",
     "error_type", "error", "traceback", "reason", "output", "output_bytes", "tags",
@@ -157,7 +158,7 @@ class HistoryStore:
             params.append(status)
         elif status is not None:  # both can be stored as 'running'; decided below
             where.append("status NOT IN ('passed', 'failed')")
-        sql = f"SELECT {self._cols('runs', _RUN_FIELDS + _RUN_PRIVATE + _RUN_LISTED)} FROM runs"
+        sql = f"SELECT {self._cols('runs', _RUN_FIELDS + _RUN_PRIVATE + _RUN_LISTED + _RUN_ORDER)} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC"
@@ -169,6 +170,7 @@ class HistoryStore:
             run = self._run_dict(row, now)
             run["tags"] = _str_list(_loads(row["tags"], []))
             run["state"] = _dict(_loads(row["state"], {}))
+            _order_fields(run, row)
             runs.append(run)
         if status is not None:
             runs = [r for r in runs if r["status"] == status]
@@ -209,7 +211,7 @@ class HistoryStore:
         """
         rid = self.resolve_id(run_id)
         rows = self._query(
-            f"SELECT {self._cols('runs', _RUN_FIELDS + _RUN_PRIVATE + _RUN_LISTED + _RUN_DETAIL)} "
+            f"SELECT {self._cols('runs', _RUN_FIELDS + _RUN_PRIVATE + _RUN_LISTED + _RUN_DETAIL + _RUN_ORDER)} "
             "FROM runs WHERE id = ?",
             (rid,),
         )
@@ -227,6 +229,9 @@ class HistoryStore:
         run["state"] = _dict(_loads(row["state"], {}))
         #: the always tasks a forced stop left unrun (empty for files from before schema 3)
         run["teardown_not_run"] = _str_list(_loads(row["teardown_not_run"], []))
+        _order_fields(run, row)
+        run["replays"] = [r["id"] for r in self._query(
+            "SELECT id FROM runs WHERE replay_of = ? ORDER BY id", (rid,))] if "replay_of" in self._columns["runs"] else []
         tasks = [{k: _TASK_TYPES[k](v) for k, v in task.items()} for task in self._query(
             f"SELECT {self._cols('tasks', _TASK_FIELDS)} FROM tasks WHERE run_id = ?", (rid,))]
         for task in tasks:
@@ -243,6 +248,15 @@ class HistoryStore:
         tasks.sort(key=lambda t: (t["started_at"] is None, t["started_at"] or 0.0, t["seq"]))
         run["tasks"] = tasks
         return run
+
+
+def _order_fields(run: dict[str, Any], row: dict[str, Any]) -> None:
+    """``ordering`` (``{"order": "declared"}`` for runs recorded before schema 4) and ``replay_of``."""
+    ordering = _dict(_loads(row.get("ordering"), {}))
+    if not isinstance(ordering.get("order"), str):
+        ordering = {"order": "declared"}
+    run["ordering"] = ordering
+    run["replay_of"] = _whole(row.get("replay_of"))
 
 
 def _loads(text: Any, default: Any) -> Any:
@@ -308,7 +322,7 @@ _RUN_TYPES = {
     "status": _text, "passed": _count, "failed": _count, "skipped": _count, "cancelled": _count,
     "total": _count, "duration": _number, "workers": _whole, "host": _text, "pid": _whole,
     "heartbeat": _epoch, "run_uuid": _text, "argv": _same, "tags": _same, "graph": _same,
-    "state": _same, "teardown_not_run": _same,
+    "state": _same, "teardown_not_run": _same, "ordering": _same, "replay_of": _whole,
 }
 _TASK_TYPES = {
     "seq": _count, "name": lambda v: _text(v) or "?", "status": lambda v: (_text(v) or "?").upper(),

@@ -117,6 +117,7 @@ def redact_argv(argv: list[str]) -> list[str]:
 def json_report(run: RunData) -> dict[str, Any]:
     """The JSON report as a dict (see the module docstring for the keys)."""
     from .. import __version__
+    from .ordering import run_bound
 
     summary = run.summary
     specs = {s.name: s for s in run.specs}
@@ -170,6 +171,9 @@ def json_report(run: RunData) -> dict[str, Any]:
             "roots": list(graph.roots),
             "leaves": list(graph.leaves),
         },
+        # the start order (shuffle seed, critical path, replay) and max(critical path, work / workers)
+        "order": dict(summary.get("order") or {"order": "declared"}),
+        "lower_bound": run_bound(summary, run.records, graph),
     }
 
 

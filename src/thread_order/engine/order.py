@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .graph import Graph
 
 __all__ = ["ORDERS", "OrderPlan", "ReplayOrder", "critical_path_plan", "graph_changes", "lower_bound",
-           "make_plan", "new_seed", "replay_plan", "shuffle_plan"]
+           "make_plan", "new_seed", "recorded_bound", "replay_plan", "shuffle_plan"]
 
 #: the orders ``Scheduler(order=...)`` and ``tdrun --order`` accept
 ORDERS = ("declared", "critical-path")
@@ -121,6 +121,20 @@ def lower_bound(graph: Graph, durations: Mapping[str, float], workers: int) -> d
     lanes = max(1, min(workers, len(weights)))
     return {"critical_path": critical, "total_work": work, "workers": lanes,
             "lower_bound": max(critical, work / lanes)}
+
+
+def recorded_bound(nodes: Sequence[str], edges: Iterable[Sequence[str]], durations: Mapping[str, float],
+                   workers: int) -> dict[str, float] | None:
+    """:func:`lower_bound` of a recorded run (its graph as names and edges); None if it is no DAG."""
+    parents: dict[str, list[str]] = {str(n): [] for n in nodes}
+    for a, b in edges:
+        if a in parents and b in parents:
+            parents[b].append(a)
+    try:
+        graph = Graph(parents.items())
+    except ValueError:  # GraphError: a damaged record
+        return None
+    return lower_bound(graph, durations, workers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..engine.errors import HistoryError
+from ..engine.order import recorded_bound
 from .db import (
     RUN_STATUSES,
     decode_batch,
@@ -247,7 +248,17 @@ class HistoryStore:
         # by start; tasks that never started (skipped, cancelled) after, in the order decided
         tasks.sort(key=lambda t: (t["started_at"] is None, t["started_at"] or 0.0, t["seq"]))
         run["tasks"] = tasks
+        _bound(run)
         return run
+
+
+def _bound(run: dict[str, Any]) -> None:
+    """``lower_bound``: as recorded (another order than declared), else worked out from the tasks."""
+    bound = run["ordering"].get("lower_bound")
+    if not isinstance(bound, dict) or not isinstance(bound.get("lower_bound"), (int, float)):
+        durations = {t["name"]: t["duration"] for t in run["tasks"] if t["started_at"] is not None}
+        bound = recorded_bound(run["graph"]["nodes"], run["graph"]["edges"], durations, run["workers"] or 1)
+    run["lower_bound"] = bound
 
 
 def _order_fields(run: dict[str, Any], row: dict[str, Any]) -> None:
@@ -406,15 +417,30 @@ def compare_runs(a: Mapping[str, Any], b: Mapping[str, Any], top: int = 10) -> d
         return {k: run.get(k) for k in ("id", "module", "target", "status", "started_at", "duration",
                                         "passed", "failed", "skipped", "cancelled", "total")}
 
+    replay = (b.get("replay_of") is not None and b.get("replay_of") == a.get("id")) or \
+        (a.get("replay_of") is not None and a.get("replay_of") == b.get("id"))
     return {
-        "a": head(a),
-        "b": head(b),
+        "a": head(a) | {"ordering": a.get("ordering"), "replay_of": a.get("replay_of")},
+        "b": head(b) | {"ordering": b.get("ordering"), "replay_of": b.get("replay_of")},
+        "replay": replay,
+        # a replay beside its recording: both start orders, side by side
+        "start_order": _start_orders(a, b) if replay else None,
         "same_module": a.get("module") == b.get("module"),
         "status_changes": status_changes,
         "added": [n for n in names_b if n not in set_a],
         "removed": [n for n in names_a if n not in set_b],
         "duration_changes": durations[:top],
     }
+
+
+def _start_orders(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``[{position, a, b}]``: the tasks of both runs that started, in start order."""
+    def started(run):
+        return [t["name"] for t in run.get("tasks", []) if t.get("started_at") is not None]
+
+    sa, sb = started(a), started(b)
+    return [{"position": i + 1, "a": sa[i] if i < len(sa) else None, "b": sb[i] if i < len(sb) else None}
+            for i in range(max(len(sa), len(sb)))]
 
 
 def _value(value: Any, limit: int = 24) -> str:

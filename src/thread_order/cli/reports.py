@@ -35,6 +35,11 @@ added, existing ones keep their meaning while ``format_version`` stays 1:
   case of a parametrized task, ``{"cidr": "10.0.1.0/24"}``, or null).
 - ``graph``: ``{"nodes": [...], "edges": [[task, dependent], ...], "levels":
   [[...], ...], "roots": [...], "leaves": [...]}``.
+- ``order``: the start order, ``{"order": "declared"}``, ``{"order": "shuffle", "seed": N}``,
+  ``{"order": "critical-path", ...}`` or ``{"order": "replay", "replay_of": RUN, "serial": bool}``.
+- ``lower_bound``: ``{"lower_bound", "critical_path", "total_work", "workers"}`` (seconds): no
+  schedule of the durations the tasks had could end sooner than ``lower_bound`` =
+  max(critical path, total work / workers); compare it with ``duration``.
 """
 
 from __future__ import annotations

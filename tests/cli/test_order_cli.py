@@ -209,8 +209,8 @@ def test_replay_reproduces_a_flaky_order_dependent_failure_10_of_10(history_main
     recorded = runs(history_main.path)
     replayed = [r for r in recorded if r["replay_of"] == run_id]
     assert len(replayed) == 10
-    assert all(r["ordering"] == {"order": "replay", "replay_of": run_id, "serial": False} | (
-        {"lower_bound": r["ordering"]["lower_bound"]}) for r in replayed)
+    assert all(r["ordering"] == {"order": "replay", "replay_of": run_id, "serial": False} for r in replayed)
+    assert all(r["lower_bound"]["lower_bound"] <= r["duration"] for r in replayed)
     assert all(r["workers"] == 2 for r in replayed)
     assert "replay of run" in replays[0].out
     assert f"compare with the recording: tdrun compare {run_id} {replayed[0]['id']}" in replays[0].out

@@ -21,10 +21,23 @@ def test_a_shuffled_run_records_its_seed_and_lower_bound(tmp_path):
     with HistoryStore(path) as store:
         run = store.get_run(run_id)
         listed = store.list_runs()[0]
-    assert run["ordering"]["order"] == "shuffle" and run["ordering"]["seed"] == 42
-    assert run["ordering"]["lower_bound"] == summary["lower_bound"] == run["lower_bound"]
+    assert run["ordering"] == {"order": "shuffle", "seed": 42} == summary["order"]
+    # worked out from the tasks when read (the engine computes it for critical-path order only)
+    assert run["lower_bound"]["workers"] == 2 and "lower_bound" not in summary
     assert run["replay_of"] is None and run["replays"] == []
     assert listed["ordering"]["seed"] == 42 and listed["replay_of"] is None
+
+
+def test_a_critical_path_run_records_the_bound_its_summary_gives(tmp_path):
+    path = tmp_path / "h.db"
+    sched = Scheduler(workers=2, order="critical-path", durations={"a": 1.0})
+    sched.register(lambda: None, "a")
+    sched.register(lambda: None, "b", after=["a"])
+    summary, run_id = record(sched, path)
+    with HistoryStore(path) as store:
+        run = store.get_run(run_id)
+    assert run["ordering"]["order"] == "critical-path"
+    assert run["ordering"]["lower_bound"] == summary["lower_bound"] == run["lower_bound"]
 
 
 def test_a_declared_run_gets_its_bound_worked_out_when_read(tmp_path):

@@ -22,7 +22,7 @@ from .graph import Graph
 from .interrupts import InterruptMethods
 from .lanes import MSG_DONE, MSG_DROPPED, MSG_RUNNING, TIMER_RETRY, TIMER_TIMEOUT, Job, Lane, LaneMethods
 from .model import TaskOptions, TaskRecord, TaskStatus
-from .order import OrderPlan
+from .order import OrderPlan, ReplayGate
 from .signals import install_interrupt_handler
 from .summary import build_summary
 from .capture import OutputCapture
@@ -119,6 +119,8 @@ class Run(LaneMethods, InterruptMethods):
         self.at = plan.at if plan is not None else None
         self.need = plan.need if plan is not None else None
         self.finished_prefix = 0  # the first this many tasks of plan.finish_order are final
+        self.launched_prefix = 0  # ... handed to a worker or final
+        self.gate = ReplayGate(plan, n) if plan is not None and plan.need is not None else None
         if plan is not None:
             self.rank = plan.rank
             self._make_ready = self._make_ready_ranked  # the declared order keeps its own
@@ -253,8 +255,12 @@ class Run(LaneMethods, InterruptMethods):
                 return
             # a replay: wait for what had finished before it started in the recording, unless
             # nothing in flight or pending could ever bring that about (a changed graph)
-            if self.need is not None and not self._replay_allows(idx) and (self.inflight or self.timers):
-                return
+            need = self.need
+            if need is not None and (need[idx] > self.launched_prefix or options[idx].timeout is not None) \
+                    and not self._replay_allows(idx):
+                if self.inflight or self.timers:
+                    return
+                self._open_gate()
             heapq.heappop(ready)
             self._launch(idx)
 
@@ -280,15 +286,29 @@ class Run(LaneMethods, InterruptMethods):
             heapq.heappop(heap)
         return ptr
 
+    def _open_gate(self) -> None:
+        for job in self.gate.open_all():
+            self.jobs.put(job)
+
     def _replay_allows(self, idx: int) -> bool:
-        """Has every task that had finished before ``idx`` started, in the recording, finished?"""
+        """May ``idx`` be handed out: has every task that had finished before it started, in
+        the recording, been handed out (its worker waits for them, see ReplayGate) -- or, for
+        a task with a timeout, whose clock starts now, finished?"""
         need = self.need[idx]
-        p = self.finished_prefix
-        if need <= p:
-            return True
         order = self.plan.finish_order
         where = self.where
         end = len(order)
+        if self.options[idx].timeout is None:
+            p = self.launched_prefix
+            if need <= p:
+                return True
+            while p < end and where[order[p]] in (_RUNNING, _DONE):
+                p += 1
+            self.launched_prefix = p
+            return need <= p
+        p = self.finished_prefix
+        if need <= p:
+            return True
         while p < end and where[order[p]] == _DONE:
             p += 1
         self.finished_prefix = p
@@ -338,7 +358,8 @@ class Run(LaneMethods, InterruptMethods):
             if ok:
                 name = self.names[idx]
                 results = self.results
-                if results is not None and nxt is None:  # else the worker stored it already
+                # else the worker stored it already (a direct start, or a replay: see lanes.py)
+                if results is not None and nxt is None and (self.gate is None or self.options[idx].timeout is not None):
                     with self.state_lock:
                         results[name] = value
                 if nxt is not None:
@@ -379,6 +400,8 @@ class Run(LaneMethods, InterruptMethods):
             tags=opts.tags,
         )
         if attempt <= opts.retries and not self.interrupted:
+            if self.gate is not None:
+                self._open_gate()  # the recording cannot order a retry: the replay stops holding back
             self.where[idx] = _RETRY_WAIT
             self.failed_attempt[idx] = record
             self.events.emit(
@@ -438,6 +461,10 @@ class Run(LaneMethods, InterruptMethods):
         self.where[idx] = _DONE
         self.records[idx] = record
         self.job_of[idx] = None
+        gate = self.gate
+        if gate is not None and not gate.finished[idx]:  # (a worker says so first for most)
+            for job in gate.done(idx):  # parked replayed tasks its end lets start
+                self.jobs.put(job)
         self.unfinished -= 1
         self.finished_count += 1
         status = record.status

@@ -17,14 +17,20 @@ the gate.
 from __future__ import annotations
 
 import bisect
+from collections import deque
+from functools import partial
+import heapq
+import itertools
+import operator
 import random
 import statistics
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from .graph import Graph
 
-__all__ = ["ORDERS", "OrderPlan", "ReplayOrder", "critical_path_plan", "graph_changes", "lower_bound",
+__all__ = ["ORDERS", "OrderPlan", "ReplayGate", "ReplayOrder", "critical_path_plan", "graph_changes", "lower_bound",
            "make_plan", "new_seed", "recorded_bound", "replay_plan", "shuffle_plan"]
 
 #: the orders ``Scheduler(order=...)`` and ``tdrun --order`` accept
@@ -92,6 +98,8 @@ def _remaining(graph: Graph, weights: Sequence[float]) -> list[float]:
     """Per task, the heaviest path from its start to the end of the graph (itself included)."""
     cstart, cflat = graph._cstart, graph._cflat
     rem = list(weights)
+    if not graph.edge_count:
+        return rem
     for v in reversed(graph._order):
         lo, hi = cstart[v], cstart[v + 1]
         if lo != hi:
@@ -116,6 +124,11 @@ def lower_bound(graph: Graph, durations: Mapping[str, float], workers: int) -> d
     task missing from ``durations`` (it did not run) weighs nothing.
     """
     weights = [max(float(durations.get(name) or 0.0), 0.0) for name in graph.nodes]
+    return bound_of(graph, weights, workers)
+
+
+def bound_of(graph: Graph, weights: list[float], workers: int) -> dict[str, float]:
+    """:func:`lower_bound` with the durations as a list by task position."""
     critical = max(_remaining(graph, weights), default=0.0)
     work = sum(weights)
     lanes = max(1, min(workers, len(weights)))
@@ -137,6 +150,26 @@ def recorded_bound(nodes: Sequence[str], edges: Iterable[Sequence[str]], duratio
     return lower_bound(graph, durations, workers)
 
 
+def _analyse(starts: Mapping[str, tuple[float, float]]) -> tuple[list[str], list[int], list[str]]:
+    """(names by recorded start, how many had finished before each of them started, names by finish).
+
+    The tasks finished before a recorded start are a prefix of the tasks sorted
+    by recorded finish, so each task's constraint is one number: that prefix's length.
+    """
+    names = list(starts)
+    times = list(map(starts.__getitem__, names))
+    began = list(map(_FIRST, times))
+    ended = list(map(_SECOND, times))
+    by_start = sorted(range(len(names)), key=began.__getitem__)
+    by_finish = sorted(range(len(names)), key=ended.__getitem__)
+    finish_times = list(map(ended.__getitem__, by_finish))
+    need = list(map(partial(bisect.bisect_left, finish_times), map(began.__getitem__, by_start)))
+    return list(map(names.__getitem__, by_start)), need, list(map(names.__getitem__, by_finish))
+
+
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
+
+
 @dataclass(frozen=True, slots=True)
 class ReplayOrder:
     """The recorded start and finish of every task of a run to replay.
@@ -144,39 +177,107 @@ class ReplayOrder:
     ``starts`` maps a task that started to ``(started_at, finished_at)``
     (epoch seconds). Tasks that never started in the recording (skipped,
     cancelled) or are new have no constraint and start as soon as they are
-    ready, before the recorded ones.
+    ready, before the recorded ones. The recording is analysed once, here,
+    so that a run only maps it onto its graph.
     """
 
     run_id: int | None
     starts: Mapping[str, tuple[float, float]]
     serial: bool = False
+    analysis: tuple = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "analysis", _analyse(self.starts))
 
 
 def replay_plan(graph: Graph, replay: ReplayOrder) -> OrderPlan:
     """Ranks by recorded start; each task waits for the tasks that had finished before it started.
 
-    The tasks finished before a recorded start are a prefix of the tasks
-    sorted by recorded finish, so a task's constraint is one number: the
-    length of that prefix (``need``). A later start never needs a shorter
-    prefix, so when the best-ranked ready task must wait, so must the others.
+    A later start never needs a shorter prefix of the finish order, so when
+    the best-ranked ready task must wait, so must the others.
     """
     index = graph._index
-    starts = [(s, f, index[name]) for name, (s, f) in replay.starts.items() if name in index]
-    starts.sort()
-    by_finish = sorted(starts, key=lambda t: (t[1], t[0]))
-    finish_times = [t[1] for t in by_finish]
+    by_start, need_of, by_finish = replay.analysis
+    if not all(map(index.__contains__, by_start)):  # --force: tasks gone since the recording
+        by_start, need_of, by_finish = _analyse({k: v for k, v in replay.starts.items() if k in index})
     n = len(graph.nodes)
-    recorded = {i for _, _, i in starts}
-    # tasks with no recorded start first, in registration order; then the recorded starts
-    at = [i for i in range(n) if i not in recorded] + [i for _, _, i in starts]
+    tasks = list(map(index.__getitem__, by_start))
+    at = tasks
+    if len(tasks) < n:
+        # tasks with no recorded start first, in registration order; then the recorded starts
+        seen = set(tasks)
+        at = [i for i in range(n) if i not in seen] + tasks
     rank = [0] * n
-    for k, i in enumerate(at):
-        rank[i] = k
+    deque(map(rank.__setitem__, at, range(n)), 0)  # rank[at[k]] = k, at C speed
     need = [-1] * n
-    for s, _, i in starts:
-        need[i] = bisect.bisect_left(finish_times, s)  # finished strictly before it started
+    deque(map(need.__setitem__, tasks, need_of), 0)
     info = {"order": "replay", "replay_of": replay.run_id, "serial": replay.serial}
-    return OrderPlan(rank, at, info, need, [i for _, _, i in by_finish])
+    return OrderPlan(rank, at, info, need, list(map(index.__getitem__, by_finish)))
+
+
+class ReplayGate:
+    """The worker side of a replay: a task starts once what had finished before it started has.
+
+    The dispatcher hands a replayed task out once every task it waits for has
+    been handed out (or is final), not once they have all finished: a round
+    trip through the dispatcher per task would make the replay of a run of
+    short tasks several times slower than the run. A worker taking a task whose
+    turn has not come parks it here and takes the next job; the worker that
+    finishes the last task it waited for runs it next (the others it frees go
+    back on the queue), so a run whose tasks followed one another is replayed
+    without a thread hand-off per task, and nothing parked holds a worker.
+    A task that is retried, or a stop, opens the gate for good.
+    """
+
+    def __init__(self, plan: OrderPlan, n: int) -> None:
+        self.need = plan.need
+        self.order = plan.finish_order
+        # guards finished, prefix, open and _parked: workers finish tasks and park jobs, the
+        # dispatcher finishes the tasks that never ran and opens the gate
+        self._lock = threading.Lock()
+        self.finished = [False] * n
+        self.prefix = 0  # the first `prefix` tasks of `order` have finished (it only grows)
+        self.open = False
+        self._parked: list[tuple[int, int, Any]] = []  # (need, seq, job), a heap
+        self._seq = itertools.count()
+
+    def admit(self, job: Any) -> bool:
+        """True if ``job`` may start now; else it is parked until it may."""
+        need = self.need[job.idx]
+        if need <= self.prefix or self.open:  # both only grow: a stale read just takes the lock
+            return True
+        with self._lock:
+            if need <= self.prefix or self.open:
+                return True
+            heapq.heappush(self._parked, (need, next(self._seq), job))
+            return False
+
+    def done(self, idx: int) -> list:
+        """Task ``idx`` is final (any thread); returns the parked jobs that may start now."""
+        with self._lock:
+            if self.finished[idx]:
+                return []
+            self.finished[idx] = True
+            p = self.prefix
+            order, finished = self.order, self.finished
+            end = len(order)
+            while p < end and finished[order[p]]:
+                p += 1
+            self.prefix = p
+            parked = self._parked
+            freed = []
+            while parked and parked[0][0] <= p:
+                freed.append(heapq.heappop(parked)[2])
+            return freed
+
+    def open_all(self) -> list:
+        """From now on nothing waits (a retry the recording cannot order, or a stop);
+        returns every parked job, in the order they were handed out."""
+        with self._lock:
+            self.open = True
+            freed = [job for _, _, job in sorted(self._parked, key=lambda entry: entry[1])]
+            self._parked.clear()
+            return freed
 
 
 def make_plan(graph: Graph, order: str, shuffle: int | None, durations: Mapping[str, float] | None,

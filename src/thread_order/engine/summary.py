@@ -8,7 +8,7 @@ from collections.abc import ItemsView, Mapping, ValuesView
 from typing import Any
 
 from .model import TaskRecord, TaskStatus
-from .order import lower_bound
+from .order import bound_of
 
 __all__ = ["TaskTable", "build_summary"]
 
@@ -149,13 +149,13 @@ def build_summary(run: Any) -> dict:
 
 
 def _order_fields(run: Any, records: list) -> dict:
-    """The start order of the run and, under a policy, its lower bound (see order.py).
+    """The start order of the run and, for critical-path order, its lower bound (see order.py).
 
-    The declared order pays nothing here: its bound, when a front-end shows it, is
+    Other orders pay nothing here: their bound, where a front-end shows it, is
     worked out from the records after the run.
     """
     plan = getattr(run, "plan", None)
-    if plan is None:
-        return {"order": {"order": "declared"}}
-    durations = {rec.name: rec.duration for rec in records if rec is not None and rec.attempts}
-    return {"order": dict(plan.info), "lower_bound": lower_bound(run.graph, durations, run.s.workers)}
+    if plan is None or plan.info["order"] != "critical-path":
+        return {"order": dict(plan.info) if plan is not None else {"order": "declared"}}
+    weights = [rec.duration if rec is not None and rec.attempts else 0.0 for rec in records]
+    return {"order": dict(plan.info), "lower_bound": bound_of(run.graph, weights, run.s.workers)}

@@ -284,3 +284,57 @@ def test_graph_changes_lists_tasks_and_edges():
                             {"a": (), "b": ("a",), "d": ("b",)})
     assert changes == {"tasks_added": ["d"], "tasks_removed": ["c"],
                        "edges_added": [("b", "d")], "edges_removed": [("b", "c")]}
+
+
+def test_a_replayed_task_handed_out_early_waits_for_what_it_must_follow():
+    # recorded: a and b start together, b ends, then c starts; a ends last
+    starts = {"a": (0.0, 10.0), "b": (0.0, 1.0), "c": (2.0, 3.0)}
+    c_started = threading.Event()
+    b_release = threading.Event()
+    seen = {}
+
+    def b():
+        # c is handed to the third worker while this runs: it must not start before b ends
+        seen["c during b"] = c_started.wait(0.2)
+
+    s = Scheduler(workers=3, order=ReplayOrder(1, starts))
+    s.register(lambda: b_release.wait(WAIT), "a")
+    s.register(b, "b")
+    s.register(lambda: (c_started.set(), b_release.set()), "c")
+    summary = s.start()
+    assert summary["failed"] == [] and seen == {"c during b": False}
+    assert summary["tasks"]["c"]["started_at"] >= summary["tasks"]["b"]["finished_at"]
+
+
+def test_cancel_during_a_replay_drops_the_tasks_waiting_for_their_turn():
+    starts = {"a": (0.0, 1.0), "b": (2.0, 3.0), "c": (4.0, 5.0), "teardown": (6.0, 7.0)}
+    s = Scheduler(workers=3, order=ReplayOrder(1, starts))
+    running = threading.Event()
+
+    def a():
+        running.set()
+        s.cancel()
+
+    s.register(a, "a")
+    s.register(lambda: None, "b")
+    s.register(lambda: None, "c")
+    s.register(lambda: None, "teardown", after=["c"], always=True)
+    summary = s.start()
+    assert running.is_set() and summary["interrupted"]
+    assert summary["passed"] == ["a", "teardown"] and sorted(summary["cancelled"]) == ["b", "c"]
+
+
+def test_a_retry_in_a_replay_stops_holding_tasks_back():
+    starts = {"flaky": (0.0, 1.0), "next": (2.0, 3.0)}
+    attempts = []
+
+    def flaky():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("first attempt")
+
+    s = Scheduler(workers=2, order=ReplayOrder(1, starts))
+    s.register(flaky, "flaky", retries=1)
+    s.register(lambda: None, "next")
+    summary = s.start()
+    assert sorted(summary["passed"]) == ["flaky", "next"] and len(attempts) == 2

@@ -129,6 +129,12 @@ def test_shuffle_seed_repeats_the_start_order_and_is_printed_recorded_and_shown(
     orders = {tuple(started(history_main(module, "--workers", "1", "--plain", f"--shuffle={s}").out))
               for s in (1, 2, 3, 4)}
     assert len(orders) > 1  # different seeds, different orders
+    junit = history_main(module, "--workers", "1", f"--shuffle={seed}", "--junit-xml", "j.xml")
+    assert junit.code == 0
+    from xml.etree import ElementTree as ET
+
+    props = {p.get("name"): p.get("value") for p in ET.parse("j.xml").getroot().find("testsuite/properties")}
+    assert json.loads(props["order"]) == {"order": "shuffle", "seed": seed}
     recorded = runs(history_main.path)
     assert recorded[0]["ordering"]["order"] == "shuffle" and recorded[0]["ordering"]["seed"] == seed
     assert recorded[1]["ordering"]["seed"] == seed

@@ -242,6 +242,8 @@ def junit_xml(run: RunData) -> str:
         ("path", run.path), ("target", run.target or ""), ("workers", summary["workers"]),
         ("run_id", summary["run_id"]), ("interrupted", str(bool(summary["interrupted"])).lower()),
         ("teardown_not_run", ",".join(summary.get("teardown_not_run", []))),
+        # the start order, so a shuffled run's seed is in the CI artefact: {"order": "shuffle", "seed": N}
+        ("order", json.dumps(summary.get("order") or {"order": "declared"}, sort_keys=True)),
     ):
         ET.SubElement(props, "property", {"name": name, "value": _xml_text(str(value))})
     for rec in run.records:

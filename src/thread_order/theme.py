@@ -57,9 +57,12 @@ def order_text(order: dict | None) -> str:
 
 def bound_text(makespan: float | None, bound: dict | None) -> str:
     """``makespan 1.23s, lower bound 1.10s (critical path 1.10s; work 4.40s / 4 workers)``."""
-    if not isinstance(bound, dict) or bound.get("lower_bound") is None:
-        return ""
-    head = f"makespan {format_seconds(makespan)}, " if makespan is not None else ""
+    numbers = [bound.get(k) for k in ("lower_bound", "critical_path", "total_work")] \
+        if isinstance(bound, dict) else [None]
+    if not all(isinstance(v, (int, float)) and 0 <= v < float("inf") for v in numbers):
+        return ""  # nothing, or a damaged record
+    head = f"makespan {format_seconds(makespan)}, " if isinstance(makespan, (int, float)) \
+        and 0 <= makespan < float("inf") else ""
     return (f"{head}lower bound {format_seconds(bound['lower_bound'])} (critical path "
             f"{format_seconds(bound.get('critical_path'))}; work {format_seconds(bound.get('total_work'))}"
             f" / {bound.get('workers')} worker{'' if bound.get('workers') == 1 else 's'})")

@@ -78,17 +78,17 @@ def short{i}():
 
 @mark(with_state=False)
 def chain0():
-    time.sleep(0.002)
+    time.sleep(0.03)
 
 
 @mark(after=["chain0"], with_state=False)
 def chain1():
-    time.sleep(0.002)
+    time.sleep(0.03)
 
 
 @mark(after=["chain1"], with_state=False)
 def chain2():
-    time.sleep(0.002)
+    time.sleep(0.03)
 '''
 
 
@@ -172,7 +172,7 @@ def test_critical_path_order_uses_the_history_and_shows_the_bound(history_main, 
     result = history_main(module, "--workers", "1", "--plain", "--order", "critical-path",
                           "--json-report", tmp_path / "c.json")
     assert result.code == 0
-    # by remaining path: 6, 4, 2 ms of chain before the shorts of 1 ms (longest measured first)
+    # by remaining path: 90, 60, 30 ms of chain before the shorts of 1 ms (longest measured first)
     order = started(result.out)
     assert order[:3] == ["chain0", "chain1", "chain2"] and sorted(order[3:]) == [f"short{i}" for i in range(4)]
     assert "critical-path order" in result.out

@@ -147,7 +147,9 @@ def recorded_bound(nodes: Sequence[str], edges: Iterable[Sequence[str]], duratio
         graph = Graph(parents.items())
     except ValueError:  # GraphError: a damaged record
         return None
-    return lower_bound(graph, durations, workers)
+    clean = {name: d for name, d in durations.items() if _finite(d)}
+    bound = lower_bound(graph, clean, workers if isinstance(workers, int) and workers > 0 else 1)
+    return bound if all(map(_finite, bound.values())) else None
 
 
 def _analyse(starts: Mapping[str, tuple[float, float]]) -> tuple[list[str], list[int], list[str]]:

@@ -240,6 +240,7 @@ class Run(LaneMethods, InterruptMethods):
         width = self.width
         options = self.options
         at = self.at
+        need = self.need
         while ready:
             idx = key = ready[0]
             if at is not None:
@@ -255,7 +256,6 @@ class Run(LaneMethods, InterruptMethods):
                 return
             # a replay: wait for what had finished before it started in the recording, unless
             # nothing in flight or pending could ever bring that about (a changed graph)
-            need = self.need
             if need is not None and (need[idx] > self.launched_prefix or options[idx].timeout is not None) \
                     and not self._replay_allows(idx):
                 if self.inflight or self.timers:

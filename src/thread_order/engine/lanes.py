@@ -123,7 +123,8 @@ class LaneMethods:
                         return
                 idx = job.idx
                 opts = options[idx]
-                if gate is not None and opts.timeout is None and not gate.admit(job):
+                if gate is not None and opts.timeout is None and gate.need[idx] > gate.prefix \
+                        and not gate.admit(job):
                     job = None  # parked: the worker finishing what it waits for runs it
                     continue
                 # decide under the handshake: a timeout, cancel() or a forced stop either

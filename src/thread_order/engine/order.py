@@ -234,38 +234,58 @@ class ReplayGate:
     def __init__(self, plan: OrderPlan, n: int) -> None:
         self.need = plan.need
         self.order = plan.finish_order
-        # guards finished, prefix, open and _parked: workers finish tasks and park jobs, the
-        # dispatcher finishes the tasks that never ran and opens the gate
-        self._lock = threading.Lock()
+        # finished[i]: task i is final. Set without the lock (one list store, atomic), so that
+        # finishing a task costs no lock when nothing is parked; prefix, a hint that only ever
+        # lags, likewise. What is decided under the lock -- parking a job, freeing jobs --
+        # rescans the flags there, and a job is parked only after a scan that follows its push
+        # (see admit), so a finish that saw nothing parked cannot strand it.
         self.finished = [False] * n
-        self.prefix = 0  # the first `prefix` tasks of `order` have finished (it only grows)
+        self.prefix = 0  # the first `prefix` tasks of `order` have finished (it may lag)
+        # guards open and _parked, and the authoritative scans of finished
+        self._lock = threading.Lock()
         self.open = False
         self._parked: list[tuple[int, int, Any]] = []  # (need, seq, job), a heap
         self._seq = itertools.count()
 
+    def _scan(self) -> int:
+        p = self.prefix
+        order, finished = self.order, self.finished
+        end = len(order)
+        while p < end and finished[order[p]]:
+            p += 1
+        if p > self.prefix:
+            self.prefix = p
+        return p
+
     def admit(self, job: Any) -> bool:
         """True if ``job`` may start now; else it is parked until it may."""
         need = self.need[job.idx]
-        if need <= self.prefix or self.open:  # both only grow: a stale read just takes the lock
+        if need <= self.prefix or self.open:
             return True
         with self._lock:
-            if need <= self.prefix or self.open:
+            if self.open or need <= self._scan():
                 return True
             heapq.heappush(self._parked, (need, next(self._seq), job))
+            if need <= self._scan():  # a finish between the scan and the push saw nothing parked
+                self._unpark(job)
+                return True
             return False
+
+    def _unpark(self, job: Any) -> None:
+        self._parked = [entry for entry in self._parked if entry[2] is not job]
+        heapq.heapify(self._parked)
 
     def done(self, idx: int) -> list:
         """Task ``idx`` is final (any thread); returns the parked jobs that may start now."""
+        finished = self.finished
+        if finished[idx]:
+            return []
+        finished[idx] = True
+        if not self._parked:
+            self._scan()
+            return []
         with self._lock:
-            if self.finished[idx]:
-                return []
-            self.finished[idx] = True
-            p = self.prefix
-            order, finished = self.order, self.finished
-            end = len(order)
-            while p < end and finished[order[p]]:
-                p += 1
-            self.prefix = p
+            p = self._scan()
             parked = self._parked
             freed = []
             while parked and parked[0][0] <= p:

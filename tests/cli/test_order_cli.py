@@ -282,6 +282,8 @@ def test_replay_bad_input(history_main, write_module, tmp_path):
                                             "--force, --history and state values as --key=value\n")
     result = history_main("replay", "--history", str(history_main.path))
     assert result.code == 4 and "the following arguments are required: RUN" in result.err
+    helped = history_main("replay", "--help")
+    assert helped.code == 0 and helped.out.startswith("usage: tdrun replay RUN [--serial] [--force]")
     compared = history_main("compare", "1", "--history", history_main.path)
     assert (compared.code, compared.err) == (
         4, "tdrun: error: compare: run 1 is not a replay: give two runs (RUN_A RUN_B)\n")

@@ -176,7 +176,10 @@ def main(argv: Sequence[str]) -> int:
 
     err = sys.stderr
     try:
-        args, extras = _parser().parse_known_args(list(argv[1:]))
+        try:
+            args, extras = _parser().parse_known_args(list(argv[1:]))
+        except SystemExit as exc:  # --help printed its text
+            return exc.code if isinstance(exc.code, int) else 0
         for item in extras:
             if not item.startswith("--") or "=" not in item:
                 raise UsageError(f"replay: unexpected {item!r}: only RUN, --serial, --force, --history "

@@ -338,3 +338,37 @@ def test_a_retry_in_a_replay_stops_holding_tasks_back():
     s.register(lambda: None, "next")
     summary = s.start()
     assert sorted(summary["passed"]) == ["flaky", "next"] and len(attempts) == 2
+
+
+@settings(max_examples=25, deadline=None)
+@given(shape=st.integers(min_value=0, max_value=10**6), n=st.integers(min_value=1, max_value=20),
+       weights=st.lists(st.integers(min_value=0, max_value=5), min_size=20, max_size=20))
+def test_critical_path_one_worker_starts_the_longest_remaining_path_first(shape, n, weights):
+    dag = random_dag(random.Random(shape), n)
+    durations = {name: float(weights[i]) for i, (name, _) in enumerate(dag) if weights[i]}
+    started, summary = run_order(dag, order="critical-path", durations=durations)
+    s = Scheduler(workers=1)
+    for name, after in dag:
+        s.register(lambda: None, name, list(after))
+    plan = critical_path_plan(s.graph, durations)
+    assert started == simulate(dag, {name: plan.rank[i] for i, name in enumerate(s.graph.nodes)})
+    # the rank: longest remaining path first, ties in registration order
+    children = {name: [c for c, after in dag if name in after] for name, _ in dag}
+    known = sorted(durations.values())
+    fallback = (known[(len(known) - 1) // 2] + known[len(known) // 2]) / 2 if known else 1.0
+
+    def remaining(name):
+        return durations.get(name, fallback) + max((remaining(c) for c in children[name]), default=0.0)
+
+    keys = [(-remaining(name), i) for i, name in enumerate(s.graph.nodes)]
+    assert [s.graph.nodes[i] for i in plan.at] == [s.graph.nodes[i] for _, i in sorted(keys)]
+
+
+@settings(max_examples=20, deadline=None)
+@given(shape=st.integers(min_value=0, max_value=10**6), seed=st.integers(min_value=0, max_value=10**6))
+def test_serial_replay_starts_every_task_in_the_recorded_order(shape, seed):
+    dag = random_dag(random.Random(shape), 15)
+    recorded, _ = run_order(dag, shuffle=seed)  # any valid order, recorded one task at a time
+    starts = {name: (float(2 * k), float(2 * k + 1)) for k, name in enumerate(recorded)}
+    replayed, _ = run_order(dag, order=ReplayOrder(1, starts, serial=True))
+    assert replayed == recorded

@@ -372,3 +372,12 @@ def test_serial_replay_starts_every_task_in_the_recorded_order(shape, seed):
     starts = {name: (float(2 * k), float(2 * k + 1)) for k, name in enumerate(recorded)}
     replayed, _ = run_order(dag, order=ReplayOrder(1, starts, serial=True))
     assert replayed == recorded
+
+
+@pytest.mark.parametrize("kwargs", [{"shuffle": 9}, {"order": "critical-path", "durations": {"a": 5.0}}])
+def test_tasks_to_start_first_still_come_first_under_an_order(kwargs):
+    dag = [(name, ()) for name in "abcdef"]
+    started, summary = run_order(dag, first=["e", "c"], **kwargs)
+    assert sorted(started[:2]) == ["c", "e"] and sorted(started) == list("abcdef")
+    rest, _ = run_order(dag, **kwargs)
+    assert started[2:] == [name for name in rest if name not in "ce"]  # the others keep the order's ranks

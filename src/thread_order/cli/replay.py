@@ -23,7 +23,7 @@ _NOT_JSON = "__not_json__"
 #: recorded options the replay sets itself or that would write over the recording's files
 _DROP_WITH_VALUE = ("--junit-xml", "--json-report", "--html-report", "--history", "--order",
                     "--workers", "--state-file", "--set", "--shuffle", "--graph-format")
-_DROP_FLAGS = ("--no-history", "--shuffle", "--list", "--graph", "--show-config")
+_DROP_FLAGS = ("--no-history", "--shuffle", "--list", "--graph", "--show-config", "--failed-first")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -22,7 +22,7 @@ from .graph import Graph
 from .interrupts import InterruptMethods
 from .lanes import MSG_DONE, MSG_DROPPED, MSG_RUNNING, TIMER_RETRY, TIMER_TIMEOUT, Job, Lane, LaneMethods
 from .model import TaskOptions, TaskRecord, TaskStatus
-from .order import OrderPlan, ReplayGate
+from .order import OrderPlan, ReplayGate, first_in_plan
 from .signals import install_interrupt_handler
 from .summary import build_summary
 from .capture import OutputCapture
@@ -48,6 +48,8 @@ class RunOptions:
     clear_results_on_start: bool = True
     skip_dependents: bool = True
     capture: bool = True
+    #: names of tasks to start before any other ready task (tdrun --failed-first)
+    first: frozenset | None = None
 
 
 class Run(LaneMethods, InterruptMethods):
@@ -113,8 +115,13 @@ class Run(LaneMethods, InterruptMethods):
         # the attempt in flight per task (None once final); a worker starting a child
         # directly fills the child's entry before the dispatcher hears of it
         self.job_of: list[Job | None] = [None] * n
+        # tasks to start first: their heap key is idx - n (below every other task's idx)
+        self.first = [name in run_options.first for name in self.names] if run_options.first else None
         # the start order (order.py): None keys the ready heap (and retry_heap) by index;
         # a plan keys them by rank, at[rank] being the task. need/finish_order: a replay's gate
+        if plan is not None and self.first is not None:
+            plan = first_in_plan(plan, self.first)  # the tasks to start first lead the plan's ranks
+            self.first = None
         self.plan = plan
         self.at = plan.at if plan is not None else None
         self.need = plan.need if plan is not None else None
@@ -245,12 +252,15 @@ class Run(LaneMethods, InterruptMethods):
             idx = key = ready[0]
             if at is not None:
                 idx = at[key]
+            elif idx < 0:  # a task to start first (see _make_ready)
+                idx += self.n
             if where[idx] != _READY:
                 heapq.heappop(ready)  # cancelled while queued
                 continue
             if self.inflight >= width and (
                 self.inflight >= 2 * width
                 or options[idx].timeout is not None
+                or self.first is not None  # queue ahead only in plain index order
                 or key >= self._low_water()
             ):
                 return
@@ -417,7 +427,8 @@ class Run(LaneMethods, InterruptMethods):
 
     def _make_ready(self, idx: int) -> None:
         self.where[idx] = _READY
-        heapq.heappush(self.ready, idx)
+        first = self.first
+        heapq.heappush(self.ready, idx - self.n if first is not None and first[idx] else idx)
         if self.attempts[idx] == 0 and self.events._subs[_K_READY]:
             self.events.emit_task(_K_READY, self.names[idx])
 

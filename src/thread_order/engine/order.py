@@ -30,7 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .graph import Graph
 
-__all__ = ["ORDERS", "OrderPlan", "ReplayGate", "ReplayOrder", "critical_path_plan", "graph_changes", "lower_bound",
+__all__ = ["ORDERS", "OrderPlan", "ReplayGate", "ReplayOrder", "critical_path_plan", "first_in_plan", "graph_changes", "lower_bound",
            "make_plan", "new_seed", "recorded_bound", "replay_plan", "shuffle_plan"]
 
 #: the orders ``Scheduler(order=...)`` and ``tdrun --order`` accept
@@ -300,6 +300,15 @@ class ReplayGate:
             freed = [job for _, _, job in sorted(self._parked, key=lambda entry: entry[1])]
             self._parked.clear()
             return freed
+
+
+def first_in_plan(plan: OrderPlan, first: Sequence[bool]) -> OrderPlan:
+    """``plan`` with the tasks flagged in ``first`` (``--failed-first``) ranked before the others,
+    each group in the plan's order."""
+    at = [i for i in plan.at if first[i]] + [i for i in plan.at if not first[i]]
+    rank = [0] * len(at)
+    deque(map(rank.__setitem__, at, range(len(at))), 0)
+    return OrderPlan(rank, at, plan.info, plan.need, plan.finish_order)
 
 
 def make_plan(graph: Graph, order: str, shuffle: int | None, durations: Mapping[str, float] | None,

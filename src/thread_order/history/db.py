@@ -46,7 +46,7 @@ from ..engine.errors import HistoryError
 log = logging.getLogger("thread_order")
 
 #: the schema this version writes; it reads every version up to this one
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: captured output (and tracebacks) longer than this many UTF-8 bytes are cut in the middle
 OUTPUT_CAP = 64 * 1024
 REDACTED = "***redacted***"
@@ -150,7 +150,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX task_batches_by_run ON task_batches (run_id)",
         "ALTER TABLE runs ADD COLUMN teardown_not_run TEXT NOT NULL DEFAULT '[]'",
     ),
-    (  # 3 -> 4: the start order (shuffle seed, critical path, replay and its lower bound) and
+    (  # 3 -> 4: the state checker's findings (tdrun --check-state); NULL: the run was not checked
+        "ALTER TABLE runs ADD COLUMN state_findings TEXT",
+    ),
+    (  # 4 -> 5: the start order (shuffle seed, critical path, replay and its lower bound) and
         # the run a replay reran
         "ALTER TABLE runs ADD COLUMN ordering TEXT NOT NULL DEFAULT '{}'",
         "ALTER TABLE runs ADD COLUMN replay_of INTEGER",

@@ -47,8 +47,8 @@ _RUN_FIELDS = (
 )
 _RUN_PRIVATE = ("pid", "heartbeat", "run_uuid")
 _RUN_LISTED = ("tags", "state")
-_RUN_DETAIL = ("argv", "graph", "teardown_not_run")
-_RUN_ORDER = ("ordering", "replay_of")  # schema 4
+_RUN_DETAIL = ("argv", "graph", "teardown_not_run", "state_findings")
+_RUN_ORDER = ("ordering", "replay_of")  # schema 5
 _TASK_FIELDS = (
     "seq", "name", "status", "thread", "attempts", "started_at", "finished_at", "duration",
     "error_type", "error", "traceback", "reason", "output", "output_bytes", "tags",
@@ -201,6 +201,10 @@ class HistoryStore:
             raise fail(self.path, f"no run {run_id}")
         return run_id
 
+    def last_run_of(self, target: str) -> int | None:
+        """The id of the newest run recorded for ``target`` (tdrun's PATHs as typed), or None."""
+        return self._query("SELECT MAX(id) AS id FROM runs WHERE target = ?", (target,))[0]["id"]
+
     def get_run(self, run_id: int | str) -> dict[str, Any]:
         """One run with its graph, state, argv, tags and tasks (in start order).
 
@@ -230,6 +234,8 @@ class HistoryStore:
         run["state"] = _dict(_loads(row["state"], {}))
         #: the always tasks a forced stop left unrun (empty for files from before schema 3)
         run["teardown_not_run"] = _str_list(_loads(row["teardown_not_run"], []))
+        #: the state checker's findings; None when the run was not checked (or before schema 4)
+        run["state_findings"] = _findings(_loads(row["state_findings"], None))
         _order_fields(run, row)
         run["replays"] = [r["id"] for r in self._query(
             "SELECT id FROM runs WHERE replay_of = ? ORDER BY id", (rid,))] if "replay_of" in self._columns["runs"] else []
@@ -252,6 +258,15 @@ class HistoryStore:
         return run
 
 
+def _findings(value: Any) -> list[dict[str, Any]] | None:
+    if not isinstance(value, list):
+        return None
+    return [{"kind": _text(f.get("kind")) or "?", "key": _text(f.get("key")) or "?",
+             "tasks": _str_list(f.get("tasks")), "locked": f.get("locked") is True,
+             "static": f.get("static") is True, "message": _text(f.get("message")) or ""}
+            for f in value if isinstance(f, dict)]
+
+
 def _bound(run: dict[str, Any]) -> None:
     """``lower_bound``: as recorded (another order than declared), else worked out from the tasks."""
     bound = run["ordering"].get("lower_bound")
@@ -262,7 +277,7 @@ def _bound(run: dict[str, Any]) -> None:
 
 
 def _order_fields(run: dict[str, Any], row: dict[str, Any]) -> None:
-    """``ordering`` (``{"order": "declared"}`` for runs recorded before schema 4) and ``replay_of``."""
+    """``ordering`` (``{"order": "declared"}`` for runs recorded before schema 5) and ``replay_of``."""
     ordering = _dict(_loads(row.get("ordering"), {}))
     if not isinstance(ordering.get("order"), str):
         ordering = {"order": "declared"}
@@ -333,7 +348,8 @@ _RUN_TYPES = {
     "status": _text, "passed": _count, "failed": _count, "skipped": _count, "cancelled": _count,
     "total": _count, "duration": _number, "workers": _whole, "host": _text, "pid": _whole,
     "heartbeat": _epoch, "run_uuid": _text, "argv": _same, "tags": _same, "graph": _same,
-    "state": _same, "teardown_not_run": _same, "ordering": _same, "replay_of": _whole,
+    "state": _same, "teardown_not_run": _same, "state_findings": _same, "ordering": _same,
+    "replay_of": _whole,
 }
 _TASK_TYPES = {
     "seq": _count, "name": lambda v: _text(v) or "?", "status": lambda v: (_text(v) or "?").upper(),

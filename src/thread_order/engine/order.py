@@ -9,29 +9,31 @@ The dispatcher's two timing-free rules hold under any plan, because both are
 stated in ranks rather than indices: a task is queued ahead of a free worker
 only when no task that may still become ready has a lower rank, and a worker
 starts a single child directly only when nothing else is in flight or ready,
-so that child is the only candidate whatever the ranks. A replay's gate (see
-:class:`ReplayOrder`) switches the direct hand-off off: the worker cannot see
-the gate.
+so that child is the only candidate whatever the ranks. A replay also holds
+tasks back until what they followed in the recording has finished
+(:class:`ReplayGate`); the direct hand-off is off then, as the worker would
+pass the gate by.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections import deque
-from functools import partial
 import heapq
 import itertools
 import operator
 import random
 import statistics
 import threading
+from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Iterable, Mapping, Sequence
 
 from .graph import Graph
 
-__all__ = ["ORDERS", "OrderPlan", "ReplayGate", "ReplayOrder", "critical_path_plan", "first_in_plan", "graph_changes", "lower_bound",
-           "make_plan", "new_seed", "recorded_bound", "replay_plan", "shuffle_plan"]
+__all__ = ["ORDERS", "OrderPlan", "ReplayGate", "ReplayOrder", "bound_of", "critical_path_plan",
+           "first_in_plan", "graph_changes", "lower_bound", "make_plan", "new_seed", "recorded_bound",
+           "replay_plan", "shuffle_plan"]
 
 #: the orders ``Scheduler(order=...)`` and ``tdrun --order`` accept
 ORDERS = ("declared", "critical-path")
@@ -59,22 +61,23 @@ class OrderPlan:
     finish_order: list[int] = field(default_factory=list)
 
 
+def _ranks(at: list[int]) -> list[int]:
+    """The inverse permutation of ``at``: ``rank[at[k]] == k`` (at C speed)."""
+    rank = [0] * len(at)
+    deque(map(rank.__setitem__, at, range(len(at))), 0)
+    return rank
+
+
 def _plan(keys: Sequence[Any], info: dict[str, Any]) -> OrderPlan:
     at = sorted(range(len(keys)), key=keys.__getitem__)
-    rank = [0] * len(at)
-    for k, i in enumerate(at):
-        rank[i] = k
-    return OrderPlan(rank, at, info)
+    return OrderPlan(_ranks(at), at, info)
 
 
 def shuffle_plan(graph: Graph, seed: int) -> OrderPlan:
     """Ready tasks in an order drawn from ``random.Random(seed)``: the same seed, the same order."""
     at = list(range(len(graph.nodes)))
     random.Random(seed).shuffle(at)
-    rank = [0] * len(at)
-    for k, i in enumerate(at):
-        rank[i] = k
-    return OrderPlan(rank, at, {"order": "shuffle", "seed": seed})
+    return OrderPlan(_ranks(at), at, {"order": "shuffle", "seed": seed})
 
 
 def _weights(graph: Graph, durations: Mapping[str, float] | None) -> list[float]:
@@ -209,8 +212,7 @@ def replay_plan(graph: Graph, replay: ReplayOrder) -> OrderPlan:
         # tasks with no recorded start first, in registration order; then the recorded starts
         seen = set(tasks)
         at = [i for i in range(n) if i not in seen] + tasks
-    rank = [0] * n
-    deque(map(rank.__setitem__, at, range(n)), 0)  # rank[at[k]] = k, at C speed
+    rank = _ranks(at)
     need = [-1] * n
     deque(map(need.__setitem__, tasks, need_of), 0)
     info = {"order": "replay", "replay_of": replay.run_id, "serial": replay.serial}
@@ -306,9 +308,7 @@ def first_in_plan(plan: OrderPlan, first: Sequence[bool]) -> OrderPlan:
     """``plan`` with the tasks flagged in ``first`` (``--failed-first``) ranked before the others,
     each group in the plan's order."""
     at = [i for i in plan.at if first[i]] + [i for i in plan.at if not first[i]]
-    rank = [0] * len(at)
-    deque(map(rank.__setitem__, at, range(len(at))), 0)
-    return OrderPlan(rank, at, plan.info, plan.need, plan.finish_order)
+    return OrderPlan(_ranks(at), at, plan.info, plan.need, plan.finish_order)
 
 
 def make_plan(graph: Graph, order: str, shuffle: int | None, durations: Mapping[str, float] | None,

@@ -301,3 +301,21 @@ def test_serial_replay_in_a_real_process(tdrun_proc, write_module, tmp_path):
     with HistoryStore(history) as store:
         run = store.get_run(2)
     assert run["replay_of"] == 1 and run["workers"] == 1 and run["ordering"]["serial"] is True
+
+
+LISTED = re.compile(r"^\s+\d+\. (\S+)")
+
+
+def test_list_shows_the_order_a_shuffle_or_the_critical_path_would_start_with_one_worker(tdrun_main,
+                                                                                      write_module):
+    module = write_module(INDEPENDENT)
+    for seed in (1, 2, 3):
+        listed = tdrun_main(module, "--list", f"--shuffle={seed}")
+        assert listed.code == 0
+        assert f"in the order they would start with one worker (shuffled, seed {seed}: --shuffle={seed} " \
+               "repeats it)" in listed.out
+        names = [m.group(1) for m in map(LISTED.match, listed.out.splitlines()) if m]
+        ran = tdrun_main(module, "--workers", "1", "--plain", f"--shuffle={seed}")
+        assert names == started(ran.out)
+    listed = tdrun_main(write_module(ADVERSARIAL, "adv.py"), "--list", "--order", "critical-path")
+    assert [m.group(1) for m in map(LISTED.match, listed.out.splitlines()) if m][0] == "chain0"

@@ -22,7 +22,8 @@ from ..engine.collect import Collection, ModuleLoadError, build_state, collect
 from ..engine.errors import GraphError, UsageError, WorkerStartError
 from .config import apply_config, find_config, show_config
 from .graphfmt import FORMATS, format_graph, static_note, task_list
-from .ordering import add_order_options, check_order_args, normalize_shuffle, order_notes, scheduler_order
+from .ordering import (add_order_options, check_order_args, list_order, normalize_shuffle, order_notes,
+                       scheduler_order)
 from ..engine.model import parse_tags
 from ..engine.scheduler import Scheduler, default_workers
 
@@ -390,7 +391,7 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO, replay: Any = None) -> int
         out.write(static_note(graph, collection.specs, args.graph_format or "text"))
         return EXIT_OK
     if args.list:
-        out.write(task_list(collection, graph))
+        out.write(task_list(collection, graph, *list_order(args, graph)))
         out.write(static_note(graph, collection.specs))
         return EXIT_OK
 
@@ -403,11 +404,7 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO, replay: Any = None) -> int
     if replay is not None:
         order: dict[str, Any] = {"order": replay.order()}
     else:
-        from ..history import resolve_history_path
-        from ..engine.collect import split_target
-
-        order = scheduler_order(args, resolve_history_path(args.history, args.no_history),
-                                split_target(str(args.target))[0])
+        order = scheduler_order(args)
     scheduler = Scheduler(
         workers=workers, state=state, clear_results_on_start=not results and "results" not in sources,
         skip_dependents=args.skip_deps, capture=True, check_state=args.check_state, first=first,

@@ -7,11 +7,11 @@ from typing import Any, Mapping, Sequence
 
 from ..engine.errors import UsageError
 from ..engine.graph import Graph
-from ..engine.order import ORDERS, lower_bound, new_seed
+from ..engine.order import ORDERS, lower_bound, make_plan, new_seed
 from ..theme import bound_text, order_text
 
-__all__ = ["add_order_options", "check_order_args", "normalize_shuffle", "order_notes", "run_bound",
-           "scheduler_order"]
+__all__ = ["add_order_options", "check_order_args", "list_order", "normalize_shuffle", "order_notes",
+           "run_bound", "scheduler_order"]
 
 _RANDOM = "random"
 
@@ -52,15 +52,41 @@ def check_order_args(args: argparse.Namespace) -> None:
         raise UsageError("--shuffle and --order critical-path cannot be used together")
 
 
-def scheduler_order(args: argparse.Namespace, history: Any, module: str | None) -> dict[str, Any]:
-    """The ``Scheduler`` keywords of the order options (durations read from the history)."""
+def scheduler_order(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``Scheduler`` keywords of the order options (durations read from the history: the
+    runs of the same module in the file tdrun records into)."""
     if args.shuffle is not None:
         return {"shuffle": args.shuffle}
     if args.order == "critical-path":
         from ..history import recent_durations
 
-        return {"order": "critical-path", "durations": recent_durations(history, module)}
+        return {"order": "critical-path", "durations": recent_durations(_history_path(args), _module(args))}
     return {}
+
+
+def list_order(args: argparse.Namespace, graph: Graph) -> tuple[list[int] | None, str]:
+    """``tdrun --list`` under ``--shuffle`` or ``--order``: the ranks and how the order is named."""
+    if args.shuffle is None and args.order != "critical-path":
+        return None, ""
+    kwargs = scheduler_order(args)
+    plan = make_plan(graph, kwargs.get("order", "declared"), kwargs.get("shuffle"), kwargs.get("durations"),
+                     None)
+    how = order_text(plan.info)
+    if plan.info["order"] == "shuffle":
+        how += f": --shuffle={plan.info['seed']} repeats it"
+    return plan.rank, how
+
+
+def _history_path(args: argparse.Namespace) -> Any:
+    from ..history import resolve_history_path
+
+    return resolve_history_path(args.history, args.no_history)
+
+
+def _module(args: argparse.Namespace) -> str:
+    from ..engine.collect import split_target
+
+    return split_target(str(args.target))[0]
 
 
 def run_bound(summary: Mapping[str, Any], records: Sequence[Any], graph: Graph) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""The history's record of a run's start order (schema 5): seeds, replays, lower bounds, durations."""
+"""The history's record of a run's start order (schema 6): seeds, replays, lower bounds, durations."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def test_replay_links_go_both_ways(tmp_path):
         assert store.get_run(replay)["ordering"]["order"] == "replay"
 
 
-def test_old_files_migrate_to_schema_5_and_their_runs_read_as_declared(tmp_path):
+def test_old_files_migrate_to_schema_6_and_their_runs_read_as_declared(tmp_path):
     path = tmp_path / "old.db"
     make_v1(path)
     with HistoryStore(path) as store:  # read as it is, before any migration
@@ -80,7 +80,7 @@ def test_old_files_migrate_to_schema_5_and_their_runs_read_as_declared(tmp_path)
     sched.register(lambda: None, "a")
     record(sched, path)
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 5
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 6
     columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
     conn.close()
     assert {"ordering", "replay_of"} <= columns

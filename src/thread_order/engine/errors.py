@@ -36,6 +36,7 @@ __all__ = [
     "WorkerStartError",
     "close_names",
     "did_you_mean",
+    "edit_distance",
 ]
 
 
@@ -58,6 +59,24 @@ def close_names(word: str, names: Iterable[str], n: int = 3) -> list[str]:
         return []
     best = -scored[0][0]
     return [name for ratio, _, name in scored[:n] if -ratio >= best - 0.15]
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Edit distance counting a swap of two neighbours as one edit (optimal string alignment);
+    3 for any two names whose lengths differ by more than 2 (tdrun's mistyped options)."""
+    if abs(len(a) - len(b)) > 2:
+        return 3
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i]
+        for j, cb in enumerate(b, 1):
+            cost = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, prev2[j - 2] + 1)
+            row.append(cost)
+        prev2, prev = prev, row
+    return prev[-1]
 
 
 def did_you_mean(name: str, names: Iterable[str]) -> str:

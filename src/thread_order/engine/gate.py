@@ -406,18 +406,34 @@ class GateMethods:
             if pgate.named:  # slots given back in a pool with names: the names go first
                 self._admit_named()
             admitted, wake = pgate.pump()
-            first = self.first  # tdrun --failed-first: their heap key is idx - n
             for idx in admitted:
                 if self.where[idx] == self.READY:
-                    heapq.heappush(self.ready, idx - self.n if first is not None and first[idx] else idx)
+                    heapq.heappush(self.ready, self._ready_key(idx))
             if wake is not None:
                 self._add_timer(time.monotonic() + max(wake - time.time(), 0.0), _TIMER_GATE, None)
-        if pgate.waiting and self.width > 1 and self.events.task_quiet and not self.stop_requested:
+        if (pgate.waiting and self.width > 1 and self.at is None and self.events.task_quiet
+                and not self.stop_requested):  # a plan (order.py) orders starts itself: no names
             self._name_next()
         if pgate.changed:
             pgate.changed = False
             if self.events._subs[_POOL_WAITING]:
                 self.events.emit(_POOL_WAITING, data={"waiting": pgate.waiting_counts()})
+
+    def _waits_for_pool(self, idx: int) -> None:
+        """``idx`` got in line at the gate (``Gate.enter`` said it may not start yet)."""
+        pgate = self.pool_gate
+        if self.attempts[idx]:
+            pgate.repeated = True  # a retry waits: its record keeps this wait, not the first
+        if pgate.named:  # it joined a line whose next tasks are named: take the names back
+            self._collect_handoffs()
+
+    def _ready_key(self, idx: int) -> int:
+        """The ready heap's key of ``idx``: its rank under a plan (order.py), ``idx - n`` for a
+        task to start first, else its index."""
+        if self.at is not None:
+            return self.rank[idx]
+        first = self.first
+        return idx - self.n if first is not None and first[idx] else idx
 
     def _name_next(self) -> None:
         """Name, in each full pool without a rate, the first tasks of its line a worker ending
@@ -469,7 +485,6 @@ class GateMethods:
         for ended, job in taken:
             self._take_handoff(ended, job)
         state = pgate.state
-        first = self.first
         for p, idx in picked:
             state[idx] = _HOLDING
             p.in_use += 1
@@ -478,7 +493,7 @@ class GateMethods:
             pgate.changed = True
             pgate.held_for[idx] = pgate.blocker[idx] or p.name
             pgate.blocker[idx] = None
-            heapq.heappush(self.ready, idx - self.n if first is not None and first[idx] else idx)
+            heapq.heappush(self.ready, self._ready_key(idx))
 
     def _collect_handoffs(self) -> None:
         """Take back every name, and account for the tasks workers started from them."""

@@ -46,7 +46,7 @@ from ..engine.errors import HistoryError
 log = logging.getLogger("thread_order")
 
 #: the schema this version writes; it reads every version up to this one
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 #: captured output (and tracebacks) longer than this many UTF-8 bytes are cut in the middle
 OUTPUT_CAP = 64 * 1024
 REDACTED = "***redacted***"
@@ -171,7 +171,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX task_attempts_by_run ON task_attempts (run_id)",
     ),
-    (  # 5 -> 6: pools: how long each task waited for which pool, and each pool's tally
+    (  # 5 -> 6: the start order (shuffle seed, critical path, replay and its lower bound) and
+        # the run a replay reran
+        "ALTER TABLE runs ADD COLUMN ordering TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE runs ADD COLUMN replay_of INTEGER",
+        "CREATE INDEX runs_by_replay_of ON runs (replay_of)",
+    ),
+    (  # 6 -> 7: pools: how long each task waited for which pool, and each pool's tally
         "ALTER TABLE tasks ADD COLUMN waited REAL NOT NULL DEFAULT 0",
         "ALTER TABLE tasks ADD COLUMN waited_for TEXT",
         "ALTER TABLE runs ADD COLUMN pools TEXT NOT NULL DEFAULT '{}'",

@@ -432,3 +432,16 @@ def test_a_rate_with_retries_counts_every_attempt():
         s.register(flaky, f"t{i}", pool="api", retries=1)
     run_bounded(s)
     assert len(starts) >= 6 and busiest(starts, 1.0) <= 10
+
+
+@pytest.mark.parametrize("order", [{"shuffle": 7}, {"order": "critical-path"}])
+def test_a_start_order_plan_goes_through_the_gate_too(order):
+    meter = Meter()
+    s = Scheduler(workers=6, pools={"api": 2}, **order)
+    for i in range(12):
+        s.register(meter.task(f"t{i}", ("api",)), f"t{i}", pool="api")
+        s.register(meter.task(f"u{i}", ()), f"u{i}", after=[f"t{i}"])
+    summary = run_bounded(s)
+    assert len(summary["passed"]) == 24
+    assert meter.peak == {"api": 2}
+    assert sum(1 for r in s.last_records if r.waited_for == "api") >= 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import textwrap
 
 import pytest
 
@@ -187,6 +188,25 @@ def test_a_session_exports_a_root_span_and_a_span_per_attempt(tasks, monkeypatch
     assert report["start_time"] == report["end_time"]
     (delete,) = got["delete"]
     assert delete["attributes"]["thread_order.status"] == "PASSED"
+
+
+def test_without_traceparent_the_run_nests_under_the_current_span(tasks):
+    # a pytest tracing plugin's session span, current around the run loop
+    tasks.makeconftest(CONFTEST + textwrap.dedent('''
+        import pytest
+
+        @pytest.hookimpl(hookwrapper=True)
+        def pytest_runtestloop(session):
+            with trace.get_tracer("ci").start_as_current_span("pytest session"):
+                yield
+    '''))
+    result = subprocess_run(tasks, "--tdrun", "tasks_otel.py", "--tdrun-otel", "-k", "create")
+    result.assert_outcomes(passed=1)
+    got = spans_by_name(json.loads((tasks.path / "spans.json").read_text()))
+    (session,) = got["pytest session"]
+    (root,) = got["tdrun tasks_otel"]
+    assert root["parent_id"] == session["context"]["span_id"]
+    assert {s["parent_id"] for s in got["create"]} == {root["context"]["span_id"]}
 
 
 def test_provider_from_the_environment_and_a_selection(tasks, monkeypatch):

@@ -29,6 +29,7 @@ PUBLIC = [
     "DuplicateTaskError",
     "Event",
     "EventKind",
+    "ExecutorError",
     "Graph",
     "GraphError",
     "HistoryError",

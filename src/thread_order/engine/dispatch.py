@@ -47,6 +47,7 @@ class RunOptions:
     clear_results_on_start: bool = True
     skip_dependents: bool = True
     capture: bool = True
+    executor: Any = None  # an executor.Executor; None: the run's own worker threads
 
 
 class Run(LaneMethods, InterruptMethods):
@@ -111,6 +112,9 @@ class Run(LaneMethods, InterruptMethods):
         # the attempt in flight per task (None once final); a worker starting a child
         # directly fills the child's entry before the dispatcher hears of it
         self.job_of: list[Job | None] = [None] * n
+        # where launched attempts go: the worker lanes' queue, or an executor (executor.py)
+        self.executor = run_options.executor
+        self.submit = self.jobs.put if self.executor is None else self.executor.submit
 
     def execute(self) -> dict:
         """Run every task; returns the summary (``self.records`` holds every record).
@@ -120,7 +124,10 @@ class Run(LaneMethods, InterruptMethods):
         s = self.s
         state = self.state
         # first of all: a run that cannot have its threads has not started (nothing announced)
-        self._start_lanes(min(s.workers, max(self.n, 1)))
+        if self.executor is None:
+            self._start_lanes(min(s.workers, max(self.n, 1)))
+        else:  # may raise too: nothing announced yet
+            self.width = len(self.executor.open(self))
         if s.store_results:
             with self.state_lock:
                 results = state.setdefault("results", {})
@@ -141,6 +148,9 @@ class Run(LaneMethods, InterruptMethods):
                 "start_time": self.started_at,
                 "tasks": list(self.names),
             }
+            if self.executor is not None:
+                meta["lanes"] = list(self.executor.lanes)
+                meta["executor"] = self.executor.name
             self.events.emit(EventKind.RUN_STARTED, data=meta)
 
         completed = False
@@ -164,11 +174,16 @@ class Run(LaneMethods, InterruptMethods):
                 OutputCapture.uninstall()
             restore_sigint()
             self.events.on_keyboard_interrupt = None
+            if self.executor is not None:
+                self.executor.close(self.forced)
         if not self.forced:
             for lane in self.lanes:
                 if not lane.abandoned and lane.thread is not None:
                     lane.thread.join()
-        return build_summary(self)
+        summary = build_summary(self)
+        if self.executor is not None:
+            self.executor.annotate(summary)
+        return summary
 
     def _loop(self) -> None:
         get = self.inbox.get
@@ -271,7 +286,7 @@ class Run(LaneMethods, InterruptMethods):
             heapq.heappush(self.retry_heap, idx)
         if opts.timeout is not None:
             self._add_timer(time.monotonic() + opts.timeout, TIMER_TIMEOUT, job)
-        self.jobs.put(job)
+        self.submit(job)
         if self.events._subs[_K_STARTED]:
             self.events.emit_task(_K_STARTED, self.names[idx], None, attempt)
 

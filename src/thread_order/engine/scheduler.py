@@ -12,6 +12,7 @@ from .capture import configure_logging, log_task_failures
 from .dispatch import Run, RunOptions
 from .errors import DuplicateTaskError
 from .events import Event, EventKind, EventStream
+from .executor import executor_from_spec
 from .graph import Graph
 from .model import NOT_PLAIN_FLAGS, PLAIN, STATEFUL, TaskOptions, TaskRecord, TaskSpec
 
@@ -100,12 +101,16 @@ class Scheduler:
             each failed task (ERROR) and each failed attempt that is retried (WARNING).
         verbose: with ``setup_logging``, log at DEBUG instead of INFO.
         capture: collect each task's stdout, stderr and log records into its record.
+        executor: where tasks run: ``"local"`` (this scheduler's threads), ``"dask"`` (a Dask
+            cluster started for each run), ``"dask://HOST:PORT"`` (a running Dask scheduler),
+            or an ``Executor`` object (see engine/executor.py).
 
     Raises:
         TypeError: ``workers`` is not an integer, ``state`` not a dict, or one of the keys the
             engine owns holds the wrong thing: ``state['_state_lock']`` must be a lock and
             ``state['results']`` (with ``store_results``) a dict.
         ValueError: ``workers`` is less than 1.
+        ExecutorError: ``executor`` names an unknown executor, or one whose extra is missing.
     """
 
     def __init__(
@@ -118,6 +123,7 @@ class Scheduler:
         setup_logging: bool = False,
         verbose: bool = False,
         capture: bool = True,
+        executor: Any = "local",
     ) -> None:
         if workers is None:
             workers = default_workers
@@ -138,6 +144,8 @@ class Scheduler:
             self.state.setdefault("results", {})
         self.state_lock = _checked_state(self.state, store_results)
         self.events = EventStream()
+        #: where tasks run: None for this scheduler's own threads, else an executor.Executor
+        self.executor = executor_from_spec(executor)
         if setup_logging:
             configure_logging(verbose=verbose)
             log_task_failures(self.events)
@@ -374,7 +382,7 @@ class Scheduler:
             if self._run is not None:
                 raise RuntimeError("start: this scheduler is already running")
             options = RunOptions(self.workers, self.store_results, self.clear_results_on_start,
-                                 self.skip_dependents, self.capture)
+                                 self.skip_dependents, self.capture, self.executor)
             # no copies: registration only appends, and the run reads the first len(graph) entries,
             # so a task registered while this run goes on belongs to the next run
             run = self._run = Run(self._fns, self._options, graph, self.state,

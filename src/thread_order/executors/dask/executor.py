@@ -1,0 +1,286 @@
+"""The Dask executor: a run's ready tasks executed on a Dask cluster, embedded or running elsewhere.
+
+Everything a run decides (order, fates, retries, timeouts, interrupts,
+events) stays on the client; Dask runs the attempts it is sent, one
+submission per run, task and attempt (``pure=False``, no Dask retries). An
+embedded ``LocalCluster`` is started for the run and closed after it; it
+fails a task at once when its worker dies (``allowed-failures`` 0). A
+running scheduler may be told otherwise: a second beginning of the same
+submission (Dask running it again after losing its worker) fails that attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import sys
+import sysconfig
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, Sequence
+
+import cloudpickle
+import dask
+from distributed import Client, LocalCluster
+
+from ...engine.errors import ExecutorError
+from ...engine.executor import RemoteExecutor
+from ...engine.lanes import Job
+from ...engine.remote import RemoteCall
+from .worker import TOPIC, run_remote
+
+__all__ = ["DaskExecutor", "parse_address"]
+
+log = logging.getLogger("thread_order")
+
+
+def parse_address(spec: str) -> str:
+    """``dask://HOST:PORT`` as the address Dask connects to (``tcp://HOST:PORT``).
+
+    Raises:
+        ExecutorError: not ``dask://HOST:PORT`` with a port number.
+    """
+    rest = spec.partition("://")[2]
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in rest:
+        raise ExecutorError(f"executor {spec!r}: expected dask://HOST:PORT, such as dask://127.0.0.1:8786")
+    return f"tcp://{host}:{port}"
+
+
+def _lane_prefix(address: str) -> str:
+    return address.split("://", 1)[-1]
+
+
+def _installed(path: str) -> bool:
+    """Whether a module file comes with Python or an installed package (workers import those)."""
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return any(path.startswith(root + os.sep) for root in roots)
+
+
+class DaskExecutor(RemoteExecutor):
+    """Run tasks on Dask.
+
+    Args:
+        address: a running scheduler (``"tcp://HOST:PORT"``, or ``"dask://HOST:PORT"``);
+            None starts a ``LocalCluster`` for each run and closes it after.
+        processes: with no address, the number of worker processes; 0 runs one worker
+            in this process (threads only).
+        client: a ``distributed.Client`` to use instead (left open after the run).
+        connect_timeout: seconds to reach the scheduler (default: Dask's
+            ``distributed.comm.timeouts.connect``).
+    """
+
+    dumps = staticmethod(cloudpickle.dumps)
+    loads = staticmethod(cloudpickle.loads)
+
+    def __init__(self, address: str | None = None, *, processes: int = 0, client: Any = None,
+                 connect_timeout: float | None = None) -> None:
+        super().__init__()
+        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 0:
+            raise ValueError(f"processes must be an integer >= 0, not {processes!r}")
+        if address is not None and address.startswith("dask://"):
+            address = parse_address(address)
+        if processes and (address is not None or client is not None):
+            raise ExecutorError("executor 'dask': worker processes are for the embedded cluster; "
+                                "a running scheduler has the workers it has")
+        self.address = address
+        self.processes = processes
+        self.connect_timeout = connect_timeout
+        self._given_client = client
+        if client is not None:
+            self.name = f"dask://{_lane_prefix(client.scheduler.address)}"
+        elif address is not None:
+            self.name = f"dask://{_lane_prefix(address)}"
+        else:
+            self.name = "dask"
+        self.client: Any = None
+        self.cluster: Any = None
+        # _futures and _jobs are guarded by the inherited _lock (the dispatcher sends and
+        # cancels, Dask's callback thread and event loop report)
+        self._futures: dict[Job, Any] = {}
+        self._jobs: dict[str, Job] = {}  # submission key -> job, for the beginnings
+        self._by_value: list[Any] = []
+        # beginnings are handled off Dask's event loop: a lost attempt calls the client back
+        self._relay: ThreadPoolExecutor | None = None
+
+    # ------------------------------------------------------------------ RemoteExecutor
+
+    def open(self, run: Any) -> Sequence[str]:
+        self._futures = {}
+        self._jobs = {}
+        self._relay = ThreadPoolExecutor(1, thread_name_prefix="thread-order-dask")
+        self._send_modules_by_value(run.fns)
+        try:
+            return super().open(run)
+        except BaseException:
+            self._forget_modules()
+            raise
+
+    def _connect(self, workers: int) -> Sequence[str]:
+        if self._given_client is not None:
+            self.client = self._given_client
+        elif self.address is None:
+            self._start_cluster(workers)
+        else:
+            timeout = self.connect_timeout
+            if timeout is None:
+                timeout = dask.config.get("distributed.comm.timeouts.connect")
+            try:
+                self.client = Client(self.address, timeout=timeout, set_as_default=False)
+            except (OSError, TimeoutError) as exc:
+                raise ExecutorError(f"executor {self.name}: cannot reach the dask scheduler at "
+                                    f"{self.address}: {exc}") from None
+        try:
+            nthreads = self.client.nthreads()
+            if not nthreads:
+                self.client.wait_for_workers(1, timeout=self.connect_timeout or 10)
+                nthreads = self.client.nthreads()
+        except (OSError, TimeoutError) as exc:
+            self._disconnect(True)
+            raise ExecutorError(f"executor {self.name}: the dask scheduler has no workers ({exc})") from None
+        self.client.subscribe_topic(TOPIC, self._on_began)
+        return [f"{_lane_prefix(address)}/thread_{k}"
+                for address, n in sorted(nthreads.items()) for k in range(n)]
+
+    def _start_cluster(self, workers: int) -> None:
+        processes = self.processes
+        options = dict(
+            dashboard_address=None, silence_logs=logging.ERROR, scheduler_kwargs={"allowed_failures": 0},
+        )
+        if processes:  # in-process workers talk in memory; processes over TCP, on loopback only
+            options.update(host="127.0.0.1", n_workers=processes, processes=True,
+                           threads_per_worker=max(1, math.ceil(workers / processes)))
+        else:
+            options.update(n_workers=1, processes=False, threads_per_worker=workers)
+        # worker processes must not take the terminal's Ctrl-C (sent to the whole process
+        # group): the run handles it; an ignored SIGINT is inherited by the processes started
+        restore = None
+        if processes and threading.current_thread() is threading.main_thread():
+            restore = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                self.cluster = LocalCluster(**options)
+            self.client = Client(self.cluster, set_as_default=False)
+        except Exception as exc:  # noqa: BLE001 - whatever keeps a cluster from starting
+            self._disconnect(True)
+            raise ExecutorError(f"executor dask: cannot start a local dask cluster: "
+                                f"{type(exc).__name__}: {exc}") from None
+        finally:
+            if restore is not None:
+                signal.signal(signal.SIGINT, restore)
+
+    def _send(self, job: Job, key: str, call: RemoteCall) -> None:
+        with self._lock:
+            self._jobs[key] = job
+        future = self.client.submit(run_remote, call, key, key=key, pure=False, retries=0)
+        with self._lock:
+            self._futures[job] = future
+        future.add_done_callback(partial(self._on_done, job, key))
+
+    def _cancel(self, job: Job) -> None:
+        with self._lock:
+            future = self._futures.pop(job, None)
+        if future is not None and self.client is not None:
+            try:
+                self.client.cancel([future], force=True)
+            except Exception:  # noqa: BLE001 - the cluster may be gone already
+                pass
+
+    def _disconnect(self, forced: bool) -> None:
+        client, cluster = self.client, self.cluster
+        self.client = self.cluster = None
+        with self._lock:
+            self._futures = {}
+            self._jobs = {}
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            relay.shutdown(wait=False)
+        try:
+            if client is not None:
+                try:
+                    client.unsubscribe_topic(TOPIC)
+                except Exception:  # noqa: BLE001
+                    pass
+                if client is not self._given_client:
+                    client.close(timeout=2 if forced else 10)
+            if cluster is not None:
+                cluster.close(timeout=2 if forced else 10)
+        except Exception as exc:  # noqa: BLE001 - the run is over: say so, do not fail it
+            log.warning("executor %s: closing the cluster: %s: %s", self.name, type(exc).__name__, exc)
+        finally:
+            self._forget_modules()
+
+    # ------------------------------------------------------------------ reports from Dask
+
+    def _on_began(self, event: tuple) -> None:
+        """A worker began a submission (on the client's event loop)."""
+        try:
+            key, lane = event[1]
+        except (TypeError, ValueError):
+            return
+        with self._lock:
+            job = self._jobs.get(key)
+        relay = self._relay
+        if job is not None and relay is not None:
+            try:
+                relay.submit(self.began, key, job, lane)
+            except RuntimeError:  # shut down: the run is over
+                pass
+
+    def _on_done(self, job: Job, key: str, future: Any) -> None:
+        """A submission is over (on Dask's callback thread)."""
+        status = future.status
+        if status == "finished":
+            try:
+                outcome, lane = future.result()
+            except BaseException as exc:  # noqa: B902 - its data was lost on the way
+                self.lost(job, f"the result of task {self.run.names[job.idx]!r} was lost: "
+                               f"{type(exc).__name__}: {exc}")
+                return
+            with self._lock:
+                self._jobs.pop(key, None)
+                self._futures.pop(job, None)
+            self.completed(job, outcome, lane)
+        elif status == "error":
+            exc = future.exception()
+            name = self.run.names[job.idx]
+            if type(exc).__name__ == "KilledWorker":
+                message = f"the dask worker running task {name!r} died: this attempt fails"
+            else:
+                message = f"dask could not run task {name!r}: {type(exc).__name__}: {exc}"
+            self.lost(job, message)
+        else:  # cancelled: by us (then this is ignored), or by the cluster
+            self.lost(job, f"dask cancelled task {self.run.names[job.idx]!r} (its scheduler or "
+                           "worker went away)")
+
+    # ------------------------------------------------------------------ module shipping
+
+    def _send_modules_by_value(self, fns: Sequence[Any]) -> None:
+        """Send the code of task modules workers cannot import (files tdrun loaded, tests)."""
+        seen = set()
+        for fn in fns:
+            while isinstance(fn, partial):
+                fn = fn.func
+            module = sys.modules.get(getattr(fn, "__module__", None) or "")
+            if module is None or module.__name__ in seen or module.__name__ == "__main__":
+                continue
+            seen.add(module.__name__)
+            path = getattr(module, "__file__", None)
+            if not path or _installed(path) or module.__name__.split(".")[0] == "thread_order":
+                continue
+            try:
+                cloudpickle.register_pickle_by_value(module)
+            except ValueError:  # registered already
+                continue
+            self._by_value.append(module)
+
+    def _forget_modules(self) -> None:
+        for module in self._by_value:
+            try:
+                cloudpickle.unregister_pickle_by_value(module)
+            except ValueError:
+                pass
+        self._by_value = []

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..engine.collect import Collection, ModuleLoadError, build_state, collect
-from ..engine.errors import GraphError, UsageError, WorkerStartError
+from ..engine.errors import ExecutorError, GraphError, UsageError, WorkerStartError
 from .config import apply_config, find_config, show_config
 from .graphfmt import FORMATS, format_graph, task_list
 from ..engine.model import parse_tags
 from ..engine.scheduler import Scheduler, default_workers
+from ..engine.executor import executor_from_spec
 
 __all__ = ["main", "console_main", "build_parser", "SUBCOMMANDS", "EXIT_CODES"]
 
@@ -141,8 +142,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help="do not record the run (TDRUN_HISTORY=off does the same)")
     hist.add_argument("--html-report", metavar="FILE.html",
                       help="write the run as a self-contained HTML page: timeline, graph, failures")
+    where = p.add_argument_group("executor (where tasks run)")
+    where.add_argument("--executor", metavar="local|dask|dask://HOST:PORT", type=_executor, default="local",
+                       help="local: threads of this process (default); dask: a Dask cluster started "
+                            "for the run; dask://HOST:PORT: a running Dask scheduler")
+    where.add_argument("--dask-processes", metavar="N", type=_workers, default=0,
+                       help="with --executor dask: N worker processes of ceil(workers / N) threads "
+                            "each (default: one worker in this process)")
     p.add_argument("--version", action="version", version=f"tdrun {__version__}")
     return p
+
+
+def _executor(text: str) -> str:
+    if text in ("local", "dask") or text.startswith("dask://"):
+        return text
+    raise argparse.ArgumentTypeError(f"expected local, dask or dask://HOST:PORT, got {text!r}")
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str], dict[str, str]]:
@@ -275,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         err.write(exc.user_traceback.rstrip("\n") + "\n")
         err.write(f"tdrun: error: {exc}\n")
         return EXIT_USAGE
-    except (UsageError, GraphError, WorkerStartError) as exc:
+    except (UsageError, GraphError, WorkerStartError, ExecutorError) as exc:
         err.write(f"tdrun: error: {exc}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -355,13 +369,18 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO) -> int:
         out.write(task_list(collection, graph))
         return EXIT_OK
 
+    if args.dask_processes and args.executor != "dask":
+        raise UsageError(f"--dask-processes needs --executor dask (the cluster tdrun starts), "
+                         f"not --executor {args.executor}")
+    executor = executor_from_spec(args.executor, **({"processes": args.dask_processes}
+                                                    if args.dask_processes else {}))
     state, sources = build_state(collection.hook_modules, args.state_file, values, results)
     _check_state(state, sources, args.state_file)
     n = len(collection.specs)
     workers = args.workers or min(default_workers, n)
     scheduler = Scheduler(
         workers=workers, state=state, clear_results_on_start=not results and "results" not in sources,
-        skip_dependents=args.skip_deps, capture=True,
+        skip_dependents=args.skip_deps, capture=True, executor=executor,
     )
     collection.register_into(scheduler)
     return _run(args, argv, collection, scheduler, sources, out, err)

@@ -120,6 +120,12 @@ class PlainReporter:
         self._undo.append(scheduler.subscribe(self._on_finished, EventKind.TASK_FINISHED))
         self._undo.append(scheduler.subscribe(self._on_retrying, EventKind.TASK_RETRYING))
         self._undo.append(scheduler.subscribe(self._on_interrupted, EventKind.RUN_INTERRUPTED))
+        self._undo.append(scheduler.subscribe(self._on_started, EventKind.RUN_STARTED))
+
+    def _on_started(self, event: Event) -> None:
+        lanes = (event.data or {}).get("lanes")
+        if lanes:  # named by an executor (a Dask cluster's worker-address/thread_N)
+            self.lane_width = max(map(len, lanes))
 
     def finish(self) -> None:
         for undo in self._undo:
@@ -259,9 +265,19 @@ def print_end_of_run(console: Console, summary: dict, records: Iterable[TaskReco
     left_behind = summary.get("teardown_not_run", [])
     if left_behind:
         console.print(Text(teardown_heading(left_behind), style=f"bold {COLORS['FAILED']}"), soft_wrap=True)
+    for conflict in summary.get("write_conflicts", ()):
+        console.print(Text(write_conflict_line(conflict), style=COLORS["SKIPPED"]), soft_wrap=True)
     for note in notes:
         console.print(Text(note, style="dim"), soft_wrap=True)
     _section(console, summary["text"], summary_style(summary))
+
+
+def write_conflict_line(conflict: dict) -> str:
+    """One state key two unordered remote tasks both changed, as the end of a run warns of it."""
+    tasks = conflict["tasks"]
+    names = ", ".join(tasks[:-1]) + f" and {tasks[-1]}" if len(tasks) > 1 else tasks[0]
+    return (f"warning: write conflict on state[{conflict['key']!r}]: {names} may run at the same "
+            f"time and each changed it; the state kept {conflict['kept']}'s change (the last to finish)")
 
 
 def _forced(by_name: dict[str, TaskRecord]) -> bool:

@@ -35,6 +35,9 @@ added, existing ones keep their meaning while ``format_version`` stays 1:
   case of a parametrized task, ``{"cidr": "10.0.1.0/24"}``, or null).
 - ``graph``: ``{"nodes": [...], "edges": [[task, dependent], ...], "levels":
   [[...], ...], "roots": [...], "leaves": [...]}``.
+- ``executor`` (str): where the tasks ran, ``"local"``, ``"dask"`` or ``"dask://HOST:PORT"``.
+- ``write_conflicts`` (list): on a cluster, each state key two tasks that may overlap both
+  changed: ``{"key", "tasks", "kept"}`` (``kept``: the task whose change the state kept).
 """
 
 from __future__ import annotations
@@ -170,6 +173,8 @@ def json_report(run: RunData) -> dict[str, Any]:
             "roots": list(graph.roots),
             "leaves": list(graph.leaves),
         },
+        "executor": summary.get("executor", "local"),
+        "write_conflicts": [dict(c) for c in summary.get("write_conflicts", ())],
     }
 
 

@@ -11,9 +11,11 @@ submission (Dask running it again after losing its worker) fails that attempt.
 
 from __future__ import annotations
 
+import linecache
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import sysconfig
@@ -30,7 +32,7 @@ from ...engine.errors import ExecutorError
 from ...engine.executor import RemoteExecutor
 from ...engine.lanes import Job
 from ...engine.remote import RemoteCall
-from .worker import TOPIC, run_remote
+from .worker import TOPIC, lane_prefix, run_remote
 
 __all__ = ["DaskExecutor", "parse_address"]
 
@@ -50,8 +52,36 @@ def parse_address(spec: str) -> str:
     return f"tcp://{host}:{port}"
 
 
-def _lane_prefix(address: str) -> str:
-    return address.split("://", 1)[-1]
+_DYNAMIC_FRAME = re.compile(r'^  File "<dynamic-code>", line (\d+), in (\S+)$', re.M)
+
+
+def _code_files(modules: Sequence[Any]) -> dict[str, str]:
+    """Function name -> file, for the functions of modules sent by value (names in one file only)."""
+    found: dict[str, set] = {}
+    for module in modules:
+        for value in list(vars(module).values()):
+            members = [value] + (list(vars(value).values()) if isinstance(value, type) else [])
+            for member in members:
+                code = getattr(member, "__code__", None)
+                if code is not None and getattr(member, "__module__", None) == module.__name__:
+                    found.setdefault(code.co_name, set()).add(code.co_filename)
+    return {name: next(iter(files)) for name, files in found.items() if len(files) == 1}
+
+
+def _real_frames(tb: str, files: dict[str, str]) -> str:
+    """A worker's traceback with the files and lines of code sent by value put back.
+
+    Code pickled by value comes back as ``<dynamic-code>``; the client has the files.
+    """
+    def frame(match: re.Match) -> str:
+        line, name = match.group(1), match.group(2)
+        path = files.get(name)
+        if path is None:
+            return match.group(0)
+        source = linecache.getline(path, int(line)).strip()
+        return f'  File "{path}", line {line}, in {name}' + (f"\n    {source}" if source else "")
+
+    return _DYNAMIC_FRAME.sub(frame, tb)
 
 
 def _installed(path: str) -> bool:
@@ -91,9 +121,9 @@ class DaskExecutor(RemoteExecutor):
         self.connect_timeout = connect_timeout
         self._given_client = client
         if client is not None:
-            self.name = f"dask://{_lane_prefix(client.scheduler.address)}"
+            self.name = f"dask://{lane_prefix(client.scheduler.address)}"
         elif address is not None:
-            self.name = f"dask://{_lane_prefix(address)}"
+            self.name = f"dask://{lane_prefix(address)}"
         else:
             self.name = "dask"
         self.client: Any = None
@@ -103,6 +133,7 @@ class DaskExecutor(RemoteExecutor):
         self._futures: dict[Job, Any] = {}
         self._jobs: dict[str, Job] = {}  # submission key -> job, for the beginnings
         self._by_value: list[Any] = []
+        self._files: dict[str, str] = {}  # function name -> file, for tracebacks
         # beginnings are handled off Dask's event loop: a lost attempt calls the client back
         self._relay: ThreadPoolExecutor | None = None
 
@@ -142,7 +173,7 @@ class DaskExecutor(RemoteExecutor):
             self._disconnect(True)
             raise ExecutorError(f"executor {self.name}: the dask scheduler has no workers ({exc})") from None
         self.client.subscribe_topic(TOPIC, self._on_began)
-        return [f"{_lane_prefix(address)}/thread_{k}"
+        return [f"{lane_prefix(address)}/thread_{k}"
                 for address, n in sorted(nthreads.items()) for k in range(n)]
 
     def _start_cluster(self, workers: int) -> None:
@@ -243,6 +274,9 @@ class DaskExecutor(RemoteExecutor):
             with self._lock:
                 self._jobs.pop(key, None)
                 self._futures.pop(job, None)
+            if outcome.error is not None and outcome.error[2] and self._files:
+                kind, message, tb = outcome.error
+                outcome = outcome._replace(error=(kind, message, _real_frames(tb, self._files)))
             self.completed(job, outcome, lane)
         elif status == "error":
             exc = future.exception()
@@ -276,6 +310,7 @@ class DaskExecutor(RemoteExecutor):
             except ValueError:  # registered already
                 continue
             self._by_value.append(module)
+        self._files = _code_files(self._by_value)
 
     def _forget_modules(self) -> None:
         for module in self._by_value:

@@ -15,7 +15,7 @@ from distributed import get_worker
 
 from ...engine.remote import RemoteCall, RemoteOutcome, run_call
 
-__all__ = ["TOPIC", "lane_name", "run_remote"]
+__all__ = ["TOPIC", "lane_name", "lane_prefix", "run_remote"]
 
 #: the Dask event topic of beginnings; one for every run, so a long-lived scheduler
 #: keeps one bounded log for us rather than one per run
@@ -27,9 +27,16 @@ _lanes: dict[tuple[str, int], str] = {}
 _counts: dict[str, int] = {}
 
 
+def lane_prefix(address: str) -> str:
+    """A worker's address as a lane names it: ``host:port``, or ``inproc/N`` in this process."""
+    if address.startswith("inproc://"):
+        return "inproc/" + address.rsplit("/", 1)[-1]
+    return address.split("://", 1)[-1]
+
+
 def lane_name() -> str:
     """``host:port/thread_N``: this worker's address and a small number for this thread."""
-    address = get_worker().address.split("://", 1)[-1]
+    address = lane_prefix(get_worker().address)
     ident = threading.get_ident()
     with _lock:
         lane = _lanes.get((address, ident))

@@ -108,6 +108,7 @@ def test_scheduler_signatures_follow_the_published_api():
         ("setup_logging", "POSITIONAL_OR_KEYWORD", False),
         ("verbose", "POSITIONAL_OR_KEYWORD", False),
         ("capture", "POSITIONAL_OR_KEYWORD", True),
+        ("executor", "KEYWORD_ONLY", "local"),
     ]
     assert params(Scheduler.register) == [
         ("self", "POSITIONAL_OR_KEYWORD", E),

@@ -173,11 +173,13 @@ class RemoteExecutor(Executor):
     def timed_out(self, job: Job) -> str | None:
         with self._lock:
             key = self._inflight.pop(job, None)
+            began = key in self._begun
             self._begun.discard(key)
         if key is not None:  # else its outcome is being settled: that frees its slot
             self._cancel(job)
             self._release()
-        return job.lane.name if job.lane is not None else None
+        # a submission no worker began is cancelled before it starts: it ran nowhere
+        return job.lane.name if began and job.lane is not None else None
 
     def close(self, forced: bool) -> None:
         with self._lock:

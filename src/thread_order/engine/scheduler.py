@@ -123,6 +123,7 @@ class Scheduler:
         setup_logging: bool = False,
         verbose: bool = False,
         capture: bool = True,
+        *,
         executor: Any = "local",
     ) -> None:
         if workers is None:

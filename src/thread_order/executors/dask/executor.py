@@ -238,6 +238,11 @@ class DaskExecutor(RemoteExecutor):
                 if client is not self._given_client:
                     client.close(timeout=2 if forced else 10)
             if cluster is not None:
+                if not self.processes:
+                    # an abandoned attempt (timed out, or a forced stop) may still be running:
+                    # leave its thread behind, as a run on threads does, rather than wait for it
+                    for worker in list(cluster.workers.values()):
+                        cluster.sync(worker.close, executor_wait=False, timeout=2)
                 cluster.close(timeout=2 if forced else 10)
         except Exception as exc:  # noqa: BLE001 - the run is over: say so, do not fail it
             log.warning("executor %s: closing the cluster: %s: %s", self.name, type(exc).__name__, exc)

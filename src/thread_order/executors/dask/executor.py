@@ -179,7 +179,10 @@ class DaskExecutor(RemoteExecutor):
     def _start_cluster(self, workers: int) -> None:
         processes = self.processes
         options = dict(
-            dashboard_address=None, silence_logs=logging.ERROR, scheduler_kwargs={"allowed_failures": 0},
+            dashboard_address=None, silence_logs=logging.ERROR,
+            # no dashboard; the scheduler's own HTTP routes (health, metrics) on a free loopback
+            # port, not on 8787, which a dashboard of the user's may hold
+            scheduler_kwargs={"allowed_failures": 0, "dashboard": False, "dashboard_address": "127.0.0.1:0"},
         )
         if processes:  # in-process workers talk in memory; processes over TCP, on loopback only
             options.update(host="127.0.0.1", n_workers=processes, processes=True,

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -180,14 +181,15 @@ def run_killing_the_first_worker(executor, gate, on_kill=None):
     s.register(report_pid, "victim", with_state=True, retries=1)
     retrying = []
     s.subscribe(retrying.append, EventKind.TASK_RETRYING)
+    running = threading.Event()  # the client heard that the first attempt began
+    s.subscribe(lambda e: running.set(), EventKind.TASK_RUNNING)
     box: dict = {}
-    import threading
-
     thread = threading.Thread(target=lambda: box.update(summary=s.start()))
     thread.start()
     try:
         pid, key = gate.arrived().split()
         assert key.startswith("victim-1-")
+        assert running.wait(WAIT)
         os.kill(int(pid), signal.SIGKILL)
         if on_kill is not None:
             on_kill()

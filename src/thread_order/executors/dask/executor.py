@@ -15,6 +15,7 @@ import linecache
 import logging
 import math
 import os
+import queue
 import re
 import signal
 import sys
@@ -35,6 +36,8 @@ from ...engine.remote import RemoteCall
 from .worker import TOPIC, lane_prefix, run_remote
 
 __all__ = ["DaskExecutor", "parse_address"]
+
+_MISSING = object()
 
 log = logging.getLogger("thread_order")
 
@@ -136,6 +139,7 @@ class DaskExecutor(RemoteExecutor):
         self._files: dict[str, str] = {}  # function name -> file, for tracebacks
         # beginnings are handled off Dask's event loop: a lost attempt calls the client back
         self._relay: ThreadPoolExecutor | None = None
+        self._finished: queue.SimpleQueue = queue.SimpleQueue()  # (job, key, future) that are over
 
     # ------------------------------------------------------------------ RemoteExecutor
 
@@ -143,6 +147,10 @@ class DaskExecutor(RemoteExecutor):
         self._futures = {}
         self._jobs = {}
         self._relay = ThreadPoolExecutor(1, thread_name_prefix="thread-order-dask")
+        self._finished = queue.SimpleQueue()
+        self._gatherer = threading.Thread(target=self._gather, args=(self._finished,),
+                                          name="thread-order-dask-gather", daemon=True)
+        self._gatherer.start()
         self._send_modules_by_value(run.fns)
         try:
             return super().open(run)
@@ -232,6 +240,7 @@ class DaskExecutor(RemoteExecutor):
         relay, self._relay = self._relay, None
         if relay is not None:
             relay.shutdown(wait=False)
+        self._finished.put(None)  # the gatherer stops once it has handled what came before
         try:
             if client is not None:
                 try:
@@ -270,14 +279,45 @@ class DaskExecutor(RemoteExecutor):
                 pass
 
     def _on_done(self, job: Job, key: str, future: Any) -> None:
-        """A submission is over (on Dask's callback thread)."""
+        """A submission is over (on Dask's callback thread): the gatherer takes it from here."""
+        self._finished.put((job, key, future))
+
+    def _gather(self, finished: queue.SimpleQueue) -> None:
+        """Fetch the outcomes of finished submissions, as many at a time as have finished.
+
+        One ``gather`` per batch rather than a round trip per task: under load the
+        outcomes of a whole wave of tasks come back in one request.
+        """
+        while True:
+            batch = [finished.get()]
+            while not finished.empty():
+                batch.append(finished.get_nowait())
+            stop = None in batch
+            batch = [item for item in batch if item is not None]
+            done = [future for _, _, future in batch if future.status == "finished"]
+            values: dict[int, Any] = {}
+            client = self.client
+            if done and client is not None:
+                try:
+                    values = dict(zip(map(id, done), client.gather(done)))
+                except BaseException:  # noqa: B902 - one lost result: ask for each on its own
+                    values = {}
+            for job, key, future in batch:
+                try:
+                    self._settle_future(job, key, future, values.get(id(future), _MISSING))
+                except Exception:  # noqa: BLE001 - a bug here must not stop the other outcomes
+                    log.exception("executor %s: handling the outcome of %s", self.name, key)
+            if stop:
+                return
+
+    def _settle_future(self, job: Job, key: str, future: Any, value: Any) -> None:
         status = future.status
+        name = self.run.names[job.idx]
         if status == "finished":
             try:
-                outcome, lane = future.result()
+                outcome, lane = future.result() if value is _MISSING else value
             except BaseException as exc:  # noqa: B902 - its data was lost on the way
-                self.lost(job, f"the result of task {self.run.names[job.idx]!r} was lost: "
-                               f"{type(exc).__name__}: {exc}")
+                self.lost(job, f"the result of task {name!r} was lost: {type(exc).__name__}: {exc}")
                 return
             with self._lock:
                 self._jobs.pop(key, None)
@@ -288,15 +328,13 @@ class DaskExecutor(RemoteExecutor):
             self.completed(job, outcome, lane)
         elif status == "error":
             exc = future.exception()
-            name = self.run.names[job.idx]
             if type(exc).__name__ == "KilledWorker":
                 message = f"the dask worker running task {name!r} died: this attempt fails"
             else:
                 message = f"dask could not run task {name!r}: {type(exc).__name__}: {exc}"
             self.lost(job, message)
         else:  # cancelled: by us (then this is ignored), or by the cluster
-            self.lost(job, f"dask cancelled task {self.run.names[job.idx]!r} (its scheduler or "
-                           "worker went away)")
+            self.lost(job, f"dask cancelled task {name!r} (its scheduler or worker went away)")
 
     # ------------------------------------------------------------------ module shipping
 

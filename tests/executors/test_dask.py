@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import socket
@@ -309,3 +310,35 @@ def test_a_second_cancel_returns_at_once_with_the_running_task_cancelled(dask_cl
     assert summary["teardown_not_run"] == ["teardown"]
     gate.answer("late")  # the abandoned attempt ends; nothing of it is kept
     assert "hold" not in s.state["results"]
+
+
+# ---------------------------------------------------------------------------- tdrun, history
+
+
+def test_tdrun_records_the_worker_of_each_task_and_warns_of_write_conflicts(tdrun_main, write_module, tmp_path):
+    module = write_module("""
+        from thread_order import mark
+
+        @mark()
+        def a(state):
+            state["region"] = "eu"
+
+        @mark()
+        def b(state):
+            state["region"] = "us"
+
+        @mark(after=["a", "b"])
+        def c(state):
+            print("region", state["region"])
+    """)
+    history = tmp_path / "h.db"
+    result = tdrun_main(module, "--executor", "dask", "--plain", "--history", history, "--workers", "2")
+    assert result.code == 0, result.err
+    assert re.search(r"^warning: write conflict on state\['region'\]: a and b may run at the same time and "
+                     r"each changed it; the state kept [ab]'s change \(the last to finish\)$", result.out, re.M)
+    assert re.search(r"^\[inproc/\d+/thread_[01]\] c \.+ PASSED", result.out, re.M)
+    shown = tdrun_main("show", "last", "--history", history, "--json")
+    assert shown.code == 0, shown.err
+    tasks = {t["name"]: t for t in json.loads(shown.out)["tasks"]}
+    assert all(LANE.match(t["thread"]) for t in tasks.values())
+    assert re.fullmatch(r"region (eu|us)\n", tasks["c"]["output"])

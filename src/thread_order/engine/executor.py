@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import pickle
 import threading
 from importlib.metadata import entry_points
@@ -145,10 +146,12 @@ class RemoteExecutor(Executor):
         self._inflight: dict[Job, str] = {}  # job -> key of its submission
         self._begun: set[str] = set()  # keys a worker said it began
         self._fn_bytes: list[bytes | None] = [None] * run.n
+        # guarded by the run's state lock, as the state they mirror: key -> pickled value
         self._state_bytes: dict[str, bytes] = {}
         self._result_bytes: dict[str, bytes] = {}
         self._writers: dict[str, list[int]] = {}  # state key -> tasks that changed it, in merge order
         self._given: list[str] | None = None
+        self._pid = os.getpid()
         self._pickle_everything(run)
         lanes = tuple(self._connect(run.s.workers))
         if not lanes:
@@ -245,8 +248,9 @@ class RemoteExecutor(Executor):
                 ok, error = False, ("TypeError", f"task {run.names[idx]!r}: its result cannot be loaded "
                                                  f"here: {type(exc).__name__}: {exc}", None)
             else:
-                if run.results is not None:
-                    self._result_bytes[run.names[idx]] = outcome.value
+                if run.results is not None:  # sent as is to the tasks that depend on this one
+                    with run.state_lock:
+                        self._result_bytes[run.names[idx]] = outcome.value
         if job.lane is not None:
             job.lane.name = lane
         run.inbox.put((MSG_DONE, job, ok, value, error, outcome.started, outcome.duration,
@@ -332,7 +336,7 @@ class RemoteExecutor(Executor):
                 if run.results is not None:
                     results = self._upstream_results(idx)
         return RemoteCall(run.names[idx], self._fn_bytes[idx], opts.with_state, state or {},
-                          results, run.s.capture, logging.getLogger().getEffectiveLevel())
+                          results, run.s.capture, logging.getLogger().getEffectiveLevel(), self._pid)
 
     def _upstream_results(self, idx: int) -> dict:
         """The pickled results of every task ``idx`` depends on, and those given before the run."""

@@ -12,6 +12,7 @@ engine only needs the standard library.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from types import CoroutineType
@@ -36,6 +37,7 @@ class RemoteCall(NamedTuple):
     results: dict | None  # task -> pickled result, of the task's upstream tasks; None: no results
     capture: bool
     log_level: int
+    client_pid: int  # the process of the run: a worker inside it shares its capture and logging
 
 
 class RemoteOutcome(NamedTuple):
@@ -84,13 +86,10 @@ def run_call(call: RemoteCall, dumps: Callable[[Any], bytes], loads: Callable[[b
         return RemoteOutcome(False, None, (kind, f"cannot load task {call.name!r} on this worker: "
                                                  f"{kind}: {message}", tb),
                              started, time.perf_counter() - t0, "", {}, ())
-    root = logging.getLogger()
-    if root.level > call.log_level:  # a worker process logs WARNING and up by default
-        root.setLevel(call.log_level)
     mine: list[str] = []
     ident = threading.get_ident()
     if call.capture:
-        OutputCapture.install()
+        _capture_here(call)
         OutputCapture.buffers[ident] = mine
     started = time.time()
     t0 = time.perf_counter()
@@ -108,7 +107,6 @@ def run_call(call: RemoteCall, dumps: Callable[[Any], bytes], loads: Callable[[b
     duration = time.perf_counter() - t0
     if call.capture:
         OutputCapture.buffers.pop(ident, None)
-        OutputCapture.uninstall()
     output = joined(mine)
     changed: dict = {}
     deleted: tuple = ()
@@ -126,6 +124,31 @@ def run_call(call: RemoteCall, dumps: Callable[[Any], bytes], loads: Callable[[b
                        f"({type(value).__name__}): {exc}")
             ok, error = False, ("TypeError", message, f"TypeError: {message}\n")
     return RemoteOutcome(ok, blob, error, started, duration, output, changed, deleted)
+
+
+# guards _installed: the first task of a worker process installs the capture, for good
+_lock = threading.Lock()
+_installed = False
+
+
+def _capture_here(call: RemoteCall) -> None:
+    """Route this process's output per thread, as a run does (the run's own process already does).
+
+    A worker process installs the capture once and keeps it: swapping sys.stdout for each
+    task would race with the tasks running beside it. Inside the run's process the run has
+    installed it, and the process's streams and logging are the client's: left alone.
+    """
+    global _installed
+    if os.getpid() == call.client_pid:
+        return
+    root = logging.getLogger()
+    if root.level > call.log_level:  # a worker process logs WARNING and up by default
+        root.setLevel(call.log_level)
+    with _lock:
+        if _installed:
+            return
+        _installed = True
+    OutputCapture.install()
 
 
 class _Unsendable(Exception):

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dask_support import WAIT, Gate, Lines, demo_api, gate, run_demo, statuses  # noqa: F401 - fixtures
+from dask_support import DEMO, WAIT, Gate, Lines, demo_api, gate, run_demo, statuses  # noqa: F401 - fixtures
 
 from conftest import MODULES, tdrun_env
 from thread_order import EventKind, Scheduler, TaskStatus
@@ -68,7 +68,7 @@ class RealCluster:
                 proc.terminate()
         for proc in self.procs:
             try:
-                proc.wait(WAIT)
+                proc.wait(5)  # a worker closing gracefully waits for its running tasks: not for long
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
@@ -101,6 +101,9 @@ def test_the_demo_ends_the_same_on_threads_and_on_every_dask_mode(tmp_path, real
             assert code == 1, output
             assert api.store.counts() == EMPTY, mode  # the teardown deleted everything it created
         seen[mode] = statuses(data)
+        failed = {t["name"]: t for t in data["tasks"]}["create_subnet_a"]
+        assert "INFO    demo: POST /subnets -> 500" in failed["output"], (mode, failed["output"])
+        assert f'File "{DEMO}", line' in failed["traceback"], (mode, failed["traceback"])
         assert data["executor"] == {"local": "local", "scheduler": f"dask://127.0.0.1:{port}"}.get(mode, "dask")
         if mode != "local":
             threads = {t["thread"] for t in data["tasks"] if t["thread"]}

@@ -55,10 +55,15 @@ def main(quick: bool = False):
     except ImportError:
         return [], {"skipped": "the dask extra is not installed (pip install -e '.[dask]')"}
     repeat = 3 if quick else 7
+    import dask
+
     t0 = time.perf_counter()
-    cluster = LocalCluster(n_workers=PROCESSES, threads_per_worker=THREADS, processes=True, host="127.0.0.1",
-                           dashboard_address=None, silence_logs=logging.ERROR,
-                           scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
+    # configured as `--executor dask --dask-processes 2 --workers 16` starts it
+    with dask.config.set({"distributed.scheduler.worker-saturation": float("inf")}):
+        cluster = LocalCluster(n_workers=PROCESSES, threads_per_worker=THREADS, processes=True,
+                               host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
+                               scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0",
+                                                 "allowed_failures": 0})
     client = Client(cluster, set_as_default=False)
     client.wait_for_workers(PROCESSES)
     startup = time.perf_counter() - t0

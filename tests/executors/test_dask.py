@@ -342,3 +342,26 @@ def test_tdrun_records_the_worker_of_each_task_and_warns_of_write_conflicts(tdru
     tasks = {t["name"]: t for t in json.loads(shown.out)["tasks"]}
     assert all(LANE.match(t["thread"]) for t in tasks.values())
     assert re.fullmatch(r"region (eu|us)\n", tasks["c"]["output"])
+
+
+def test_a_task_queued_on_the_cluster_when_the_run_is_stopped_never_begins(gate):
+    # one worker thread: `queued` waits on the worker behind `hold`, sent ahead as a lane queues ahead
+    s = Scheduler(workers=1, state={"port": gate.port}, executor="dask")
+    s.register(hold, "hold", with_state=True)
+    s.register(Setter("ran", True), "queued", with_state=True)
+    s.register(teardown, "teardown", after=["hold", "queued"], always=True)
+    interrupted = threading.Event()
+    s.subscribe(lambda e: interrupted.set(), EventKind.RUN_INTERRUPTED)
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(summary=s.start()))
+    thread.start()
+    assert gate.arrived() == "running"
+    s.cancel()
+    assert interrupted.wait(WAIT)  # the workers know by now
+    gate.answer("done")
+    thread.join(WAIT)
+    tasks = box["summary"]["tasks"]
+    assert (tasks["queued"]["status"], tasks["queued"]["attempts"]) == (TaskStatus.CANCELLED, 0)
+    assert tasks["queued"]["reason"] == "cancelled: the run was interrupted"
+    assert "ran" not in s.state
+    assert tasks["hold"]["status"] == tasks["teardown"]["status"] == TaskStatus.PASSED

@@ -99,6 +99,9 @@ class Executor:
         """``job`` outlived its timeout: forget it (its outcome is discarded); returns its lane."""
         raise NotImplementedError
 
+    def stop(self) -> None:
+        """The run was interrupted: attempts queued and not begun must not begin (``always`` ones may)."""
+
     def close(self, forced: bool) -> None:
         """The run is over: cancel what is still in flight and let go of what ``open`` took."""
 
@@ -123,8 +126,9 @@ class RemoteExecutor(Executor):
 
     A subclass provides ``dumps``/``loads`` (a pickler that can send the
     tasks' functions), ``_connect(workers)`` returning the lane names,
-    ``_send(job, key, call)``, ``_cancel(job)`` and ``_disconnect(forced)``,
-    and reports with ``began``, ``completed`` and ``lost``, from any thread.
+    ``_send(job, key, call)``, ``_cancel(job)``, ``_disconnect(forced)`` and ``stop()``
+    (tell the workers that nothing of the run but ``always`` tasks may begin), and reports
+    with ``began``, ``completed``, ``dropped`` and ``lost``, from any thread.
     """
 
     dumps: Callable[[Any], bytes] = staticmethod(pickle.dumps)
@@ -158,7 +162,9 @@ class RemoteExecutor(Executor):
             self._disconnect(True)
             raise ExecutorError(f"executor {self.name}: the cluster has no worker threads")
         self.lanes = lanes
-        self._free = len(lanes)
+        # one attempt queued ahead per lane, as the dispatcher queues ahead for worker threads:
+        # the cluster starts it the moment a thread is free, without a round trip to the client
+        self._free = 2 * len(lanes)
         self._wants_running = bool(run.events._subs[EventKind.TASK_RUNNING])
         return lanes
 
@@ -256,6 +262,11 @@ class RemoteExecutor(Executor):
         run.inbox.put((MSG_DONE, job, ok, value, error, outcome.started, outcome.duration,
                        outcome.output, lane, None))
 
+    def dropped(self, job: Job) -> None:
+        """``job`` reached a worker after the run was stopped, which did not begin it."""
+        if self._settle(job):
+            self.run.inbox.put((MSG_DROPPED, job))
+
     def lost(self, job: Job, message: str) -> None:
         """``job`` will not come back (its worker died): its attempt fails."""
         if not self._settle(job):
@@ -336,7 +347,8 @@ class RemoteExecutor(Executor):
                 if run.results is not None:
                     results = self._upstream_results(idx)
         return RemoteCall(run.names[idx], self._fn_bytes[idx], opts.with_state, state or {},
-                          results, run.s.capture, logging.getLogger().getEffectiveLevel(), self._pid)
+                          results, run.s.capture, logging.getLogger().getEffectiveLevel(), self._pid,
+                          run.run_id, opts.always)
 
     def _upstream_results(self, idx: int) -> dict:
         """The pickled results of every task ``idx`` depends on, and those given before the run."""

@@ -38,6 +38,8 @@ class RemoteCall(NamedTuple):
     capture: bool
     log_level: int
     client_pid: int  # the process of the run: a worker inside it shares its capture and logging
+    run_id: str
+    always: bool  # a teardown task: it runs even once the run was stopped
 
 
 class RemoteOutcome(NamedTuple):

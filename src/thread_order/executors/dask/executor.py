@@ -33,7 +33,7 @@ from ...engine.errors import ExecutorError
 from ...engine.executor import RemoteExecutor
 from ...engine.lanes import Job
 from ...engine.remote import RemoteCall
-from .worker import TOPIC, lane_prefix, run_remote
+from .worker import TOPIC, lane_prefix, run_remote, stop_run
 
 __all__ = ["DaskExecutor", "parse_address"]
 
@@ -203,7 +203,10 @@ class DaskExecutor(RemoteExecutor):
         if processes and threading.current_thread() is threading.main_thread():
             restore = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            # every task sent goes to a worker at once: the one queued ahead per thread waits
+            # there, not at the scheduler (worker-saturation), so it starts without a round trip
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                                  "distributed.scheduler.worker-saturation": float("inf")}):
                 self.cluster = LocalCluster(**options)
             self.client = Client(self.cluster, set_as_default=False)
         except Exception as exc:  # noqa: BLE001 - whatever keeps a cluster from starting
@@ -221,6 +224,16 @@ class DaskExecutor(RemoteExecutor):
         with self._lock:
             self._futures[job] = future
         future.add_done_callback(partial(self._on_done, job, key))
+
+    def stop(self) -> None:
+        client = self.client
+        if client is None:
+            return
+        try:
+            client.run(stop_run, self.run.run_id)
+        except Exception as exc:  # noqa: BLE001 - queued tasks will run: say so, the run goes on
+            log.warning("executor %s: cannot tell the workers the run was stopped: %s: %s",
+                        self.name, type(exc).__name__, exc)
 
     def _cancel(self, job: Job) -> None:
         with self._lock:
@@ -318,6 +331,12 @@ class DaskExecutor(RemoteExecutor):
                 outcome, lane = future.result() if value is _MISSING else value
             except BaseException as exc:  # noqa: B902 - its data was lost on the way
                 self.lost(job, f"the result of task {name!r} was lost: {type(exc).__name__}: {exc}")
+                return
+            if outcome is None:  # the run was stopped before a worker began it
+                with self._lock:
+                    self._jobs.pop(key, None)
+                    self._futures.pop(job, None)
+                self.dropped(job)
                 return
             with self._lock:
                 self._jobs.pop(key, None)

@@ -15,7 +15,7 @@ from distributed import get_worker
 
 from ...engine.remote import RemoteCall, RemoteOutcome, run_call
 
-__all__ = ["TOPIC", "lane_name", "lane_prefix", "run_remote"]
+__all__ = ["TOPIC", "lane_name", "lane_prefix", "run_remote", "stop_run"]
 
 #: the Dask event topic of beginnings; one for every run, so a long-lived scheduler
 #: keeps one bounded log for us rather than one per run
@@ -25,6 +25,13 @@ TOPIC = "thread-order-began"
 _lock = threading.Lock()
 _lanes: dict[tuple[str, int], str] = {}
 _counts: dict[str, int] = {}
+#: runs stopped by Ctrl-C (set by ``stop_run``, on every worker): their queued tasks do not begin
+_stopped: set[str] = set()
+
+
+def stop_run(run_id: str) -> None:
+    """Run on every worker when a run is interrupted (``Client.run``)."""
+    _stopped.add(run_id)
 
 
 def lane_prefix(address: str) -> str:
@@ -47,9 +54,12 @@ def lane_name() -> str:
     return lane
 
 
-def run_remote(call: RemoteCall, key: str) -> tuple[RemoteOutcome, str]:
-    """Run one attempt on this worker; returns its outcome and the lane it ran on."""
+def run_remote(call: RemoteCall, key: str) -> tuple[RemoteOutcome | None, str]:
+    """Run one attempt on this worker; returns its outcome (None: not begun, the run was
+    stopped) and the lane it ran on."""
     lane = lane_name()
+    if call.run_id in _stopped and not call.always:
+        return None, lane
     try:
         get_worker().log_event(TOPIC, [key, lane])
     except Exception:  # noqa: BLE001 - telling is best effort; the outcome still comes back

@@ -31,6 +31,7 @@ class PoolExecutor(RemoteExecutor):
         super().__init__()
         self.width = width
         self.sent: list[str] = []  # submission keys, in order
+        self.stopped = False
 
     def _connect(self, workers):
         self.pool = ThreadPoolExecutor(self.width, thread_name_prefix="pool")
@@ -42,11 +43,17 @@ class PoolExecutor(RemoteExecutor):
 
     def _run(self, job, key, call):
         lane = f"pool/{threading.current_thread().name}"
+        if self.stopped and not call.always:
+            self.dropped(job)
+            return
         self.began(key, job, lane)
         self.completed(job, run_call(call, pickle.dumps, pickle.loads), lane)
 
     def _cancel(self, job):
         pass
+
+    def stop(self):
+        self.stopped = True
 
     def _disconnect(self, forced):
         self.pool.shutdown(wait=not forced)
@@ -170,3 +177,43 @@ class _picklable:
         if self.i in self.fail:
             raise RuntimeError(f"task {self.i}")
         return self.i
+
+
+# module-level, so pickle sends these tasks by reference and they share what they touch
+HOLD_BEGAN, HOLD_RELEASE = threading.Event(), threading.Event()
+RAN: list[str] = []
+
+
+def hold():
+    HOLD_BEGAN.set()
+    assert HOLD_RELEASE.wait(WAIT)
+
+
+def queued():
+    RAN.append("queued")
+
+
+def cleanup():
+    RAN.append("teardown")
+
+
+def test_an_attempt_queued_ahead_when_the_run_is_stopped_never_begins():
+    executor = PoolExecutor(1)
+    s = Scheduler(workers=1, executor=executor)
+    s.register(hold, "hold")
+    s.register(queued, "queued")  # sent ahead, behind `hold`, as a lane queues ahead
+    s.register(cleanup, "teardown", after=["hold", "queued"], always=True)
+    s.subscribe(lambda e: HOLD_RELEASE.set(), "run_interrupted")  # the executor was told before
+    sent = threading.Event()  # handed to the executor (TASK_STARTED follows the hand-over)
+    s.subscribe(lambda e: e.name == "queued" and sent.set(), "task_started")
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(summary=s.start()))
+    thread.start()
+    assert HOLD_BEGAN.wait(WAIT) and sent.wait(WAIT)
+    assert len(executor.sent) == 2
+    s.cancel()
+    thread.join(WAIT)
+    tasks = box["summary"]["tasks"]
+    assert (tasks["queued"]["status"], tasks["queued"]["attempts"]) == (TaskStatus.CANCELLED, 0)
+    assert tasks["hold"]["status"] == tasks["teardown"]["status"] == TaskStatus.PASSED
+    assert RAN == ["teardown"]

@@ -365,3 +365,29 @@ def test_a_task_queued_on_the_cluster_when_the_run_is_stopped_never_begins(gate)
     assert tasks["queued"]["reason"] == "cancelled: the run was interrupted"
     assert "ran" not in s.state
     assert tasks["hold"]["status"] == tasks["teardown"]["status"] == TaskStatus.PASSED
+
+
+def test_executor_names_resolve_through_the_entry_point_and_bad_ones_are_refused():
+    s = Scheduler(executor="dask://127.0.0.1:8786")  # connects only when a run starts
+    assert isinstance(s.executor, DaskExecutor) and s.executor.name == "dask://127.0.0.1:8786"
+    assert s.executor.address == "tcp://127.0.0.1:8786"
+    assert Scheduler(executor="dask").executor.name == "dask"
+    with pytest.raises(ExecutorError, match=r"^executor 'dask://nohost': expected dask://HOST:PORT, "
+                                            r"such as dask://127.0.0.1:8786$"):
+        Scheduler(executor="dask://nohost")
+    from thread_order.engine.executor import executor_from_spec
+
+    with pytest.raises(ExecutorError, match=r"^executor 'dask://127.0.0.1:1': --dask-processes is for the "
+                                            r"embedded cluster \(--executor dask\); a running scheduler "
+                                            r"has the workers it has$"):
+        executor_from_spec("dask://127.0.0.1:1", processes=2)
+
+
+def test_tdrun_refuses_dask_processes_without_the_embedded_cluster(tdrun_main, write_module):
+    module = write_module("from thread_order import mark\n\n@mark()\ndef a(state):\n    pass\n")
+    result = tdrun_main(module, "--dask-processes", "2")
+    assert (result.code, result.err) == (
+        4, "tdrun: error: --dask-processes needs --executor dask (the cluster tdrun starts), not --executor local\n")
+    result = tdrun_main(module, "--executor", "ray")
+    assert (result.code, result.err) == (
+        4, "tdrun: error: argument --executor: expected local, dask or dask://HOST:PORT, got 'ray'\n")

@@ -261,11 +261,13 @@ class RemoteExecutor(Executor):
             job.lane.name = lane
         run.inbox.put((MSG_DONE, job, ok, value, error, outcome.started, outcome.duration,
                        outcome.output, lane, None))
+        self._release()  # only now: whatever is sent next sees this task's changes
 
     def dropped(self, job: Job) -> None:
         """``job`` reached a worker after the run was stopped, which did not begin it."""
         if self._settle(job):
             self.run.inbox.put((MSG_DROPPED, job))
+            self._release()
 
     def lost(self, job: Job, message: str) -> None:
         """``job`` will not come back (its worker died): its attempt fails."""
@@ -275,11 +277,13 @@ class RemoteExecutor(Executor):
         lane = job.lane.name if job.lane is not None else None
         self.run.inbox.put((MSG_DONE, job, False, None, ("WorkerLostError", message, None),
                             None, 0.0, "", lane, None))
+        self._release()
 
     # ------------------------------------------------------------------ internals
 
     def _settle(self, job: Job) -> bool:
-        """Claim ``job``'s outcome against a timeout; frees its slot. False: already over."""
+        """Claim ``job``'s outcome against a timeout. False: already over (its slot is freed);
+        True: the caller reports it, then frees the slot."""
         with self._lock:
             key = self._inflight.pop(job, None)
             if key is None:
@@ -290,7 +294,8 @@ class RemoteExecutor(Executor):
             abandoned = job.abandoned
             if not abandoned:
                 job.done = True
-        self._release()
+        if abandoned:
+            self._release()
         return not abandoned
 
     def _release(self) -> None:

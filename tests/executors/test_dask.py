@@ -391,3 +391,12 @@ def test_tdrun_refuses_dask_processes_without_the_embedded_cluster(tdrun_main, w
     result = tdrun_main(module, "--executor", "ray")
     assert (result.code, result.err) == (
         4, "tdrun: error: argument --executor: expected local, dask or dask://HOST:PORT, got 'ray'\n")
+
+
+def test_the_state_checker_needs_the_local_executor(tdrun_main, write_module):
+    module = write_module("from thread_order import mark\n\n@mark()\ndef a(state):\n    pass\n")
+    result = tdrun_main(module, "--check-state", "--executor", "dask")
+    assert (result.code, result.err) == (4, "tdrun: error: --check-state needs --executor local, not --executor "
+                                            "dask: a task on a cluster reads and writes a copy of the state\n")
+    with pytest.raises(ValueError, match=r"^check_state=True needs the local executor, not 'dask': "):
+        Scheduler(check_state=True, executor="dask")

@@ -101,6 +101,10 @@ class Scheduler:
             each failed task (ERROR) and each failed attempt that is retried (WARNING).
         verbose: with ``setup_logging``, log at DEBUG instead of INFO.
         capture: collect each task's stdout, stderr and log records into its record.
+        check_state: note which state keys each task reads and writes, and report the
+            ordering bugs that shows (``summary['state_findings']``; see statecheck.py).
+        first: names of tasks to start before the others whenever several are ready
+            (``tdrun --failed-first``); the graph still decides what is ready.
         executor: where tasks run: ``"local"`` (this scheduler's threads), ``"dask"`` (a Dask
             cluster started for each run), ``"dask://HOST:PORT"`` (a running Dask scheduler),
             or an ``Executor`` object (see engine/executor.py).
@@ -111,6 +115,7 @@ class Scheduler:
             ``state['results']`` (with ``store_results``) a dict.
         ValueError: ``workers`` is less than 1.
         ExecutorError: ``executor`` names an unknown executor, or one whose extra is missing.
+        ValueError: ``check_state`` with an executor other than local (tasks there see a copy).
     """
 
     def __init__(
@@ -124,6 +129,8 @@ class Scheduler:
         verbose: bool = False,
         capture: bool = True,
         *,
+        check_state: bool = False,
+        first: Iterable[str] | None = None,
         executor: Any = "local",
     ) -> None:
         if workers is None:
@@ -141,12 +148,17 @@ class Scheduler:
         self.clear_results_on_start = clear_results_on_start
         self.skip_dependents = skip_dependents
         self.capture = capture
+        self.check_state = check_state
+        self.first = frozenset(first) if first else None
         if store_results:
             self.state.setdefault("results", {})
         self.state_lock = _checked_state(self.state, store_results)
         self.events = EventStream()
         #: where tasks run: None for this scheduler's own threads, else an executor.Executor
         self.executor = executor_from_spec(executor)
+        if check_state and self.executor is not None:
+            raise ValueError(f"check_state=True needs the local executor, not {self.executor.name!r}: "
+                             "a task on a cluster reads and writes a copy of the state")
         if setup_logging:
             configure_logging(verbose=verbose)
             log_task_failures(self.events)
@@ -383,13 +395,22 @@ class Scheduler:
             if self._run is not None:
                 raise RuntimeError("start: this scheduler is already running")
             options = RunOptions(self.workers, self.store_results, self.clear_results_on_start,
-                                 self.skip_dependents, self.capture, self.executor)
+                                 self.skip_dependents, self.capture, first=self.first,
+                                 executor=self.executor)
             # no copies: registration only appends, and the run reads the first len(graph) entries,
             # so a task registered while this run goes on belongs to the next run
-            run = self._run = Run(self._fns, self._options, graph, self.state,
+            fns, task_options, checker = self._fns, self._options, None
+            if self.check_state:
+                from .statecheck import StateChecker
+
+                checker = StateChecker(self.state, self.state_lock)
+                fns, task_options = checker.instrument(graph.nodes, fns, task_options)
+            run = self._run = Run(fns, task_options, graph, self.state,
                                   self.state_lock, self.events, options)
         try:
             summary = run.execute()
+            if checker is not None:
+                summary["state_findings"] = checker.findings(graph, self._fns[:len(graph)])
             records = run.records
             self.last_records = records if None not in records else [r for r in records if r is not None]
             self.last_summary = summary

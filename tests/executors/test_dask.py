@@ -54,6 +54,7 @@ def test_a_task_sees_a_copy_with_its_upstream_results_and_its_changes_are_merged
     # results of upstream tasks are in the copy; the task's own is not there yet
     assert s.state["results"] == {"create": "net-1", "add[a]": ["create"], "forget": ["create"]}
     assert summary["write_conflicts"] == [] and summary["executor"].startswith("dask://")
+    assert summary["workers"] == 4  # the cluster's threads
     assert isinstance(s.state["_state_lock"], type(threading.RLock()))
 
 

@@ -201,6 +201,7 @@ class RemoteExecutor(Executor):
 
     def annotate(self, summary: dict) -> None:
         summary["executor"] = self.name
+        summary["workers"] = len(self.lanes)  # the cluster's threads, whatever workers= said
         summary["write_conflicts"] = self.write_conflicts()
 
     # ------------------------------------------------------------------ for subclasses

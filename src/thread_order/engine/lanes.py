@@ -262,7 +262,6 @@ class LaneMethods:
         output = ""
         if self.executor is not None:  # cancelled on its cluster, or abandoned there
             thread_name = self.executor.timed_out(job)
-            output = ""
         elif lane is None:
             thread_name = None  # nobody picked it up; whoever does will drop it
         else:

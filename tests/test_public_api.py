@@ -114,6 +114,9 @@ def test_scheduler_signatures_follow_the_published_api():
         ("highlights", "POSITIONAL_OR_KEYWORD", None),
         ("check_state", "KEYWORD_ONLY", False),
         ("first", "KEYWORD_ONLY", None),
+        ("order", "KEYWORD_ONLY", "declared"),
+        ("shuffle", "KEYWORD_ONLY", None),
+        ("durations", "KEYWORD_ONLY", None),
         ("executor", "KEYWORD_ONLY", "local"),
     ]
     assert params(Scheduler.register) == [

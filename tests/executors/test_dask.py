@@ -401,3 +401,23 @@ def test_the_state_checker_needs_the_local_executor(tdrun_main, write_module):
                                             "dask: a task on a cluster reads and writes a copy of the state\n")
     with pytest.raises(ValueError, match=r"^check_state=True needs the local executor, not 'dask': "):
         Scheduler(check_state=True, executor="dask")
+
+
+def test_a_shuffled_start_order_is_decided_on_the_client_as_on_threads(dask_client):
+    started = []
+    for executor in ("local", DaskExecutor(client=dask_client)):
+        s = Scheduler(workers=4, shuffle=7, executor=executor)
+        for i in range(12):
+            s.register(teardown, f"t{i}")
+        order = []
+        s.subscribe(lambda e: order.append(e.name), EventKind.TASK_STARTED)
+        assert s.start()["text"].startswith("12 passed")
+        started.append(order)
+    assert started[0] == started[1] and started[0] != sorted(started[0], key=lambda n: int(n[1:]))
+
+
+def test_a_replay_needs_the_local_executor():
+    from thread_order.engine.order import ReplayOrder
+
+    with pytest.raises(ValueError, match=r"^a replay needs the local executor, not 'dask'$"):
+        Scheduler(order=ReplayOrder(run_id=1, starts={}), executor="dask")

@@ -26,7 +26,7 @@ from .ordering import (add_order_options, check_order_args, list_order, normaliz
                        scheduler_order)
 from ..engine.model import parse_tags
 from ..engine.scheduler import Scheduler, default_workers
-from ..engine.executor import executor_from_spec
+from .executors import add_executor_options, executor_from_args
 
 __all__ = ["main", "console_main", "build_parser", "parse_set_values", "SUBCOMMANDS", "EXIT_CODES"]
 
@@ -165,21 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="export the run live as OpenTelemetry spans, configured by the OTEL_* "
                               "variables (needs thread-order[otel]); honours TRACEPARENT")
     add_order_options(p)
-    where = p.add_argument_group("executor (where tasks run)")
-    where.add_argument("--executor", metavar="local|dask|dask://HOST:PORT", type=_executor, default="local",
-                       help="local: threads of this process (default); dask: a Dask cluster started "
-                            "for the run; dask://HOST:PORT: a running Dask scheduler")
-    where.add_argument("--dask-processes", metavar="N", type=_workers, default=0,
-                       help="with --executor dask: N worker processes of ceil(workers / N) threads "
-                            "each (default: one worker in this process)")
+    add_executor_options(p)
     p.add_argument("--version", action="version", version=f"tdrun {__version__}")
     return p
-
-
-def _executor(text: str) -> str:
-    if text in ("local", "dask") or text.startswith("dask://"):
-        return text
-    raise argparse.ArgumentTypeError(f"expected local, dask or dask://HOST:PORT, got {text!r}")
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str], dict[str, str]]:
@@ -428,17 +416,7 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO, replay: Any = None) -> int
         out.write(static_note(graph, collection.specs))
         return EXIT_OK
 
-    if replay is not None and args.executor != "local":
-        raise UsageError(f"tdrun replay needs --executor local, not --executor {args.executor}: "
-                         "a replay's start order is kept by tdrun's own worker threads")
-    if args.check_state and args.executor != "local":
-        raise UsageError(f"--check-state needs --executor local, not --executor {args.executor}: "
-                         "a task on a cluster reads and writes a copy of the state")
-    if args.dask_processes and args.executor != "dask":
-        raise UsageError(f"--dask-processes needs --executor dask (the cluster tdrun starts), "
-                         f"not --executor {args.executor}")
-    executor = executor_from_spec(args.executor, **({"processes": args.dask_processes}
-                                                    if args.dask_processes else {}))
+    executor = executor_from_args(args, replay)
     state, sources = build_state(collection.hook_modules, args.state_file, values, results)
     if replay is not None:
         replay.fill_state(state, sources)
@@ -469,22 +447,6 @@ def _check_state(state: dict, sources: dict[str, str], state_file: str | None) -
         where = f"state file {state_file}" if sources.get("results") == "state file" else "setup_state()"
         raise UsageError(f"{where}: 'results' must be an object of task results, "
                          f"not {type(state['results']).__name__}")
-
-
-def _display_mode(args: argparse.Namespace, out: TextIO) -> str:
-    if args.plain:
-        return "plain"
-    if args.viewer:
-        return "live"
-    if args.progress:
-        return "progress"
-    try:
-        tty = out.isatty()
-    except (AttributeError, ValueError):
-        tty = False
-    if tty and not os.environ.get("CI") and os.environ.get("TERM") != "dumb":
-        return "live"
-    return "plain"
 
 
 def _run_observers(args: argparse.Namespace) -> list[Any]:
@@ -518,11 +480,11 @@ def _warnings_outside_tasks(record: logging.LogRecord) -> bool:
 def _run(args, argv, collection: Collection, scheduler: Scheduler, sources: dict[str, str],
          out: TextIO, err: TextIO, replay: Any = None) -> int:
     from .live import LiveView
-    from .plain import LineLogHandler, PlainReporter, make_console, print_end_of_run
+    from .plain import LineLogHandler, PlainReporter, display_mode, make_console, print_end_of_run
     from .reports import RunData, redact_argv, write_json_report, write_junit_xml
 
     color = not args.no_color
-    mode = _display_mode(args, out)
+    mode = display_mode(args, out)
     total = len(scheduler.tasks)
     lanes = min(scheduler.workers, total)
     module_name = collection.label

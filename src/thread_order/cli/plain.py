@@ -22,7 +22,7 @@ from ..theme import STATUS_COLORS
 
 __all__ = [
     "COLORS", "make_console", "PlainReporter", "LineLogHandler", "log_text", "print_end_of_run",
-    "teardown_heading", "TaskLogFormat",
+    "teardown_heading", "TaskLogFormat", "display_mode", "write_conflict_line",
 ]
 
 COLORS = STATUS_COLORS
@@ -93,6 +93,23 @@ def _ansi(console: Console, text: str, style: str) -> str:
     with console.capture() as cap:
         console.print(Text(text, style=style), end="")
     return cap.get()
+
+
+def display_mode(args: Any, out: TextIO) -> str:
+    """What tdrun draws: "live", "progress" or "plain" (options first, then whether ``out`` is a terminal)."""
+    if args.plain:
+        return "plain"
+    if args.viewer:
+        return "live"
+    if args.progress:
+        return "progress"
+    try:
+        tty = out.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if tty and not os.environ.get("CI") and os.environ.get("TERM") != "dumb":
+        return "live"
+    return "plain"
 
 
 def lane_width(lanes: int) -> int:

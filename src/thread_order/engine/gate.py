@@ -411,8 +411,9 @@ class GateMethods:
                     heapq.heappush(self.ready, self._ready_key(idx))
             if wake is not None:
                 self._add_timer(time.monotonic() + max(wake - time.time(), 0.0), _TIMER_GATE, None)
-        if (pgate.waiting and self.width > 1 and self.at is None and self.events.task_quiet
-                and not self.stop_requested):  # a plan (order.py) orders starts itself: no names
+        if (pgate.waiting and self.width > 1 and self.at is None and self.executor is None
+                and self.events.task_quiet and not self.stop_requested):
+            # (a plan, order.py, orders starts itself; an executor has no lanes to hand on)
             self._name_next()
         if pgate.changed:
             pgate.changed = False

@@ -45,6 +45,8 @@ class InterruptMethods:
                 self.stop_requested = True
             self._collect_handoffs()
         if first:
+            if self.executor is not None:  # before anyone hears of it: what is queued there stays unstarted
+                self.executor.stop()
             # its own logger, so a front-end that reports RUN_INTERRUPTED itself can mute it
             logging.getLogger("thread_order.interrupt").warning(
                 "interrupted: running tasks may finish, teardown tasks still run; "

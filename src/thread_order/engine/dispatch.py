@@ -47,6 +47,8 @@ class RunOptions:
     clear_results_on_start: bool = True
     skip_dependents: bool = True
     capture: bool = True
+    async_limit: int = 100  # coroutines running at once on the run's loop (engine/aio.py)
+    block_threshold: float | None = 0.1  # seconds a coroutine step may hold the loop unwarned
 
 
 class Run(LaneMethods, InterruptMethods):

@@ -100,12 +100,16 @@ class Scheduler:
             each failed task (ERROR) and each failed attempt that is retried (WARNING).
         verbose: with ``setup_logging``, log at DEBUG instead of INFO.
         capture: collect each task's stdout, stderr and log records into its record.
+        async_limit: how many ``async def`` tasks may run at once on the run's event loop.
+        async_block_threshold: seconds one step of a coroutine may hold the event loop before
+            its task gets a warning (once per task); None turns the check off.
 
     Raises:
-        TypeError: ``workers`` is not an integer, ``state`` not a dict, or one of the keys the
-            engine owns holds the wrong thing: ``state['_state_lock']`` must be a lock and
-            ``state['results']`` (with ``store_results``) a dict.
-        ValueError: ``workers`` is less than 1.
+        TypeError: ``workers`` or ``async_limit`` is not an integer, ``state`` not a dict, or
+            one of the keys the engine owns holds the wrong thing: ``state['_state_lock']``
+            must be a lock and ``state['results']`` (with ``store_results``) a dict.
+        ValueError: ``workers`` or ``async_limit`` is less than 1, or
+            ``async_block_threshold`` is not a finite number > 0 (or None).
     """
 
     def __init__(
@@ -118,6 +122,9 @@ class Scheduler:
         setup_logging: bool = False,
         verbose: bool = False,
         capture: bool = True,
+        *,
+        async_limit: int = 100,
+        async_block_threshold: float | None = 0.1,
     ) -> None:
         if workers is None:
             workers = default_workers
@@ -127,6 +134,17 @@ class Scheduler:
             raise ValueError(f"workers must be at least 1, not {workers!r}")
         if state is not None and not isinstance(state, dict):
             raise TypeError(f"state must be a dict, not {type(state).__name__}")
+        if isinstance(async_limit, bool) or not isinstance(async_limit, int):
+            raise TypeError(f"async_limit must be an integer, not {async_limit!r}")
+        if async_limit < 1:
+            raise ValueError(f"async_limit must be at least 1, not {async_limit!r}")
+        if async_block_threshold is not None and (
+                isinstance(async_block_threshold, bool) or not isinstance(async_block_threshold, (int, float))
+                or not 0 < async_block_threshold < float("inf")):
+            raise ValueError(f"async_block_threshold must be a finite number > 0 or None, "
+                             f"not {async_block_threshold!r}")
+        self.async_limit = async_limit
+        self.async_block_threshold = async_block_threshold
         self.workers = workers
         self.state: dict = state if state is not None else {}
         self.state.setdefault("_state_lock", threading.RLock())
@@ -153,6 +171,7 @@ class Scheduler:
         self._graph: Graph | None = None
         # parametrized tasks (engine/params.py): base name -> Group
         self._groups: dict = {}
+        self._async_tasks = 0  # async def tasks registered: a run with any gets an event loop
         # guards _run: the one start() in progress, reached by cancel() from any thread
         self._lock = threading.Lock()
         self._run: Run | None = None
@@ -230,6 +249,8 @@ class Scheduler:
                 retries=retries, retry_delay=retry_delay, timeout=timeout,
             )
             deps, options = spec.after, TaskOptions.of(spec)
+            if spec.is_async:
+                self._async_tasks += 1
         names = self._names
         if name in names:
             raise DuplicateTaskError(name)
@@ -374,10 +395,14 @@ class Scheduler:
             if self._run is not None:
                 raise RuntimeError("start: this scheduler is already running")
             options = RunOptions(self.workers, self.store_results, self.clear_results_on_start,
-                                 self.skip_dependents, self.capture)
+                                 self.skip_dependents, self.capture, self.async_limit,
+                                 self.async_block_threshold)
             # no copies: registration only appends, and the run reads the first len(graph) entries,
             # so a task registered while this run goes on belongs to the next run
-            run = self._run = Run(self._fns, self._options, graph, self.state,
+            kind = Run
+            if self._async_tasks:
+                from .aio import AsyncRun as kind  # only runs with async tasks get a loop
+            run = self._run = kind(self._fns, self._options, graph, self.state,
                                   self.state_lock, self.events, options)
         try:
             summary = run.execute()

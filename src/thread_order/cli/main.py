@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any, TextIO
@@ -70,6 +71,26 @@ def _workers(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
     return n
+
+
+def _async_limit(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of coroutines, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return n
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
 
 
 def _tags(text: str) -> str:
@@ -141,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="do not record the run (TDRUN_HISTORY=off does the same)")
     hist.add_argument("--html-report", metavar="FILE.html",
                       help="write the run as a self-contained HTML page: timeline, graph, failures")
+    aio = p.add_argument_group("async tasks (async def)")
+    aio.add_argument("--async-limit", type=_async_limit, default=100, metavar="N",
+                     help="coroutines running at once on the run's event loop (default: 100)")
+    aio.add_argument("--async-block-threshold", type=_seconds, default=0.1, metavar="SECONDS",
+                     help="warn about a coroutine step holding the event loop longer (default: 0.1)")
     p.add_argument("--version", action="version", version=f"tdrun {__version__}")
     return p
 
@@ -362,6 +388,7 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO) -> int:
     scheduler = Scheduler(
         workers=workers, state=state, clear_results_on_start=not results and "results" not in sources,
         skip_dependents=args.skip_deps, capture=True,
+        async_limit=args.async_limit, async_block_threshold=args.async_block_threshold,
     )
     collection.register_into(scheduler)
     return _run(args, argv, collection, scheduler, sources, out, err)
@@ -410,10 +437,12 @@ def _run_observers(args: argparse.Namespace) -> list[Any]:
 
 
 def _warnings_outside_tasks(record: logging.LogRecord) -> bool:
-    from ..engine.capture import OutputCapture
+    from ..engine.capture import OutputCapture, task_buffer
 
     return (record.levelno >= logging.WARNING
             and record.thread not in OutputCapture.buffers
+            # a coroutine's record: emitted on the loop thread, in the task's own context
+            and not (record.thread == threading.get_ident() and task_buffer.get() is not None)
             and record.name != "thread_order.interrupt")  # tdrun says that in its own words
 
 

@@ -125,6 +125,9 @@ def build_summary(run: Any) -> dict:
     options = run.options
     teardown_not_run = [rec.name for i, rec in enumerate(records)
                         if rec is not None and rec.status is _CANCELLED and options[i].always]
+    # only a run with async tasks (engine/aio.py) has any: {task: its blocking-loop warning}
+    warned = getattr(run, "warnings", None)
+    warnings = {run.names[i]: text for i, text in sorted(warned.items())} if warned else {}
     return {
         "run_id": run.run_id,
         # the run's own lists, not copies: the run ends here
@@ -143,4 +146,5 @@ def build_summary(run: Any) -> dict:
         "text": text,
         "teardown_not_run": teardown_not_run,
         "tasks": tasks,
+        "warnings": warnings,
     }

@@ -23,10 +23,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
+from .engine.aio import LOOP_THREAD
 from .engine.events import Event, EventKind
 from .engine.model import TaskRecord, TaskStatus
 
-__all__ = ["RunView", "RunSnapshot", "Running", "Completion", "RECENT", "PHASES", "lane_names",
+__all__ = ["RunView", "RunSnapshot", "Running", "Completion", "RECENT", "PHASES", "LOOP_THREAD", "lane_names",
            "completion", "first_line", "record_dict", "completion_dict"]
 
 #: latest completions kept (and sent); a front-end shows as many as fit
@@ -77,10 +78,18 @@ class RunSnapshot:
     started: float | None  # epoch seconds, display only
     now: float
     name_width: int = 24  # the longest task name, to size columns
+    # the async lane group: coroutines running on the run's event loop thread, by task
+    coroutines: dict = None  # type: ignore[assignment]
+    warnings: tuple = ()  # (task, warning) of each task warned about, in order
+
+    @property
+    def in_flight(self) -> int:
+        """Tasks running now: one per busy worker lane, plus every running coroutine."""
+        return len(self.running) + len(self.coroutines or ())
 
     @property
     def waiting(self) -> int:
-        return max(self.total - self.finished - len(self.running), 0)
+        return max(self.total - self.finished - self.in_flight, 0)
 
     @property
     def elapsed(self) -> float:
@@ -102,10 +111,14 @@ class RunSnapshot:
             "finished": self.finished,
             "total": self.total,
             "counts": dict(self.counts),
-            "running": len(self.running),
+            "running": self.in_flight,
             "retries": self.retries,
             "lanes": [{"thread": t, "task": r.task, "since": r.since, "attempt": r.attempt}
                       for t, r in sorted(self.running.items(), key=_lane_order)],
+            "loop": {"thread": LOOP_THREAD, "running": len(self.coroutines or ()),
+                     "tasks": [{"task": r.task, "since": r.since, "attempt": r.attempt}
+                               for r in sorted((self.coroutines or {}).values(), key=lambda r: r.since)]},
+            "warnings": [{"task": t, "warning": w} for t, w in self.warnings],
             "lane_last": {t: {"task": task, "status": status} for t, (task, status) in self.last.items()},
             "teardown_not_run": list(self.teardown_not_run),
             "server_time": self.now,
@@ -138,6 +151,8 @@ class RunView:
         self.total = total
         self.lanes = lane_names(lanes)
         self.running: dict[str, Running] = {}
+        self.coroutines: dict[str, Running] = {}  # task -> Running, on the event loop thread
+        self.warnings: list[tuple[str, str]] = []
         self.last: dict[str, TaskRecord] = {}  # lane -> the record it finished last
         self.counts = {"PASSED": 0, "FAILED": 0, "SKIPPED": 0, "CANCELLED": 0}
         self.finished = 0
@@ -164,6 +179,7 @@ class RunView:
             sub(self._on_finished, EventKind.TASK_FINISHED),
             sub(self._on_interrupted, EventKind.RUN_INTERRUPTED),
             sub(self._on_run_finished, EventKind.RUN_FINISHED),
+            sub(self._on_warning, EventKind.TASK_WARNING),
         ]
 
     def feed(self, event: Event) -> None:
@@ -172,6 +188,7 @@ class RunView:
             EventKind.RUN_STARTED: self._on_started, EventKind.TASK_RUNNING: self._on_running,
             EventKind.TASK_RETRYING: self._on_retrying, EventKind.TASK_FINISHED: self._on_finished,
             EventKind.RUN_INTERRUPTED: self._on_interrupted, EventKind.RUN_FINISHED: self._on_run_finished,
+            EventKind.TASK_WARNING: self._on_warning,
         }.get(event.kind)
         if handler is not None:
             handler(event)
@@ -195,7 +212,10 @@ class RunView:
     def _on_running(self, event: Event) -> None:
         name = event.name
         with self._lock:
-            self.running[event.thread] = Running(name, event.time, event.attempt)
+            if event.thread == LOOP_THREAD:  # many at once: one entry per coroutine
+                self.coroutines[name] = Running(name, event.time, event.attempt)
+            else:
+                self.running[event.thread] = Running(name, event.time, event.attempt)
             if self.log is not None:
                 self.statuses[name] = "RUNNING"
                 self.log.append((name, "RUNNING", None, event.attempt))
@@ -209,6 +229,7 @@ class RunView:
             held = self.running.get(rec.thread)
             if held is not None and held[0] == name:
                 del self.running[rec.thread]
+            self.coroutines.pop(name, None)
             self.retries += 1
             self.recent.appendleft((rec, event.attempt))
             if self.log is not None:
@@ -226,6 +247,7 @@ class RunView:
                 held = self.running.get(thread)
                 if held is not None and held[0] == rec.name:
                     del self.running[thread]
+                self.coroutines.pop(rec.name, None)
                 self.last[thread] = rec
             self.counts[status.value] += 1
             if status is _FAILED:
@@ -253,10 +275,20 @@ class RunView:
         summary = event.data or {}
         with self._lock:
             self.running.clear()
+            self.coroutines.clear()
             self.phase = "finished"
             self.teardown_not_run = tuple(summary.get("teardown_not_run", ()))
             if summary.get("interrupted") and not self.stopped:
                 self.stopped = 1
+            if self.log is not None:
+                self.log.append(("", "PHASE", None, 0))
+        if self.on_change is not None:
+            self.on_change()
+
+    def _on_warning(self, event: Event) -> None:
+        text = (event.data or {}).get("warning", "")
+        with self._lock:
+            self.warnings.append((event.name, text))
             if self.log is not None:
                 self.log.append(("", "PHASE", None, 0))
         if self.on_change is not None:
@@ -316,7 +348,7 @@ class RunView:
         return _Raw(self.title, self.total, self.lanes, dict(self.running), dict(self.last),
                     dict(self.counts), self.finished, self.retries, tuple(self.recent),
                     tuple(self.failures), self.phase, self.teardown_not_run, self.started,
-                    self.name_width, self.stopped)
+                    self.name_width, self.stopped, dict(self.coroutines), tuple(self.warnings))
 
 
 class _Raw(NamedTuple):
@@ -337,6 +369,8 @@ class _Raw(NamedTuple):
     started: float | None
     name_width: int
     stopped: int
+    coroutines: dict
+    warnings: tuple
 
     def build(self) -> RunSnapshot:
         return RunSnapshot(
@@ -345,7 +379,7 @@ class _Raw(NamedTuple):
             self.counts, self.finished, self.retries,
             tuple(completion(rec, attempt) for rec, attempt in self.recent),
             self.failures, self.phase, self.teardown_not_run, self.stopped, self.started,
-            time.time(), self.name_width,
+            time.time(), self.name_width, self.coroutines, self.warnings,
         )
 
 

@@ -24,6 +24,7 @@ TOP_KEYS = {
 TASK_KEYS = {
     "name", "status", "thread", "started_at", "finished_at", "duration", "attempts", "error_type", "error",
     "traceback", "output", "reason", "tags", "after", "always", "level", "module", "case",
+    "is_async", "warning",
 }
 
 

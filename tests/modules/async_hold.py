@@ -7,10 +7,12 @@ from pathlib import Path
 from thread_order import mark
 
 log = logging.getLogger("async_hold")
+BESIDE = asyncio.Event()  # bound to the run's loop when first awaited
 
 
 @mark()
 async def hold(state):
+    await BESIDE.wait()  # both coroutines run before the test's first Ctrl-C
     log.warning("hold is running")
     try:
         await asyncio.sleep(3600)
@@ -22,6 +24,7 @@ async def hold(state):
 
 @mark()
 async def beside(state):
+    BESIDE.set()
     try:
         await asyncio.sleep(3600)
     finally:

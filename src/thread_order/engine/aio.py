@@ -20,11 +20,13 @@ once, naming the task.
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import inspect
 import logging
 import threading
 import time
+from types import CoroutineType
 from typing import Any
 
 from .capture import task_buffer
@@ -47,12 +49,15 @@ ASYNC_LOCK_KEY = "_async_lock"
 #: how long a forced stop waits for cancelled coroutines to finish their cleanup
 CANCEL_GRACE = 10.0
 
-# messages from the loop to the dispatcher (lanes.py numbers the workers' from 0)
-MSG_ASYNC_DONE, MSG_ASYNC_DROPPED, MSG_ASYNC_WARNING = 10, 11, 12
+# messages from the loop to the dispatcher (lanes.py numbers the workers' from 0); the loop
+# sends what one of its iterations produced as one MSG_ASYNC_BATCH, a list of the others
+MSG_ASYNC_DONE, MSG_ASYNC_DROPPED, MSG_ASYNC_WARNING, MSG_ASYNC_BATCH = 10, 11, 12, 13
 
 _PASSED = TaskStatus.PASSED
-_K_WARNING = EventKind.TASK_WARNING
+_K_WARNING, _K_STARTED, _K_READY = EventKind.TASK_WARNING, EventKind.TASK_STARTED, EventKind.TASK_READY
+_READY, _RUNNING = Run.READY, Run.RUNNING
 _OUR_FILE = __file__
+_DONE = object()  # a coroutine's first step was its last
 _ABANDONED = "abandoned: still running when the run was stopped"
 _CANCELLED_RUNNING = "cancelled: still running when the run was stopped; its coroutine was cancelled"
 
@@ -96,53 +101,53 @@ def block_message(held: float, threshold: float) -> str:
 
 
 class _Timed:
-    """Awaits a coroutine (or any awaitable) step by step, timing each step it holds the loop.
+    """Awaits the rest of a coroutine whose first step already ran (it yielded ``first``),
+    step by step, timing each step it holds the loop.
 
-    What ``await awaitable`` does (``yield from`` its iterator, passing sends,
-    throws and close through), plus a clock around each step.
+    What ``await coroutine`` does (``yield from``, passing sends, throws and
+    close through), plus a clock around each step.
     """
 
-    __slots__ = ("_it", "_job", "_loop")
+    __slots__ = ("_coro", "_first", "_job", "_loop")
 
-    def __init__(self, awaitable: Any, job: AsyncJob, loop: "EventLoopThread") -> None:
-        self._it = awaitable.__await__()
+    def __init__(self, coro: Any, first: Any, job: AsyncJob, loop: "EventLoopThread") -> None:
+        self._coro = coro
+        self._first = first
         self._job = job
         self._loop = loop
 
     def __await__(self):
-        it = self._it
-        send, throw = it.send, getattr(it, "throw", None)
+        coro = self._coro
+        send, throw = coro.send, coro.throw
         perf = time.perf_counter
         threshold = self._loop.threshold
-        message: Any = None
-        error: BaseException | None = None
+        yielded = self._first
+        self._first = None
         while True:
-            t0 = perf()
-            try:
-                if error is None:
-                    yielded = send(message)
-                else:
-                    exc, error = error, None
-                    if throw is None:
-                        raise exc
-                    yielded = throw(exc)
-            except StopIteration as stop:
-                held = perf() - t0
-                if threshold is not None and held > threshold:
-                    self._loop.blocked(self._job, held)
-                return stop.value
-            held = perf() - t0
-            if threshold is not None and held > threshold:
-                self._loop.blocked(self._job, held)
             try:
                 message = yield yielded
+                error = None
             except GeneratorExit:
-                close = getattr(it, "close", None)
-                if close is not None:
-                    close()
+                coro.close()
                 raise
             except BaseException as exc:  # noqa: B902 - CancelledError and friends go to the coroutine
                 error = exc
+            t0 = perf()
+            try:
+                yielded = send(message) if error is None else throw(error)
+            except StopIteration as stop:
+                held = perf() - t0
+                if held > threshold:
+                    self._loop.blocked(self._job, held)
+                return stop.value
+            except BaseException:  # noqa: B902 - the coroutine's own failure, as it is
+                held = perf() - t0
+                if held > threshold:
+                    self._loop.blocked(self._job, held)
+                raise
+            held = perf() - t0
+            if held > threshold:
+                self._loop.blocked(self._job, held)
 
 
 def _user_frames(exc: BaseException) -> BaseException:
@@ -164,7 +169,18 @@ class EventLoopThread:
         self.threshold = run.s.block_threshold
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._main, name=LOOP_THREAD, daemon=True)
-        self.tasks: set[asyncio.Task] = set()  # the attempts in progress; touched on the loop only
+        # messages for the dispatcher, sent together once per loop iteration (one wake-up for
+        # everything that iteration finished); touched on the loop thread only
+        self.outbox: list[tuple] = []
+        self.flushing = False
+        # jobs handed over and not started yet, and how many run: async_limit caps them here,
+        # so the dispatcher may hand over the next ones ahead (see AsyncRun._dispatch)
+        self.queued: collections.deque[AsyncJob] = collections.deque()
+        self.running = 0
+        self.limit = run.s.async_limit
+        self.options, self.fns, self.state, self.capture = run.options, run.fns, run.state, run.s.capture
+        # TASK_RUNNING is announced if someone listened when the run started
+        self.announce = bool(run.events._subs[EventKind.TASK_RUNNING])
 
     def start(self) -> None:
         """Start the loop thread (RuntimeError near the thread limit: the loop is closed then)."""
@@ -183,18 +199,57 @@ class EventLoopThread:
         self.loop.call_soon_threadsafe(self._spawn, jobs)
 
     def _spawn(self, jobs: list[AsyncJob]) -> None:
+        self.queued.extend(jobs)
+        self._start_queued()
+
+    def _start_queued(self) -> None:
+        queued = self.queued
+        run = self.run
+        options = self.options
         create = self.loop.create_task
-        tasks = self.tasks
-        for job in jobs:
-            task = job.task = create(self._attempt(job))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+        attempt = self._attempt
+        while queued and self.running < self.limit:
+            take = [queued.popleft() for _ in range(min(self.limit - self.running, len(queued)))]
+            begin = []
+            # decide under the handshake, as a worker does: a forced stop or cancel() either
+            # happened before this point (the job is dropped) or after it (it counts as started)
+            with run.handshake:
+                forced, stopping = run.forced, run.stop_requested
+                for job in take:
+                    if forced or (stopping and not options[job.idx].always):
+                        job.done = True
+                    else:
+                        job.started = True
+                        begin.append(job)
+            self.running += len(begin)
+            for job in begin:
+                job.task = create(attempt(job))  # the job keeps the task alive
+            if len(begin) < len(take):
+                for job in take:
+                    if job.done:
+                        self._send((MSG_ASYNC_DROPPED, job))
+
+    def _send(self, msg: tuple) -> None:
+        self.outbox.append(msg)
+        if not self.flushing:
+            self.flushing = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self.flushing = False
+        box, self.outbox = self.outbox, []
+        self.run.inbox.put((MSG_ASYNC_BATCH, box))
 
     def blocked(self, job: AsyncJob, held: float) -> None:
         """A step of ``job`` held the loop for ``held`` seconds: tell the dispatcher, once."""
         if not job.warned:
             job.warned = True
-            self.run.inbox.put((MSG_ASYNC_WARNING, job, block_message(held, self.threshold)))
+            self._send((MSG_ASYNC_WARNING, job, block_message(held, self.threshold)))
+
+    def _ended(self) -> None:
+        self.running -= 1
+        if self.queued:
+            self._start_queued()
 
     def _expire(self, job: AsyncJob) -> None:
         job.timed_out = True
@@ -204,37 +259,40 @@ class EventLoopThread:
     async def _attempt(self, job: AsyncJob) -> None:
         run = self.run
         idx = job.idx
-        opts = run.options[idx]
-        put = run.inbox.put
-        # decide under the handshake, as a worker does: a forced stop or cancel() either
-        # happened before this point (the job is dropped) or after it (it counts as started)
-        with run.handshake:
-            if run.forced or (run.stop_requested and not opts.always):
-                job.done = True
-                drop = True
-            else:
-                job.started = True
-                drop = False
-        if drop:
-            put((MSG_ASYNC_DROPPED, job))
-            return
-        if run.events._subs[EventKind.TASK_RUNNING]:
-            put((MSG_RUNNING, job, LOOP_THREAD))
+        opts = self.options[idx]
+        send = self._send
+        if self.announce:
+            send((MSG_RUNNING, job, LOOP_THREAD))
         mine: list[str] = []
-        if run.s.capture:
+        if self.capture:
             task_buffer.set(mine)  # this task's own context: concurrent coroutines never mix
         timer = None
         if opts.timeout is not None:
             timer = self.loop.call_later(opts.timeout, self._expire, job)
-        started = time.time()
-        t0 = time.perf_counter()
+        perf = time.perf_counter
+        threshold = self.threshold
+        t0 = perf()
+        started = run.started_at + (t0 - run.t0)  # epoch seconds, without a second clock call
         error = None
         value = None
         try:
-            fn = run.fns[idx]
-            value = fn(run.state) if opts.with_state else fn()
-            if inspect.isawaitable(value):
-                value = await _Timed(value, job, self)
+            fn = self.fns[idx]
+            value = fn(self.state) if opts.with_state else fn()
+            if type(value) is CoroutineType and threshold is not None:
+                # its first step here (most no-op coroutines end in it), the rest through _Timed
+                t1 = perf()
+                try:
+                    first = value.send(None)
+                except StopIteration as stop:
+                    value = stop.value
+                    first = _DONE
+                held = perf() - t1
+                if held > threshold:
+                    self.blocked(job, held)
+                if first is not _DONE:
+                    value = await _Timed(value, first, job, self)
+            elif inspect.isawaitable(value):  # not timed: another kind of awaitable
+                value = await value
             ok = not job.timed_out
             if not ok:  # it swallowed the cancellation and returned: it still overran
                 value = None
@@ -242,6 +300,7 @@ class EventLoopThread:
                          "its coroutine was cancelled", None)
         except asyncio.CancelledError:
             if not job.timed_out:
+                self.running -= 1
                 raise  # a forced stop: the dispatcher has already recorded it
             ok = False
             error = ("TimeoutError", f"task {run.names[idx]!r} still running after {opts.timeout:g}s; "
@@ -253,9 +312,10 @@ class EventLoopThread:
         finally:
             if timer is not None:
                 timer.cancel()
-        duration = time.perf_counter() - t0
+        duration = perf() - t0
         output = joined(mine) if mine else ""
-        put((MSG_ASYNC_DONE, job, ok, value, error, started, duration, output))
+        self._ended()
+        send((MSG_ASYNC_DONE, job, ok, value, error, started, duration, output))
 
     def stop(self) -> None:
         """Stop the loop, from the dispatcher, once the run is over.
@@ -308,12 +368,13 @@ class AsyncRun(Run):
         self.warnings: dict[int, str] = {}  # task -> the warning its record carries
 
     def job_of_async(self) -> list[AsyncJob]:
+        """The async attempts still in flight (for a forced stop's warning)."""
         return [job for job in self.job_of if isinstance(job, AsyncJob)]
 
     def _start_lanes(self, count: int) -> None:
         options = self.options
         threaded = sum(1 for i in range(self.n) if not options[i].is_async)
-        super()._start_lanes(min(count, max(threaded, 1)))
+        super()._start_lanes(min(count, threaded))  # none at all for a run of coroutines only
         try:
             aio = EventLoopThread(self)
             aio.start()
@@ -343,38 +404,95 @@ class AsyncRun(Run):
         if not self.options[idx].is_async:
             super()._make_ready(idx)
             return
-        self.where[idx] = self.READY
+        self.where[idx] = _READY
         heapq.heappush(self.ready_async, idx)
-        if self.attempts[idx] == 0 and self.events._subs[EventKind.TASK_READY]:
-            self.events.emit_task(EventKind.TASK_READY, self.names[idx])
+        if self.attempts[idx] == 0 and self.events._subs[_K_READY]:
+            self.events.emit_task(_K_READY, self.names[idx])
 
     def _dispatch(self) -> None:
+        """Hand ready coroutines to the loop, lowest registration index first, then threads.
+
+        The loop runs at most ``async_limit`` at once; as with worker lanes, up
+        to as many again are handed over ahead, so the loop starts the next
+        one the moment a coroutine ends — but only tasks that would start next
+        whatever finishes meanwhile (see ``Run._dispatch``).
+        """
         ready = self.ready_async
-        if ready and self.async_inflight < self.async_limit:
+        if ready:
             where = self.where
+            limit = self.async_limit
+            low = None  # the low-water mark, computed once when needed and kept up to date
             batch = []
-            while ready and self.async_inflight < self.async_limit:
-                idx = heapq.heappop(ready)
-                if where[idx] != self.READY:
-                    continue  # cancelled while it waited
-                batch.append(self._launch_async(idx))
+            hand_over = batch.append
+            while ready:
+                idx = ready[0]
+                if where[idx] != _READY:
+                    heapq.heappop(ready)  # cancelled while it waited
+                    continue
+                if self.async_inflight >= limit:
+                    if self.async_inflight >= 2 * limit:
+                        break
+                    if low is None:
+                        low = self._low_water()
+                    if idx >= low:
+                        break
+                heapq.heappop(ready)
+                job = self._launch_async(idx)
+                if low is not None and job.attempt <= self.options[idx].retries:
+                    low = min(low, idx)  # a running task that may retry: may become ready again
+                hand_over(job)
             if batch:
                 self.aio.submit(batch)
-        super()._dispatch()
+        Run._dispatch(self)
 
     def _launch_async(self, idx: int) -> AsyncJob:
-        self.where[idx] = self.RUNNING
+        self.where[idx] = _RUNNING
         attempt = self.attempts[idx] = self.attempts[idx] + 1
         self.async_inflight += 1
         job = AsyncJob(idx, attempt)
         self.job_of[idx] = job
         if attempt <= self.options[idx].retries:
             heapq.heappush(self.retry_heap, idx)
-        if self.events._subs[EventKind.TASK_STARTED]:
-            self.events.emit_task(EventKind.TASK_STARTED, self.names[idx], None, attempt)
+        if self.events._subs[_K_STARTED]:
+            self.events.emit_task(_K_STARTED, self.names[idx], None, attempt)
         return job
 
     def _handle(self, msg: tuple) -> None:
+        if msg[0] != MSG_ASYNC_BATCH:
+            self._handle_one(msg)
+            return
+        box = msg[1]
+        done = 0
+        # the common message, a coroutine that passed, is handled inline (a 10,000-task run's
+        # hot path); anything else goes through _handle_one
+        names, options, job_of, results = self.names, self.options, self.job_of, self.results
+        state_lock, finish, warnings = self.state_lock, self._finish_async, self.warnings
+        try:
+            for one in box:
+                done += 1
+                if one[0] != MSG_ASYNC_DONE or not one[2]:
+                    self._handle_one(one)
+                    continue
+                _, job, _, value, _, started, duration, output = one
+                self.async_inflight -= 1
+                idx = job.idx
+                if job_of[idx] is not job:
+                    continue  # a forced stop has recorded it already
+                name = names[idx]
+                if results is not None:
+                    with state_lock:
+                        results[name] = value
+                finish(idx, TaskRecord(
+                    name, _PASSED, LOOP_THREAD, started, started + duration, duration, job.attempt,
+                    None, None, None, output, None, options[idx].tags, True,
+                    warnings.get(idx) if warnings else None,
+                ))
+        except BaseException:  # noqa: B902 - e.g. Ctrl-C in a subscriber: keep what is left
+            if done < len(box):
+                self.inbox.put((MSG_ASYNC_BATCH, box[done:]))
+            raise
+
+    def _handle_one(self, msg: tuple) -> None:
         kind = msg[0]
         if kind == MSG_ASYNC_DONE:
             _, job, ok, value, error, started, duration, output = msg
@@ -389,7 +507,8 @@ class AsyncRun(Run):
                         self.results[name] = value
                 self._finish(idx, TaskRecord(
                     name, _PASSED, LOOP_THREAD, started, started + duration, duration, job.attempt,
-                    None, None, None, output, None, self.options[idx].tags,
+                    None, None, None, output, None, self.options[idx].tags, True,
+                    self.warnings.get(idx) if self.warnings else None,
                 ))
             else:
                 self._attempt_failed(idx, LOOP_THREAD, error, started, duration, output)
@@ -412,7 +531,9 @@ class AsyncRun(Run):
             super()._handle(msg)
 
     def _finish(self, idx: int, record: TaskRecord, pending: list[int] | None = None) -> None:
-        if self.options[idx].is_async:
+        if not record.is_async and self.options[idx].is_async:  # a failure, skip or cancel
             reason = _CANCELLED_RUNNING if record.reason == _ABANDONED else record.reason
             record = record._replace(is_async=True, warning=self.warnings.get(idx), reason=reason)
-        super()._finish(idx, record, pending)
+        Run._finish(self, idx, record, pending)
+
+    _finish_async = Run._finish  # for records built as async already

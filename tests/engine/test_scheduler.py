@@ -941,11 +941,11 @@ def test_running_flag_and_cancel_outside_a_run():
 SUMMARY_KEYS = {
     "run_id", "ran", "passed", "failed", "skipped", "cancelled", "failures", "failure_counts",
     "started_at", "finished_at", "duration", "interrupted", "workers", "text", "tasks",
-    "teardown_not_run",
+    "teardown_not_run", "warnings",
 }
 TASK_KEYS = {
     "status", "thread", "started_at", "finished_at", "duration", "attempts",
-    "error_type", "error", "traceback", "output", "reason",
+    "error_type", "error", "traceback", "output", "reason", "is_async", "warning",
 }
 
 

@@ -21,7 +21,7 @@ def _row(rec: TaskRecord) -> dict:
         "status": rec.status, "thread": rec.thread, "started_at": rec.started_at,
         "finished_at": rec.finished_at, "duration": rec.duration, "attempts": rec.attempts,
         "error_type": rec.error_type, "error": rec.error, "traceback": rec.traceback,
-        "output": rec.output, "reason": rec.reason,
+        "output": rec.output, "reason": rec.reason, "is_async": rec.is_async, "warning": rec.warning,
     }
 
 

@@ -55,7 +55,7 @@ def test_the_event_loop_is_a_lane_group_with_its_running_coroutines():
         assert snap.in_flight == 4 and snap.waiting == 0
         text = text_of(render_view(snap, 100, 30))
         assert re.search(r"event_loop . 3 coroutines: fetch_a \S+, fetch_b \S+, fetch_c", text), text
-        assert "2 threads + event loop" in text
+        assert "1 threads + event loop" in text  # only the thread task has a worker lane
         assert "4 running" in text
         data = snap.to_dict(full=False)
         assert data["running"] == 4

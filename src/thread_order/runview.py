@@ -120,6 +120,7 @@ class RunSnapshot:
                                for r in sorted((self.coroutines or {}).values(), key=lambda r: r.since)]},
             "warnings": [{"task": t, "warning": w} for t, w in self.warnings],
             "lane_last": {t: {"task": task, "status": status} for t, (task, status) in self.last.items()},
+            "lane_names": list(self.lanes),
             "teardown_not_run": list(self.teardown_not_run),
             "server_time": self.now,
             "started_at": self.started,
@@ -199,7 +200,7 @@ class RunView:
         meta = event.data or {}
         with self._lock:
             self.total = meta.get("total_tasks", self.total)
-            n = min(meta.get("workers", len(self.lanes)), max(self.total, 1))
+            n = meta.get("lanes", min(meta.get("workers", len(self.lanes)), max(self.total, 1)))
             self.lanes = lane_names(n)
             self.name_width = max((len(t) for t in meta.get("tasks", ())), default=24)
             self.started = event.time

@@ -142,6 +142,7 @@ class Run(LaneMethods, InterruptMethods):
                 "workers": s.workers,
                 "start_time": self.started_at,
                 "tasks": list(self.names),
+                "lanes": self.width,  # worker threads started (none for coroutines only)
             }
             self.events.emit(EventKind.RUN_STARTED, data=meta)
 

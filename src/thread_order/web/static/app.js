@@ -730,11 +730,13 @@ function renderLanes() {
   const live = app.live;
   const byThread = new Map(live.lanes.map((l) => [l.thread, l]));
   const names = [];
-  for (let i = 0; i < live.lanes_count; i++) names.push(`thread_${i}`);
+  // the worker threads the run started (a run of coroutines only starts none)
+  const laneCount = live.lane_names ? live.lane_names.length : live.lanes_count;
+  for (let i = 0; i < laneCount; i++) names.push(`thread_${i}`);
   for (const l of live.lanes) if (!names.includes(l.thread)) names.push(l.thread);
   const loop = live.loop;  // async tasks: the event loop thread, a lane group of its own
   const hasLoop = loop && (loop.running || (live.lane_last && live.lane_last[loop.thread]));
-  $("lanes-note").textContent = `${live.lanes_count} threads${hasLoop ? " + event loop" : ""}`;
+  $("lanes-note").textContent = `${laneCount} threads${hasLoop ? " + event loop" : ""}`;
   const rows = names.map((t) => {
     const lane = byThread.get(t);
     return h("div", { class: `lane${lane ? " busy" : ""}`, dataset: { thread: t } },

@@ -41,7 +41,7 @@ def test_the_event_loop_is_a_lane_group_with_its_running_coroutines():
     release = threading.Event()
     three = threading.Event()
     view = RunView(0, 2, "mixed", journal=True,
-                   on_change=lambda: three.set() if len(view.coroutines) == 3 else None)
+                   on_change=lambda: three.set() if len(view.coroutines) == 3 and view.running else None)
     view.subscribe(sched)
     held_coroutines(sched, ["fetch_a", "fetch_b", "fetch_c"], release)
     sched.register(lambda: release.wait(WAIT), "thread_task")
@@ -170,3 +170,22 @@ def test_the_html_timeline_gives_overlapping_coroutines_rows_of_their_own():
 
     assert row_of("a") == row_of("d") < row_of("b") < row_of("c")
     assert "event_loop (async)" in svg
+
+
+def test_the_trace_gives_overlapping_coroutines_tracks_of_their_own():
+    from thread_order.trace.chrome import chrome_trace
+
+    def task(name, thread, start, end, seq):
+        return {"name": name, "status": "PASSED", "thread": thread, "started_at": 100 + start,
+                "finished_at": 100 + end, "duration": end - start, "attempts": 1, "seq": seq}
+
+    run = {"id": 3, "started_at": 100.0, "graph": {"nodes": ["t", "a", "b"], "edges": []}, "tasks": [
+        task("t", "thread_0", 0.0, 1.0, 1), task("a", "event_loop", 0.0, 0.6, 2),
+        task("b", "event_loop", 0.1, 0.5, 3)]}
+    events = chrome_trace(run)["traceEvents"]
+    names = {e["tid"]: e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    slices = {e["name"]: e for e in events if e.get("ph") == "X"}
+    assert sorted(names.values()) == ["event_loop", "event_loop ·2", "thread_0"]
+    assert names[slices["a"]["tid"]] == "event_loop" and names[slices["b"]["tid"]] == "event_loop ·2"
+    # each keeps its own start: overlapping coroutines are not pushed after one another
+    assert (slices["a"]["ts"], slices["b"]["ts"]) == (0.0, 100000.0)

@@ -28,6 +28,7 @@ from .engine.events import Event, EventKind
 from .engine.model import TaskRecord, TaskStatus
 
 __all__ = ["RunView", "RunSnapshot", "Running", "Completion", "RECENT", "PHASES", "LOOP_THREAD", "lane_names",
+           "loop_rows",
            "completion", "first_line", "record_dict", "completion_dict"]
 
 #: latest completions kept (and sent); a front-end shows as many as fit
@@ -413,6 +414,31 @@ def completion_dict(line: Completion) -> dict[str, Any]:
     """A latest-completions line as JSON: the record, with status ``RETRY`` for a retried attempt."""
     out = record_dict(line.record)
     out.update(status=line.status, detail=line.detail, attempt=line.attempt)
+    return out
+
+
+def loop_rows(ran: list, end_of: Callable[[Any], float]) -> dict[int, str]:
+    """Rows for the tasks of a finished run that ran on the event loop (async tasks), by index.
+
+    ``ran`` holds task dicts with ``thread`` and ``started_at``; ``end_of(task)``
+    gives its end. Coroutines overlap on their one thread: each row holds
+    tasks that do not, packed greedily by start time (``event_loop``,
+    ``event_loop ·2``, ...), so a timeline (the HTML report's, a trace) shows
+    every overlap.
+    """
+    rows: list[float] = []  # per row, when its last task ends
+    out: dict[int, str] = {}
+    loop = [i for i, t in enumerate(ran) if t.get("thread") == LOOP_THREAD]
+    for i in sorted(loop, key=lambda i: ran[i]["started_at"]):
+        t = ran[i]
+        for r, free in enumerate(rows):
+            if free <= t["started_at"]:
+                break
+        else:
+            r = len(rows)
+            rows.append(0.0)
+        rows[r] = end_of(t)
+        out[i] = LOOP_THREAD if r == 0 else f"{LOOP_THREAD} \u00b7{r + 1}"
     return out
 
 

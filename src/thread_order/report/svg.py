@@ -19,7 +19,7 @@ from collections import defaultdict
 from html import escape
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..engine.aio import LOOP_THREAD
+from ..runview import LOOP_THREAD, loop_rows
 from ..theme import STATUS_COLORS, format_seconds
 
 __all__ = ["STATUS_COLORS", "graph_svg", "timeline_svg", "critical_path", "format_seconds"]
@@ -374,28 +374,6 @@ def _nice_step(span: float, ticks: int = 8) -> float:
     return 10 * power
 
 
-def _loop_rows(ran: list[Mapping[str, Any]], end_of) -> dict[int, str]:
-    """Rows for the tasks that ran on the event loop (async tasks), by their index in ``ran``.
-
-    Coroutines overlap on their one thread: each row holds tasks that do not,
-    packed greedily by start time, so every overlap is visible.
-    """
-    rows: list[float] = []  # per row, when its last task ends
-    out: dict[int, str] = {}
-    loop = [i for i, t in enumerate(ran) if t["thread"] == LOOP_THREAD]
-    for i in sorted(loop, key=lambda i: ran[i]["started_at"]):
-        t = ran[i]
-        for r, free in enumerate(rows):
-            if free <= t["started_at"]:
-                break
-        else:
-            r = len(rows)
-            rows.append(0.0)
-        rows[r] = end_of(t)
-        out[i] = LOOP_THREAD if r == 0 else f"{LOOP_THREAD} ·{r + 1}"
-    return out
-
-
 def timeline_svg(
     tasks: Iterable[Mapping[str, Any]],
     *,
@@ -432,7 +410,7 @@ def timeline_svg(
             return t["finished_at"]
         return t["started_at"] + (t.get("duration") or 0.0)
 
-    loop_row = _loop_rows(ran, end_of)
+    loop_row = loop_rows(ran, end_of)
     row_of = [loop_row.get(i, t["thread"]) for i, t in enumerate(ran)]
     lanes = sorted({t["thread"] for t in ran if t["thread"] != LOOP_THREAD}, key=_natural)
     lanes += sorted(set(loop_row.values()), key=_natural)

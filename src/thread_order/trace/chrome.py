@@ -5,7 +5,9 @@ it. What the file holds (times in microseconds from the earliest moment the
 run knows of, ``pid`` is the run id):
 
 - metadata (``ph: "M"``): ``process_name`` for the run, and a ``thread_name``
-  and ``thread_sort_index`` for each worker thread and for the "not run" track;
+  and ``thread_sort_index`` for each worker thread and for the "not run" track
+  (async tasks, which overlap on the event loop's thread, get a track per row
+  of tasks that do not: ``event_loop``, ``event_loop ·2``...);
 - a complete slice (``ph: "X"``) per task that ran, on its worker thread's
   track, with its status, attempts, error type and error in ``args``. The
   history keeps one start, end and thread per task: those of its last attempt,
@@ -27,6 +29,8 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+
+from ..runview import loop_rows
 
 __all__ = ["chrome_trace", "trace_json"]
 
@@ -65,7 +69,11 @@ def chrome_trace(run: dict[str, Any]) -> dict[str, Any]:
     run_start = _number(run.get("started_at"))
     run_start = origin if run_start is None else run_start
 
-    threads = sorted({str(t.get("thread") or "?") for t in ran}, key=_thread_key)
+    # async tasks overlap on the event loop's thread: a track per row of them (event_loop ·2...)
+    track = loop_rows(ran, lambda t: _number(t.get("finished_at")) or t["started_at"])
+    track_of = [track.get(i, str(t.get("thread") or "?")) for i, t in enumerate(ran)]
+    threads = sorted({name for name in track_of if name not in track.values()}, key=_thread_key)
+    threads += sorted(set(track.values()), key=_thread_key)
     tids = {name: i for i, name in enumerate(threads, 1)}
     not_run_tid = len(threads) + 1
 
@@ -88,8 +96,9 @@ def chrome_trace(run: dict[str, Any]) -> dict[str, Any]:
     # ---- one slice per task that ran, in start order per thread, never overlapping
     slices: dict[str, dict[str, Any]] = {}
     thread_end: dict[int, float] = {}
-    for t in sorted(ran, key=lambda t: (t["started_at"], t.get("seq") or 0)):
-        tid = tids[str(t.get("thread") or "?")]
+    for k in sorted(range(len(ran)), key=lambda k: (ran[k]["started_at"], ran[k].get("seq") or 0)):
+        t = ran[k]
+        tid = tids[track_of[k]]
         start = _us(t["started_at"] - origin)
         finished = _number(t.get("finished_at"))
         end = _us((finished if finished is not None else run_end) - origin)

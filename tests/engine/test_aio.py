@@ -499,3 +499,32 @@ def test_the_async_lock_guards_a_read_modify_write_across_awaits():
     s.start()
     assert s.state["count"] == 20
     assert "_async_lock" not in s.state  # the run's own: gone with its loop
+
+
+def test_a_coroutine_ignoring_cancellation_is_left_behind_with_a_warning(monkeypatch, caplog):
+    from thread_order.engine import aio
+
+    monkeypatch.setattr(aio, "CANCEL_GRACE", 0.5)
+    s = Scheduler()
+    started = threading.Event()
+    stop = threading.Event()
+
+    async def stubborn():
+        started.set()
+        while not stop.is_set():
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                pass  # refuses to stop
+
+    s.register(stubborn, "stubborn")
+    threading.Thread(target=lambda: started.wait(WAIT) and s.cancel(force=True), daemon=True).start()
+    try:
+        t0 = time.monotonic()
+        summary = s.start()
+        assert time.monotonic() - t0 < WAIT
+        assert summary["cancelled"] == ["stubborn"]
+        assert ("the event loop did not stop (TimeoutError): a coroutine ignores cancellation; "
+                "left running, among: stubborn") in caplog.text
+    finally:
+        stop.set()  # let it end, so the test leaves no loop behind

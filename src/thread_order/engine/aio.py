@@ -179,6 +179,8 @@ class EventLoopThread:
         self.running = 0
         self.limit = run.s.async_limit
         self.options, self.fns, self.state, self.capture = run.options, run.fns, run.state, run.s.capture
+        self.names = run.names
+        self.cancelling: list[str] = []  # what stop() cancelled, for its warning if one hangs
         # TASK_RUNNING is announced if someone listened when the run started
         self.announce = bool(run.events._subs[EventKind.TASK_RUNNING])
 
@@ -222,8 +224,9 @@ class EventLoopThread:
                         job.started = True
                         begin.append(job)
             self.running += len(begin)
+            names = self.names
             for job in begin:
-                job.task = create(attempt(job))  # the job keeps the task alive
+                job.task = create(attempt(job), name=names[job.idx])  # the job keeps it alive
             if len(begin) < len(take):
                 for job in take:
                     if job.done:
@@ -305,6 +308,8 @@ class EventLoopThread:
             ok = False
             error = ("TimeoutError", f"task {run.names[idx]!r} still running after {opts.timeout:g}s; "
                      "its coroutine was cancelled (its cleanup ran)", None)
+        except GeneratorExit:  # the coroutine is being closed (a loop left behind, collected)
+            raise
         except BaseException as exc:  # noqa: B902 - a task may raise anything, even SystemExit
             ok = False
             error = describe(_user_frames(exc))
@@ -331,9 +336,8 @@ class EventLoopThread:
         try:
             future.result(timeout=CANCEL_GRACE)
         except BaseException as exc:  # noqa: B902 - a timeout, or a Ctrl-C while waiting
-            names = sorted(self.run.names[job.idx] for job in self.run.job_of_async() if job is not None)
-            log.warning("stopping the event loop: %s; left running: %s", type(exc).__name__,
-                        ", ".join(names) or "coroutines the tasks started")
+            log.warning("the event loop did not stop (%s): a coroutine ignores cancellation; left "
+                        "running, among: %s", type(exc).__name__, ", ".join(self.cancelling) or "?")
             self.loop.call_soon_threadsafe(self.loop.stop)
             return
         self.thread.join(timeout=CANCEL_GRACE)
@@ -343,6 +347,7 @@ class EventLoopThread:
     async def _shutdown(self) -> None:
         me = asyncio.current_task()
         others = [t for t in asyncio.all_tasks() if t is not me]
+        self.cancelling = sorted(t.get_name() for t in others)
         for task in others:
             task.cancel()
         if others:
@@ -366,10 +371,6 @@ class AsyncRun(Run):
         self.async_limit = self.s.async_limit
         self.aio: EventLoopThread | None = None
         self.warnings: dict[int, str] = {}  # task -> the warning its record carries
-
-    def job_of_async(self) -> list[AsyncJob]:
-        """The async attempts still in flight (for a forced stop's warning)."""
-        return [job for job in self.job_of if isinstance(job, AsyncJob)]
 
     def _start_lanes(self, count: int) -> None:
         options = self.options

@@ -147,6 +147,13 @@ def test_the_history_keeps_which_tasks_were_async_and_their_warnings(tmp_path, t
     assert shown.code == 0, shown.err
     assert "async tasks (4): " in shown.out
     assert re.search(r"^warning: blocking: blocked the event loop for \d+ms", shown.out, re.M)
+    html = tmp_path / "r.html"
+    assert tdrun_main("report", "last", "--history", db, "-o", html).code == 0
+    page = html.read_text()
+    assert re.search(r"<section id=warnings><h2>Warnings</h2>.*<td class=name>blocking</td>"
+                     r"<td class=detail>blocked the event loop for \d+ms", page)
+    # the timeline: the thread tasks' lanes, then the event loop's rows
+    assert re.findall(r'<g class="lane" data-thread="([^"]+)"', page)[-1].startswith("event_loop")
 
 
 def test_the_html_timeline_gives_overlapping_coroutines_rows_of_their_own():

@@ -196,3 +196,19 @@ def test_the_trace_gives_overlapping_coroutines_tracks_of_their_own():
     assert names[slices["a"]["tid"]] == "event_loop" and names[slices["b"]["tid"]] == "event_loop ·2"
     # each keeps its own start: overlapping coroutines are not pushed after one another
     assert (slices["a"]["ts"], slices["b"]["ts"]) == (0.0, 100000.0)
+
+
+def test_tdrun_list_marks_async_tasks(tdrun_main, write_module):
+    module = write_module("""
+        from thread_order import mark
+
+        @mark()
+        async def fetch(state): pass
+
+        @mark(after=["fetch"])
+        def store(state): pass
+    """)
+    result = tdrun_main(module, "--list")
+    assert result.code == 0, result.err
+    assert re.search(r"^  1\. fetch +async$", result.out, re.M), result.out
+    assert re.search(r"^  2\. store +after: fetch$", result.out, re.M), result.out

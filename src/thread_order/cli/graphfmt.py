@@ -162,6 +162,8 @@ def task_list(collection: Any, graph: Graph) -> str:
         values = collection.cases.get(name)
         if values:
             notes.append("case: " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
+        if spec.is_async:
+            notes.append("async")
         if spec.always:
             notes.append("always")
         if spec.retries:

@@ -51,6 +51,11 @@ def test_the_event_loop_lane_group_shows_the_running_coroutines_and_warnings(pag
     page.fill("#module-path", module_path("web_async_gate"))
     page.click("#load-button")
     page.wait_for_selector("#module-view:not([hidden])")
+    # the task list says which tasks are async
+    row = page.locator("#task-table tbody tr", has=page.locator("td.name", has_text="fetch_a"))
+    assert "async" in row.inner_text()
+    thread_row = page.locator("#task-table tbody tr", has=page.locator("td.name", has_text="on_a_thread"))
+    assert "async" not in thread_row.inner_text()
     gate = loaded(server.ui)
     page.click("a[data-tab=run]")
     page.click("#run-button")

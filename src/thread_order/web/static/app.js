@@ -261,6 +261,7 @@ const taskTable = new PagedTable(null, [
   { title: "Options", render: (t) => [
     t.case ? h("span", { class: "flag", title: "a case of a parametrized task" },
       Object.entries(t.case).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join(", ")) : null,
+    t.is_async ? h("span", { class: "flag", title: "an async def: runs on the run's event loop" }, "async") : null,
     t.always ? h("span", { class: "flag", title: "runs whatever its dependencies ended as" }, "always") : null,
     t.retries ? h("span", { class: "flag" }, `retries ${t.retries}`) : null,
     t.timeout ? h("span", { class: "flag" }, `timeout ${t.timeout}s`) : null,

@@ -192,10 +192,6 @@ class EventLoopThread:
             self.loop.close()
             raise
 
-    def _main(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
     def submit(self, jobs: list[AsyncJob]) -> None:
         """Start ``jobs`` on the loop (from the dispatcher: one wake-up per batch)."""
         self.loop.call_soon_threadsafe(self._spawn, jobs)
@@ -326,23 +322,37 @@ class EventLoopThread:
         """Stop the loop, from the dispatcher, once the run is over.
 
         Coroutines still running (a forced stop's, and any the tasks started
-        themselves) are cancelled, and their cleanup runs before
-        this returns; one that ignores cancellation is left behind after
-        ``CANCEL_GRACE`` seconds with a warning naming it.
+        themselves) are cancelled, and their cleanup runs before this returns;
+        one that ignores cancellation is left behind after ``CANCEL_GRACE``
+        seconds with a warning naming it. One hand-off each way: the loop
+        shuts itself down and its thread ends, which is what this waits for.
         """
         if not self.thread.is_alive():
             return
-        future = asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
+        self.loop.call_soon_threadsafe(self._begin_shutdown)
         try:
-            future.result(timeout=CANCEL_GRACE)
-        except BaseException as exc:  # noqa: B902 - a timeout, or a Ctrl-C while waiting
-            log.warning("the event loop did not stop (%s): a coroutine ignores cancellation; left "
-                        "running, among: %s", type(exc).__name__, ", ".join(self.cancelling) or "?")
+            self.thread.join(timeout=CANCEL_GRACE)
+        except BaseException:  # noqa: B902 - a Ctrl-C while waiting: stop waiting, as for a timeout
+            pass
+        if self.thread.is_alive():
+            log.warning("the event loop did not stop (TimeoutError): a coroutine ignores cancellation; "
+                        "left running, among: %s", ", ".join(self.cancelling) or "?")
             self.loop.call_soon_threadsafe(self.loop.stop)
-            return
-        self.thread.join(timeout=CANCEL_GRACE)
-        if not self.thread.is_alive():
-            self.loop.close()
+
+    def _begin_shutdown(self) -> None:
+        self.loop.create_task(self._shutdown())
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            if not self._tasks_pending():
+                self.loop.close()
+
+    def _tasks_pending(self) -> bool:
+        """Tasks still pending (a coroutine ignored cancellation): the loop is left open then."""
+        return any(not t.done() for t in asyncio.all_tasks(self.loop))
 
     async def _shutdown(self) -> None:
         me = asyncio.current_task()
@@ -353,7 +363,7 @@ class EventLoopThread:
         if others:
             await asyncio.gather(*others, return_exceptions=True)
         await self.loop.shutdown_asyncgens()
-        self.loop.call_soon(self.loop.stop)
+        self.loop.stop()
 
 
 class AsyncRun(Run):

@@ -1,7 +1,8 @@
 """The one run-view model: the engine's event stream turned into what every live front-end draws.
 
 tdrun's live view and the web UI both show a run through :class:`RunView`:
-lanes (what each worker thread runs, and what it finished last), counters,
+lanes (what each worker thread runs, and what it finished last; the event
+loop's lane group: the coroutines running on it), counters,
 retries, the latest completions, the failures so far (pinned, never scrolled
 away), the phase, and the teardown tasks that did not run. Because both read
 the same :class:`RunSnapshot`, they cannot disagree; each keeps only its

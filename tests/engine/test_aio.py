@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from test_properties import cases, expected_statuses, name
 from thread_order import Scheduler, TaskStatus
 
 WAIT = 10.0
@@ -528,3 +529,63 @@ def test_a_coroutine_ignoring_cancellation_is_left_behind_with_a_warning(monkeyp
                 "left running, among: stubborn") in caplog.text
     finally:
         stop.set()  # let it end, so the test leaves no loop behind
+
+
+# ------------------------------------------------------------------ a property over mixed DAGs
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_mixed_async_and_thread_dags_keep_every_invariant(data):
+    """Random DAGs whose tasks are coroutines or thread functions at random, with failures,
+    always-tasks and a random async_limit: the statuses follow the model, a task starts only
+    after every dependency has returned, and the loop never runs more than async_limit."""
+    case = data.draw(cases())
+    kinds = data.draw(st.lists(st.booleans(), min_size=case.n, max_size=case.n))  # True: async
+    limit = data.draw(st.integers(1, 4))
+    lock = threading.Lock()  # guards the three below
+    returned: set[int] = set()
+    early: list[int] = []  # tasks that started before a dependency had returned
+    running = [0, 0]  # coroutines running now, and the peak
+
+    expected = expected_statuses(case)
+
+    def check_start(i):
+        with lock:  # every dependency that runs at all has returned
+            if not {p for p in case.deps[i] if expected[p] is not SKIPPED} <= returned:
+                early.append(i)
+
+    def finish(i):
+        with lock:
+            returned.add(i)
+        if i in case.failing:
+            raise RuntimeError(f"t{i} fails")
+
+    def make(i):
+        if kinds[i]:
+            async def coro():
+                check_start(i)
+                running[0] += 1  # the loop's one thread: no lock needed among coroutines
+                running[1] = max(running[1], running[0])
+                await asyncio.sleep(0)
+                running[0] -= 1
+                finish(i)
+            return coro
+
+        def fn():
+            check_start(i)
+            finish(i)
+        return fn
+
+    s = Scheduler(workers=case.workers, async_limit=limit)
+    for i in case.register_order:
+        s.register(make(i), name(i), [name(p) for p in case.deps[i]], always=i in case.always)
+    s.start()
+    recs = records(s)
+    assert {i: recs[name(i)].status for i in range(case.n)} == expected
+    assert early == []
+    assert running[1] <= limit
+    for i in range(case.n):
+        rec = recs[name(i)]
+        assert rec.is_async is kinds[i]
+        if rec.status is not SKIPPED:
+            assert (rec.thread == "event_loop") is kinds[i]

@@ -589,3 +589,18 @@ def test_mixed_async_and_thread_dags_keep_every_invariant(data):
         assert rec.is_async is kinds[i]
         if rec.status is not SKIPPED:
             assert (rec.thread == "event_loop") is kinds[i]
+
+
+def test_first_starts_the_named_coroutines_before_the_others():
+    started = []
+
+    def make(i):
+        async def coro():
+            started.append(i)
+        return coro
+
+    s = Scheduler(async_limit=1, first=["c3", "c1"])
+    for i in range(5):
+        s.register(make(i), f"c{i}")
+    s.start()
+    assert started == [1, 3, 0, 2, 4]  # the named ones first, each group in registration order

@@ -416,7 +416,8 @@ class AsyncRun(Run):
             super()._make_ready(idx)
             return
         self.where[idx] = _READY
-        heapq.heappush(self.ready_async, idx)
+        first = self.first  # tasks to start first (tdrun --failed-first) sort below the others
+        heapq.heappush(self.ready_async, idx - self.n if first is not None and first[idx] else idx)
         if self.attempts[idx] == 0 and self.events._subs[_K_READY]:
             self.events.emit_task(_K_READY, self.names[idx])
 
@@ -435,13 +436,16 @@ class AsyncRun(Run):
             low = None  # the low-water mark, computed once when needed and kept up to date
             batch = []
             hand_over = batch.append
+            n = self.n
             while ready:
                 idx = ready[0]
+                if idx < 0:  # a task to start first (see _make_ready)
+                    idx += n
                 if where[idx] != _READY:
                     heapq.heappop(ready)  # cancelled while it waited
                     continue
                 if self.async_inflight >= limit:
-                    if self.async_inflight >= 2 * limit:
+                    if self.async_inflight >= 2 * limit or self.first is not None:
                         break
                     if low is None:
                         low = self._low_water()

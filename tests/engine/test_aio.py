@@ -478,10 +478,19 @@ def test_tdrun_names_the_blocking_task_in_its_summary(tdrun_main, write_module):
         async def sync_http_call(state):
             time.sleep(0.15)
     """)
-    result = tdrun_main(module, "--plain")
+    junit, report = module.parent / "r.xml", module.parent / "r.json"
+    result = tdrun_main(module, "--plain", "--junit-xml", junit, "--json-report", report)
     assert result.code == 0, result.err
     assert re.search(r"^WARNING +sync_http_call  blocked the event loop for \d+ms in one step "
                      r"\(threshold 100ms\)", result.out, re.M), result.out
+    import json
+    import xml.etree.ElementTree as ET
+
+    case = ET.parse(junit).getroot().find("testsuite").find("testcase")
+    assert case.find("system-err").text.startswith("warning: blocked the event loop for ")
+    data = json.loads(report.read_text())
+    assert list(data["warnings"]) == ["sync_http_call"]
+    assert data["tasks"][0]["warning"] == data["warnings"]["sync_http_call"]
 
 
 # ------------------------------------------------------------------ shared state

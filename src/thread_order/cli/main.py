@@ -26,7 +26,7 @@ from .graphfmt import FORMATS, format_graph, static_note, task_list
 from ..engine.model import parse_tags
 from ..engine.scheduler import Scheduler, default_workers
 
-__all__ = ["main", "console_main", "build_parser", "SUBCOMMANDS", "EXIT_CODES"]
+__all__ = ["main", "console_main", "build_parser", "parse_set_values", "SUBCOMMANDS", "EXIT_CODES"]
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INTERNAL, EXIT_USAGE, EXIT_NO_TASKS = range(6)
 EXIT_CODES = {
@@ -219,12 +219,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str], dic
             raise UsageError(f"unknown option '--{key}': did you mean {near}? (to set state[{key!r}], "
                              f"use --set {key}=VALUE)")
         values[_state_key(f"--{key}", key)] = value
-    for item in args.set_values:
-        key, eq, value = item.partition("=")
-        if not eq or not _STATE_KEY.match(key):
-            raise UsageError(f"--set {item!r}: expected KEY=VALUE, KEY made of letters, digits, "
-                             "'_', '.' or '-'")
-        values[_state_key(f"--set {key}", key)] = value
+    values.update(parse_set_values(args.set_values))
     if not args.targets and not args.show_config:
         raise UsageError("missing PATH: give a task module, module.py::task or a directory")
     args.target = " ".join(args.targets)
@@ -244,6 +239,22 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str], dic
         if path:
             _check_report_folder(option, path)
     return args, values, results
+
+
+def parse_set_values(items: list[str], option: str = "--set") -> dict[str, str]:
+    """The state values of ``--set KEY=VALUE`` options (strings, the last one wins).
+
+    Raises:
+        UsageError: not ``KEY=VALUE``, a key of other characters, or a reserved key.
+    """
+    values: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not _STATE_KEY.match(key):
+            raise UsageError(f"{option} {item!r}: expected KEY=VALUE, KEY made of letters, digits, "
+                             "'_', '.' or '-'")
+        values[_state_key(f"{option} {key}", key)] = value
+    return values
 
 
 def _state_key(option: str, key: str) -> str:

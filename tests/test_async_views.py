@@ -14,7 +14,7 @@ from rich.console import Console
 
 from thread_order import Scheduler
 from thread_order.cli.live import render_view
-from thread_order.history import HistoryStore
+from thread_order.history import SCHEMA_VERSION, HistoryStore
 from thread_order.report.svg import timeline_svg
 from thread_order.runview import RunView
 
@@ -142,7 +142,7 @@ def test_the_history_keeps_which_tasks_were_async_and_their_warnings(tmp_path, t
     assert tasks["never"]["status"] == "SKIPPED"
     assert re.match(r"^blocked the event loop for \d+ms in one step \(threshold 50ms\)", tasks["blocking"]["warning"])
     assert tasks["quiet"]["warning"] is None
-    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 5  # is_async came in 5
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION  # is_async came in 6
     shown = tdrun_main("show", "last", "--history", db)
     assert shown.code == 0, shown.err
     assert "async tasks (4): " in shown.out

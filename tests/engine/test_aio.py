@@ -613,3 +613,44 @@ def test_first_starts_the_named_coroutines_before_the_others():
         s.register(make(i), f"c{i}")
     s.start()
     assert started == [1, 3, 0, 2, 4]  # the named ones first, each group in registration order
+
+
+def test_task_contexts_surround_each_coroutine_attempt_in_its_own_context():
+    import contextlib
+    import contextvars
+
+    current = contextvars.ContextVar("current", default=None)
+    exits = []
+
+    @contextlib.contextmanager
+    def around(name, attempt):
+        token = current.set(f"{name}#{attempt}")
+        try:
+            yield
+        except BaseException as exc:
+            exits.append((name, attempt, type(exc).__name__))
+            raise
+        else:
+            exits.append((name, attempt, None))
+        finally:
+            current.reset(token)
+
+    s = Scheduler(async_limit=10)
+    s.add_task_context(around)
+    calls = []
+
+    def make(name, fail_once):
+        async def coro():
+            await asyncio.sleep(0.01)  # the others run meanwhile: each keeps its own value
+            calls.append(name)
+            seen = current.get()
+            if fail_once and calls.count(name) == 1:
+                raise ValueError("first try")
+            return seen
+        return coro
+
+    for i in range(3):
+        s.register(make(f"c{i}", i == 1), f"c{i}", retries=1)
+    s.start()
+    assert s.state["results"] == {"c0": "c0#1", "c1": "c1#2", "c2": "c2#1"}
+    assert sorted(exits) == [("c0", 1, None), ("c1", 1, "ValueError"), ("c1", 2, None), ("c2", 1, None)]

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from ..engine.collect import Collection, ModuleLoadError, build_state, collect
 from ..engine.errors import GraphError, UsageError, WorkerStartError
+from .asyncopts import add_async_options
 from .config import apply_config, find_config, show_config
 from .graphfmt import FORMATS, format_graph, static_note, task_list
 from ..engine.model import parse_tags
@@ -74,26 +75,6 @@ def _workers(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
     return n
-
-
-def _async_limit(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of coroutines, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
-    return n
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
-    return value
 
 
 def _tags(text: str) -> str:
@@ -177,11 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     rerun.add_argument("--failed-first", action="store_true",
                        help="run every task, starting first those the last recorded run of this "
                             "target did not pass")
-    aio = p.add_argument_group("async tasks (async def)")
-    aio.add_argument("--async-limit", type=_async_limit, default=100, metavar="N",
-                     help="coroutines running at once on the run's event loop (default: 100)")
-    aio.add_argument("--async-block-threshold", type=_seconds, default=0.1, metavar="SECONDS",
-                     help="warn about a coroutine step holding the event loop longer (default: 0.1)")
+    tracing = p.add_argument_group("tracing")
+    tracing.add_argument("--otel", action="store_true",
+                         help="export the run live as OpenTelemetry spans, configured by the OTEL_* "
+                              "variables (needs thread-order[otel]); honours TRACEPARENT")
+    add_async_options(p)
     p.add_argument("--version", action="version", version=f"tdrun {__version__}")
     return p
 
@@ -380,6 +361,10 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO) -> int:
     except SystemExit as exc:  # --help and --version print and exit 0
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     rows = apply_config(args, config, argv, parse_args)
+    if args.otel:
+        from ..trace import require_otel
+
+        require_otel()  # the extra missing is one line and exit 4, before any module is imported
     if args.show_config:
         out.write(show_config(rows, config))
         return EXIT_OK
@@ -476,6 +461,10 @@ def _run_observers(args: argparse.Namespace) -> list[Any]:
     recorder = history_observer(args.history, args.no_history, args.html_report)
     if recorder is not None:
         observers.append(recorder)
+    if args.otel:
+        from ..trace import OtelObserver
+
+        observers.append(OtelObserver())
     return observers
 
 

@@ -180,6 +180,7 @@ class EventLoopThread:
         self.limit = run.s.async_limit
         self.options, self.fns, self.state, self.capture = run.options, run.fns, run.state, run.s.capture
         self.names = run.names
+        self.context = run.s.task_context  # None unless a front-end wraps each attempt
         self.cancelling: list[str] = []  # what stop() cancelled, for its warning if one hangs
         # TASK_RUNNING is announced if someone listened when the run started
         self.announce = bool(run.events._subs[EventKind.TASK_RUNNING])
@@ -274,6 +275,11 @@ class EventLoopThread:
         started = run.started_at + (t0 - run.t0)  # epoch seconds, without a second clock call
         error = None
         value = None
+        failure: BaseException | None = None  # what the task's context is told on exit
+        entered = None
+        if self.context is not None:  # front-end code around each attempt (engine/context.py)
+            entered = self.context(self.names[idx], job.attempt)
+            entered.__enter__()
         try:
             fn = self.fns[idx]
             value = fn(self.state) if opts.with_state else fn()
@@ -297,7 +303,8 @@ class EventLoopThread:
                 value = None
                 error = ("TimeoutError", f"task {run.names[idx]!r} still running after {opts.timeout:g}s; "
                          "its coroutine was cancelled", None)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            failure = exc
             if not job.timed_out:
                 self.running -= 1
                 raise  # a forced stop: the dispatcher has already recorded it
@@ -307,12 +314,17 @@ class EventLoopThread:
         except GeneratorExit:  # the coroutine is being closed (a loop left behind, collected)
             raise
         except BaseException as exc:  # noqa: B902 - a task may raise anything, even SystemExit
+            failure = exc
             ok = False
             error = describe(_user_frames(exc))
             del exc
         finally:
             if timer is not None:
                 timer.cancel()
+            if entered is not None:  # never swallows the task's exception (see context.py)
+                entered.__exit__(type(failure) if failure is not None else None, failure,
+                                 failure.__traceback__ if failure is not None else None)
+                failure = None
         duration = perf() - t0
         output = joined(mine) if mine else ""
         self._ended()

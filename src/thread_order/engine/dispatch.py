@@ -49,6 +49,8 @@ class RunOptions:
     capture: bool = True
     #: names of tasks to start before any other ready task (tdrun --failed-first)
     first: frozenset | None = None
+    #: entered on the worker thread around each attempt (engine/context.py), or None
+    task_context: Any = None
     async_limit: int = 100  # coroutines running at once on the run's loop (engine/aio.py)
     block_threshold: float | None = 0.1  # seconds a coroutine step may hold the loop unwarned
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from test_properties import cases, expected_statuses, name
 from thread_order import Scheduler, TaskStatus
+from thread_order.history import HistoryStore
 
 WAIT = 10.0
 PASSED, FAILED, SKIPPED, CANCELLED = (TaskStatus.PASSED, TaskStatus.FAILED, TaskStatus.SKIPPED,
@@ -654,3 +655,55 @@ def test_task_contexts_surround_each_coroutine_attempt_in_its_own_context():
     s.start()
     assert s.state["results"] == {"c0": "c0#1", "c1": "c1#2", "c2": "c2#1"}
     assert sorted(exits) == [("c0", 1, None), ("c1", 1, "ValueError"), ("c1", 2, None), ("c2", 1, None)]
+
+
+@pytest.mark.parametrize("order", [{"shuffle": 7}, {"order": "critical-path", "durations": {"a0": 5.0}}])
+def test_coroutines_follow_a_start_order_plan_and_stay_on_the_loop(order):
+    s = Scheduler(workers=2, async_limit=2, **order)
+    threads = {}
+
+    def make(name, is_async):
+        if is_async:
+            async def coro():
+                threads[name] = threading.current_thread().name
+                await asyncio.sleep(0)
+            return coro
+
+        def fn():
+            threads[name] = threading.current_thread().name
+        return fn
+
+    for i in range(6):
+        s.register(make(f"a{i}", True), f"a{i}")
+        s.register(make(f"t{i}", False), f"t{i}", after=[f"a{i}"])
+    summary = s.start()
+    assert len(summary["passed"]) == 12
+    assert all(threads[f"a{i}"] == "event_loop" and threads[f"t{i}"].startswith("thread_") for i in range(6))
+
+
+def test_tdrun_replay_reruns_a_mixed_run(tdrun_main, write_module, tmp_path):
+    module = write_module("""
+        import asyncio
+        from thread_order import mark
+
+        @mark()
+        async def fetch(state):
+            await asyncio.sleep(0.01)
+
+        @mark()
+        def compute(state):
+            pass
+
+        @mark(after=["fetch", "compute"])
+        async def store(state):
+            await asyncio.sleep(0)
+    """)
+    db = tmp_path / "h.db"
+    assert tdrun_main(module, "--plain", "--history", db).code == 0
+    result = tdrun_main("replay", "last", "--history", db)
+    assert result.code == 0, result.out + result.err
+    assert "3 passed, 0 failed" in result.out
+    with HistoryStore(db) as store:
+        run = store.get_run("last")
+    assert {t["name"]: t["thread"] == "event_loop" for t in run["tasks"]} == {
+        "fetch": True, "compute": False, "store": True}

@@ -1,10 +1,10 @@
-"""tdrun's options for async tasks: --async-limit and --async-block-threshold."""
+"""tdrun's async-task options (--async-limit, --async-block-threshold) and their Scheduler keywords."""
 
 from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_async_options"]
+__all__ = ["add_async_options", "async_options"]
 
 
 def _async_limit(text: str) -> int:
@@ -34,3 +34,8 @@ def add_async_options(parser: argparse.ArgumentParser) -> None:
                      help="coroutines running at once on the run's event loop (default: 100)")
     aio.add_argument("--async-block-threshold", type=_seconds, default=0.1, metavar="SECONDS",
                      help="warn about a coroutine step holding the event loop longer (default: 0.1)")
+
+
+def async_options(args: argparse.Namespace) -> dict:
+    """The Scheduler's keyword arguments for what was given."""
+    return {"async_limit": args.async_limit, "async_block_threshold": args.async_block_threshold}

@@ -393,6 +393,8 @@ class AsyncRun(Run):
         self.async_limit = self.s.async_limit
         self.aio: EventLoopThread | None = None
         self.warnings: dict[int, str] = {}  # task -> the warning its record carries
+        if self.at is not None:  # a start-order plan (order.py) keys the ready heaps by rank
+            self._make_ready = self._make_ready_async_ranked
 
     def _start_lanes(self, count: int) -> None:
         options = self.options
@@ -433,6 +435,30 @@ class AsyncRun(Run):
         if self.attempts[idx] == 0 and self.events._subs[_K_READY]:
             self.events.emit_task(_K_READY, self.names[idx])
 
+    def _make_ready_async_ranked(self, idx: int) -> None:  # _make_ready under an OrderPlan
+        if not self.options[idx].is_async:
+            Run._make_ready_ranked(self, idx)
+            return
+        self.where[idx] = _READY
+        heapq.heappush(self.ready_async, self.rank[idx])
+        if self.attempts[idx] == 0 and self.events._subs[_K_READY]:
+            self.events.emit_task(_K_READY, self.names[idx])
+
+    def _replay_finished_before(self, idx: int) -> bool:
+        """Under a replay: has every task that had finished before ``idx`` started, in the
+        recording, finished (a coroutine is held here, not parked on the loop)?"""
+        need = self.need[idx]
+        p = self.finished_prefix
+        if need <= p:
+            return True
+        order = self.plan.finish_order
+        where = self.where
+        end = len(order)
+        while p < end and where[order[p]] == self.DONE:
+            p += 1
+        self.finished_prefix = p
+        return need <= p
+
     def _dispatch(self) -> None:
         """Hand ready coroutines to the loop, lowest registration index first, then threads.
 
@@ -449,9 +475,12 @@ class AsyncRun(Run):
             batch = []
             hand_over = batch.append
             n = self.n
+            at, need = self.at, self.need  # a start-order plan: keys are ranks (order.py)
             while ready:
-                idx = ready[0]
-                if idx < 0:  # a task to start first (see _make_ready)
+                idx = key = ready[0]
+                if at is not None:
+                    idx = at[key]
+                elif idx < 0:  # a task to start first (see _make_ready)
                     idx += n
                 if where[idx] != _READY:
                     heapq.heappop(ready)  # cancelled while it waited
@@ -461,12 +490,16 @@ class AsyncRun(Run):
                         break
                     if low is None:
                         low = self._low_water()
-                    if idx >= low:
+                    if key >= low:
                         break
+                if need is not None and not self._replay_finished_before(idx):
+                    if self.async_inflight or self.inflight or self.timers:
+                        break  # a replay: what finished before it in the recording has not yet
+                    self._open_gate()  # nothing in flight could bring it about (a changed graph)
                 heapq.heappop(ready)
                 job = self._launch_async(idx)
                 if low is not None and job.attempt <= self.options[idx].retries:
-                    low = min(low, idx)  # a running task that may retry: may become ready again
+                    low = min(low, key)  # a running task that may retry: may become ready again
                 hand_over(job)
             if batch:
                 self.aio.submit(batch)
@@ -479,7 +512,7 @@ class AsyncRun(Run):
         job = AsyncJob(idx, attempt)
         self.job_of[idx] = job
         if attempt <= self.options[idx].retries:
-            heapq.heappush(self.retry_heap, idx)
+            heapq.heappush(self.retry_heap, idx if self.at is None else self.rank[idx])
         if self.events._subs[_K_STARTED]:
             self.events.emit_task(_K_STARTED, self.names[idx], None, attempt)
         return job

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 from .compat import HighlightFormatter, colors_wanted
 from .events import EventKind
 
-__all__ = ["OutputCapture", "ThreadProxyLogger", "configure_logging", "log_task_failures"]
+__all__ = ["OutputCapture", "ThreadProxyLogger", "configure_logging", "in_task", "log_task_failures"]
 
 _get_ident = threading.get_ident
 
@@ -138,6 +138,13 @@ class OutputCapture:
             if isinstance(sys.stderr, _Router) and sys.stderr._original is err:
                 sys.stderr = err
             logging.getLogger().removeHandler(handler)
+
+
+def in_task(record: logging.LogRecord) -> bool:
+    """Whether ``record`` comes from a task whose output is captured: a worker's, or a
+    coroutine's (emitted on the event loop's thread, in the coroutine's own context)."""
+    return record.thread in OutputCapture.buffers or (
+        record.thread == _get_ident() and _task_buffer_get() is not None)
 
 
 class ThreadProxyLogger:

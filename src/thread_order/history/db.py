@@ -47,7 +47,7 @@ from ..engine.errors import HistoryError
 log = logging.getLogger("thread_order")
 
 #: the schema this version writes; it reads every version up to this one
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 #: captured output (and tracebacks) longer than this many UTF-8 bytes are cut in the middle
 OUTPUT_CAP = 64 * 1024
 REDACTED = "***redacted***"
@@ -172,7 +172,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX task_attempts_by_run ON task_attempts (run_id)",
     ),
-    (  # 5 -> 6: which tasks were async (a batch's task is async when its thread is the event
+    (  # 5 -> 6: the start order (shuffle seed, critical path, replay and its lower bound) and
+        # the run a replay reran
+        "ALTER TABLE runs ADD COLUMN ordering TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE runs ADD COLUMN replay_of INTEGER",
+        "CREATE INDEX runs_by_replay_of ON runs (replay_of)",
+    ),
+    (  # 6 -> 7: which tasks were async (a batch's task is async when its thread is the event
         # loop's), and a task's warning (a coroutine that blocked the loop)
         "ALTER TABLE tasks ADD COLUMN is_async INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE tasks ADD COLUMN warning TEXT",

@@ -33,7 +33,7 @@ from .capture import task_buffer
 from .dispatch import Run
 from .errors import WorkerStartError
 from .events import EventKind
-from .lanes import MSG_RUNNING, describe, joined
+from .lanes import MSG_RUNNING, Lane, describe, joined
 from .model import TaskRecord, TaskStatus
 
 __all__ = ["AsyncRun", "EventLoopThread", "LOOP_THREAD", "ASYNC_LOCK_KEY"]
@@ -62,16 +62,8 @@ _ABANDONED = "abandoned: still running when the run was stopped"
 _CANCELLED_RUNNING = "cancelled: still running when the run was stopped; its coroutine was cancelled"
 
 
-class _LoopLane:
-    """What a forced stop reads of the lane an async job ran on: its name."""
-
-    __slots__ = ("name",)
-
-    def __init__(self) -> None:
-        self.name = LOOP_THREAD
-
-
-_LANE = _LoopLane()
+_LANE = Lane(0)  # what a forced stop reads of the lane an async job ran on: its name
+_LANE.name = LOOP_THREAD
 
 
 class AsyncJob:

@@ -153,6 +153,7 @@ class RunView:
         self.title = title
         self.total = total
         self.lanes = lane_names(lanes)
+        self.named_lanes = False  # lanes named by an executor, not thread_0..N
         self.running: dict[str, Running] = {}
         self.coroutines: dict[str, Running] = {}  # task -> Running, on the event loop thread
         self.warnings: list[tuple[str, str]] = []
@@ -202,8 +203,10 @@ class RunView:
         meta = event.data or {}
         with self._lock:
             self.total = meta.get("total_tasks", self.total)
-            n = meta.get("lanes", min(meta.get("workers", len(self.lanes)), max(self.total, 1)))
-            self.lanes = lane_names(n)
+            n = meta.get("threads", min(meta.get("workers", len(self.lanes)), max(self.total, 1)))
+            # an executor's lanes are named by it (a Dask cluster's worker-address/thread_N)
+            self.named_lanes = bool(meta.get("lanes"))
+            self.lanes = tuple(meta["lanes"]) if self.named_lanes else lane_names(n)
             self.name_width = max((len(t) for t in meta.get("tasks", ())), default=24)
             self.started = event.time
             self.phase = "running"
@@ -219,6 +222,8 @@ class RunView:
                 self.coroutines[name] = Running(name, event.time, event.attempt)
             else:
                 self.running[event.thread] = Running(name, event.time, event.attempt)
+                if self.named_lanes and event.thread not in self.lanes:
+                    self.lanes += (event.thread,)  # a worker that joined the cluster during the run
             if self.log is not None:
                 self.statuses[name] = "RUNNING"
                 self.log.append((name, "RUNNING", None, event.attempt))

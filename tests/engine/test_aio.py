@@ -707,3 +707,17 @@ def test_tdrun_replay_reruns_a_mixed_run(tdrun_main, write_module, tmp_path):
         run = store.get_run("last")
     assert {t["name"]: t["thread"] == "event_loop" for t in run["tasks"]} == {
         "fetch": True, "compute": False, "store": True}
+
+
+def test_async_tasks_need_the_local_executor():
+    pytest.importorskip("distributed")
+    s = Scheduler(executor="dask")
+
+    async def fetch():
+        return 1
+
+    s.register(lambda: 1, "plain")
+    s.register(fetch, "fetch")
+    with pytest.raises(ValueError, match=r"^task 'fetch' is an async def: async tasks need the local "
+                                         r"executor, not 'dask'$"):
+        s.start()

@@ -15,6 +15,7 @@ from .context import TaskContexts
 from .dispatch import Run, RunOptions
 from .errors import DuplicateTaskError
 from .events import Event, EventKind, EventStream
+from .executor import executor_from_spec
 from .graph import Graph
 from .model import NOT_PLAIN_FLAGS, PLAIN, STATEFUL, TaskOptions, TaskRecord, TaskSpec
 from .order import ORDERS, ReplayOrder, make_plan, new_seed
@@ -153,6 +154,9 @@ class Scheduler:
             ``True`` draws a seed (kept in ``shuffle``).
         durations: expected seconds per task name, for ``order="critical-path"``; a task
             missing gets the median of the others.
+        executor: where tasks run: ``"local"`` (this scheduler's threads), ``"dask"`` (a Dask
+            cluster started for each run), ``"dask://HOST:PORT"`` (a running Dask scheduler),
+            or an ``Executor`` object (see engine/executor.py).
         async_limit: how many ``async def`` tasks may run at once on the run's event loop.
         async_block_threshold: seconds one step of a coroutine may hold the event loop before
             its task gets a warning (once per task); None turns the check off.
@@ -165,6 +169,8 @@ class Scheduler:
         ValueError: ``workers`` or ``async_limit`` is less than 1, ``order`` unknown, both
             ``shuffle`` and ``order="critical-path"`` given, or ``async_block_threshold``
             not a finite number > 0 (or None).
+        ExecutorError: ``executor`` names an unknown executor, or one whose extra is missing.
+        ValueError: ``check_state``, or a replay order, with an executor other than local.
     """
 
     def __init__(
@@ -186,6 +192,7 @@ class Scheduler:
         order: str | ReplayOrder = "declared",
         shuffle: int | bool | None = None,
         durations: dict[str, float] | None = None,
+        executor: Any = "local",
         async_limit: int = 100,
         async_block_threshold: float | None = 0.1,
     ) -> None:
@@ -224,6 +231,11 @@ class Scheduler:
         self._task_contexts = TaskContexts()
         if highlights is not None:
             highlights = check_highlights(highlights)
+        #: where tasks run: None for this scheduler's own threads, else an executor.Executor
+        self.executor = executor_from_spec(executor)
+        if check_state and self.executor is not None:
+            raise ValueError(f"check_state=True needs the local executor, not {self.executor.name!r}: "
+                             "a task on a cluster reads and writes a copy of the state")
         if setup_logging:
             if add_stream_handler:
                 configure_logging(verbose=verbose, highlights=highlights or ())
@@ -253,6 +265,9 @@ class Scheduler:
         #: the TaskRecord of every task of the last run, in registration order
         self.last_records: list[TaskRecord] = []
         self.order, self.shuffle, self.durations = _checked_order(order, shuffle, durations)
+        if isinstance(self.order, ReplayOrder) and self.executor is not None:
+            # a replay's start order is kept by the worker threads themselves (order.ReplayGate)
+            raise ValueError(f"a replay needs the local executor, not {self.executor.name!r}")
 
     # ------------------------------------------------------------------ registration
 
@@ -478,8 +493,13 @@ class Scheduler:
         Raises:
             GraphError: the graph has an unknown dependency or a cycle (nothing ran).
             RuntimeError: this scheduler is already running.
+            ValueError: an ``async def`` task with an executor other than local.
         """
         graph = self.graph  # validates before anything runs
+        if self._async_tasks and self.executor is not None:  # coroutines run on this process's loop
+            name = next(n for n, o in zip(self._names, self._options) if o.is_async)
+            raise ValueError(f"task {name!r} is an async def: async tasks need the local executor, "
+                             f"not {self.executor.name!r}")
         self.state_lock = _checked_state(self.state, self.store_results)
         with self._lock:
             if self._run is not None:
@@ -487,6 +507,7 @@ class Scheduler:
             options = RunOptions(self.workers, self.store_results, self.clear_results_on_start,
                                  self.skip_dependents, self.capture, first=self.first,
                                  task_context=self._task_contexts.combined(),
+                                 executor=self.executor,
                                  async_limit=self.async_limit, block_threshold=self.async_block_threshold)
             # no copies: registration only appends, and the run reads the first len(graph) entries,
             # so a task registered while this run goes on belongs to the next run

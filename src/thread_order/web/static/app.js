@@ -743,9 +743,11 @@ function renderLanes() {
   const live = app.live;
   const byThread = new Map(live.lanes.map((l) => [l.thread, l]));
   const names = [];
-  // the worker threads the run started (a run of coroutines only starts none)
-  const laneCount = live.lane_names ? live.lane_names.length : live.lanes_count;
-  for (let i = 0; i < laneCount; i++) names.push(`thread_${i}`);
+  // the worker lanes the run started, as the run view names them (a run of coroutines only
+  // starts none; an executor names its own)
+  if (live.lane_names) names.push(...live.lane_names);
+  else for (let i = 0; i < live.lanes_count; i++) names.push(`thread_${i}`);
+  const laneCount = names.length;
   for (const l of live.lanes) if (!names.includes(l.thread)) names.push(l.thread);
   const loop = live.loop;  // async tasks: the event loop thread, a lane group of its own
   const hasLoop = loop && (loop.running || (live.lane_last && live.lane_last[loop.thread]));

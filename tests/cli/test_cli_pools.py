@@ -236,7 +236,7 @@ def test_a_run_with_pools_in_the_history_and_tdrun_show(tmp_path, write_module, 
     assert waits["call[2]"][1] == "api" and waits["call[2]"][0] >= 0.015
     assert waits["call[3]"][1] == "api" and waits["call[3]"][0] >= waits["call[2]"][0]
     assert run["pools"]["api"]["waited"] == 2
-    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 7
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 8
     show = tdrun_proc("show", "last", "--history", db)
     assert show.code == 0, show.err
     assert "  pool      api (size 1): 2 waited, longest" in show.out

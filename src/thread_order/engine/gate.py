@@ -586,7 +586,7 @@ class GateMethods:
             self.where[nxt.idx] = self.RUNNING
         self._finish(idx, _TaskRecord(
             name, _PASSED, thread, started, started + duration, duration, job.attempt,
-            None, None, None, output, None, self.options[idx].tags, waited, pool,
+            None, None, None, output, None, self.options[idx].tags, False, None, waited, pool,
         ))
         if nxt is not None:
             self._adopt(nxt)

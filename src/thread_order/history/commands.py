@@ -261,6 +261,13 @@ def _cmd_show(args, store: HistoryStore, out: _Out) -> int:
         if waits:
             headers.insert(5, "waited for pool")
         out.table(headers, rows, styles, right=(0, 4, 5, 6, 7) if waits else (0, 4, 5, 6))
+    async_tasks = [t["name"] for t in tasks if t.get("is_async")]
+    if async_tasks:  # their thread is the run's event loop; a skipped one says so only here
+        out.line()
+        out.line(f"async tasks ({len(async_tasks)}): {_names(async_tasks)}")
+    warned = [t for t in tasks if t.get("warning")]
+    for t in warned:
+        out.line(f"warning: {t['name']}: {t['warning']}", STATUS_COLORS["SKIPPED"])
     recorded = {t["name"] for t in tasks}
     missing = [n for n in run["graph"]["nodes"] if n not in recorded]
     if missing:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from ..engine.aio import LOOP_THREAD
 from ..engine.errors import HistoryError
 from ..engine.order import recorded_bound
 from .db import (
@@ -51,7 +52,7 @@ _RUN_DETAIL = ("argv", "graph", "teardown_not_run", "state_findings", "pools")
 _RUN_ORDER = ("ordering", "replay_of")  # schema 6
 _TASK_FIELDS = (
     "seq", "name", "status", "thread", "attempts", "started_at", "finished_at", "duration",
-    "error_type", "error", "traceback", "reason", "output", "output_bytes", "tags",
+    "error_type", "error", "traceback", "reason", "output", "output_bytes", "tags", "is_async", "warning",
     "waited", "waited_for",
 )
 
@@ -240,7 +241,7 @@ class HistoryStore:
         _order_fields(run, row)
         run["replays"] = [r["id"] for r in self._query(
             "SELECT id FROM runs WHERE replay_of = ? ORDER BY id", (rid,))] if "replay_of" in self._columns["runs"] else []
-        #: per pool: size, rate, how many tasks waited, the longest and total wait (schema 7)
+        #: per pool: size, rate, how many tasks waited, the longest and total wait (schema 8)
         run["pools"] = {str(k): v for k, v in _dict(_loads(row["pools"], {})).items() if isinstance(v, dict)}
         tasks = [{k: _TASK_TYPES[k](v) for k, v in task.items()} for task in self._query(
             f"SELECT {self._cols('tasks', _TASK_FIELDS)} FROM tasks WHERE run_id = ?", (rid,))]
@@ -248,6 +249,8 @@ class HistoryStore:
             task["tags"] = _str_list(_loads(task["tags"], []))
             if task["output_bytes"] is None:
                 task["output_bytes"] = len(task["output"].encode("utf-8", "replace"))
+            if not task["is_async"]:  # files from before schema 4 say it by the thread alone
+                task["is_async"] = task["thread"] == LOOP_THREAD
         if self._columns["task_batches"]:
             for batch in self._query("SELECT tasks, names, threads, times, numbers FROM task_batches "
                                      "WHERE run_id = ? ORDER BY id", (rid,)):
@@ -388,7 +391,8 @@ _TASK_TYPES = {
     "thread": _text, "attempts": _count, "started_at": _epoch, "finished_at": _epoch,
     "duration": lambda v: _number(v) or 0.0, "error_type": _text, "error": _text,
     "traceback": _text, "reason": _text, "output": lambda v: _text(v) or "", "output_bytes": _whole,
-    "tags": _same, "waited": lambda v: _number(v) or 0.0, "waited_for": _text,
+    "tags": _same, "is_async": lambda v: bool(v) if isinstance(v, int) else False, "warning": _text,
+    "waited": lambda v: _number(v) or 0.0, "waited_for": _text,
 }
 
 

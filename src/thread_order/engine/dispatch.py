@@ -250,6 +250,7 @@ class Run(LaneMethods, InterruptMethods):
         options = self.options
         at = self.at
         need = self.need
+        finish_order = self.plan.finish_order if need is not None else None
         while ready:
             idx = key = ready[0]
             if at is not None:
@@ -275,6 +276,12 @@ class Run(LaneMethods, InterruptMethods):
                 self._open_gate()
             heapq.heappop(ready)
             self._launch(idx)
+            if need is not None:
+                # the launched prefix of the finish order grows by this task when it is next in
+                # it (a recording whose tasks followed one another): no scan for the next task
+                p = self.launched_prefix
+                if p < len(finish_order) and finish_order[p] == idx:
+                    self.launched_prefix = p + 1
 
     def _low_water(self) -> int:
         """The lowest key (index, or rank under a plan) of a task that may still become ready."""

@@ -112,6 +112,7 @@ class LaneMethods:
         wall = time.time
         name = lane.name
         gate = self.gate  # a replay's (order.py): None otherwise
+        need = gate.need if gate is not None else None
         freed = None  # a replayed job this worker's last task let start: it runs it next
         job = None
         while True:
@@ -124,7 +125,7 @@ class LaneMethods:
                         return
                 idx = job.idx
                 opts = options[idx]
-                if gate is not None and opts.timeout is None and gate.need[idx] > gate.prefix \
+                if gate is not None and opts.timeout is None and need[idx] > gate.prefix \
                         and not gate.admit(job):
                     job = None  # parked: the worker finishing what it waits for runs it
                     continue

@@ -17,7 +17,6 @@ pass the gate by.
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import itertools
 import operator
@@ -26,7 +25,6 @@ import statistics
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Iterable, Mapping, Sequence
 
 from .graph import Graph
@@ -159,16 +157,24 @@ def _analyse(starts: Mapping[str, tuple[float, float]]) -> tuple[list[str], list
     """(names by recorded start, how many had finished before each of them started, names by finish).
 
     The tasks finished before a recorded start are a prefix of the tasks sorted
-    by recorded finish, so each task's constraint is one number: that prefix's length.
+    by recorded finish, so each task's constraint is one number: that prefix's
+    length, counted by walking the finishes along the sorted starts (cheaper
+    than a binary search per task).
     """
     names = list(starts)
-    times = list(map(starts.__getitem__, names))
+    n = len(names)
+    times = list(starts.values())
     began = list(map(_FIRST, times))
     ended = list(map(_SECOND, times))
-    by_start = sorted(range(len(names)), key=began.__getitem__)
-    by_finish = sorted(range(len(names)), key=ended.__getitem__)
+    by_start = sorted(range(n), key=began.__getitem__)
+    by_finish = sorted(range(n), key=ended.__getitem__)
     finish_times = list(map(ended.__getitem__, by_finish))
-    need = list(map(partial(bisect.bisect_left, finish_times), map(began.__getitem__, by_start)))
+    need = []
+    count = 0
+    for start in map(began.__getitem__, by_start):
+        while count < n and finish_times[count] < start:
+            count += 1
+        need.append(count)
     return list(map(names.__getitem__, by_start)), need, list(map(names.__getitem__, by_finish))
 
 
@@ -203,10 +209,14 @@ def replay_plan(graph: Graph, replay: ReplayOrder) -> OrderPlan:
     """
     index = graph._index
     by_start, need_of, by_finish = replay.analysis
-    if not all(map(index.__contains__, by_start)):  # --force: tasks gone since the recording
+    try:
+        tasks = list(map(index.__getitem__, by_start))
+        finish_order = list(map(index.__getitem__, by_finish))
+    except KeyError:  # --force: tasks gone since the recording
         by_start, need_of, by_finish = _analyse({k: v for k, v in replay.starts.items() if k in index})
+        tasks = list(map(index.__getitem__, by_start))
+        finish_order = list(map(index.__getitem__, by_finish))
     n = len(graph.nodes)
-    tasks = list(map(index.__getitem__, by_start))
     at = tasks
     if len(tasks) < n:
         # tasks with no recorded start first, in registration order; then the recorded starts
@@ -216,7 +226,7 @@ def replay_plan(graph: Graph, replay: ReplayOrder) -> OrderPlan:
     need = [-1] * n
     deque(map(need.__setitem__, tasks, need_of), 0)
     info = {"order": "replay", "replay_of": replay.run_id, "serial": replay.serial}
-    return OrderPlan(rank, at, info, need, list(map(index.__getitem__, by_finish)))
+    return OrderPlan(rank, at, info, need, finish_order)
 
 
 class ReplayGate:
@@ -277,15 +287,22 @@ class ReplayGate:
         self._parked = [entry for entry in self._parked if entry[2] is not job]
         heapq.heapify(self._parked)
 
-    def done(self, idx: int) -> list:
+    def done(self, idx: int) -> Sequence:
         """Task ``idx`` is final (any thread); returns the parked jobs that may start now."""
         finished = self.finished
         if finished[idx]:
-            return []
+            return ()
         finished[idx] = True
         if not self._parked:
-            self._scan()
-            return []
+            # the hint moves on without the lock (_scan, inlined: this is once per task)
+            p = self.prefix
+            order = self.order
+            end = len(order)
+            while p < end and finished[order[p]]:
+                p += 1
+            if p > self.prefix:
+                self.prefix = p
+            return ()
         with self._lock:
             p = self._scan()
             parked = self._parked

@@ -251,6 +251,7 @@ class Run(LaneMethods, InterruptMethods):
         at = self.at
         need = self.need
         finish_order = self.plan.finish_order if need is not None else None
+        end = len(finish_order) if need is not None else 0
         while ready:
             idx = key = ready[0]
             if at is not None:
@@ -280,7 +281,7 @@ class Run(LaneMethods, InterruptMethods):
                 # the launched prefix of the finish order grows by this task when it is next in
                 # it (a recording whose tasks followed one another): no scan for the next task
                 p = self.launched_prefix
-                if p < len(finish_order) and finish_order[p] == idx:
+                if p < end and finish_order[p] == idx:
                     self.launched_prefix = p + 1
 
     def _low_water(self) -> int:

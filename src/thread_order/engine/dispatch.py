@@ -129,6 +129,7 @@ class Run(LaneMethods, InterruptMethods):
         self.need = plan.need if plan is not None else None
         self.finished_prefix = 0  # the first this many tasks of plan.finish_order are final
         self.launched_prefix = 0  # ... handed to a worker or final
+        self.finish_end = len(plan.finish_order) if plan is not None else 0
         self.gate = ReplayGate(plan, n) if plan is not None and plan.need is not None else None
         if plan is not None:
             self.rank = plan.rank
@@ -250,8 +251,6 @@ class Run(LaneMethods, InterruptMethods):
         options = self.options
         at = self.at
         need = self.need
-        finish_order = self.plan.finish_order if need is not None else None
-        end = len(finish_order) if need is not None else 0
         while ready:
             idx = key = ready[0]
             if at is not None:
@@ -281,7 +280,7 @@ class Run(LaneMethods, InterruptMethods):
                 # the launched prefix of the finish order grows by this task when it is next in
                 # it (a recording whose tasks followed one another): no scan for the next task
                 p = self.launched_prefix
-                if p < end and finish_order[p] == idx:
+                if p < self.finish_end and self.plan.finish_order[p] == idx:
                     self.launched_prefix = p + 1
 
     def _low_water(self) -> int:

@@ -246,6 +246,7 @@ class ReplayGate:
     def __init__(self, plan: OrderPlan, n: int) -> None:
         self.need = plan.need
         self.order = plan.finish_order
+        self.end = len(self.order)
         # finished[i]: task i is final. Set without the lock (one list store, atomic), so that
         # finishing a task costs no lock when nothing is parked; prefix, a hint that only ever
         # lags, likewise. What is decided under the lock -- parking a job, freeing jobs --
@@ -297,7 +298,7 @@ class ReplayGate:
             # the hint moves on without the lock (_scan, inlined: this is once per task)
             p = self.prefix
             order = self.order
-            end = len(order)
+            end = self.end
             while p < end and finished[order[p]]:
                 p += 1
             if p > self.prefix:

@@ -263,7 +263,7 @@ class ReplayGate:
     def _scan(self) -> int:
         p = self.prefix
         order, finished = self.order, self.finished
-        end = len(order)
+        end = self.end
         while p < end and finished[order[p]]:
             p += 1
         if p > self.prefix:
@@ -289,21 +289,22 @@ class ReplayGate:
         heapq.heapify(self._parked)
 
     def done(self, idx: int) -> Sequence:
-        """Task ``idx`` is final (any thread); returns the parked jobs that may start now."""
+        """Task ``idx`` is final (any thread); returns the parked jobs that may start now.
+
+        A worker does the same inline (lanes.py), as this is once per task: the flag first,
+        then, if anything is parked, :meth:`release`, else the hint moves on without the lock.
+        """
         finished = self.finished
         if finished[idx]:
             return ()
         finished[idx] = True
         if not self._parked:
-            # the hint moves on without the lock (_scan, inlined: this is once per task)
-            p = self.prefix
-            order = self.order
-            end = self.end
-            while p < end and finished[order[p]]:
-                p += 1
-            if p > self.prefix:
-                self.prefix = p
+            self._scan()
             return ()
+        return self.release()
+
+    def release(self) -> list:
+        """The parked jobs that may start now, taken off the heap (after a task was marked final)."""
         with self._lock:
             p = self._scan()
             parked = self._parked

@@ -134,9 +134,10 @@ def main(quick: bool = False):
 
 
 def print_table(rows, extra) -> bool:
+    replays = extra.get("replays", extra["repeat"])
     print(f"Start order: {WORKERS} workers, 36 short tasks (10-40 ms) registered before a chain of 6 "
-          f"(80-100 ms); median of {extra['repeat']} interleaved repeats ({extra.get('replays', extra['repeat'])} "
-          "for the replay), ratio min-max")
+          f"(80-100 ms); median of {extra['repeat']} interleaved repeats ({replays} for the replay), "
+          "ratio min-max")
     print(f"{'case':<50} {'baseline':>10} {'ours':>10} {'ratio':>7} {'min-max':>11} {'target':>7}  ok")
     ok_all = True
     for label, base, ours, ratio, lo, hi, target in rows:

@@ -50,7 +50,9 @@ def recording(rng: random.Random, n: int, serial: bool):
        serial=st.booleans())
 def test_the_analysis_counts_for_each_start_the_tasks_finished_strictly_before_it(seed, n, serial):
     _, starts = recording(random.Random(seed), n, serial)
-    by_start, need, by_finish = ReplayOrder(1, starts).analysis
+    names, at_start, need, at_finish = ReplayOrder(1, starts).analysis
+    by_start = [names[i] for i in at_start]
+    by_finish = [names[i] for i in at_finish]
     assert sorted(by_start) == sorted(by_finish) == sorted(starts)
     assert [starts[name][0] for name in by_start] == sorted(s for s, _ in starts.values())
     assert [starts[name][1] for name in by_finish] == sorted(f for _, f in starts.values())

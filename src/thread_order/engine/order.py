@@ -153,8 +153,9 @@ def recorded_bound(nodes: Sequence[str], edges: Iterable[Sequence[str]], duratio
     return bound if all(map(_finite, bound.values())) else None
 
 
-def _analyse(starts: Mapping[str, tuple[float, float]]) -> tuple[list[str], list[int], list[str]]:
-    """(names by recorded start, how many had finished before each of them started, names by finish).
+def _analyse(starts: Mapping[str, tuple[float, float]]) -> tuple[list[str], list[int], list[int], list[int]]:
+    """(the names, their positions by recorded start, how many had finished before each of them
+    started, their positions by recorded finish); positions index the names.
 
     The tasks finished before a recorded start are a prefix of the tasks sorted
     by recorded finish, so each task's constraint is one number: that prefix's
@@ -175,7 +176,7 @@ def _analyse(starts: Mapping[str, tuple[float, float]]) -> tuple[list[str], list
         while count < n and finish_times[count] < start:
             count += 1
         need.append(count)
-    return list(map(names.__getitem__, by_start)), need, list(map(names.__getitem__, by_finish))
+    return names, by_start, need, by_finish
 
 
 _FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
@@ -208,14 +209,14 @@ def replay_plan(graph: Graph, replay: ReplayOrder) -> OrderPlan:
     the best-ranked ready task must wait, so must the others.
     """
     index = graph._index
-    by_start, need_of, by_finish = replay.analysis
+    names, by_start, need_of, by_finish = replay.analysis
     try:
-        tasks = list(map(index.__getitem__, by_start))
-        finish_order = list(map(index.__getitem__, by_finish))
+        where = list(map(index.__getitem__, names))  # recorded position -> task index
     except KeyError:  # --force: tasks gone since the recording
-        by_start, need_of, by_finish = _analyse({k: v for k, v in replay.starts.items() if k in index})
-        tasks = list(map(index.__getitem__, by_start))
-        finish_order = list(map(index.__getitem__, by_finish))
+        names, by_start, need_of, by_finish = _analyse({k: v for k, v in replay.starts.items() if k in index})
+        where = list(map(index.__getitem__, names))
+    tasks = list(map(where.__getitem__, by_start))
+    finish_order = list(map(where.__getitem__, by_finish))
     n = len(graph.nodes)
     at = tasks
     if len(tasks) < n:

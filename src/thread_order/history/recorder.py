@@ -309,7 +309,7 @@ class HistoryRecorder:
         # pass per field rather than a tuple per task
         if (statuses.count(TaskStatus.PASSED) == len(statuses) and not any(map(_OUTPUT, records))
                 and not any(map(_TAGS, records)) and not any(map(_ERROR, records))
-                and not any(map(_REASON, records))):
+                and not any(map(_REASON, records)) and not any(map(_WARNING, records))):
             self._counts[TaskStatus.PASSED] += len(records)
             lean, full = records, ()
         else:
@@ -442,18 +442,21 @@ def _busy(exc: sqlite3.Error) -> bool:
 
 # a task row's columns after run_id
 _TASK_COLUMNS = ("seq", "name", "status", "thread", "attempts", "started_at", "finished_at", "duration",
-                 "error_type", "error", "traceback", "reason", "output", "output_bytes", "tags")
+                 "error_type", "error", "traceback", "reason", "output", "output_bytes", "tags",
+                 "is_async", "warning")
 _RECORD = operator.attrgetter("record")
 _STATUS = operator.attrgetter("status")
 # a passed task with nothing but its times goes into a batch (see db): its details are these
-_DETAIL = operator.attrgetter("status", "output", "tags", "error", "reason", "error_type", "traceback")
-_LEAN = (TaskStatus.PASSED, "", (), None, None, None, None)
+_DETAIL = operator.attrgetter("status", "output", "tags", "error", "reason", "error_type", "traceback",
+                              "warning")
+_LEAN = (TaskStatus.PASSED, "", (), None, None, None, None, None)
 _NAME, _THREAD = operator.attrgetter("name"), operator.attrgetter("thread")
 _STARTED, _FINISHED = operator.attrgetter("started_at"), operator.attrgetter("finished_at")
 _DURATION, _ATTEMPTS = operator.attrgetter("duration"), operator.attrgetter("attempts")
 _COUNT = operator.attrgetter("count")
 _OUTPUT, _TAGS = operator.attrgetter("output"), operator.attrgetter("tags")
 _ERROR, _REASON = operator.attrgetter("error"), operator.attrgetter("reason")
+_WARNING = operator.attrgetter("warning")
 _MAX_PARAMS = 999  # SQLite's smallest default limit on parameters per statement
 
 
@@ -485,7 +488,7 @@ def _task_row(run_id: int, event: Event) -> tuple:
     return (
         event.count, rec.name, rec.status, rec.thread, rec.attempts, rec.started_at,
         rec.finished_at, rec.duration, rec.error_type, error, tb, rec.reason, output or "", size,
-        json.dumps(list(rec.tags)) if rec.tags else "[]",
+        json.dumps(list(rec.tags)) if rec.tags else "[]", int(rec.is_async), rec.warning,
     )
 
 

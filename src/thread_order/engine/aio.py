@@ -169,6 +169,7 @@ class EventLoopThread:
         # so the dispatcher may hand over the next ones ahead (see AsyncRun._dispatch)
         self.queued: collections.deque[AsyncJob] = collections.deque()
         self.running = 0
+        self.refilling = False  # a _refill is due this loop iteration
         self.limit = run.s.async_limit
         self.options, self.fns, self.state, self.capture = run.options, run.fns, run.state, run.s.capture
         self.names = run.names
@@ -240,8 +241,13 @@ class EventLoopThread:
 
     def _ended(self) -> None:
         self.running -= 1
-        if self.queued:
-            self._start_queued()
+        if self.queued and not self.refilling:  # the slots freed in one iteration, refilled at once
+            self.refilling = True
+            self.loop.call_soon(self._refill)
+
+    def _refill(self) -> None:
+        self.refilling = False
+        self._start_queued()
 
     def _expire(self, job: AsyncJob) -> None:
         job.timed_out = True
@@ -319,6 +325,7 @@ class EventLoopThread:
                 failure = None
         duration = perf() - t0
         output = joined(mine) if mine else ""
+        job.task = None  # nothing left to cancel: the finished Task need not outlive this step
         self._ended()
         send((MSG_ASYNC_DONE, job, ok, value, error, started, duration, output))
 
@@ -468,6 +475,10 @@ class AsyncRun(Run):
             hand_over = batch.append
             n = self.n
             at, need = self.at, self.need  # a start-order plan: keys are ranks (order.py)
+            # how far ahead: as many again as run while someone hears of task events (TASK_STARTED
+            # is sent at hand-over); while nobody does, every task the rule below allows, so the
+            # loop starts the next ones without waiting for this thread to be scheduled
+            ahead = n if self.events.task_quiet else 2 * limit
             while ready:
                 idx = key = ready[0]
                 if at is not None:
@@ -478,7 +489,7 @@ class AsyncRun(Run):
                     heapq.heappop(ready)  # cancelled while it waited
                     continue
                 if self.async_inflight >= limit:
-                    if self.async_inflight >= 2 * limit or self.first is not None:
+                    if self.async_inflight >= ahead or self.first is not None:
                         break
                     if low is None:
                         low = self._low_water()

@@ -70,7 +70,7 @@ class AsyncJob:
     """One attempt of one async task, handed to the loop (``lanes.Job``'s fields, and the loop's)."""
 
     __slots__ = ("idx", "attempt", "lane", "abandoned", "done", "started", "direct", "task",
-                 "timed_out", "warned")
+                 "timed_out", "warned", "final")
 
     def __init__(self, idx: int, attempt: int) -> None:
         self.idx = idx
@@ -83,6 +83,7 @@ class AsyncJob:
         self.task: asyncio.Task | None = None  # the loop's task running this attempt
         self.timed_out = False  # set on the loop when the timeout cancels it
         self.warned = False  # the blocking-loop warning was sent (once per attempt)
+        self.final = False  # its task's last possible attempt (no retry may follow)
 
 
 def block_message(held: float, threshold: float) -> str:
@@ -175,6 +176,8 @@ class EventLoopThread:
         self.names = run.names
         self.context = run.s.task_context  # None unless a front-end wraps each attempt
         self.cancelling: list[str] = []  # what stop() cancelled, for its warning if one hangs
+        self.last = False  # the dispatcher handed over its last coroutine (see _flush)
+        self.shutting = False  # the loop is shutting down (asked by stop(), or by itself)
         # TASK_RUNNING is announced if someone listened when the run started
         self.announce = bool(run.events._subs[EventKind.TASK_RUNNING])
 
@@ -186,11 +189,15 @@ class EventLoopThread:
             self.loop.close()
             raise
 
-    def submit(self, jobs: list[AsyncJob]) -> None:
-        """Start ``jobs`` on the loop (from the dispatcher: one wake-up per batch)."""
-        self.loop.call_soon_threadsafe(self._spawn, jobs)
+    def submit(self, jobs: list[AsyncJob], last: bool = False) -> None:
+        """Start ``jobs`` on the loop (from the dispatcher: one wake-up per batch).
 
-    def _spawn(self, jobs: list[AsyncJob]) -> None:
+        ``last``: no coroutine will be handed over after these (see ``_flush``).
+        """
+        self.loop.call_soon_threadsafe(self._spawn, jobs, last)
+
+    def _spawn(self, jobs: list[AsyncJob], last: bool) -> None:
+        self.last = last
         self.queued.extend(jobs)
         self._start_queued()
 
@@ -232,6 +239,10 @@ class EventLoopThread:
         self.flushing = False
         box, self.outbox = self.outbox, []
         self.run.inbox.put((MSG_ASYNC_BATCH, box))
+        if self.last and not self.running and not self.queued and not self.shutting:
+            # the run's last coroutine has ended and nothing else runs: shut down now, while the
+            # dispatcher records it, rather than be woken by stop() for it afterwards
+            self._begin_shutdown()
 
     def blocked(self, job: AsyncJob, held: float) -> None:
         """A step of ``job`` held the loop for ``held`` seconds: tell the dispatcher, once."""
@@ -340,7 +351,11 @@ class EventLoopThread:
         """
         if not self.thread.is_alive():
             return
-        self.loop.call_soon_threadsafe(self._begin_shutdown)
+        if not self.shutting:  # (else it is shutting itself down: the run's last coroutine ended)
+            try:
+                self.loop.call_soon_threadsafe(self._begin_shutdown)
+            except RuntimeError:  # closed meanwhile: it has shut itself down
+                pass
         try:
             self.thread.join(timeout=CANCEL_GRACE)
         except BaseException:  # noqa: B902 - a Ctrl-C while waiting: stop waiting, as for a timeout
@@ -351,7 +366,9 @@ class EventLoopThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
 
     def _begin_shutdown(self) -> None:
-        self.loop.create_task(self._shutdown())
+        if not self.shutting:
+            self.shutting = True
+            self.loop.create_task(self._shutdown())
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -390,6 +407,12 @@ class AsyncRun(Run):
         self.ready_async: list[int] = []
         self.async_inflight = 0
         self.async_limit = self.s.async_limit
+        # async tasks not final yet, and attempts in flight that no retry may follow: when a
+        # hand-over leaves the two equal in a run of coroutines only, it is the run's last
+        options = self.options
+        self.async_open = sum(1 for i in range(self.n) if options[i].is_async)
+        self.all_async = self.async_open == self.n
+        self.final_inflight = 0
         self.aio: EventLoopThread | None = None
         self.warnings: dict[int, str] = {}  # task -> the warning its record carries
         if self.at is not None:  # a start-order plan (order.py) keys the ready heaps by rank
@@ -505,7 +528,7 @@ class AsyncRun(Run):
                     low = min(low, key)  # a running task that may retry: may become ready again
                 hand_over(job)
             if batch:
-                self.aio.submit(batch)
+                self.aio.submit(batch, self.all_async and self.final_inflight == self.async_open)
         Run._dispatch(self)
 
     def _launch_async(self, idx: int) -> AsyncJob:
@@ -516,6 +539,9 @@ class AsyncRun(Run):
         self.job_of[idx] = job
         if attempt <= self.options[idx].retries:
             heapq.heappush(self.retry_heap, idx if self.at is None else self.rank[idx])
+        else:
+            job.final = True
+            self.final_inflight += 1
         if self.events._subs[_K_STARTED]:
             self.events.emit_task(_K_STARTED, self.names[idx], None, attempt)
         return job
@@ -538,9 +564,12 @@ class AsyncRun(Run):
                     continue
                 _, job, _, value, _, started, duration, output = one
                 self.async_inflight -= 1
+                if job.final:
+                    self.final_inflight -= 1
                 idx = job.idx
                 if job_of[idx] is not job:
                     continue  # a forced stop has recorded it already
+                self.async_open -= 1
                 name = names[idx]
                 if results is not None:
                     with state_lock:
@@ -560,6 +589,8 @@ class AsyncRun(Run):
         if kind == MSG_ASYNC_DONE:
             _, job, ok, value, error, started, duration, output = msg
             self.async_inflight -= 1
+            if job.final:
+                self.final_inflight -= 1
             idx = job.idx
             if self.job_of[idx] is not job:
                 return  # a forced stop has recorded it already
@@ -586,6 +617,8 @@ class AsyncRun(Run):
             job = msg[1]
             idx = job.idx
             self.async_inflight -= 1
+            if job.final:
+                self.final_inflight -= 1
             if self.where[idx] != self.RUNNING or self.job_of[idx] is not job:
                 return  # already accounted for (the run was stopped)
             self.attempts[idx] -= 1  # this attempt never ran
@@ -594,6 +627,8 @@ class AsyncRun(Run):
             super()._handle(msg)
 
     def _finish(self, idx: int, record: TaskRecord, pending: list[int] | None = None) -> None:
+        if self.options[idx].is_async:
+            self.async_open -= 1
         if not record.is_async and self.options[idx].is_async:  # a failure, skip or cancel
             reason = _CANCELLED_RUNNING if record.reason == _ABANDONED else record.reason
             record = record._replace(is_async=True, warning=self.warnings.get(idx), reason=reason)

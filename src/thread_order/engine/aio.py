@@ -29,6 +29,8 @@ import time
 from types import CoroutineType
 from typing import Any
 
+from . import aiostep
+from .aiostep import Timed, block_message
 from .capture import task_buffer
 from .dispatch import Run
 from .errors import WorkerStartError
@@ -56,7 +58,7 @@ MSG_ASYNC_DONE, MSG_ASYNC_DROPPED, MSG_ASYNC_WARNING, MSG_ASYNC_BATCH = 10, 11, 
 _PASSED = TaskStatus.PASSED
 _K_WARNING, _K_STARTED, _K_READY = EventKind.TASK_WARNING, EventKind.TASK_STARTED, EventKind.TASK_READY
 _READY, _RUNNING = Run.READY, Run.RUNNING
-_OUR_FILE = __file__
+_OUR_FILES = (__file__, aiostep.__file__)  # frames of ours, above the task's own
 _DONE = object()  # a coroutine's first step was its last
 _ABANDONED = "abandoned: still running when the run was stopped"
 _CANCELLED_RUNNING = "cancelled: still running when the run was stopped; its coroutine was cancelled"
@@ -86,67 +88,10 @@ class AsyncJob:
         self.final = False  # its task's last possible attempt (no retry may follow)
 
 
-def block_message(held: float, threshold: float) -> str:
-    """The warning of a coroutine step that held the loop for ``held`` seconds."""
-    return (f"blocked the event loop for {held * 1000:.0f}ms in one step (threshold "
-            f"{threshold * 1000:g}ms): a blocking call (time.sleep, a sync client) stalls every "
-            "other coroutine; await an async call or use asyncio.to_thread")
-
-
-class _Timed:
-    """Awaits the rest of a coroutine whose first step already ran (it yielded ``first``),
-    step by step, timing each step it holds the loop.
-
-    What ``await coroutine`` does (``yield from``, passing sends, throws and
-    close through), plus a clock around each step.
-    """
-
-    __slots__ = ("_coro", "_first", "_job", "_loop")
-
-    def __init__(self, coro: Any, first: Any, job: AsyncJob, loop: "EventLoopThread") -> None:
-        self._coro = coro
-        self._first = first
-        self._job = job
-        self._loop = loop
-
-    def __await__(self):
-        coro = self._coro
-        send, throw = coro.send, coro.throw
-        perf = time.perf_counter
-        threshold = self._loop.threshold
-        yielded = self._first
-        self._first = None
-        while True:
-            try:
-                message = yield yielded
-                error = None
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # noqa: B902 - CancelledError and friends go to the coroutine
-                error = exc
-            t0 = perf()
-            try:
-                yielded = send(message) if error is None else throw(error)
-            except StopIteration as stop:
-                held = perf() - t0
-                if held > threshold:
-                    self._loop.blocked(self._job, held)
-                return stop.value
-            except BaseException:  # noqa: B902 - the coroutine's own failure, as it is
-                held = perf() - t0
-                if held > threshold:
-                    self._loop.blocked(self._job, held)
-                raise
-            held = perf() - t0
-            if held > threshold:
-                self._loop.blocked(self._job, held)
-
-
 def _user_frames(exc: BaseException) -> BaseException:
     """``exc`` with a traceback whose second frame is the task's own (``describe`` drops the first)."""
     tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None and tb.tb_next.tb_frame.f_code.co_filename == _OUR_FILE:
+    while tb is not None and tb.tb_next is not None and tb.tb_next.tb_frame.f_code.co_filename in _OUR_FILES:
         tb = tb.tb_next
     return exc.with_traceback(tb)
 
@@ -293,7 +238,7 @@ class EventLoopThread:
             fn = self.fns[idx]
             value = fn(self.state) if opts.with_state else fn()
             if type(value) is CoroutineType and threshold is not None:
-                # its first step here (most no-op coroutines end in it), the rest through _Timed
+                # its first step here (most no-op coroutines end in it), the rest through Timed
                 t1 = perf()
                 try:
                     first = value.send(None)
@@ -304,7 +249,7 @@ class EventLoopThread:
                 if held > threshold:
                     self.blocked(job, held)
                 if first is not _DONE:
-                    value = await _Timed(value, first, job, self)
+                    value = await Timed(value, first, job, self)
             elif inspect.isawaitable(value):  # not timed: another kind of awaitable
                 value = await value
             ok = not job.timed_out

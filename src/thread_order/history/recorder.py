@@ -309,7 +309,8 @@ class HistoryRecorder:
         # pass per field rather than a tuple per task
         if (statuses.count(TaskStatus.PASSED) == len(statuses) and not any(map(_OUTPUT, records))
                 and not any(map(_TAGS, records)) and not any(map(_ERROR, records))
-                and not any(map(_REASON, records)) and not any(map(_WARNING, records))):
+                and not any(map(_REASON, records)) and not any(map(_WARNING, records))
+                and not any(map(_WAITED_FOR, records))):
             self._counts[TaskStatus.PASSED] += len(records)
             lean, full = records, ()
         else:
@@ -443,13 +444,13 @@ def _busy(exc: sqlite3.Error) -> bool:
 # a task row's columns after run_id
 _TASK_COLUMNS = ("seq", "name", "status", "thread", "attempts", "started_at", "finished_at", "duration",
                  "error_type", "error", "traceback", "reason", "output", "output_bytes", "tags",
-                 "is_async", "warning")
+                 "is_async", "warning", "waited", "waited_for")
 _RECORD = operator.attrgetter("record")
 _STATUS = operator.attrgetter("status")
 # a passed task with nothing but its times goes into a batch (see db): its details are these
 _DETAIL = operator.attrgetter("status", "output", "tags", "error", "reason", "error_type", "traceback",
-                              "warning")
-_LEAN = (TaskStatus.PASSED, "", (), None, None, None, None, None)
+                              "warning", "waited_for")
+_LEAN = (TaskStatus.PASSED, "", (), None, None, None, None, None, None)
 _NAME, _THREAD = operator.attrgetter("name"), operator.attrgetter("thread")
 _STARTED, _FINISHED = operator.attrgetter("started_at"), operator.attrgetter("finished_at")
 _DURATION, _ATTEMPTS = operator.attrgetter("duration"), operator.attrgetter("attempts")
@@ -457,6 +458,7 @@ _COUNT = operator.attrgetter("count")
 _OUTPUT, _TAGS = operator.attrgetter("output"), operator.attrgetter("tags")
 _ERROR, _REASON = operator.attrgetter("error"), operator.attrgetter("reason")
 _WARNING = operator.attrgetter("warning")
+_WAITED_FOR = operator.attrgetter("waited_for")
 _MAX_PARAMS = 999  # SQLite's smallest default limit on parameters per statement
 
 
@@ -488,7 +490,8 @@ def _task_row(run_id: int, event: Event) -> tuple:
     return (
         event.count, rec.name, rec.status, rec.thread, rec.attempts, rec.started_at,
         rec.finished_at, rec.duration, rec.error_type, error, tb, rec.reason, output or "", size,
-        json.dumps(list(rec.tags)) if rec.tags else "[]", int(rec.is_async), rec.warning,
+        json.dumps(list(rec.tags)) if rec.tags else "[]", int(rec.is_async), rec.warning, rec.waited,
+        rec.waited_for,
     )
 
 
@@ -524,6 +527,7 @@ def _final_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
         "state_findings": (None if summary.get("state_findings") is None
                            else json.dumps(list(summary["state_findings"]), default=str)),
         **({"ordering": json.dumps(_order_of(summary))} if "order" in summary else {}),
+        "pools": json.dumps(summary.get("pools") or {}),
     }
 
 

@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import kill_hard_and_check_file
 from thread_order import HistoryError, Scheduler
@@ -27,7 +29,7 @@ from thread_order.history import (
     resolve_history_path,
     snapshot_state,
 )
-from thread_order.history.db import OUTPUT_CAP, cap_text, effective_status, redact_argv
+from thread_order.history.db import OUTPUT_CAP, cap_text, effective_status, json_strings, redact_argv
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "history_run.py"
 WAIT = 30.0
@@ -706,3 +708,21 @@ def test_processes_creating_one_fresh_file_at_once_all_succeed(tmp_path):
         assert outcomes == ["ok"] * 6, f"attempt {attempt}: {outcomes}"
     with HistoryStore(path) as store:
         assert store.list_runs() == []
+
+
+@given(st.lists(st.text(max_size=12), max_size=8))
+def test_a_batch_of_names_is_the_json_text_json_dumps_would_write(names):
+    assert json_strings(names) == json.dumps(names)
+    assert json.loads(json_strings(names)) == names
+
+
+def test_passed_tasks_with_names_that_need_escaping_read_back_as_they_were_named(tmp_path):
+    names = ['say "hi"', "back\\slash", "tab\there", "déjà vu", "line\u2028sep", "plain", "new\nline"]
+    sched = Scheduler(workers=2)
+    for name in names:
+        sched.register(lambda: None, name)
+    _, run_id = record(sched, tmp_path / "h.db")
+    with HistoryStore(tmp_path / "h.db") as store:
+        run = store.get_run(run_id)
+    assert sorted(t["name"] for t in run["tasks"]) == sorted(names)
+    assert {t["status"] for t in run["tasks"]} == {"PASSED"}

@@ -248,7 +248,21 @@ def encode_batch(names: list, threads: list, times: list, numbers: list) -> tupl
     if not _LITTLE:  # pragma: no cover - big-endian machines
         floats.byteswap()
         ints.byteswap()
-    return (len(names), json.dumps(names), json.dumps(threads), floats.tobytes(), ints.tobytes())
+    return (len(names), json_strings(names), json_strings(threads), floats.tobytes(), ints.tobytes())
+
+
+def json_strings(items: list) -> str:
+    """``json.dumps(items)`` for a list of strings, the same text, several times faster when no
+    item needs escaping (printable ASCII without quotes or backslashes: task and thread names,
+    nearly always). The recorder encodes every batch on a thread that competes with the run."""
+    try:
+        body = '", "'.join(items)
+    except TypeError:  # not all strings: json says what it makes of them
+        return json.dumps(items)
+    if (body.count('"') == 2 * (len(items) - 1) and "\\" not in body and body.isascii()
+            and body.isprintable()):
+        return f'["{body}"]'
+    return json.dumps(items)
 
 
 def decode_batch(tasks: Any, names: Any, threads: Any, times: Any, numbers: Any) -> list[dict] | None:

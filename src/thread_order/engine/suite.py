@@ -241,7 +241,8 @@ def assemble(
         resolved_afters.append(tuple(dict.fromkeys(out)))
     index = {s.name: i for i, s in enumerate(specs)}
     try:
-        resolved_afters = resolve_groups(index, resolved_afters, groups, cases)
+        if groups:  # else no name can stand for cases: nothing to pair
+            resolved_afters = resolve_groups(index, resolved_afters, groups, cases)
     except GraphError as exc:
         where = {m.label: m.path_str for m in modules}.get(module_of.get(getattr(exc, "task", ""), ""))
         raise UsageError(f"{where or modules[0].path_str}: {exc}") from exc
@@ -261,8 +262,8 @@ def assemble(
     has_filter = bool(picked) or bool(tags) or keyword is not None
     if with_deps and not has_filter:
         raise UsageError("--with-deps needs a selection: TARGET::task, -k EXPR or --tags")
-    keep_idx = []
-    for i, spec in enumerate(specs):
+    keep_idx = [] if has_filter else range(len(specs))  # no selection pass when nothing is selected
+    for i, spec in enumerate(specs if has_filter else ()):
         if module_of[spec.name] not in whole and spec.name not in picked:
             continue
         if tags and not all(t in spec.tags for t in tags):
@@ -284,7 +285,7 @@ def assemble(
                     keep.add(j)
                     stack.append(j)
         keep_idx = sorted(keep)
-    kept = {specs[i].name for i in keep_idx}
+    kept = {specs[i].name for i in keep_idx} if has_filter else set()
     chosen: list[TaskSpec] = []
     for i in keep_idx:
         spec, after = specs[i], resolved_afters[i]

@@ -41,6 +41,7 @@ from .db import (
     describe,
     encode_batch,
     fail,
+    json_strings,
     open_writable,
     redact_argv,
     snapshot_state,
@@ -127,8 +128,9 @@ class HistoryRecorder:
             raise RuntimeError("attach: this recorder is already attached to a run")
         info = dict(run_info or {})
         deps = scheduler.dependencies  # names and edges only: no TaskSpec per task
-        graph = {"nodes": list(deps),
-                 "edges": [[dep, name] for name, after in deps.items() for dep in after]}
+        # the text json.dumps({"nodes": ..., "edges": ...}) writes, the names encoded in bulk
+        graph = (f'{{"nodes": {json_strings(list(deps))}, "edges": '
+                 f'{json.dumps([[dep, name] for name, after in deps.items() for dep in after])}}}')
         state = info.get("state")
         if state is None:
             state = scheduler.state
@@ -145,7 +147,7 @@ class HistoryRecorder:
             "heartbeat": now,
             "status": "running",
             "total": len(deps),
-            "graph": json.dumps(graph),
+            "graph": graph,
             "state": json.dumps(snapshot_state(state)),
         }
         conn = open_writable(self.path)

@@ -726,3 +726,19 @@ def test_passed_tasks_with_names_that_need_escaping_read_back_as_they_were_named
         run = store.get_run(run_id)
     assert sorted(t["name"] for t in run["tasks"]) == sorted(names)
     assert {t["status"] for t in run["tasks"]} == {"PASSED"}
+
+
+def test_a_big_batch_is_stored_in_rows_of_at_most_1024_tasks_and_reads_back_whole(tmp_path):
+    sched = Scheduler(workers=4)
+    for i in range(2500):
+        sched.register((lambda: 1 / 0) if i % 500 == 7 else (lambda: None), f"t{i}")
+    path = tmp_path / "h.db"
+    summary, run_id = record(sched, path)
+    with sqlite3.connect(path) as conn:
+        sizes = [n for (n,) in conn.execute("SELECT tasks FROM task_batches WHERE run_id = ?", (run_id,))]
+    assert sum(sizes) == 2495 and max(sizes) <= 1024 and len(sizes) >= 3
+    with HistoryStore(path) as store:
+        run = store.get_run(run_id)
+    assert sorted(t["name"] for t in run["tasks"]) == sorted(f"t{i}" for i in range(2500))
+    assert sorted(t["seq"] for t in run["tasks"]) == list(range(1, 2501))
+    assert {t["name"] for t in run["tasks"] if t["status"] == "FAILED"} == set(summary["failed"])

@@ -239,6 +239,38 @@ class TaskRecord(NamedTuple):
         return data
 
 
+def _quick_after(after: Any) -> list[str] | None:
+    """``after`` as mark stores it, when it needs no more checking (None, a name, a list or
+    tuple of names); None when ``TaskSpec.build`` has to look at it."""
+    if after is None:
+        return []
+    kind = type(after)
+    if kind is str:
+        return [after] if after else None
+    if kind is list or kind is tuple:
+        try:
+            "".join(after)  # every item a string, at C speed
+        except TypeError:
+            return None
+        return None if "" in after else list(dict.fromkeys(after))
+    return None
+
+
+def _quick_decorate(after: list[str], with_state: bool, retry_delay: float, fn: Any) -> Any:
+    """mark with its common options, checked already: only the function is left to look at."""
+    name = getattr(fn, "__name__", None)
+    if type(fn) is not FunctionType or type(name) is not str or not name:
+        # not a plain def: what mark's checked path does with the same options
+        spec = TaskSpec.build(fn, getattr(fn, "__name__", repr(fn)), after, with_state,
+                              retry_delay=retry_delay, runnable=False)
+        name, after = spec.name, list(spec.after)
+    setattr(fn, MARK_ATTR, {
+        "after": after[:], "with_state": with_state, "orig_name": name, "tags": [],
+        "always": False, "retries": 0, "retry_delay": retry_delay, "timeout": None,
+    })
+    return fn
+
+
 def _marker(default_with_state: bool):
     def marker(
         *,
@@ -252,6 +284,14 @@ def _marker(default_with_state: bool):
         params: dict[str, list] | None = None,
         ids: list[str] | Callable[[Any], str | None] | None = None,
     ):
+        # the common mark (dependencies at most, every other option its default) is checked
+        # here, as register() does: a module of 10,000 tasks makes 10,000 of them at import
+        if (params is None and ids is None and tags is None and always is False and timeout is None
+                and type(retries) is int and retries == 0 and type(retry_delay) is float
+                and retry_delay == 0 and type(with_state) is bool):
+            deps = _quick_after(after)
+            if deps is not None:
+                return functools.partial(_quick_decorate, deps, with_state, retry_delay)
         options = dict(
             after=after,
             with_state=with_state,
@@ -262,35 +302,7 @@ def _marker(default_with_state: bool):
             timeout=timeout,
         )
 
-        # the common mark (dependencies at most, every other option its default) is checked
-        # inline, as register() does: a module of 10,000 tasks makes 10,000 of them at import
-        quick = (params is None and ids is None and tags is None and always is False and timeout is None
-                 and type(retries) is int and retries == 0 and type(retry_delay) is float
-                 and retry_delay == 0 and type(with_state) is bool)
-        deps: list[str] = []
-        if quick and after is not None:
-            kind = type(after)
-            if kind is str and after:
-                deps = [after]
-            elif kind is list or kind is tuple:
-                try:
-                    "".join(after)  # every item a string, at C speed
-                except TypeError:
-                    quick = False
-                else:
-                    quick = "" not in after
-                    deps = list(dict.fromkeys(after))
-            else:
-                quick = False
-
         def decorate(fn):
-            name = getattr(fn, "__name__", None)
-            if quick and type(fn) is FunctionType and type(name) is str and name:
-                fn.__dict__[MARK_ATTR] = {
-                    "after": list(deps), "with_state": with_state, "orig_name": name, "tags": [],
-                    "always": False, "retries": 0, "retry_delay": retry_delay, "timeout": None,
-                }
-                return fn
             # validate now so a bad option is reported at import, naming the function
             spec = TaskSpec.build(fn, getattr(fn, "__name__", repr(fn)), **options, runnable=False)
             if params is not None or ids is not None:

@@ -129,6 +129,7 @@ def marked_functions(module: ModuleType, path: Path) -> list[tuple[str, Callable
     file, in source order (imported marked functions are not the module's tasks)."""
     own = str(path.resolve())
     found = []
+    lines: list[int] = []
     for name, obj in list(vars(module).items()):
         if type(obj) is not FunctionType:
             continue
@@ -144,9 +145,10 @@ def marked_functions(module: ModuleType, path: Path) -> list[tuple[str, Callable
                 continue
         if code.co_filename != own and os.path.realpath(code.co_filename) != own:
             continue
-        found.append((code.co_firstlineno, name, obj, meta, bool(code.co_flags & _ASYNC)))
-    found.sort(key=lambda item: item[0])
-    return [item[1:] for item in found]
+        found.append((name, obj, meta, bool(code.co_flags & _ASYNC)))
+        lines.append(code.co_firstlineno)
+    # sorted by line through the indexes: no second tuple per function
+    return [found[i] for i in sorted(range(len(found)), key=lines.__getitem__)]
 
 
 @dataclass
@@ -222,6 +224,9 @@ def assemble(
     resolved_afters = []
     cache: dict[tuple[str, str], str] = {}
     for spec in specs:
+        if not spec.after:
+            resolved_afters.append(())
+            continue
         label = module_of[spec.name]
         out = []
         for dep in spec.after:

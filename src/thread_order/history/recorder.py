@@ -132,7 +132,7 @@ class HistoryRecorder:
         deps = scheduler.dependencies  # names and edges only: no TaskSpec per task
         # the text json.dumps({"nodes": ..., "edges": ...}) writes, the names encoded in bulk
         graph = (f'{{"nodes": {json_strings(list(deps))}, "edges": '
-                 f'{json.dumps([[dep, name] for name, after in deps.items() for dep in after])}}}')
+                 f'{json.dumps([[dep, name] for name, after in deps.items() if after for dep in after])}}}')
         state = info.get("state")
         if state is None:
             state = scheduler.state

@@ -9,7 +9,9 @@ by the number of tasks, would pass for a per-task cost that shrinks as runs
 grow. So the per-task cost is the slope between two run sizes (10,000 and
 30,000 tasks): ``(added at 30,000 - added at 10,000) / 20,000``; the fixed
 cost, what is left at 10,000, is a row of its own, and so is their sum over a
-run of 10,000. Another row shows what one do-nothing queueing subscriber
+run of 10,000. The per-task cost is also given in CPU time (every thread of
+the process), which other load on a shared machine inflates far less than
+wall-clock time. Another row shows what one do-nothing queueing subscriber
 costs the engine by itself (its slope): the part of the first that is the
 event stream's, not the store's. The last is tdrun's ``main()`` in this
 process (collect, run, summary; output to /dev/null) with ``--history PATH``
@@ -59,38 +61,48 @@ def build(n: int) -> Scheduler:
     return sched
 
 
-def run_plain(n: int) -> float:
+def clocks() -> tuple[float, float]:
+    """(wall seconds, CPU seconds of every thread of this process)."""
+    return time.perf_counter(), time.process_time()
+
+
+def since(start: tuple[float, float]) -> tuple[float, float]:
+    wall, cpu = clocks()
+    return wall - start[0], cpu - start[1]
+
+
+def run_plain(n: int) -> tuple[float, float]:
     sched = build(n)
     gc.collect()
-    t0 = time.perf_counter()
+    t0 = clocks()
     summary = sched.start()
-    elapsed = time.perf_counter() - t0
+    elapsed = since(t0)
     if len(summary["passed"]) != n:
         raise SystemExit(f"benchmark run lost tasks: {summary['text']}")
     return elapsed
 
 
-def run_listener(n: int) -> float:
+def run_listener(n: int) -> tuple[float, float]:
     """The engine's own cost of one TASK_FINISHED subscriber that does nothing but queue."""
     sched = build(n)
     sink: queue.SimpleQueue = queue.SimpleQueue()
     sched.subscribe(sink.put, EventKind.TASK_FINISHED)
     gc.collect()
-    t0 = time.perf_counter()
+    t0 = clocks()
     sched.start()
-    return time.perf_counter() - t0
+    return since(t0)
 
 
-def run_recorded(n: int, path: Path) -> float:
+def run_recorded(n: int, path: Path) -> tuple[float, float]:
     """attach + start + finish: the run is not recorded until finish() returns."""
     sched = build(n)
     gc.collect()
-    t0 = time.perf_counter()
+    t0 = clocks()
     recorder = HistoryRecorder(path)
     recorder.attach(sched, {"module": "bench/history.py", "argv": ["bench"], "workers": WORKERS})
     sched.start()
     run_id = recorder.finish()
-    elapsed = time.perf_counter() - t0
+    elapsed = since(t0)
     with HistoryStore(path) as store:
         run = store.list_runs(limit=1)[0]
     if run["id"] != run_id or run["passed"] != n or run["status"] != "passed":
@@ -130,16 +142,19 @@ def main(quick: bool = False):
         runners = {"plain": run_plain, "listener": run_listener,
                    "recorded": lambda n: run_recorded(n, path)}
         times: dict = {(variant, n): [] for n in SIZES for variant in VARIANTS}
+        cpu: dict = {(variant, n): [] for n in SIZES for variant in VARIANTS}
         order = [(variant, n) for n in SIZES for variant in VARIANTS]
         for r in range(repeat):
             # interleaved, in alternating order: the machine's noise hits every variant alike
             best: dict = {}
             for _ in range(BEST_OF):
                 for variant, n in (order if r % 2 == 0 else order[::-1]):
-                    seconds = runners[variant](n)
-                    best[variant, n] = min(best.get((variant, n), seconds), seconds)
-            for key, seconds in best.items():
-                times[key].append(seconds)
+                    wall, used = runners[variant](n)
+                    was = best.get((variant, n), (wall, used))
+                    best[variant, n] = (min(was[0], wall), min(was[1], used))
+            for key, (wall, used) in best.items():
+                times[key].append(wall)
+                cpu[key].append(used)
         size = path.stat().st_size + sum(p.stat().st_size for p in folder.glob("history.db-*"))
         module = write_module(folder)
         cli_path = folder / "tdrun.db"
@@ -148,7 +163,7 @@ def main(quick: bool = False):
             times.setdefault("tdrun on", []).append(run_tdrun(module, "--history", str(cli_path)))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return times, {"runs": repeat, "file_mib": size / 2**20,
+    return times, {"runs": repeat, "cpu": cpu, "file_mib": size / 2**20,
                    "recorded": repeat * BEST_OF * sum(SIZES) + SIZES[0]}
 
 
@@ -185,6 +200,8 @@ def print_table(times, extra):
          "ms", None),
         (f"  the two over a run of {small:,} tasks, per task",
          [a / small * 1e6 for a in added(times, "recorded", small)], "us", None),
+        ("  per task in CPU time (every thread, whatever else runs)", slope_us(extra["cpu"], "recorded"),
+         "us", None),
         ("  of the per-task cost, the engine's event stream (a listener)",
          slope_us(times, "listener"), "us", None),
         ("tdrun main(), history on vs off (ratio)",

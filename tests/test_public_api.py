@@ -107,6 +107,8 @@ def test_scheduler_signatures_follow_the_published_api():
         ("setup_logging", "POSITIONAL_OR_KEYWORD", False),
         ("verbose", "POSITIONAL_OR_KEYWORD", False),
         ("capture", "POSITIONAL_OR_KEYWORD", True),
+        ("check_state", "KEYWORD_ONLY", False),
+        ("first", "KEYWORD_ONLY", None),
     ]
     assert params(Scheduler.register) == [
         ("self", "POSITIONAL_OR_KEYWORD", E),

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 from ..engine.graph import Graph
 
 __all__ = ["FORMATS", "format_graph", "graph_text", "graph_dot", "graph_mermaid", "start_order",
-           "task_list"]
+           "static_note", "task_list"]
 
 FORMATS = ("text", "dot", "mermaid")
 
@@ -176,4 +176,22 @@ def task_list(collection: Any, graph: Graph) -> str:
         if notes:
             line = f"{line:<{width + num + 5}}  " + "  ".join(notes)
         lines.append(line.rstrip())
+    return "\n".join(lines) + "\n"
+
+
+#: how --graph's formats write a comment line, so the note keeps dot and mermaid paste-ready
+_COMMENT = {"text": "", "dot": "// ", "mermaid": "%% "}
+
+
+def static_note(graph: Graph, specs: Iterable[Any], fmt: str = "text") -> str:
+    """What the state checker sees in the tasks' source before they run: each task reading
+    ``state['results']['X']`` of a task X it does not run after (empty when none)."""
+    from ..engine.statefind import static_findings
+
+    found = static_findings(graph, [s.fn for s in specs])
+    if not found:
+        return ""
+    lead = _COMMENT.get(fmt, "")
+    lines = [f"{lead}state check: {len(found)} finding{'s' if len(found) != 1 else ''} in the tasks' source"]
+    lines += [f"{lead}  {f['kind']}: {f['message']}" for f in found]
     return "\n".join(lines) + "\n"

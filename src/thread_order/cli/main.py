@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from ..engine.collect import Collection, ModuleLoadError, build_state, collect
 from ..engine.errors import GraphError, UsageError, WorkerStartError
 from .config import apply_config, find_config, show_config
-from .graphfmt import FORMATS, format_graph, task_list
+from .graphfmt import FORMATS, format_graph, static_note, task_list
 from ..engine.model import parse_tags
 from ..engine.scheduler import Scheduler, default_workers
 
@@ -53,6 +53,9 @@ SUBCOMMANDS: dict[str, str] = {
 _STATE_ARG = re.compile(r"^--([A-Za-z_][\w.\-]*)=(.*)$", re.S)
 _STATE_KEY = re.compile(r"^[A-Za-z_][\w.\-]*$")
 _RESULT_PREFIX = "result-"
+#: flags added after state keys such as --fail=... and --check=... were in use: a state key
+#: that is only the start of one of them stays a state key (a flag takes no value anyway)
+_NO_PREFIX_MATCH = frozenset(("--check-state", "--last-failed", "--failed-first"))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -141,6 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="do not record the run (TDRUN_HISTORY=off does the same)")
     hist.add_argument("--html-report", metavar="FILE.html",
                       help="write the run as a self-contained HTML page: timeline, graph, failures")
+    order = p.add_argument_group("ordering bugs")
+    order.add_argument("--check-state", action="store_true",
+                       help="note which state keys each task reads and writes; report reads of "
+                            "what a task not declared upstream wrote, and unordered writes of one "
+                            "key (findings make the run exit 1)")
+    rerun = order.add_mutually_exclusive_group()
+    rerun.add_argument("--last-failed", action="store_true",
+                       help="rerun only the tasks the last recorded run of this target did not "
+                            "pass, what they need upstream and their always teardown")
+    rerun.add_argument("--failed-first", action="store_true",
+                       help="run every task, starting first those the last recorded run of this "
+                            "target did not pass")
     p.add_argument("--version", action="version", version=f"tdrun {__version__}")
     return p
 
@@ -226,7 +241,7 @@ def _near_option(key: str, options: list[str]) -> str | None:
     best: tuple[int, str] | None = None
     for option in options:
         name = option[2:]
-        if typed == name or (len(typed) >= 3 and name.startswith(typed)):
+        if typed == name or (len(typed) >= 3 and name.startswith(typed) and option not in _NO_PREFIX_MATCH):
             return option
         distance = _edits(typed, name)
         if distance <= (1 if len(name) <= 6 else 2) and (best is None or distance < best[0]):
@@ -346,13 +361,30 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO) -> int:
             err.write(f"tdrun: no tasks collected: {where} has no @mark functions\n")
         return EXIT_NO_TASKS
     graph = collection.graph()  # GraphError -> exit 4
+    first = None
+    if args.last_failed or args.failed_first:
+        from .rerun import not_passed_last_time, select_last_failed
+
+        option = "--last-failed" if args.last_failed else "--failed-first"
+        names = not_passed_last_time(args.history, str(args.target), option,
+                                     lambda line: err.write(line + "\n"))
+        if names is not None and args.last_failed:
+            collection.specs, line = select_last_failed(collection.specs, graph, names)
+            err.write(f"tdrun: {option}: {line}\n")
+            graph = collection.graph()
+        elif names is not None:
+            first = [n for n in names if n in graph]
+            err.write(f"tdrun: {option}: starting first {len(first)} task"
+                      f"{'s' if len(first) != 1 else ''} that did not pass last time\n")
     module_name = collection.label
     always = [s.name for s in collection.specs if s.always]
     if args.graph:
         out.write(format_graph(graph, args.graph_format or "text", module_name, always))
+        out.write(static_note(graph, collection.specs, args.graph_format or "text"))
         return EXIT_OK
     if args.list:
         out.write(task_list(collection, graph))
+        out.write(static_note(graph, collection.specs))
         return EXIT_OK
 
     state, sources = build_state(collection.hook_modules, args.state_file, values, results)
@@ -361,7 +393,7 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO) -> int:
     workers = args.workers or min(default_workers, n)
     scheduler = Scheduler(
         workers=workers, state=state, clear_results_on_start=not results and "results" not in sources,
-        skip_dependents=args.skip_deps, capture=True,
+        skip_dependents=args.skip_deps, capture=True, check_state=args.check_state, first=first,
     )
     collection.register_into(scheduler)
     return _run(args, argv, collection, scheduler, sources, out, err)
@@ -473,7 +505,7 @@ def _run(args, argv, collection: Collection, scheduler: Scheduler, sources: dict
 
     if summary["interrupted"]:
         code = EXIT_INTERRUPTED
-    elif summary["failed"]:
+    elif summary["failed"] or summary.get("state_findings"):
         code = EXIT_FAILED
     else:
         code = EXIT_OK

@@ -224,7 +224,7 @@ def _section(console: Console, title: str, style: str = "", char: str = "=") -> 
 
 
 def summary_style(summary: dict) -> str:
-    if summary.get("failed"):
+    if summary.get("failed") or summary.get("state_findings"):
         return f"bold {COLORS['FAILED']}"
     if summary.get("interrupted") or summary.get("cancelled"):
         return f"bold {COLORS['SKIPPED']}"
@@ -259,9 +259,26 @@ def print_end_of_run(console: Console, summary: dict, records: Iterable[TaskReco
     left_behind = summary.get("teardown_not_run", [])
     if left_behind:
         console.print(Text(teardown_heading(left_behind), style=f"bold {COLORS['FAILED']}"), soft_wrap=True)
+    findings = summary.get("state_findings") or []
+    if findings:
+        print_state_findings(console, findings)
     for note in notes:
         console.print(Text(note, style="dim"), soft_wrap=True)
-    _section(console, summary["text"], summary_style(summary))
+    title = summary["text"]
+    if findings:  # "1 passed, 0 failed, 0 skipped, 2 state findings in 0.01s"
+        head, sep, tail = title.rpartition(" in ")
+        count = f"{len(findings)} state finding{'s' if len(findings) != 1 else ''}"
+        title = f"{head}, {count}{sep}{tail}" if sep else f"{title}, {count}"
+    _section(console, title, summary_style(summary))
+
+
+def print_state_findings(console: Console, findings: list[dict]) -> None:
+    """The state checker's findings (tdrun --check-state), one per line, with what to do."""
+    _section(console, f"state check ({len(findings)})", f"bold {COLORS['FAILED']}")
+    for finding in findings:
+        line = Text(f"{finding['kind'].upper()}: ", style=f"bold {COLORS['FAILED']}")
+        line.append(finding["message"])
+        console.print(line, soft_wrap=True)
 
 
 def _forced(by_name: dict[str, TaskRecord]) -> bool:

@@ -35,6 +35,11 @@ added, existing ones keep their meaning while ``format_version`` stays 1:
   case of a parametrized task, ``{"cidr": "10.0.1.0/24"}``, or null).
 - ``graph``: ``{"nodes": [...], "edges": [[task, dependent], ...], "levels":
   [[...], ...], "roots": [...], "leaves": [...]}``.
+- ``state_findings`` (list | null): with ``--check-state``, the state checker's findings, each
+  ``{"kind", "key", "tasks", "locked", "static", "message"}``: ``kind`` is ``"undeclared
+  dependency"`` (``tasks`` = [writer, reader]) or ``"write conflict"``; ``key`` as written in
+  Python (``state['subnet_id']``, ``state['results']['create_subnet']``); ``locked``: both
+  writes held ``_state_lock``; ``static``: seen in the task's source. Null without the option.
 """
 
 from __future__ import annotations
@@ -170,6 +175,8 @@ def json_report(run: RunData) -> dict[str, Any]:
             "roots": list(graph.roots),
             "leaves": list(graph.leaves),
         },
+        "state_findings": (None if summary.get("state_findings") is None
+                           else [dict(f) for f in summary["state_findings"]]),
     }
 
 
@@ -216,15 +223,17 @@ def junit_xml(run: RunData) -> str:
     """
     summary = run.summary
     left_behind = set(summary.get("teardown_not_run", []))
-    failed = len(summary["failed"])
+    findings = summary.get("state_findings")
+    failed = len(summary["failed"]) + (1 if findings else 0)
+    tests = len(run.records) + (0 if findings is None else 1)
     skipped = len(summary["skipped"]) + len(summary["cancelled"])
     duration = f"{summary['duration']:.3f}"
     root = ET.Element("testsuites", {
-        "name": "tdrun", "tests": str(len(run.records)), "failures": str(failed),
+        "name": "tdrun", "tests": str(tests), "failures": str(failed),
         "errors": "0", "skipped": str(skipped), "time": duration,
     })
     suite = ET.SubElement(root, "testsuite", {
-        "name": run.module, "tests": str(len(run.records)), "failures": str(failed),
+        "name": run.module, "tests": str(tests), "failures": str(failed),
         "errors": "0", "skipped": str(skipped), "time": duration,
         "timestamp": _timestamp(summary["started_at"]), "hostname": socket.gethostname(),
     })
@@ -258,6 +267,12 @@ def junit_xml(run: RunData) -> str:
             ET.SubElement(case, "skipped", {"message": _xml_text(message)})
         if rec.output:
             ET.SubElement(case, "system-out").text = _xml_text(rec.output)
+    if findings is not None:  # --check-state: one pseudo-case, failing when anything was found
+        case = ET.SubElement(suite, "testcase", {"classname": "tdrun", "name": "state check", "time": "0.000"})
+        if findings:
+            count = f"{len(findings)} state finding{'s' if len(findings) != 1 else ''}"
+            failure = ET.SubElement(case, "failure", {"message": count, "type": "StateFinding"})
+            failure.text = _xml_text("\n".join(f"{f['kind']}: {f['message']}" for f in findings))
     ET.indent(root)
     body = ET.tostring(root, encoding="unicode")
     return '<?xml version="1.0" encoding="utf-8"?>\n' + body + "\n"

@@ -47,6 +47,8 @@ class RunOptions:
     clear_results_on_start: bool = True
     skip_dependents: bool = True
     capture: bool = True
+    #: names of tasks to start before any other ready task (tdrun --failed-first)
+    first: frozenset | None = None
 
 
 class Run(LaneMethods, InterruptMethods):
@@ -111,6 +113,8 @@ class Run(LaneMethods, InterruptMethods):
         # the attempt in flight per task (None once final); a worker starting a child
         # directly fills the child's entry before the dispatcher hears of it
         self.job_of: list[Job | None] = [None] * n
+        # tasks to start first: their heap key is idx - n (below every other task's idx)
+        self.first = [name in run_options.first for name in self.names] if run_options.first else None
 
     def execute(self) -> dict:
         """Run every task; returns the summary (``self.records`` holds every record).
@@ -228,12 +232,15 @@ class Run(LaneMethods, InterruptMethods):
         options = self.options
         while ready:
             idx = ready[0]
+            if idx < 0:  # a task to start first (see _make_ready)
+                idx += self.n
             if where[idx] != _READY:
                 heapq.heappop(ready)  # cancelled while queued
                 continue
             if self.inflight >= width and (
                 self.inflight >= 2 * width
                 or options[idx].timeout is not None
+                or self.first is not None  # queue ahead only in plain index order
                 or idx >= self._low_water()
             ):
                 return
@@ -355,7 +362,8 @@ class Run(LaneMethods, InterruptMethods):
 
     def _make_ready(self, idx: int) -> None:
         self.where[idx] = _READY
-        heapq.heappush(self.ready, idx)
+        first = self.first
+        heapq.heappush(self.ready, idx - self.n if first is not None and first[idx] else idx)
         if self.attempts[idx] == 0 and self.events._subs[_K_READY]:
             self.events.emit_task(_K_READY, self.names[idx])
 

@@ -100,6 +100,10 @@ class Scheduler:
             each failed task (ERROR) and each failed attempt that is retried (WARNING).
         verbose: with ``setup_logging``, log at DEBUG instead of INFO.
         capture: collect each task's stdout, stderr and log records into its record.
+        check_state: note which state keys each task reads and writes, and report the
+            ordering bugs that shows (``summary['state_findings']``; see statecheck.py).
+        first: names of tasks to start before the others whenever several are ready
+            (``tdrun --failed-first``); the graph still decides what is ready.
 
     Raises:
         TypeError: ``workers`` is not an integer, ``state`` not a dict, or one of the keys the
@@ -118,6 +122,9 @@ class Scheduler:
         setup_logging: bool = False,
         verbose: bool = False,
         capture: bool = True,
+        *,
+        check_state: bool = False,
+        first: Iterable[str] | None = None,
     ) -> None:
         if workers is None:
             workers = default_workers
@@ -134,6 +141,8 @@ class Scheduler:
         self.clear_results_on_start = clear_results_on_start
         self.skip_dependents = skip_dependents
         self.capture = capture
+        self.check_state = check_state
+        self.first = frozenset(first) if first else None
         if store_results:
             self.state.setdefault("results", {})
         self.state_lock = _checked_state(self.state, store_results)
@@ -374,13 +383,21 @@ class Scheduler:
             if self._run is not None:
                 raise RuntimeError("start: this scheduler is already running")
             options = RunOptions(self.workers, self.store_results, self.clear_results_on_start,
-                                 self.skip_dependents, self.capture)
+                                 self.skip_dependents, self.capture, first=self.first)
             # no copies: registration only appends, and the run reads the first len(graph) entries,
             # so a task registered while this run goes on belongs to the next run
-            run = self._run = Run(self._fns, self._options, graph, self.state,
+            fns, task_options, checker = self._fns, self._options, None
+            if self.check_state:
+                from .statecheck import StateChecker
+
+                checker = StateChecker(self.state, self.state_lock)
+                fns, task_options = checker.instrument(graph.nodes, fns, task_options)
+            run = self._run = Run(fns, task_options, graph, self.state,
                                   self.state_lock, self.events, options)
         try:
             summary = run.execute()
+            if checker is not None:
+                summary["state_findings"] = checker.findings(graph, self._fns[:len(graph)])
             records = run.records
             self.last_records = records if None not in records else [r for r in records if r is not None]
             self.last_summary = summary

@@ -211,6 +211,15 @@ def _cmd_show(args, store: HistoryStore, out: _Out) -> int:
     if run["teardown_not_run"]:
         out.line(f"  teardown did not run: {', '.join(run['teardown_not_run'])} "
                  "\u2014 resources they clean up may remain", f"bold {STATUS_COLORS['FAILED']}")
+    findings = run.get("state_findings")
+    if findings is not None:  # recorded with --check-state
+        if not findings:
+            out.line("  state     checked: no findings", STATUS_COLORS["PASSED"])
+        else:
+            out.line(f"  state     {len(findings)} finding{'s' if len(findings) != 1 else ''} "
+                     "(--check-state)", f"bold {STATUS_COLORS['FAILED']}")
+            for f in findings:
+                out.line(f"    {f['kind']}: {f['message']}", STATUS_COLORS["FAILED"])
     out.line()
     tasks = run["tasks"]
     starts = [t["started_at"] for t in tasks if t["started_at"] is not None]

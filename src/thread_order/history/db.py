@@ -46,7 +46,7 @@ from ..engine.errors import HistoryError
 log = logging.getLogger("thread_order")
 
 #: the schema this version writes; it reads every version up to this one
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: captured output (and tracebacks) longer than this many UTF-8 bytes are cut in the middle
 OUTPUT_CAP = 64 * 1024
 REDACTED = "***redacted***"
@@ -149,6 +149,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX task_batches_by_run ON task_batches (run_id)",
         "ALTER TABLE runs ADD COLUMN teardown_not_run TEXT NOT NULL DEFAULT '[]'",
+    ),
+    (  # 3 -> 4: the state checker's findings (tdrun --check-state); NULL: the run was not checked
+        "ALTER TABLE runs ADD COLUMN state_findings TEXT",
     ),
 )
 

@@ -491,4 +491,7 @@ def _final_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
         "skipped": len(summary.get("skipped", ())),
         "cancelled": len(summary.get("cancelled", ())),
         "teardown_not_run": json.dumps([str(n) for n in summary.get("teardown_not_run", [])]),
+        # None (NULL) when the run was not checked, [] when it was and nothing was found
+        "state_findings": (None if summary.get("state_findings") is None
+                           else json.dumps(list(summary["state_findings"]), default=str)),
     }

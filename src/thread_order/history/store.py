@@ -46,7 +46,7 @@ _RUN_FIELDS = (
 )
 _RUN_PRIVATE = ("pid", "heartbeat", "run_uuid")
 _RUN_LISTED = ("tags", "state")
-_RUN_DETAIL = ("argv", "graph", "teardown_not_run")
+_RUN_DETAIL = ("argv", "graph", "teardown_not_run", "state_findings")
 _TASK_FIELDS = (
     "seq", "name", "status", "thread", "attempts", "started_at", "finished_at", "duration",
     "error_type", "error", "traceback", "reason", "output", "output_bytes", "tags",
@@ -198,6 +198,10 @@ class HistoryStore:
             raise fail(self.path, f"no run {run_id}")
         return run_id
 
+    def last_run_of(self, target: str) -> int | None:
+        """The id of the newest run recorded for ``target`` (tdrun's PATHs as typed), or None."""
+        return self._query("SELECT MAX(id) AS id FROM runs WHERE target = ?", (target,))[0]["id"]
+
     def get_run(self, run_id: int | str) -> dict[str, Any]:
         """One run with its graph, state, argv, tags and tasks (in start order).
 
@@ -227,6 +231,8 @@ class HistoryStore:
         run["state"] = _dict(_loads(row["state"], {}))
         #: the always tasks a forced stop left unrun (empty for files from before schema 3)
         run["teardown_not_run"] = _str_list(_loads(row["teardown_not_run"], []))
+        #: the state checker's findings; None when the run was not checked (or before schema 4)
+        run["state_findings"] = _findings(_loads(row["state_findings"], None))
         tasks = [{k: _TASK_TYPES[k](v) for k, v in task.items()} for task in self._query(
             f"SELECT {self._cols('tasks', _TASK_FIELDS)} FROM tasks WHERE run_id = ?", (rid,))]
         for task in tasks:
@@ -243,6 +249,15 @@ class HistoryStore:
         tasks.sort(key=lambda t: (t["started_at"] is None, t["started_at"] or 0.0, t["seq"]))
         run["tasks"] = tasks
         return run
+
+
+def _findings(value: Any) -> list[dict[str, Any]] | None:
+    if not isinstance(value, list):
+        return None
+    return [{"kind": _text(f.get("kind")) or "?", "key": _text(f.get("key")) or "?",
+             "tasks": _str_list(f.get("tasks")), "locked": f.get("locked") is True,
+             "static": f.get("static") is True, "message": _text(f.get("message")) or ""}
+            for f in value if isinstance(f, dict)]
 
 
 def _loads(text: Any, default: Any) -> Any:
@@ -308,7 +323,7 @@ _RUN_TYPES = {
     "status": _text, "passed": _count, "failed": _count, "skipped": _count, "cancelled": _count,
     "total": _count, "duration": _number, "workers": _whole, "host": _text, "pid": _whole,
     "heartbeat": _epoch, "run_uuid": _text, "argv": _same, "tags": _same, "graph": _same,
-    "state": _same, "teardown_not_run": _same,
+    "state": _same, "teardown_not_run": _same, "state_findings": _same,
 }
 _TASK_TYPES = {
     "seq": _count, "name": lambda v: _text(v) or "?", "status": lambda v: (_text(v) or "?").upper(),

@@ -271,6 +271,21 @@ def render_report(run: Mapping[str, Any]) -> str:
             f"{escape(teardown_heading(left_behind))}</h2><p>The run was stopped without "
             "waiting: these <code>always</code> tasks never started or were cut short.</p></section>"
         )
+    findings = run.get("state_findings")
+    if findings:  # recorded with --check-state
+        out.append(
+            f"<section id=state-check class=alarm><h2>State check: {len(findings)} finding"
+            f"{'s' if len(findings) != 1 else ''}</h2><p>Tasks that touch the same state key "
+            "without a declared order: the run's outcome depends on timing.</p><table><thead><tr>"
+            "<th>finding</th><th>key</th><th>tasks</th><th>what to do</th></tr></thead><tbody>"
+            + "".join(f"<tr><td>{escape(f['kind'])}</td><td class=name>{escape(f['key'])}</td>"
+                      f"<td class=name>{escape(' / '.join(f['tasks']))}</td>"
+                      f"<td class=detail>{escape(f['message'])}</td></tr>" for f in findings)
+            + "</tbody></table></section>"
+        )
+    elif findings is not None:
+        out.append("<section id=state-check><h2>State check</h2>"
+                   "<p class=empty>No findings: no two unordered tasks touched the same state key.</p></section>")
     if status == "interrupted" and missing:
         out.append(
             '<section id=interrupted><h2>Interrupted</h2><p>The run stopped before these '

@@ -239,6 +239,7 @@ class RunOptions:
     workers: int
     tags: tuple[str, ...] = ()
     skip_dependents: bool = True
+    check_state: bool = False
 
 
 #: the web UI's phase names for the shared model's (the page keys its buttons on them)
@@ -310,6 +311,8 @@ class LiveRun:
                 self.summary["counts"] = {s: len(summary[s]) for s in (
                     "passed", "failed", "skipped", "cancelled")}
                 self.summary["teardown_not_run"] = list(summary.get("teardown_not_run", []))
+                findings = summary.get("state_findings")
+                self.summary["state_findings"] = None if findings is None else list(findings)
             ring = self._due_waiters()
         for waiter in ring:
             waiter.ring()
@@ -468,7 +471,8 @@ class RunManager:
             raise UsageError(f"no task has the tags {','.join(options.tags)!r}")
         state, sources = workspace.build_run_state()
         scheduler = Scheduler(workers=options.workers, state=state,
-                              skip_dependents=options.skip_dependents, capture=True)
+                              skip_dependents=options.skip_dependents, capture=True,
+                              check_state=options.check_state)
         try:
             collection.graph()
         except GraphError as exc:
@@ -491,7 +495,8 @@ class RunManager:
                 "module": str(split_target(target)[0]), "target": target,
                 "argv": ["tdrun", "ui", target, f"--workers={options.workers}"]
                 + ([f"--tags={','.join(options.tags)}"] if options.tags else [])
-                + ([] if options.skip_dependents else ["--no-skip-deps"]) + workspace.state_argv(),
+                + ([] if options.skip_dependents else ["--no-skip-deps"])
+                + (["--check-state"] if options.check_state else []) + workspace.state_argv(),
                 "tags": list(options.tags), "workers": options.workers, "state": state,
             }
             recorder = self.recorder_factory(scheduler, run_info)
@@ -557,12 +562,12 @@ class RunManager:
 
 
 def parse_run_options(params: Any) -> RunOptions:
-    """Check the body of a start request: workers, tags, skip_dependents."""
+    """Check the body of a start request: workers, tags, skip_dependents, check_state."""
     if params is None:
         params = {}
     if not isinstance(params, dict):
         raise UsageError("run options must be a JSON object")
-    unknown = sorted(set(params) - {"workers", "tags", "skip_dependents"})
+    unknown = sorted(set(params) - {"workers", "tags", "skip_dependents", "check_state"})
     if unknown:
         raise UsageError(f"unknown run option {unknown[0]!r}")
     workers = params.get("workers", default_workers)
@@ -579,4 +584,7 @@ def parse_run_options(params: Any) -> RunOptions:
     skip = params.get("skip_dependents", True)
     if not isinstance(skip, bool):
         raise UsageError(f"skip_dependents must be true or false, not {skip!r}")
-    return RunOptions(workers=workers, tags=tags, skip_dependents=skip)
+    check = params.get("check_state", False)
+    if not isinstance(check, bool):
+        raise UsageError(f"check_state must be true or false, not {check!r}")
+    return RunOptions(workers=workers, tags=tags, skip_dependents=skip, check_state=check)

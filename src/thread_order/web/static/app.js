@@ -485,6 +485,7 @@ async function startRun() {
     workers: Number($("run-workers").value),
     tags: $("run-tags").value.trim(),
     skip_dependents: $("run-skip").checked,
+    check_state: $("run-check-state").checked,
   };
   $("run-button").disabled = true;
   try {
@@ -535,6 +536,15 @@ function failedNames(live) {
 
 function teardownNotRun(live) {
   return live.teardown_not_run || (live.summary && live.summary.teardown_not_run) || [];
+}
+
+// the state checker's findings (--check-state); nothing when the run was not checked
+function stateFindings(findings, id) {
+  if (!findings) return null;
+  if (!findings.length) return h("div", { class: "state-findings ok", id }, "state check: no findings");
+  return h("div", { class: "error-panel state-findings", id },
+    h("p", { class: "error-message" }, `state check: ${findings.length} finding${findings.length === 1 ? "" : "s"}`),
+    h("ul", {}, findings.map((f) => h("li", {}, h("b", {}, `${f.kind}: `), f.message))));
 }
 
 function teardownHeading(names) {
@@ -691,7 +701,8 @@ function renderLive() {
   if (done) {
     sum.hidden = false;
     const interrupted = !!(live.summary && live.summary.interrupted);
-    sum.classList.toggle("bad", live.phase === "error" || !!live.counts.FAILED);
+    const findings = (live.summary && live.summary.state_findings) || [];
+    sum.classList.toggle("bad", live.phase === "error" || !!live.counts.FAILED || findings.length > 0);
     sum.classList.toggle("warn", interrupted && !live.counts.FAILED);
     const parts = [live.error || (live.summary ? live.summary.text : "finished")];
     if (interrupted) parts.push("· the run was cancelled");
@@ -702,7 +713,8 @@ function renderLive() {
       live.history_error ? h("span", { class: "muted" }, ` ${live.history_error}`) : null,
       failed.length ? h("span", { class: "failed-names" },
         `failed: ${failed.slice(0, 10).join(", ")}${failed.length > 10 ? ` and ${failed.length - 10} more` : ""}`) : null,
-      leftBehind.length ? h("span", { class: "teardown-not-run" }, teardownHeading(leftBehind)) : null);
+      leftBehind.length ? h("span", { class: "teardown-not-run" }, teardownHeading(leftBehind)) : null,
+      stateFindings(live.summary && live.summary.state_findings, "run-state-findings"));
   } else {
     sum.hidden = true;
   }
@@ -893,6 +905,7 @@ async function showHistoryRun(id) {
         t.output ? h("details", {}, h("summary", {}, "captured output"), h("pre", { class: "trace output", text: t.output })) : null))) : null,
     (run.teardown_not_run || []).length ? h("div", { class: "error-panel", id: "history-teardown-not-run" },
       h("p", { class: "error-message" }, teardownHeading(run.teardown_not_run))) : null,
+    stateFindings(run.state_findings, "history-state-findings"),
     h("div", { class: "card", id: "history-state" }, h("div", { class: "card-head" }, h("h3", {}, "Initial state"),
       h("span", { class: "muted" }, "as recorded: secrets redacted")),
       Object.keys(run.state || {}).length

@@ -3,22 +3,26 @@
 The first row is issue 8's: what a HistoryRecorder attached to a bare
 scheduler run (attach + start + finish: the run is not recorded until
 finish() returns) adds per task, against the same run without. A run also
-pays a fixed cost whatever its size (opening the file, the run row's commit,
-the writer thread, the WAL checkpoint when the file is closed), which, divided
-by the number of tasks, would pass for a per-task cost that shrinks as runs
-grow. So the per-task cost is the slope between two run sizes (10,000 and
-30,000 tasks): ``(added at 30,000 - added at 10,000) / 20,000``; the fixed
-cost, what is left at 10,000, is a row of its own, and so is their sum over a
-run of 10,000. The per-task cost is also given in CPU time (every thread of
-the process), which other load on a shared machine inflates far less than
-wall-clock time. Another row shows what one do-nothing queueing subscriber
-costs the engine by itself (its slope): the part of the first that is the
-event stream's, not the store's. The last is tdrun's ``main()`` in this
-process (collect, run, summary; output to /dev/null) with ``--history PATH``
-vs ``--no-history``. Variants and sizes run interleaved, in alternating
-order; a variant's value in a repeat is its best of ``BEST_OF`` runs, and each
-row is the median of the per-repeat values with their min-max, because the
-machine is shared and noisy.
+pays a cost whatever its size (opening the file, the run row's commit, the
+writer thread), which, divided by the number of tasks, would pass for a
+per-task cost that shrinks as runs grow. So the per-task cost is the slope
+between two run sizes (10,000 and 30,000 tasks): ``(added at 30,000 - added
+at 10,000) / 20,000``; the fixed cost, what is left at 10,000, is a row of its
+own, and so is their sum over a run of 10,000.
+
+The per-task cost is measured in CPU time (every thread of the process: the
+run's, and the recorder's writer with SQLite's work in it), its wall-clock
+slope beside it. The run is bound by the GIL, so its CPU time is about what it
+takes on an idle machine (SQLite's share, outside the GIL, may even overlap the
+run); on a loaded, shared one the wall-clock difference of four timings
+measures the neighbours more than the recorder. Another row shows what one
+do-nothing queueing subscriber costs the engine by itself (its CPU slope): the
+part of the first that is the event stream's, not the store's. The last is
+tdrun's ``main()`` in this process (collect, run, summary; output to
+/dev/null) with ``--history PATH`` vs ``--no-history``. Variants and sizes run
+interleaved, in alternating order; a variant's value in a repeat is its best
+of ``BEST_OF`` runs, and each row is the median of the per-repeat values with
+their min-max, because the machine is shared and noisy.
 """
 
 from __future__ import annotations
@@ -193,17 +197,16 @@ def print_table(times, extra):
           f"(min-max), each the best of {BEST_OF} runs; per task: the slope between runs of {small:,} "
           f"and {large:,} tasks")
     print(f"{'case':<62} {'median':>9} {'min-max':>15} {'target':>9}  ok")
+    cpu = extra["cpu"]
     rows = [
-        ("what recording history adds to a bare run, per task", slope_us(times, "recorded"),
+        ("what recording history adds to a bare run, per task (CPU)", slope_us(cpu, "recorded"),
          "us", TARGET_US),
+        ("  the same in wall-clock time", slope_us(times, "recorded"), "us", None),
         ("what recording history adds to a run, whatever its size", fixed_ms(times, "recorded"),
          "ms", None),
         (f"  the two over a run of {small:,} tasks, per task",
          [a / small * 1e6 for a in added(times, "recorded", small)], "us", None),
-        ("  per task in CPU time (every thread, whatever else runs)", slope_us(extra["cpu"], "recorded"),
-         "us", None),
-        ("  of the per-task cost, the engine's event stream (a listener)",
-         slope_us(times, "listener"), "us", None),
+        ("  of the per-task cost, the engine's event stream (CPU)", slope_us(cpu, "listener"), "us", None),
         ("tdrun main(), history on vs off (ratio)",
          [on / off for on, off in zip(times["tdrun on"], times["tdrun off"])], "x", TARGET),
     ]

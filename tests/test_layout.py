@@ -1,8 +1,8 @@
 """The package's layout rules, read from the code's own imports.
 
 The engine sits at the centre and imports only itself and the standard
-library; every front-end (cli, history, report, trace, web) may use the engine and
-the shared modules, but reaches another front-end only through that
+library; every front-end (cli, history, report, trace, web, pytest_plugin) may use
+the engine and the shared modules, but reaches another front-end only through that
 front-end's package face (``thread_order.history``, never
 ``thread_order.history.store``); nothing imports in a circle.
 """
@@ -17,7 +17,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "thread_order"
 ENGINE = "thread_order.engine"
-FRONT_ENDS = ("cli", "history", "report", "trace", "web")
+FRONT_ENDS = ("cli", "history", "report", "trace", "web", "pytest_plugin")
 #: small named modules the front-ends share; they see only the engine
 SHARED = ("thread_order.theme", "thread_order.runview")
 MAX_LINES = 600

@@ -107,6 +107,10 @@ def test_scheduler_signatures_follow_the_published_api():
         ("setup_logging", "POSITIONAL_OR_KEYWORD", False),
         ("verbose", "POSITIONAL_OR_KEYWORD", False),
         ("capture", "POSITIONAL_OR_KEYWORD", True),
+        # thread-order 1.x's logging keywords (add_file_handler: 1.x's default was True)
+        ("add_stream_handler", "POSITIONAL_OR_KEYWORD", True),
+        ("add_file_handler", "POSITIONAL_OR_KEYWORD", False),
+        ("highlights", "POSITIONAL_OR_KEYWORD", None),
         ("check_state", "KEYWORD_ONLY", False),
         ("first", "KEYWORD_ONLY", None),
     ]

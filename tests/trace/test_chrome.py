@@ -59,7 +59,16 @@ def events(trace, ph):
 
 
 def slices_by_name(trace):
-    return {e["name"]: e for e in events(trace, "X")}
+    """Each task's slice of its last attempt."""
+    return {e["name"]: e for e in events(trace, "X") if e["cat"] == "task"}
+
+
+def first_slices(trace):
+    """Each task's slice of its first attempt."""
+    out = {}
+    for e in sorted(events(trace, "X"), key=lambda e: e["args"]["attempt"], reverse=True):
+        out[e["name"]] = e
+    return out
 
 
 # --------------------------------------------------------------------------- the format
@@ -106,9 +115,11 @@ def test_a_slice_per_task_that_ran_with_its_status_attempts_and_error(trace, rec
     _, run = recorded
     slices = slices_by_name(trace)
     assert set(slices) == {"left", "right", "flaky", "broken", "joined", "teardown"}
-    assert slices["broken"]["args"] == {"status": "FAILED", "attempts": 1, "thread": slices["broken"]["args"]["thread"],
+    assert slices["broken"]["args"] == {"status": "FAILED", "attempt": 1, "attempts": 1,
+                                        "thread": slices["broken"]["args"]["thread"],
                                         "error_type": "RuntimeError", "error": "broken on purpose"}
     assert slices["flaky"]["args"]["status"] == "PASSED" and slices["flaky"]["args"]["attempts"] == 2
+    assert slices["flaky"]["args"]["attempt"] == 2
     assert slices["teardown"]["args"]["status"] == "PASSED"
     tasks = {t["name"]: t for t in run["tasks"]}
     origin = min(t["started_at"] for t in run["tasks"] if t["started_at"]) - slices["left"]["ts"] / 1e6
@@ -116,6 +127,28 @@ def test_a_slice_per_task_that_ran_with_its_status_attempts_and_error(trace, rec
         assert e["cat"] == "task"
         assert e["dur"] == pytest.approx(tasks[name]["duration"] * 1e6, abs=50)
         assert e["ts"] == pytest.approx((tasks[name]["started_at"] - origin) * 1e6, abs=1)
+
+
+def test_a_slice_per_attempt_of_a_retried_task(trace, recorded):
+    _, run = recorded
+    flaky = sorted((e for e in events(trace, "X") if e["name"] == "flaky"), key=lambda e: e["ts"])
+    assert [e["args"]["attempt"] for e in flaky] == [1, 2]
+    first, last = flaky
+    assert first["cat"] == "task,retried" and last["cat"] == "task"
+    assert first["args"] == {"status": "FAILED", "attempt": 1, "attempts": 2, "retried": True,
+                             "thread": first["args"]["thread"], "error_type": "ConnectionError",
+                             "error": "try 1 refused"}
+    assert first["ts"] + first["dur"] <= last["ts"]
+    (earlier,) = next(t for t in run["tasks"] if t["name"] == "flaky")["earlier_attempts"]
+    assert earlier["attempt"] == 1 and earlier["error"] == "try 1 refused"
+    assert "ConnectionError: try 1 refused" in earlier["traceback"]
+    assert first["dur"] == pytest.approx(earlier["duration"] * 1e6, abs=50)
+    # between the two: the retry's wait, on the track of the attempt it ends at
+    (begin,) = [e for e in events(trace, "b") if e["name"] == "retry: flaky"]
+    (end,) = [e for e in events(trace, "e") if e["name"] == "retry: flaky" and e["id"] == begin["id"]]
+    assert begin["ts"] == pytest.approx(first["ts"] + first["dur"], abs=0.002)
+    assert end["ts"] == last["ts"] and end["tid"] == begin["tid"] == last["tid"]
+    assert begin["args"]["from"] == "the end of attempt 1"
 
 
 def test_skipped_tasks_are_instants_on_the_not_run_track_with_their_reason(trace):
@@ -155,8 +188,8 @@ def test_flow_arrows_pair_up_along_the_dependency_edges(trace, recorded):
         assert f["bp"] == "e"
         dep, task = s["args"]["from"], s["args"]["to"]
         seen.add((dep, task))
-        a, b = slices[dep], slices[task]
-        # each end lies inside its slice, on that slice's track, so the viewer binds it there
+        a, b = slices[dep], first_slices(trace)[task]
+        # each end lies (the arrow ends at the first attempt of the task it released) inside its slice, on that slice's track, so the viewer binds it there
         assert s["tid"] == a["tid"] and a["ts"] <= s["ts"] <= a["ts"] + a["dur"]
         assert f["tid"] == b["tid"] and b["ts"] <= f["ts"] <= b["ts"] + b["dur"]
         assert s["ts"] <= f["ts"]
@@ -165,9 +198,9 @@ def test_flow_arrows_pair_up_along_the_dependency_edges(trace, recorded):
 
 def test_the_wait_before_each_task_ends_at_its_start(trace, recorded):
     _, run = recorded
-    slices = slices_by_name(trace)
-    begins = {e["id"]: e for e in events(trace, "b")}
-    finishes = {e["id"]: e for e in events(trace, "e")}
+    slices = first_slices(trace)
+    begins = {e["id"]: e for e in events(trace, "b") if e["name"].startswith("wait: ")}
+    finishes = {e["id"]: e for e in events(trace, "e") if e["name"].startswith("wait: ")}
     assert set(begins) == set(finishes) and len(begins) == len(slices)
     upstream = defaultdict(list)
     for a, b in run["graph"]["edges"]:
@@ -178,13 +211,17 @@ def test_the_wait_before_each_task_ends_at_its_start(trace, recorded):
         task = b["name"].removeprefix("wait: ")
         assert e["ts"] == slices[task]["ts"] and b["ts"] <= e["ts"]
         assert b["args"]["waited_ms"] == pytest.approx((e["ts"] - b["ts"]) / 1000, abs=0.002)
-        deps = [slices[d] for d in upstream[task] if d in slices]
-        if deps:
-            assert b["ts"] == pytest.approx(max(d["ts"] + d["dur"] for d in deps), abs=0.002)
+        # a dependency that ran ends with its last slice; one that never ran (skipped) at the
+        # moment that was decided, its instant on the "not run" track
+        decided = {e["name"]: e["ts"] for e in events(trace, "i")}
+        dep_ends = [slices_by_name(trace)[d]["ts"] + slices_by_name(trace)[d]["dur"] if d in slices
+                    else decided[d] for d in upstream[task] if d in slices or d in decided]
+        if dep_ends:
+            assert b["ts"] == pytest.approx(min(max(dep_ends), e["ts"]), abs=0.002)
         else:
             assert b["args"]["from"] == "the start of the run"
     flaky = next(b for b in begins.values() if b["name"] == "wait: flaky")
-    assert "earlier attempts" in flaky["args"]["note"]
+    assert "note" not in flaky["args"]  # it ends at the first attempt now the history has it
 
 
 # --------------------------------------------------------------------------- the command

@@ -147,7 +147,11 @@ def test_demo_load_set_state_run_live_and_open_in_history(page, server):
     page.wait_for_selector("#history-detail .timeline svg")
     assert page.locator("#history-detail .detail-head .pill").inner_text() == "PASSED"
     assert page.locator("#history-detail .graph g.node[data-status=PASSED]").count() == DEMO_TASKS
-    assert page.locator("#history-detail .timeline rect.bar[data-task]").count() == DEMO_TASKS
+    bars = "#history-detail .timeline rect.bar[data-task]"
+    # a bar per task, plus one per earlier attempt of a retried task (the demo's verify polls)
+    assert page.locator(f'{bars}:not([data-task*="(attempt "])').count() == DEMO_TASKS
+    retried = page.locator(f'{bars}[data-task*="(attempt "]')
+    assert retried.count() == page.locator(f'{bars}[data-task*="(attempt "][data-status=FAILED]').count()
     shot(page, "5-history-run")
 
     page.click("text=← all runs")
@@ -383,7 +387,8 @@ def test_a_failed_run_names_its_failures_above_the_fold_with_threads_and_reasons
     run_id = page.evaluate("() => location.hash").rsplit("/", 1)[-1]
     assert download.suggested_filename == f"tdrun-trace-{run_id}.json"
     trace = json.loads(Path(download.path()).read_text(encoding="utf-8"))
-    failed = [e for e in trace["traceEvents"] if e["ph"] == "X" and e["args"]["status"] == "FAILED"]
+    failed = [e for e in trace["traceEvents"]  # the tasks' last attempts (a poll may retry)
+              if e["ph"] == "X" and e["cat"] == "task" and e["args"]["status"] == "FAILED"]
     assert [e["name"] for e in failed] == ["create_subnet_a"]
     # the same run's HTML report, as the History's button opens it
     page.goto(page.evaluate("() => document.querySelector('#history-detail a.button:not([download])').href"))
@@ -468,3 +473,40 @@ def test_a_directory_loads_as_a_suite_showing_modules_and_cases(page, tmp_path):
     wait_finished(page)
     assert counter(page, "PASSED") == 3
     assert recent(page, re.escape("compute/vms::create_vm[us]")).count() == 1
+
+
+def test_a_retried_task_shows_each_attempt_in_the_history(page, tmp_path):
+    module = tmp_path / "retry.py"
+    module.write_text(
+        "from thread_order import mark\n\n"
+        "TRIES = []\n\n"
+        "@mark(retries=2)\n"
+        "def flaky(state):\n"
+        "    TRIES.append(1)\n"
+        "    if len(TRIES) < 3:\n"
+        "        raise ConnectionError(f'try {len(TRIES)} refused')\n\n"
+        "@mark(retries=1)\n"
+        "def broken(state):\n"
+        "    raise RuntimeError('always broken')\n")
+    load_and_wait(page, str(module))
+    page.click("a[data-tab=run]")
+    page.click("#run-button")
+    wait_finished(page)
+    page.click("#run-summary a")
+    page.wait_for_selector("#history-detail .timeline svg")
+    # a bar per earlier attempt on the timeline
+    bars = page.eval_on_selector_all("#history-detail .timeline rect.bar[data-task]",
+                                     "els => els.map(e => e.dataset.task).sort()")
+    assert bars == ["broken", "broken (attempt 1)", "flaky", "flaky (attempt 1)", "flaky (attempt 2)"]
+    # the failed task: its earlier attempt under its failure, with its error and traceback
+    failure = page.locator("#failures .failure", has=page.locator("h4", has_text="broken"))
+    attempt = failure.locator(".earlier-attempts details.attempt")
+    assert attempt.count() == 1
+    assert "attempt 1" in attempt.inner_text() and "RuntimeError: always broken" in attempt.inner_text()
+    attempt.locator("summary").click()
+    assert "raise RuntimeError('always broken')" in attempt.locator("pre.trace").inner_text()
+    # the task that passed in the end: its attempts in the table
+    tries = page.locator("#history-detail .earlier-attempts", has_text="try 1 refused")
+    assert tries.count() == 1
+    assert re.search(r"attempt 2\s+failed.*ConnectionError: try 2 refused", tries.inner_text(), re.I | re.S)
+    shot(page, "16-history-retried-attempts")

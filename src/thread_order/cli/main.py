@@ -25,7 +25,7 @@ from .graphfmt import FORMATS, format_graph, static_note, task_list
 from ..engine.model import parse_tags
 from ..engine.scheduler import Scheduler, default_workers
 
-__all__ = ["main", "console_main", "build_parser", "SUBCOMMANDS", "EXIT_CODES"]
+__all__ = ["main", "console_main", "build_parser", "parse_set_values", "SUBCOMMANDS", "EXIT_CODES"]
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INTERNAL, EXIT_USAGE, EXIT_NO_TASKS = range(6)
 EXIT_CODES = {
@@ -156,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     rerun.add_argument("--failed-first", action="store_true",
                        help="run every task, starting first those the last recorded run of this "
                             "target did not pass")
+    tracing = p.add_argument_group("tracing")
+    tracing.add_argument("--otel", action="store_true",
+                         help="export the run live as OpenTelemetry spans, configured by the OTEL_* "
+                              "variables (needs thread-order[otel]); honours TRACEPARENT")
     p.add_argument("--version", action="version", version=f"tdrun {__version__}")
     return p
 
@@ -193,12 +197,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str], dic
             raise UsageError(f"unknown option '--{key}': did you mean {near}? (to set state[{key!r}], "
                              f"use --set {key}=VALUE)")
         values[_state_key(f"--{key}", key)] = value
-    for item in args.set_values:
-        key, eq, value = item.partition("=")
-        if not eq or not _STATE_KEY.match(key):
-            raise UsageError(f"--set {item!r}: expected KEY=VALUE, KEY made of letters, digits, "
-                             "'_', '.' or '-'")
-        values[_state_key(f"--set {key}", key)] = value
+    values.update(parse_set_values(args.set_values))
     if not args.targets and not args.show_config:
         raise UsageError("missing PATH: give a task module, module.py::task or a directory")
     args.target = " ".join(args.targets)
@@ -218,6 +217,22 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str], dic
         if path:
             _check_report_folder(option, path)
     return args, values, results
+
+
+def parse_set_values(items: list[str], option: str = "--set") -> dict[str, str]:
+    """The state values of ``--set KEY=VALUE`` options (strings, the last one wins).
+
+    Raises:
+        UsageError: not ``KEY=VALUE``, a key of other characters, or a reserved key.
+    """
+    values: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not _STATE_KEY.match(key):
+            raise UsageError(f"{option} {item!r}: expected KEY=VALUE, KEY made of letters, digits, "
+                             "'_', '.' or '-'")
+        values[_state_key(f"{option} {key}", key)] = value
+    return values
 
 
 def _state_key(option: str, key: str) -> str:
@@ -343,6 +358,10 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO) -> int:
     except SystemExit as exc:  # --help and --version print and exit 0
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     rows = apply_config(args, config, argv, parse_args)
+    if args.otel:
+        from ..trace import require_otel
+
+        require_otel()  # the extra missing is one line and exit 4, before any module is imported
     if args.show_config:
         out.write(show_config(rows, config))
         return EXIT_OK
@@ -438,6 +457,10 @@ def _run_observers(args: argparse.Namespace) -> list[Any]:
     recorder = history_observer(args.history, args.no_history, args.html_report)
     if recorder is not None:
         observers.append(recorder)
+    if args.otel:
+        from ..trace import OtelObserver
+
+        observers.append(OtelObserver())
     return observers
 
 

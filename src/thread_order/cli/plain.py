@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -12,6 +13,7 @@ from typing import Any, Callable, Iterable, TextIO
 
 from rich.console import Console
 from rich.rule import Rule
+from rich.style import Style
 from rich.text import Text
 
 from ..engine.events import Event, EventKind
@@ -187,8 +189,20 @@ def log_text(line: str, levelname: str, highlights: Iterable[tuple[re.Pattern, s
         if start >= 0:
             text.stylize(style, start, start + len(levelname))
     for pattern, color in highlights:
-        text.highlight_regex(pattern, style=color)
+        text.highlight_regex(pattern, style=highlight_style(color))
     return text
+
+
+@functools.lru_cache(maxsize=256)
+def highlight_style(color: str) -> Style | str:
+    """A highlight colour as rich draws it: ANSI escapes (what colorama's ``Fore.RED +
+    Style.BRIGHT`` gives, as thread-order 1.x modules return them) become the style they
+    set; anything else is a rich style already (``"bold red"``)."""
+    if "\x1b" not in color:
+        return color
+    spans = Text.from_ansi(color + " ").spans
+    return Style.combine(span.style if isinstance(span.style, Style) else Style.parse(span.style)
+                         for span in spans) if spans else ""
 
 
 class LineLogHandler(logging.Handler):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
-from typing import Any
+from typing import Any, Iterable
 
+from .compat import HighlightFormatter, colors_wanted
 from .events import EventKind
 
 __all__ = ["OutputCapture", "ThreadProxyLogger", "configure_logging", "log_task_failures"]
@@ -137,10 +139,14 @@ class ThreadProxyLogger:
 _HANDLER_FLAG = "_thread_order_handler"
 
 
-def configure_logging(verbose: bool = False, stream: Any = None) -> logging.Handler:
+def configure_logging(verbose: bool = False, stream: Any = None,
+                      highlights: Iterable[tuple[re.Pattern, str]] = ()) -> logging.Handler:
     """Send log records to ``stream`` (stderr) as ``time LEVEL [thread] message``.
 
-    Sets the root level to DEBUG when ``verbose`` else INFO. Idempotent: a
+    Sets the root level to DEBUG when ``verbose`` else INFO, and the handler's too (a
+    logger set to DEBUG itself, such as a per-thread file's, stays quiet here). On a
+    terminal, what each ``(regex, colour)`` of ``highlights`` matches is coloured (ANSI
+    escapes, as colorama gives them, or names such as ``"bold red"``). Idempotent: a
     second call replaces the handler the first one added.
     """
     root = logging.getLogger()
@@ -149,9 +155,13 @@ def configure_logging(verbose: bool = False, stream: Any = None) -> logging.Hand
             root.removeHandler(handler)
     handler = logging.StreamHandler(stream if stream is not None else sys.__stderr__)
     setattr(handler, _HANDLER_FLAG, True)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)-7s [%(threadName)s] %(message)s", "%H:%M:%S")
-    )
+    fmt, datefmt = "%(asctime)s %(levelname)-7s [%(threadName)s] %(message)s", "%H:%M:%S"
+    highlights = list(highlights)
+    if highlights and colors_wanted(handler.stream):
+        handler.setFormatter(HighlightFormatter(fmt, datefmt, highlights))
+    else:
+        handler.setFormatter(logging.Formatter(fmt, datefmt))
+    handler.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     return handler

@@ -49,6 +49,8 @@ class RunOptions:
     capture: bool = True
     #: names of tasks to start before any other ready task (tdrun --failed-first)
     first: frozenset | None = None
+    #: entered on the worker thread around each attempt (engine/context.py), or None
+    task_context: Any = None
 
 
 class Run(LaneMethods, InterruptMethods):

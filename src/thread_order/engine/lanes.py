@@ -99,6 +99,7 @@ class LaneMethods:
         state_lock = self.state_lock
         results = self.results
         capture = self.s.capture
+        context = self.s.task_context  # None unless a front-end wraps each attempt
         buffers = OutputCapture.buffers  # this thread touches only its own slot
         mine: list[str] = []  # this lane's capture buffer, emptied after each task
         ident = threading.get_ident()
@@ -145,7 +146,11 @@ class LaneMethods:
             started = wall()
             t0 = perf()
             try:
-                value = fns[idx](state) if opts.with_state else fns[idx]()
+                if context is None:
+                    value = fns[idx](state) if opts.with_state else fns[idx]()
+                else:
+                    with context(names[idx], job.attempt):
+                        value = fns[idx](state) if opts.with_state else fns[idx]()
                 if type(value) is CoroutineType:  # an async function called, never awaited
                     value.close()
                     value = None

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import threading
 from types import FunctionType
 from typing import Any, Callable, Iterable
 
 from .capture import configure_logging, log_task_failures
+from .compat import add_thread_log_files, check_highlights
+from .context import TaskContexts
 from .dispatch import Run, RunOptions
 from .errors import DuplicateTaskError
 from .events import Event, EventKind, EventStream
@@ -100,6 +103,14 @@ class Scheduler:
             each failed task (ERROR) and each failed attempt that is retried (WARNING).
         verbose: with ``setup_logging``, log at DEBUG instead of INFO.
         capture: collect each task's stdout, stderr and log records into its record.
+        add_stream_handler: with ``setup_logging``, log to stderr (1.x's keyword; False
+            leaves stderr alone, for programs drawing their own display).
+        add_file_handler: with ``setup_logging``, also write one log file per thread,
+            ``<script>_thread_N.log`` in the current directory, as 1.x did (its default was
+            True; here it is False).
+        highlights: ``[(compiled regex, colour), ...]``: on a terminal, the stderr lines
+            colour what each regex matches; colours are ANSI escapes (colorama's
+            ``Fore.RED + Style.BRIGHT``) or names such as ``"bold red"``.
         check_state: note which state keys each task reads and writes, and report the
             ordering bugs that shows (``summary['state_findings']``; see statecheck.py).
         first: names of tasks to start before the others whenever several are ready
@@ -108,7 +119,8 @@ class Scheduler:
     Raises:
         TypeError: ``workers`` is not an integer, ``state`` not a dict, or one of the keys the
             engine owns holds the wrong thing: ``state['_state_lock']`` must be a lock and
-            ``state['results']`` (with ``store_results``) a dict.
+            ``state['results']`` (with ``store_results``) a dict; ``highlights`` is not a
+            list of (compiled regex, string) pairs.
         ValueError: ``workers`` is less than 1.
     """
 
@@ -122,6 +134,9 @@ class Scheduler:
         setup_logging: bool = False,
         verbose: bool = False,
         capture: bool = True,
+        add_stream_handler: bool = True,
+        add_file_handler: bool = False,
+        highlights: list[tuple[Any, str]] | None = None,
         *,
         check_state: bool = False,
         first: Iterable[str] | None = None,
@@ -147,8 +162,17 @@ class Scheduler:
             self.state.setdefault("results", {})
         self.state_lock = _checked_state(self.state, store_results)
         self.events = EventStream()
+        self._task_contexts = TaskContexts()
+        if highlights is not None:
+            highlights = check_highlights(highlights)
         if setup_logging:
-            configure_logging(verbose=verbose)
+            if add_stream_handler:
+                configure_logging(verbose=verbose, highlights=highlights or ())
+            else:
+                logging.getLogger().setLevel(logging.DEBUG if verbose else logging.INFO)
+            if add_file_handler:
+                add_thread_log_files([threading.current_thread().name]
+                                     + [f"thread_{i}" for i in range(workers)])
             log_task_failures(self.events)
 
         # the registered tasks, by position: name -> position, and per position its callable,
@@ -306,6 +330,17 @@ class Scheduler:
         """
         return self.events.subscribe(fn, kinds or None)
 
+    def add_task_context(self, factory: Callable[[str, int], Any]) -> Callable[[], None]:
+        """Enter ``factory(name, attempt)`` (a context manager, or None) around each attempt.
+
+        Entered and left on the worker thread running the attempt, just around the task's
+        call, so whatever it sets (a tracing span made current, a context variable) is
+        what the task sees; its ``__exit__`` gets the task's exception. Errors in it are
+        logged and never change the task's outcome. Takes effect from the next ``start()``.
+        Returns a function that removes it.
+        """
+        return self._task_contexts.add(factory)
+
     def _callback(self, kind: EventKind, adapt: Callable[[Event], tuple], fn, args, kwargs):
         if not callable(fn):
             raise TypeError(f"callback {fn!r} is not callable")
@@ -370,6 +405,10 @@ class Scheduler:
         copy.pop("_state_lock", None)
         return copy
 
+    def sanitize_state(self) -> dict:
+        """:attr:`sanitized_state` as a method, the name thread-order 1.x gave it."""
+        return self.sanitized_state
+
     def start(self) -> dict:
         """Run every registered task and return the run summary.
 
@@ -383,7 +422,8 @@ class Scheduler:
             if self._run is not None:
                 raise RuntimeError("start: this scheduler is already running")
             options = RunOptions(self.workers, self.store_results, self.clear_results_on_start,
-                                 self.skip_dependents, self.capture, first=self.first)
+                                 self.skip_dependents, self.capture, first=self.first,
+                                 task_context=self._task_contexts.combined())
             # no copies: registration only appends, and the run reads the first len(graph) entries,
             # so a task registered while this run goes on belongs to the next run
             fns, task_options, checker = self._fns, self._options, None

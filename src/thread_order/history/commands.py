@@ -223,6 +223,8 @@ def _cmd_show(args, store: HistoryStore, out: _Out) -> int:
     out.line()
     tasks = run["tasks"]
     starts = [t["started_at"] for t in tasks if t["started_at"] is not None]
+    starts += [a["started_at"] for t in tasks for a in t.get("earlier_attempts") or ()
+               if a["started_at"] is not None]
     t0 = min(starts) if starts else None
     rows, styles = [], []
     for i, t in enumerate(tasks, 1):
@@ -235,6 +237,13 @@ def _cmd_show(args, store: HistoryStore, out: _Out) -> int:
                      f"+{format_seconds(t['started_at'] - t0)}" if ran and t0 is not None else "-",
                      _duration(t["duration"]) if ran else "-", t["attempts"], _one_line(detail)])
         styles.append(STATUS_COLORS.get(t["status"]))
+        for a in t.get("earlier_attempts") or ():  # a retried task: each attempt before its last
+            when = a["started_at"]
+            rows.append(["", f"  attempt {a['attempt']}", a["status"], a["thread"] or "-",
+                         f"+{format_seconds(when - t0)}" if when is not None and t0 is not None else "-",
+                         _duration(a["duration"]), "",
+                         _one_line(f"{a['error_type'] or 'error'}: {a['error'] or ''}")])
+            styles.append(STATUS_COLORS.get(a["status"]))
     if rows:
         out.table(["#", "task", "status", "thread", "start", "duration", "attempts", "error or reason"],
                   rows, styles, right=(0, 4, 5, 6))

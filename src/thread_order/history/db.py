@@ -46,7 +46,7 @@ from ..engine.errors import HistoryError
 log = logging.getLogger("thread_order")
 
 #: the schema this version writes; it reads every version up to this one
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: captured output (and tracebacks) longer than this many UTF-8 bytes are cut in the middle
 OUTPUT_CAP = 64 * 1024
 REDACTED = "***redacted***"
@@ -152,6 +152,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     (  # 3 -> 4: the state checker's findings (tdrun --check-state); NULL: the run was not checked
         "ALTER TABLE runs ADD COLUMN state_findings TEXT",
+    ),
+    (  # 4 -> 5: every attempt of a retried task; the one that ended it stays its tasks row
+        """CREATE TABLE task_attempts (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            thread TEXT,
+            started_at REAL,
+            finished_at REAL,
+            duration REAL NOT NULL DEFAULT 0,
+            error_type TEXT,
+            error TEXT,
+            traceback TEXT,
+            output TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX task_attempts_by_run ON task_attempts (run_id)",
     ),
 )
 

@@ -89,6 +89,7 @@ class HistoryRecorder:
         # TASK_FINISHED events: the dispatcher appends, the writer takes from the front (both
         # single list operations, atomic under the GIL); they do not wake the writer
         self._tasks: list[Event] = []
+        self._retried: list[Event] = []  # TASK_RETRYING events, taken the same way
         self._ending = False  # no more events will come: the writer stops waiting for windows
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
@@ -102,6 +103,7 @@ class HistoryRecorder:
         # what the next write transaction holds; kept until one commits
         self._batches: list[tuple] = []  # task_batches rows
         self._rows: list = []  # tasks rows, flattened
+        self._attempt_rows: list[tuple] = []  # task_attempts rows
         self._pending_tasks = 0
         self._final: dict[str, Any] = {}  # run row fields the run's end sets
         self._flushes: list[threading.Event] = []  # set once what came before them is committed
@@ -167,6 +169,8 @@ class HistoryRecorder:
         self._undo = [
             # bound C methods are the whole subscribers: nothing else runs on the dispatcher thread
             scheduler.subscribe(self._tasks.append, EventKind.TASK_FINISHED),
+            # an attempt that failed and is retried (rare): kept in task_attempts
+            scheduler.subscribe(self._retried.append, EventKind.TASK_RETRYING),
             scheduler.subscribe(self._queue.put, EventKind.RUN_STARTED, EventKind.RUN_INTERRUPTED),
             scheduler.subscribe(self._on_run_finished, EventKind.RUN_FINISHED),
         ]
@@ -250,6 +254,10 @@ class HistoryRecorder:
                 count = len(tasks)
                 finished = tasks[:count]
                 del tasks[:count]
+                if self._retried:
+                    count = len(self._retried)
+                    self._attempt_rows.extend(_attempt_row(e) for e in self._retried[:count])
+                    del self._retried[:count]
                 if self._take(batch, finished):
                     break
                 if self._retry_at is not None and time.monotonic() < self._retry_at:
@@ -333,6 +341,7 @@ class HistoryRecorder:
                 if self._discarding:
                     conn.execute("DELETE FROM tasks WHERE run_id = ?", (self.run_id,))
                     conn.execute("DELETE FROM task_batches WHERE run_id = ?", (self.run_id,))
+                    conn.execute("DELETE FROM task_attempts WHERE run_id = ?", (self.run_id,))
                     conn.execute("DELETE FROM runs WHERE id = ?", (self.run_id,))
                 else:
                     self._write_pending(conn)
@@ -343,6 +352,7 @@ class HistoryRecorder:
             self.run_id = None
         self._batches.clear()
         self._rows.clear()
+        self._attempt_rows.clear()
         self._pending_tasks = 0
         self._final = {}
         self._retry_at = None
@@ -366,6 +376,11 @@ class HistoryRecorder:
                 "INSERT INTO task_batches (run_id, tasks, names, threads, times, numbers) "
                 f"VALUES ({int(self.run_id)}, ?, ?, ?, ?, ?)", self._batches)
         _insert(conn, self.run_id, _TASK_COLUMNS, self._rows)
+        if self._attempt_rows:
+            conn.executemany(
+                "INSERT INTO task_attempts (run_id, name, attempt, status, thread, started_at, "
+                "finished_at, duration, error_type, error, traceback, output) "
+                f"VALUES ({int(self.run_id)}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._attempt_rows)
         conn.execute(
             f"UPDATE runs SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
             (*fields.values(), self.run_id),
@@ -474,6 +489,19 @@ def _task_row(run_id: int, event: Event) -> tuple:
         rec.finished_at, rec.duration, rec.error_type, error, tb, rec.reason, output or "", size,
         json.dumps(list(rec.tags)) if rec.tags else "[]",
     )
+
+
+def _attempt_row(event: Event) -> tuple:
+    """A failed attempt that was retried, as a task_attempts row (less the run id)."""
+    rec = event.record
+    tb = rec.traceback
+    if tb is not None and len(tb) > OUTPUT_CAP // 4:
+        tb = cap_text(tb)[0]
+    error = rec.error
+    if error is not None and len(error) > OUTPUT_CAP // 4:
+        error = cap_text(error)[0]
+    return (rec.name, event.attempt, str(rec.status), rec.thread, rec.started_at, rec.finished_at,
+            rec.duration, rec.error_type, error, tb, cap_text(rec.output)[0] or "")
 
 
 def _final_fields(summary: Mapping[str, Any]) -> dict[str, Any]:

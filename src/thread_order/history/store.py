@@ -93,7 +93,7 @@ class HistoryStore:
         try:
             # task_batches exists from schema version 3 on
             self._columns = {table: {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
-                             for table in ("runs", "tasks", "task_batches")}
+                             for table in ("runs", "tasks", "task_batches", "task_attempts")}
         except sqlite3.Error as exc:
             self._conn.close()
             raise fail(self.path, describe(exc)) from None
@@ -245,10 +245,36 @@ class HistoryStore:
                 decoded = decode_batch(*batch.values())
                 if decoded is not None:  # a damaged batch: its tasks show as not recorded
                     tasks.extend({k: _TASK_TYPES[k](v) for k, v in t.items()} for t in decoded)
+        _add_earlier_attempts(tasks, self._query(
+            "SELECT name, attempt, status, thread, started_at, finished_at, duration, error_type, "
+            "error, traceback, output FROM task_attempts WHERE run_id = ? ORDER BY name, attempt",
+            (rid,)) if self._columns["task_attempts"] else [])
         # by start; tasks that never started (skipped, cancelled) after, in the order decided
         tasks.sort(key=lambda t: (t["started_at"] is None, t["started_at"] or 0.0, t["seq"]))
         run["tasks"] = tasks
         return run
+
+
+def _add_earlier_attempts(tasks: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
+    """Give each task its ``earlier_attempts``: the failed attempts before its last, in order.
+
+    Empty for a task that ran once, and for every task of a file from before schema 5.
+    """
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        attempt = _whole(row["attempt"])
+        name = _text(row["name"])
+        if attempt is None or name is None:
+            continue  # a damaged row: the task shows without it
+        by_name.setdefault(name, []).append({
+            "attempt": attempt, "status": _text(row["status"]) or "FAILED",
+            "thread": _text(row["thread"]), "started_at": _epoch(row["started_at"]),
+            "finished_at": _epoch(row["finished_at"]), "duration": _number(row["duration"]) or 0.0,
+            "error_type": _text(row["error_type"]), "error": _text(row["error"]),
+            "traceback": _text(row["traceback"]), "output": _text(row["output"]) or "",
+        })
+    for task in tasks:
+        task["earlier_attempts"] = by_name.get(task["name"], [])
 
 
 def _findings(value: Any) -> list[dict[str, Any]] | None:

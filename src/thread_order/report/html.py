@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..engine.errors import UsageError
-from .svg import STATUS_COLORS, critical_path, format_seconds, graph_svg, timeline_svg
+from .svg import STATUS_COLORS, attempt_bars, critical_path, format_seconds, graph_svg, timeline_svg
 
 __all__ = ["render_report", "teardown_heading", "write_report"]
 
@@ -180,7 +180,24 @@ def _failure(task: Mapping[str, Any], t0: float | None) -> str:
         parts.append(f"<details open><summary>traceback</summary>{_pre(tb)}</details>")
     if task.get("output"):
         parts.append(f"<details open><summary>captured output</summary>{_pre(task['output'])}</details>")
+    parts.append(_earlier_attempts(task, t0))
     parts.append("</div>")
+    return "".join(parts)
+
+
+def _earlier_attempts(task: Mapping[str, Any], t0: float | None) -> str:
+    """The failed attempts before a retried task's last, each with its error and traceback."""
+    parts = []
+    for a in task.get("earlier_attempts") or ():
+        sub = [f"thread {escape(str(a.get('thread') or '-'))}", f"took {format_seconds(a.get('duration'))}"]
+        if t0 is not None and a.get("started_at") is not None:
+            sub.append(f"started +{format_seconds(a['started_at'] - t0)}")
+        parts.append(
+            f'<details class=attempt><summary>attempt {int(a["attempt"])} {_pill(str(a.get("status")))} '
+            f'{escape(str(a.get("error_type") or "error"))}: {escape(str(a.get("error") or ""))}</summary>'
+            f'<div class="sub">{_DOT.join(sub)}</div>{_pre(a.get("traceback"))}'
+            + (f"<details><summary>captured output</summary>{_pre(a['output'])}</details>"
+               if a.get("output") else "") + "</details>")
     return "".join(parts)
 
 
@@ -197,6 +214,8 @@ def _task_rows(tasks: list[Mapping[str, Any]], t0: float | None) -> str:
         output = ""
         if t.get("output") and t.get("status") != "FAILED":
             output = f"<details><summary>output</summary>{_pre(t['output'])}</details>"
+        if t.get("status") != "FAILED":  # a failed task's earlier attempts are under Failures
+            output += _earlier_attempts(t, t0)
         status = str(t.get("status"))
         rows.append(
             f"<tr><td class=num>{i}</td><td class=name>{escape(t['name'])}</td>"
@@ -298,7 +317,7 @@ def render_report(run: Mapping[str, Any]) -> str:
         '<button data-zoom-for="timeline-box" data-mode="fit" aria-pressed="false">fit width</button>'
         '<button data-zoom-for="timeline-box" data-mode="actual" aria-pressed="true">actual size</button>'
         "</span></h2>",
-        f'<div class=scroll id="timeline-box" data-zoom>{timeline_svg(tasks, critical=crit)}</div>',
+        f'<div class=scroll id="timeline-box" data-zoom>{timeline_svg(attempt_bars(tasks), critical=crit)}</div>',
         "<p class=hint>One lane per worker thread; hover a bar for details. "
         "Outlined bars are the critical path: the chain of dependencies that decided when the run ended."
         "</p></section>",

@@ -373,6 +373,27 @@ def _nice_step(span: float, ticks: int = 8) -> float:
     return 10 * power
 
 
+def attempt_bars(tasks: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``tasks`` plus a bar of their own for the earlier attempts of retried tasks.
+
+    Each earlier (failed, retried) attempt from the history's ``earlier_attempts``
+    becomes a task dict named ``name (attempt N)`` on the thread that ran it, for
+    :func:`timeline_svg`; the task's own dict stays its last attempt.
+    """
+    out = []
+    for t in tasks:
+        out.append(t)
+        for a in t.get("earlier_attempts") or ():
+            if a.get("started_at") is None or not a.get("thread"):
+                continue
+            out.append({"name": f"{t['name']} (attempt {a['attempt']})", "status": a.get("status"),
+                        "thread": a["thread"], "started_at": a["started_at"],
+                        "finished_at": a.get("finished_at"), "duration": a.get("duration") or 0.0,
+                        "attempts": a["attempt"], "error_type": a.get("error_type"),
+                        "error": a.get("error")})
+    return out
+
+
 def timeline_svg(
     tasks: Iterable[Mapping[str, Any]],
     *,

@@ -6,18 +6,20 @@ run knows of, ``pid`` is the run id):
 
 - metadata (``ph: "M"``): ``process_name`` for the run, and a ``thread_name``
   and ``thread_sort_index`` for each worker thread and for the "not run" track;
-- a complete slice (``ph: "X"``) per task that ran, on its worker thread's
-  track, with its status, attempts, error type and error in ``args``. The
-  history keeps one start, end and thread per task: those of its last attempt,
-  so a retried task's slice is that attempt and ``args.attempts`` says how many
-  there were;
+- a complete slice (``ph: "X"``) per attempt of each task that ran, on the
+  track of the worker thread that ran it, with its status, attempt number,
+  attempts, error type and error in ``args``; an attempt that failed and was
+  retried has ``args.retried`` and category ``task,retried``. A file recorded
+  before the history kept every attempt (schema 5) has the last one only;
 - the wait before each task started, as an async slice (``ph: "b"``/``"e"``,
   category ``wait``): from the moment its last dependency finished (the run's
   start for a task with none) to its start. The history does not record when a
-  task became ready, so this is derived from the dependencies' end times; for a
-  retried task it also covers the earlier attempts and the retry delays;
+  task became ready, so this is derived from the dependencies' end times; between
+  two attempts of a retried task, a ``retry:`` wait from the end of one to the
+  start of the next;
 - a flow arrow (``ph: "s"`` then ``"f"`` with ``bp: "e"``, one ``id`` per
-  edge, category ``dependency``) along every dependency edge whose two tasks ran;
+  edge, category ``dependency``) along every dependency edge whose two tasks ran,
+  from the dependency's last attempt to the task's first;
 - an instant event (``ph: "i"``) on the "not run" track for each skipped or
   cancelled task, at the moment that was decided, with the reason in ``args``.
 """
@@ -56,16 +58,26 @@ def chrome_trace(run: dict[str, Any]) -> dict[str, Any]:
     ran = [t for t in tasks if _number(t.get("started_at")) is not None]
     not_run = [t for t in tasks if _number(t.get("started_at")) is None]
 
+    # every attempt of each task that ran: the earlier (failed, retried) ones, then its record
+    tries: list[tuple[dict[str, Any], dict[str, Any], bool]] = []  # (task, attempt, is_last)
+    for t in ran:
+        for earlier in t.get("earlier_attempts") or ():
+            if _number(earlier.get("started_at")) is not None:
+                tries.append((t, earlier, False))
+        tries.append((t, t, True))
+
     known = [_number(run.get("started_at"))]
     for t in tasks:
         known += [_number(t.get("started_at")), _number(t.get("finished_at"))]
+    for _, a, _ in tries:
+        known += [_number(a.get("started_at")), _number(a.get("finished_at"))]
     times = [x for x in known if x is not None]
     origin = min(times) if times else 0.0
     run_end = max(times) if times else 0.0
     run_start = _number(run.get("started_at"))
     run_start = origin if run_start is None else run_start
 
-    threads = sorted({str(t.get("thread") or "?") for t in ran}, key=_thread_key)
+    threads = sorted({str(a.get("thread") or "?") for _, a, _ in tries}, key=_thread_key)
     tids = {name: i for i, name in enumerate(threads, 1)}
     not_run_tid = len(threads) + 1
 
@@ -85,32 +97,41 @@ def chrome_trace(run: dict[str, Any]) -> dict[str, Any]:
         events.append({"name": "thread_sort_index", "ph": "M", "pid": pid, "tid": not_run_tid,
                        "ts": 0, "args": {"sort_index": not_run_tid}})
 
-    # ---- one slice per task that ran, in start order per thread, never overlapping
-    slices: dict[str, dict[str, Any]] = {}
+    # ---- one slice per attempt of each task that ran, in start order per thread, never overlapping
+    slices: dict[str, dict[str, Any]] = {}  # task -> the slice of its last attempt
+    firsts: dict[str, dict[str, Any]] = {}  # task -> the slice of its first attempt
+    retries: dict[str, list[dict[str, Any]]] = {}  # task -> its slices, in attempt order
     thread_end: dict[int, float] = {}
-    for t in sorted(ran, key=lambda t: (t["started_at"], t.get("seq") or 0)):
-        tid = tids[str(t.get("thread") or "?")]
-        start = _us(t["started_at"] - origin)
-        finished = _number(t.get("finished_at"))
+    for t, a, last in sorted(tries, key=lambda x: (x[1]["started_at"], x[0].get("seq") or 0, x[2])):
+        tid = tids[str(a.get("thread") or "?")]
+        start = _us(a["started_at"] - origin)
+        finished = _number(a.get("finished_at"))
         end = _us((finished if finished is not None else run_end) - origin)
         start = max(start, thread_end.get(tid, start))  # a damaged file must not cross slices
         end = max(end, start)
         thread_end[tid] = end
-        args: dict[str, Any] = {"status": t.get("status"), "attempts": t.get("attempts"),
-                                "thread": t.get("thread")}
-        if t.get("error_type") or t.get("error"):
-            args["error_type"] = t.get("error_type")
-            args["error"] = t.get("error")
-        if t.get("reason"):
+        attempt = t.get("attempts") if last else a.get("attempt")
+        args: dict[str, Any] = {"status": a.get("status"), "attempt": attempt,
+                                "attempts": t.get("attempts"), "thread": a.get("thread")}
+        if not last:
+            args["retried"] = True
+        if a.get("error_type") or a.get("error"):
+            args["error_type"] = a.get("error_type")
+            args["error"] = a.get("error")
+        if last and t.get("reason"):
             args["reason"] = t.get("reason")
         if t.get("tags"):
             args["tags"] = list(t["tags"])
         if finished is None:
             args["unfinished"] = "the history has no end time for this task"
-        event = {"name": str(t["name"]), "cat": "task", "ph": "X", "pid": pid, "tid": tid,
-                 "ts": start, "dur": round(end - start, 3), "args": args}
+        name = str(t["name"])
+        event = {"name": name, "cat": "task" if last else "task,retried", "ph": "X", "pid": pid,
+                 "tid": tid, "ts": start, "dur": round(end - start, 3), "args": args}
         events.append(event)
-        slices[str(t["name"])] = event
+        firsts.setdefault(name, event)
+        retries.setdefault(name, []).append(event)
+        if last:
+            slices[name] = event
 
     # ---- the waits before starting, derived from the dependencies' end times
     edges = [(str(a), str(b)) for a, b in (run.get("graph") or {}).get("edges", [])]
@@ -118,7 +139,9 @@ def chrome_trace(run: dict[str, Any]) -> dict[str, Any]:
     for dep, task in edges:
         upstream.setdefault(task, []).append(dep)
     ends = {str(t["name"]): _number(t.get("finished_at")) for t in tasks}
-    for n, (name, event) in enumerate(slices.items(), 1):
+    n = 0
+    for name in slices:
+        event = firsts[name]
         deps = upstream.get(name, [])
         # a dependency that ran ends where its slice ends (its record's finished_at is taken
         # by the dispatcher, a little later): the wait starts where the arrow leaves
@@ -127,17 +150,28 @@ def chrome_trace(run: dict[str, Any]) -> dict[str, Any]:
         ready_ts = min(round(max(dep_ends), 3) if dep_ends else _us(run_start - origin), event["ts"])
         args = {"from": "the end of its last dependency" if dep_ends else "the start of the run",
                 "waited_ms": round((event["ts"] - ready_ts) / 1000, 3)}
-        if (event["args"].get("attempts") or 0) > 1:
+        if (event["args"].get("attempts") or 0) > 1 and len(retries[name]) == 1:
+            # a file from before the history kept every attempt: only the last one is known
             args["note"] = "includes the earlier attempts and retry delays"
+        n += 1
         common = {"name": f"wait: {name}", "cat": "wait", "id": n, "pid": pid, "tid": event["tid"]}
         events.append({**common, "ph": "b", "ts": ready_ts, "args": args})
         events.append({**common, "ph": "e", "ts": event["ts"]})
+        # between two attempts: the retry delay (and the wait for a free worker)
+        for before, after in zip(retries[name], retries[name][1:]):
+            n += 1
+            end_before = round(before["ts"] + before["dur"], 3)
+            common = {"name": f"retry: {name}", "cat": "wait", "id": n, "pid": pid, "tid": after["tid"]}
+            events.append({**common, "ph": "b", "ts": min(end_before, after["ts"]),
+                           "args": {"from": f"the end of attempt {before['args']['attempt']}",
+                                    "waited_ms": round((after["ts"] - min(end_before, after["ts"])) / 1000, 3)}})
+            events.append({**common, "ph": "e", "ts": after["ts"]})
 
     # ---- an arrow along every dependency edge whose two tasks ran
     for n, (dep, task) in enumerate(edges, 1):
         if dep not in slices or task not in slices:
             continue
-        a, b = slices[dep], slices[task]
+        a, b = slices[dep], firsts[task]
         out_ts = a["ts"] + a["dur"] - min(_INSIDE, a["dur"] / 2)
         in_ts = b["ts"] + min(_INSIDE, b["dur"] / 2)
         common = {"name": "after", "cat": "dependency", "id": n, "pid": pid}

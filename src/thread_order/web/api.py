@@ -428,7 +428,7 @@ async def history_run(request: Request, ui: UiServer) -> dict[str, Any]:
 
 
 def _history_detail(ui: UiServer, run_id: int | str) -> dict[str, Any]:
-    from ..report import critical_path, timeline_svg
+    from ..report import attempt_bars, critical_path, timeline_svg
 
     run = _get_history_run(ui, run_id)
     graph = run.get("graph") or {}
@@ -440,7 +440,7 @@ def _history_detail(ui: UiServer, run_id: int | str) -> dict[str, Any]:
     run["critical_path"] = critical
     run["graph_view"] = _graph_payload(nodes, edges, statuses, critical)
     ran = any(t.get("thread") for t in tasks)
-    run["timeline_svg"] = timeline_svg(tasks, critical=critical) if ran else None
+    run["timeline_svg"] = timeline_svg(attempt_bars(tasks), critical=critical) if ran else None
     return run
 
 

@@ -902,7 +902,8 @@ async function showHistoryRun(id) {
         h("h4", {}, t.name, h("span", { class: "muted" }, `  ${t.thread || ""} · attempt ${t.attempts} · ${fmtDur(t.duration)}`)),
         h("p", { class: "error-message" }, `${t.error_type}: ${t.error}`),
         t.traceback ? h("pre", { class: "trace", text: t.traceback }) : null,
-        t.output ? h("details", {}, h("summary", {}, "captured output"), h("pre", { class: "trace output", text: t.output })) : null))) : null,
+        t.output ? h("details", {}, h("summary", {}, "captured output"), h("pre", { class: "trace output", text: t.output })) : null,
+        earlierAttempts(t)))) : null,
     (run.teardown_not_run || []).length ? h("div", { class: "error-panel", id: "history-teardown-not-run" },
       h("p", { class: "error-message" }, teardownHeading(run.teardown_not_run))) : null,
     stateFindings(run.state_findings, "history-state-findings"),
@@ -925,7 +926,8 @@ async function showHistoryRun(id) {
         { title: "Task", cls: "name", render: (t) => t.name },
         { title: "Status", render: (t) => pill(t.status) },
         { title: "Thread", render: (t) => t.thread || "" },
-        { title: "Attempts", cls: "num", render: (t) => String(t.attempts ?? "") },
+        { title: "Attempts", cls: "num", render: (t) => (t.earlier_attempts || []).length && t.status !== "FAILED"
+          ? h("div", {}, String(t.attempts ?? ""), earlierAttempts(t)) : String(t.attempts ?? "") },
         { title: "Duration", cls: "num", render: (t) => t.thread ? fmtDur(t.duration) : "" },
         { title: "Output", render: (t) => t.output ? h("details", {}, h("summary", {}, `${t.output.length} chars`), h("pre", { class: "trace output", text: t.output })) : "" },
       ]).setRows(tasks);
@@ -933,6 +935,15 @@ async function showHistoryRun(id) {
     })(),
   );
   insertSvg(graphBox, run.graph_view);
+}
+
+// a retried task's failed attempts before its last, each with its error and traceback
+function earlierAttempts(t) {
+  const tries = t.earlier_attempts || [];
+  if (!tries.length) return null;
+  return h("div", { class: "earlier-attempts" }, tries.map((a) => h("details", { class: "attempt" },
+    h("summary", {}, `attempt ${a.attempt} `, pill(a.status), ` ${a.thread || ""} · ${fmtDur(a.duration)} · ${a.error_type || "error"}: ${a.error || ""}`),
+    a.traceback ? h("pre", { class: "trace", text: a.traceback }) : null)));
 }
 
 async function showCompare(a, b) {

@@ -162,9 +162,11 @@ def main(quick: bool = False):
         size = path.stat().st_size + sum(p.stat().st_size for p in folder.glob("history.db-*"))
         module = write_module(folder)
         cli_path = folder / "tdrun.db"
-        for _ in range(max(repeat // 2, 3)):
-            times.setdefault("tdrun off", []).append(run_tdrun(module, "--no-history"))
-            times.setdefault("tdrun on", []).append(run_tdrun(module, "--history", str(cli_path)))
+        run_tdrun(module, "--history", str(cli_path))  # creates the file: no timed run's cost
+        sides = [("tdrun off", ("--no-history",)), ("tdrun on", ("--history", str(cli_path)))]
+        for r in range(repeat):  # pairs in alternating order
+            for label, options in (sides if r % 2 == 0 else sides[::-1]):
+                times.setdefault(label, []).append(run_tdrun(module, *options))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return times, {"runs": repeat, "cpu": cpu, "file_mib": size / 2**20,

@@ -113,6 +113,9 @@ def test_scheduler_signatures_follow_the_published_api():
         ("highlights", "POSITIONAL_OR_KEYWORD", None),
         ("check_state", "KEYWORD_ONLY", False),
         ("first", "KEYWORD_ONLY", None),
+        ("order", "KEYWORD_ONLY", "declared"),
+        ("shuffle", "KEYWORD_ONLY", None),
+        ("durations", "KEYWORD_ONLY", None),
     ]
     assert params(Scheduler.register) == [
         ("self", "POSITIONAL_OR_KEYWORD", E),

@@ -19,7 +19,8 @@ BASIC = MODULES / "cli_basic.py"
 TOP_KEYS = {
     "format_version", "tool", "version", "module", "path", "modules", "target", "argv", "outcome", "exit_code",
     "run_id", "started_at", "finished_at", "duration", "workers", "interrupted", "counts", "summary",
-    "failure_counts", "teardown_not_run", "state_keys", "tasks", "graph", "state_findings",
+    "failure_counts", "teardown_not_run", "state_keys", "tasks", "graph", "state_findings", "order",
+    "lower_bound",
 }
 TASK_KEYS = {
     "name", "status", "thread", "started_at", "finished_at", "duration", "attempts", "error_type", "error",

@@ -942,6 +942,7 @@ SUMMARY_KEYS = {
     "run_id", "ran", "passed", "failed", "skipped", "cancelled", "failures", "failure_counts",
     "started_at", "finished_at", "duration", "interrupted", "workers", "text", "tasks",
     "teardown_not_run",
+    "order",  # {"order": "declared"}; lower_bound too under another order (test_order.py)
 }
 TASK_KEYS = {
     "status", "thread", "started_at", "finished_at", "duration", "attempts",

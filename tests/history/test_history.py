@@ -347,7 +347,7 @@ def test_list_runs_is_newest_first_and_filters_by_module_and_status(tmp_path):
         first = store.list_runs()[-1]
         assert set(first) == {"id", "started_at", "finished_at", "module", "target", "status", "passed",
                               "failed", "skipped", "cancelled", "total", "duration", "workers", "host",
-                              "tags", "state", "differs"}
+                              "tags", "state", "differs", "ordering", "replay_of"}
         with pytest.raises(HistoryError, match=r"^unknown run status 'bogus' \(expected one of "
                                                r"passed, failed, interrupted, running\)$"):
             store.list_runs(status="bogus")

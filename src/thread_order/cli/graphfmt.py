@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import heapq
 import re
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from ..engine.graph import Graph
 
@@ -20,26 +20,28 @@ FAN_THRESHOLD = 2
 CHAIN_LIMIT = 5
 
 
-def start_order(graph: Graph) -> list[str]:
+def start_order(graph: Graph, rank: Sequence[int] | None = None) -> list[str]:
     """The order in which tasks would start with one worker.
 
     The scheduler hands out the ready task registered first, so this is the
-    topological order that always picks the lowest registration index.
+    topological order that always picks the lowest registration index -- or,
+    under a start order (``--shuffle``, ``--order``), the lowest ``rank``.
     """
     nodes = graph.nodes
     index = {name: i for i, name in enumerate(nodes)}
     left = [len(graph.parents[name]) for name in nodes]
-    ready = [i for i in range(len(nodes)) if not left[i]]
+    key = (lambda i: i) if rank is None else rank.__getitem__
+    ready = [(key(i), i) for i in range(len(nodes)) if not left[i]]
     heapq.heapify(ready)
     out: list[str] = []
     while ready:
-        i = heapq.heappop(ready)
+        _, i = heapq.heappop(ready)
         out.append(nodes[i])
         for child in graph.children[nodes[i]]:
             j = index[child]
             left[j] -= 1
             if not left[j]:
-                heapq.heappush(ready, j)
+                heapq.heappush(ready, (key(j), j))
     return out
 
 
@@ -142,11 +144,11 @@ def format_graph(graph: Graph, fmt: str = "text", name: str = "tasks", always: I
     raise ValueError(f"unknown graph format {fmt!r}, expected one of {', '.join(FORMATS)}")
 
 
-def task_list(collection: Any, graph: Graph) -> str:
+def task_list(collection: Any, graph: Graph, rank: Sequence[int] | None = None, how: str = "") -> str:
     """``tdrun --list``: the tasks in the order they would start with one worker, with their
-    module (a suite's), case values, tags and dependencies."""
+    module (a suite's), case values, tags and dependencies; ``rank``/``how``: under a start order."""
     specs = {s.name: s for s in collection.specs}
-    order = start_order(graph)
+    order = start_order(graph, rank)
     width = max(len(name) for name in order)
     num = len(str(len(order)))
     count = f"{len(order)} task{'s' if len(order) != 1 else ''}"
@@ -155,7 +157,7 @@ def task_list(collection: Any, graph: Graph) -> str:
         head = f"suite {collection.label}: {count} in {len(labels)} modules ({', '.join(labels)})"
     else:
         head = f"{collection.path}: {count}"
-    lines = [f"{head}, in the order they would start with one worker"]
+    lines = [f"{head}, in the order they would start with one worker" + (f" ({how})" if how else "")]
     for i, name in enumerate(order, 1):
         spec = specs[name]
         notes = []

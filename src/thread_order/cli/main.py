@@ -22,6 +22,8 @@ from ..engine.collect import Collection, ModuleLoadError, build_state, collect
 from ..engine.errors import GraphError, UsageError, WorkerStartError
 from .config import apply_config, find_config, show_config
 from .graphfmt import FORMATS, format_graph, static_note, task_list
+from .ordering import (add_order_options, check_order_args, list_order, normalize_shuffle, order_notes,
+                       scheduler_order)
 from ..engine.model import parse_tags
 from ..engine.scheduler import Scheduler, default_workers
 
@@ -47,6 +49,7 @@ SUBCOMMANDS: dict[str, str] = {
     "report": "thread_order.history.commands:main",
     "compare": "thread_order.history.commands:main",
     "trace": "thread_order.trace:main",
+    "replay": "thread_order.cli.replay:main",
 }
 
 # a state entry typed on the command line: --key=value (value may be empty)
@@ -160,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     tracing.add_argument("--otel", action="store_true",
                          help="export the run live as OpenTelemetry spans, configured by the OTEL_* "
                               "variables (needs thread-order[otel]); honours TRACEPARENT")
+    add_order_options(p)
     p.add_argument("--version", action="version", version=f"tdrun {__version__}")
     return p
 
@@ -171,7 +175,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str], dic
         UsageError: an unknown option, a bad value, or options that conflict.
     """
     parser = build_parser()
-    args, extras = parser.parse_known_args(argv)
+    args, extras = parser.parse_known_args(normalize_shuffle(argv))
     options = _long_options(parser)
     values: dict[str, str] = {}
     results: dict[str, str] = {}
@@ -209,6 +213,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str], dic
         raise UsageError(f"{' and '.join(picked)} cannot be used together")
     if args.graph and args.list:
         raise UsageError("--graph and --list cannot be used together")
+    check_order_args(args)
     for option, path in (("--junit-xml", args.junit_xml), ("--json-report", args.json_report),
                          ("--html-report", args.html_report), ("--history", args.history)):
         if path is not None and (not path or Path(path).is_dir()):
@@ -293,14 +298,17 @@ def _check_report_folder(option: str, path: str) -> None:
 # ---------------------------------------------------------------------------- entry points
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run tdrun with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+def main(argv: list[str] | None = None, *, replay: Any = None) -> int:
+    """Run tdrun with ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
+
+    ``replay`` is ``tdrun replay``'s session (cli/replay.py): the run it reruns.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     out, err = sys.stdout, sys.stderr
     try:
-        if argv and argv[0] in SUBCOMMANDS:
+        if argv and argv[0] in SUBCOMMANDS and replay is None:
             return _dispatch(argv, err)
-        return _tdrun(argv, out, err)
+        return _tdrun(argv, out, err, replay)
     except ModuleLoadError as exc:
         err.write(exc.user_traceback.rstrip("\n") + "\n")
         err.write(f"tdrun: error: {exc}\n")
@@ -351,7 +359,7 @@ def _dispatch(argv: list[str], err: TextIO) -> int:
 # ---------------------------------------------------------------------------- a run
 
 
-def _tdrun(argv: list[str], out: TextIO, err: TextIO) -> int:
+def _tdrun(argv: list[str], out: TextIO, err: TextIO, replay: Any = None) -> int:
     config = find_config()
     try:
         args, values, results = parse_args(config.addopts + argv)
@@ -402,20 +410,29 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO) -> int:
         out.write(static_note(graph, collection.specs, args.graph_format or "text"))
         return EXIT_OK
     if args.list:
-        out.write(task_list(collection, graph))
+        out.write(task_list(collection, graph, *list_order(args, graph)))
         out.write(static_note(graph, collection.specs))
         return EXIT_OK
 
     state, sources = build_state(collection.hook_modules, args.state_file, values, results)
+    if replay is not None:
+        replay.fill_state(state, sources)
     _check_state(state, sources, args.state_file)
     n = len(collection.specs)
     workers = args.workers or min(default_workers, n)
+    if replay is not None:
+        order: dict[str, Any] = {"order": replay.order()}
+    else:
+        order = scheduler_order(args)
     scheduler = Scheduler(
         workers=workers, state=state, clear_results_on_start=not results and "results" not in sources,
         skip_dependents=args.skip_deps, capture=True, check_state=args.check_state, first=first,
+        **order,
     )
     collection.register_into(scheduler)
-    return _run(args, argv, collection, scheduler, sources, out, err)
+    if replay is not None:
+        replay.check_graph(scheduler.dependencies, err)
+    return _run(args, argv, collection, scheduler, sources, out, err, replay)
 
 
 def _check_state(state: dict, sources: dict[str, str], state_file: str | None) -> None:
@@ -473,7 +490,7 @@ def _warnings_outside_tasks(record: logging.LogRecord) -> bool:
 
 
 def _run(args, argv, collection: Collection, scheduler: Scheduler, sources: dict[str, str],
-         out: TextIO, err: TextIO) -> int:
+         out: TextIO, err: TextIO, replay: Any = None) -> int:
     from .live import LiveView
     from .plain import LineLogHandler, PlainReporter, make_console, print_end_of_run
     from .reports import RunData, redact_argv, write_json_report, write_junit_xml
@@ -502,6 +519,7 @@ def _run(args, argv, collection: Collection, scheduler: Scheduler, sources: dict
         # redacted here too: the history's own redaction does not know --set KEY=VALUE
         "module": module_name, "target": str(args.target), "argv": redact_argv(argv),
         "tags": args.tags, "workers": scheduler.workers, "state": scheduler.state,
+        **(replay.info() if replay is not None else {}),
     }
     observers = [display] + _run_observers(args)
     root = logging.getLogger()
@@ -551,6 +569,12 @@ def _run(args, argv, collection: Collection, scheduler: Scheduler, sources: dict
                 continue
             written.append(f"{option.lstrip('-').replace('-', ' ')} written to {path}")
     written.extend(note for observer in observers for note in getattr(observer, "notes", ()))
+    written[:0] = order_notes(args, summary, records, scheduler.graph, replay is not None)
+    if replay is not None:
+        new_id = next((o.run_id for o in observers if getattr(o, "run_id", None) is not None), None)
+        if new_id is not None:
+            written.append(f"compare with the recording: tdrun compare {replay.run_id} {new_id}"
+                           + (f" --history {replay.history}" if replay.history else ""))
     end_console = make_console(out, color=color)
     try:
         print_end_of_run(end_console, summary, records, notes=written)

@@ -40,6 +40,11 @@ added, existing ones keep their meaning while ``format_version`` stays 1:
   dependency"`` (``tasks`` = [writer, reader]) or ``"write conflict"``; ``key`` as written in
   Python (``state['subnet_id']``, ``state['results']['create_subnet']``); ``locked``: both
   writes held ``_state_lock``; ``static``: seen in the task's source. Null without the option.
+- ``order``: the start order, ``{"order": "declared"}``, ``{"order": "shuffle", "seed": N}``,
+  ``{"order": "critical-path", ...}`` or ``{"order": "replay", "replay_of": RUN, "serial": bool}``.
+- ``lower_bound``: ``{"lower_bound", "critical_path", "total_work", "workers"}`` (seconds): no
+  schedule of the durations the tasks had could end sooner than ``lower_bound`` =
+  max(critical path, total work / workers); compare it with ``duration``.
 """
 
 from __future__ import annotations
@@ -122,6 +127,7 @@ def redact_argv(argv: list[str]) -> list[str]:
 def json_report(run: RunData) -> dict[str, Any]:
     """The JSON report as a dict (see the module docstring for the keys)."""
     from .. import __version__
+    from .ordering import run_bound
 
     summary = run.summary
     specs = {s.name: s for s in run.specs}
@@ -177,6 +183,9 @@ def json_report(run: RunData) -> dict[str, Any]:
         },
         "state_findings": (None if summary.get("state_findings") is None
                            else [dict(f) for f in summary["state_findings"]]),
+        # the start order (shuffle seed, critical path, replay) and max(critical path, work / workers)
+        "order": dict(summary.get("order") or {"order": "declared"}),
+        "lower_bound": run_bound(summary, run.records, graph),
     }
 
 
@@ -242,6 +251,8 @@ def junit_xml(run: RunData) -> str:
         ("path", run.path), ("target", run.target or ""), ("workers", summary["workers"]),
         ("run_id", summary["run_id"]), ("interrupted", str(bool(summary["interrupted"])).lower()),
         ("teardown_not_run", ",".join(summary.get("teardown_not_run", []))),
+        # the start order, so a shuffled run's seed is in the CI artefact: {"order": "shuffle", "seed": N}
+        ("order", json.dumps(summary.get("order") or {"order": "declared"}, sort_keys=True)),
     ):
         ET.SubElement(props, "property", {"name": name, "value": _xml_text(str(value))})
     for rec in run.records:

@@ -22,6 +22,7 @@ from .graph import Graph
 from .interrupts import InterruptMethods
 from .lanes import MSG_DONE, MSG_DROPPED, MSG_RUNNING, TIMER_RETRY, TIMER_TIMEOUT, Job, Lane, LaneMethods
 from .model import TaskOptions, TaskRecord, TaskStatus
+from .order import OrderPlan, ReplayGate, first_in_plan
 from .signals import install_interrupt_handler
 from .summary import build_summary
 from .capture import OutputCapture
@@ -64,7 +65,8 @@ class Run(LaneMethods, InterruptMethods):
     WAITING, READY, RUNNING, RETRY_WAIT, DONE = _WAITING, _READY, _RUNNING, _RETRY_WAIT, _DONE
 
     def __init__(self, fns: Sequence[Callable[..., Any]], options: Sequence[TaskOptions], graph: Graph,
-                 state: dict, state_lock: Any, events: EventStream, run_options: RunOptions) -> None:
+                 state: dict, state_lock: Any, events: EventStream, run_options: RunOptions,
+                 plan: OrderPlan | None = None) -> None:
         self.s = run_options
         self.fns = fns
         self.options = options
@@ -117,6 +119,20 @@ class Run(LaneMethods, InterruptMethods):
         self.job_of: list[Job | None] = [None] * n
         # tasks to start first: their heap key is idx - n (below every other task's idx)
         self.first = [name in run_options.first for name in self.names] if run_options.first else None
+        # the start order (order.py): None keys the ready heap (and retry_heap) by index;
+        # a plan keys them by rank, at[rank] being the task. need/finish_order: a replay's gate
+        if plan is not None and self.first is not None:
+            plan = first_in_plan(plan, self.first)  # the tasks to start first lead the plan's ranks
+            self.first = None
+        self.plan = plan
+        self.at = plan.at if plan is not None else None
+        self.need = plan.need if plan is not None else None
+        self.finished_prefix = 0  # the first this many tasks of plan.finish_order are final
+        self.launched_prefix = 0  # ... handed to a worker or final
+        self.gate = ReplayGate(plan, n) if plan is not None and plan.need is not None else None
+        if plan is not None:
+            self.rank = plan.rank
+            self._make_ready = self._make_ready_ranked  # the declared order keeps its own
 
     def execute(self) -> dict:
         """Run every task; returns the summary (``self.records`` holds every record).
@@ -217,7 +233,7 @@ class Run(LaneMethods, InterruptMethods):
             handle(get_nowait())
 
     def _dispatch(self) -> None:
-        """Hand ready tasks to workers, lowest registration index first.
+        """Hand ready tasks to workers, lowest registration index (or rank, see order.py) first.
 
         Up to one task per lane is queued ahead of a free worker, so workers do
         not idle while this thread catches up — but only a task that would
@@ -232,9 +248,13 @@ class Run(LaneMethods, InterruptMethods):
         where = self.where
         width = self.width
         options = self.options
+        at = self.at
+        need = self.need
         while ready:
-            idx = ready[0]
-            if idx < 0:  # a task to start first (see _make_ready)
+            idx = key = ready[0]
+            if at is not None:
+                idx = at[key]
+            elif idx < 0:  # a task to start first (see _make_ready)
                 idx += self.n
             if where[idx] != _READY:
                 heapq.heappop(ready)  # cancelled while queued
@@ -243,27 +263,68 @@ class Run(LaneMethods, InterruptMethods):
                 self.inflight >= 2 * width
                 or options[idx].timeout is not None
                 or self.first is not None  # queue ahead only in plain index order
-                or idx >= self._low_water()
+                or key >= self._low_water()
             ):
                 return
+            # a replay: wait for what had finished before it started in the recording, unless
+            # nothing in flight or pending could ever bring that about (a changed graph)
+            if need is not None and (need[idx] > self.launched_prefix or options[idx].timeout is not None) \
+                    and not self._replay_allows(idx):
+                if self.inflight or self.timers:
+                    return
+                self._open_gate()
             heapq.heappop(ready)
             self._launch(idx)
 
     def _low_water(self) -> int:
-        """The lowest index of a task that may still become ready."""
+        """The lowest key (index, or rank under a plan) of a task that may still become ready."""
         where = self.where
         ptr = self.waiting_ptr
         n = self.n
-        while ptr < n and where[ptr] != _WAITING:  # a task never returns to _WAITING
-            ptr += 1
+        at = self.at
+        if at is None:
+            while ptr < n and where[ptr] != _WAITING:  # a task never returns to _WAITING
+                ptr += 1
+        else:
+            while ptr < n and where[at[ptr]] != _WAITING:
+                ptr += 1
         self.waiting_ptr = ptr
         heap = self.retry_heap
         while heap:
-            i = heap[0]
+            k = heap[0]
+            i = k if at is None else at[k]
             if where[i] in (_RUNNING, _RETRY_WAIT) and self.attempts[i] <= self.options[i].retries:
-                return min(ptr, i)
+                return min(ptr, k)
             heapq.heappop(heap)
         return ptr
+
+    def _open_gate(self) -> None:
+        for job in self.gate.open_all():
+            self.jobs.put(job)
+
+    def _replay_allows(self, idx: int) -> bool:
+        """May ``idx`` be handed out: has every task that had finished before it started, in
+        the recording, been handed out (its worker waits for them, see ReplayGate) -- or, for
+        a task with a timeout, whose clock starts now, finished?"""
+        need = self.need[idx]
+        order = self.plan.finish_order
+        where = self.where
+        end = len(order)
+        if self.options[idx].timeout is None:
+            p = self.launched_prefix
+            if need <= p:
+                return True
+            while p < end and where[order[p]] in (_RUNNING, _DONE):
+                p += 1
+            self.launched_prefix = p
+            return need <= p
+        p = self.finished_prefix
+        if need <= p:
+            return True
+        while p < end and where[order[p]] == _DONE:
+            p += 1
+        self.finished_prefix = p
+        return need <= p
 
     def _launch(self, idx: int) -> None:
         opts = self.options[idx]
@@ -272,12 +333,13 @@ class Run(LaneMethods, InterruptMethods):
         self.inflight += 1
         # alone in flight, nothing ready, no timer that could make anything ready, nobody
         # to react to events in between: only this task's dependents can be next
+        # (a replay's gate is the dispatcher's to apply: no direct start under it)
         direct = (self.inflight == 1 and not self.ready and not self.timers and opts.timeout is None
-                  and self.events.task_quiet)
+                  and self.events.task_quiet and self.need is None)
         job = Job(idx, attempt, direct)
         self.job_of[idx] = job
         if attempt <= opts.retries:
-            heapq.heappush(self.retry_heap, idx)
+            heapq.heappush(self.retry_heap, idx if self.at is None else self.rank[idx])
         if opts.timeout is not None:
             self._add_timer(time.monotonic() + opts.timeout, TIMER_TIMEOUT, job)
         self.jobs.put(job)
@@ -290,7 +352,7 @@ class Run(LaneMethods, InterruptMethods):
         self.attempts[idx] = job.attempt
         self.inflight += 1
         if job.attempt <= self.options[idx].retries:
-            heapq.heappush(self.retry_heap, idx)
+            heapq.heappush(self.retry_heap, idx if self.at is None else self.rank[idx])
         events = self.events
         if events._subs[_K_READY]:
             events.emit_task(_K_READY, self.names[idx])
@@ -308,7 +370,8 @@ class Run(LaneMethods, InterruptMethods):
             if ok:
                 name = self.names[idx]
                 results = self.results
-                if results is not None and nxt is None:  # else the worker stored it already
+                # else the worker stored it already (a direct start, or a replay: see lanes.py)
+                if results is not None and nxt is None and (self.gate is None or self.options[idx].timeout is not None):
                     with self.state_lock:
                         results[name] = value
                 if nxt is not None:
@@ -349,6 +412,8 @@ class Run(LaneMethods, InterruptMethods):
             tags=opts.tags,
         )
         if attempt <= opts.retries and not self.interrupted:
+            if self.gate is not None:
+                self._open_gate()  # the recording cannot order a retry: the replay stops holding back
             self.where[idx] = _RETRY_WAIT
             self.failed_attempt[idx] = record
             self.events.emit(
@@ -366,6 +431,12 @@ class Run(LaneMethods, InterruptMethods):
         self.where[idx] = _READY
         first = self.first
         heapq.heappush(self.ready, idx - self.n if first is not None and first[idx] else idx)
+        if self.attempts[idx] == 0 and self.events._subs[_K_READY]:
+            self.events.emit_task(_K_READY, self.names[idx])
+
+    def _make_ready_ranked(self, idx: int) -> None:  # _make_ready under an OrderPlan
+        self.where[idx] = _READY
+        heapq.heappush(self.ready, self.rank[idx])
         if self.attempts[idx] == 0 and self.events._subs[_K_READY]:
             self.events.emit_task(_K_READY, self.names[idx])
 
@@ -403,6 +474,10 @@ class Run(LaneMethods, InterruptMethods):
         self.where[idx] = _DONE
         self.records[idx] = record
         self.job_of[idx] = None
+        gate = self.gate
+        if gate is not None and not gate.finished[idx]:  # (a worker says so first for most)
+            for job in gate.done(idx):  # parked replayed tasks its end lets start
+                self.jobs.put(job)
         self.unfinished -= 1
         self.finished_count += 1
         status = record.status

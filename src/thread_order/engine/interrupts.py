@@ -36,6 +36,8 @@ class InterruptMethods:
         self.inbox.put((MSG_INTERRUPT, force))
 
     def _interrupt(self, force: bool) -> None:
+        if self.gate is not None:
+            self._open_gate()  # parked replayed tasks go back on the queue, to be dropped
         first = not self.interrupted
         self.interrupted = self.stop_requested = True
         if first:

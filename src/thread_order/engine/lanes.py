@@ -111,14 +111,23 @@ class LaneMethods:
         perf = time.perf_counter
         wall = time.time
         name = lane.name
+        gate = self.gate  # a replay's (order.py): None otherwise
+        freed = None  # a replayed job this worker's last task let start: it runs it next
         job = None
         while True:
             if job is None:
-                job = get()
-                if job is None:
-                    return
+                if freed is not None:
+                    job, freed = freed, None
+                else:
+                    job = get()
+                    if job is None:
+                        return
                 idx = job.idx
                 opts = options[idx]
+                if gate is not None and opts.timeout is None and gate.need[idx] > gate.prefix \
+                        and not gate.admit(job):
+                    job = None  # parked: the worker finishing what it waits for runs it
+                    continue
                 # decide under the handshake: a timeout, cancel() or a forced stop either
                 # happened before this point (the job is dropped) or after it (it counts as started)
                 with handshake:
@@ -176,6 +185,17 @@ class LaneMethods:
             if opts.timeout is not None:
                 with handshake:
                     job.done = not job.abandoned
+            elif gate is not None and (ok or job.attempt > opts.retries):
+                # finished as far as the replay goes: what it waits for may start now, and may
+                # read its result, so the result is stored first (the dispatcher stores it again)
+                if ok and results is not None:
+                    with state_lock:
+                        results[names[idx]] = value
+                more = gate.done(idx)
+                if more:
+                    freed = more[0]
+                    for other in more[1:]:
+                        self.jobs.put(other)
             nxt = None
             # The direct hand-off. The dispatcher marked this job `direct` when it was the only
             # job in flight with nothing ready and no timer pending, and nobody listens to task

@@ -17,6 +17,7 @@ from .errors import DuplicateTaskError
 from .events import Event, EventKind, EventStream
 from .graph import Graph
 from .model import NOT_PLAIN_FLAGS, PLAIN, STATEFUL, TaskOptions, TaskRecord, TaskSpec
+from .order import ORDERS, ReplayOrder, make_plan, new_seed
 
 __all__ = ["Scheduler", "default_workers"]
 
@@ -57,6 +58,36 @@ def _checked_state(state: dict, store_results: bool) -> Any:
         raise TypeError(f"state['results'] must be a dict (the engine stores each task's return "
                         f"value there), not {type(state.get('results')).__name__}")
     return lock
+
+
+def _checked_order(order: Any, shuffle: Any, durations: Any) -> tuple:
+    """``(order, shuffle seed or None, durations)`` as given to Scheduler, checked.
+
+    Raises:
+        TypeError: a value of the wrong type.
+        ValueError: an unknown order, or a shuffle with another order.
+    """
+    if not isinstance(order, ReplayOrder):
+        if not isinstance(order, str):
+            raise TypeError(f"order must be a string, not {type(order).__name__}")
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(map(repr, ORDERS))}, not {order!r}")
+    if shuffle is True:
+        shuffle = new_seed()
+    elif shuffle is False:
+        shuffle = None
+    elif shuffle is not None and type(shuffle) is not int:
+        raise TypeError(f"shuffle must be an integer seed or True, not {shuffle!r}")
+    if shuffle is not None and order != "declared":
+        what = "a replay" if isinstance(order, ReplayOrder) else f"order={order!r}"
+        raise ValueError(f"shuffle cannot be used with {what}")
+    if durations is not None:
+        if not isinstance(durations, dict):
+            raise TypeError(f"durations must be a dict of seconds by task name, not {type(durations).__name__}")
+        for name, seconds in durations.items():
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+                raise ValueError(f"durations[{name!r}] must be a number of seconds >= 0, not {seconds!r}")
+    return order, shuffle, durations
 
 
 #: per callback event: the method that registers it and the arguments it passes first
@@ -115,13 +146,21 @@ class Scheduler:
             ordering bugs that shows (``summary['state_findings']``; see statecheck.py).
         first: names of tasks to start before the others whenever several are ready
             (``tdrun --failed-first``); the graph still decides what is ready.
+        order: which ready task starts first: ``"declared"`` (registration order) or
+            ``"critical-path"`` (the longest remaining path first, weighing each task by
+            ``durations``); see ``engine/order.py``.
+        shuffle: a seed: ready tasks start in an order drawn from ``random.Random(seed)``;
+            ``True`` draws a seed (kept in ``shuffle``).
+        durations: expected seconds per task name, for ``order="critical-path"``; a task
+            missing gets the median of the others.
 
     Raises:
         TypeError: ``workers`` is not an integer, ``state`` not a dict, or one of the keys the
             engine owns holds the wrong thing: ``state['_state_lock']`` must be a lock and
             ``state['results']`` (with ``store_results``) a dict; ``highlights`` is not a
             list of (compiled regex, string) pairs.
-        ValueError: ``workers`` is less than 1.
+        ValueError: ``workers`` is less than 1, ``order`` unknown, or both ``shuffle`` and
+            ``order="critical-path"`` given.
     """
 
     def __init__(
@@ -140,6 +179,9 @@ class Scheduler:
         *,
         check_state: bool = False,
         first: Iterable[str] | None = None,
+        order: str | ReplayOrder = "declared",
+        shuffle: int | bool | None = None,
+        durations: dict[str, float] | None = None,
     ) -> None:
         if workers is None:
             workers = default_workers
@@ -192,6 +234,7 @@ class Scheduler:
         self.last_summary: dict | None = None
         #: the TaskRecord of every task of the last run, in registration order
         self.last_records: list[TaskRecord] = []
+        self.order, self.shuffle, self.durations = _checked_order(order, shuffle, durations)
 
     # ------------------------------------------------------------------ registration
 
@@ -432,8 +475,12 @@ class Scheduler:
 
                 checker = StateChecker(self.state, self.state_lock)
                 fns, task_options = checker.instrument(graph.nodes, fns, task_options)
+            plan = None
+            if self.order != "declared" or self.shuffle is not None:
+                replay = self.order if isinstance(self.order, ReplayOrder) else None
+                plan = make_plan(graph, self.order, self.shuffle, self.durations, replay)
             run = self._run = Run(fns, task_options, graph, self.state,
-                                  self.state_lock, self.events, options)
+                                  self.state_lock, self.events, options, plan)
         try:
             summary = run.execute()
             if checker is not None:

@@ -8,6 +8,7 @@ from collections.abc import ItemsView, Mapping, ValuesView
 from typing import Any
 
 from .model import TaskRecord, TaskStatus
+from .order import bound_of
 
 __all__ = ["TaskTable", "build_summary"]
 
@@ -143,4 +144,18 @@ def build_summary(run: Any) -> dict:
         "text": text,
         "teardown_not_run": teardown_not_run,
         "tasks": tasks,
+        **_order_fields(run, records),
     }
+
+
+def _order_fields(run: Any, records: list) -> dict:
+    """The start order of the run and, for critical-path order, its lower bound (see order.py).
+
+    Other orders pay nothing here: their bound, where a front-end shows it, is
+    worked out from the records after the run.
+    """
+    plan = getattr(run, "plan", None)
+    if plan is None or plan.info["order"] != "critical-path":
+        return {"order": dict(plan.info) if plan is not None else {"order": "declared"}}
+    weights = [rec.duration if rec is not None and rec.attempts else 0.0 for rec in records]
+    return {"order": dict(plan.info), "lower_bound": bound_of(run.graph, weights, run.s.workers)}

@@ -4,6 +4,7 @@ from .commands import history_observer
 from .db import SCHEMA_VERSION, snapshot_state
 from .recorder import HistoryRecorder
 from .store import DEFAULT_HISTORY, HistoryStore, compare_runs, differs_text, resolve_history_path
+from .timings import recent_durations
 
 __all__ = [
     "DEFAULT_HISTORY",
@@ -13,6 +14,7 @@ __all__ = [
     "compare_runs",
     "differs_text",
     "history_observer",
+    "recent_durations",
     "resolve_history_path",
     "snapshot_state",
 ]

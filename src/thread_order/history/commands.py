@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
 from ..engine.errors import HistoryError, UsageError
-from ..theme import STATUS_COLORS, format_seconds
+from ..theme import STATUS_COLORS, bound_text, format_seconds, order_text
 from .db import RUN_STATUSES
 from .recorder import HistoryRecorder
 from .store import DEFAULT_HISTORY, HistoryStore, compare_runs, differs_text, resolve_history_path
@@ -70,7 +70,9 @@ def _parser(name: str) -> argparse.ArgumentParser:
         p = _Parser(prog="tdrun compare", parents=[common], allow_abbrev=False,
                     description="What changed between two runs: statuses, tasks, durations.")
         p.add_argument("run_a", metavar="RUN_A", help="the earlier run: an id, or 'last'")
-        p.add_argument("run_b", metavar="RUN_B", help="the later run: an id, or 'last'")
+        p.add_argument("run_b", metavar="RUN_B", nargs="?",
+                       help="the later run: an id, or 'last' (omitted: RUN_A is a replay, compared "
+                            "with the run it replays)")
         p.add_argument("--top", type=_limit, default=10, metavar="N",
                        help="show the N largest duration changes (default: 10)")
         p.add_argument("--json", action="store_true", help="print the comparison as JSON")
@@ -208,6 +210,7 @@ def _cmd_show(args, store: HistoryStore, out: _Out) -> int:
         out.line(f"  command   {' '.join(run['argv'])}")
     if run["tags"]:
         out.line(f"  tags      {', '.join(run['tags'])}")
+    _order_lines(run, out)
     if run["teardown_not_run"]:
         out.line(f"  teardown did not run: {', '.join(run['teardown_not_run'])} "
                  "\u2014 resources they clean up may remain", f"bold {STATUS_COLORS['FAILED']}")
@@ -260,6 +263,21 @@ def _cmd_show(args, store: HistoryStore, out: _Out) -> int:
     return EXIT_OK
 
 
+def _order_lines(run: dict[str, Any], out: _Out) -> None:
+    """tdrun show: the start order (seed, replay links) and the makespan beside its lower bound."""
+    ordering = run.get("ordering") or {}
+    text = order_text(ordering)
+    if ordering.get("order") == "shuffle":
+        text += f" (repeat: --shuffle={ordering.get('seed')})"
+    if text:
+        out.line(f"  order     {text}")
+    if run.get("replays"):
+        out.line(f"  replayed  by run {', '.join(map(str, run['replays']))}")
+    bound = bound_text(run["duration"], run.get("lower_bound"))
+    if bound:
+        out.line(f"  bound     {bound}")
+
+
 def _cmd_report(args, store: HistoryStore, out: _Out) -> int:
     from ..report import write_report
 
@@ -273,7 +291,13 @@ def _cmd_report(args, store: HistoryStore, out: _Out) -> int:
 
 
 def _cmd_compare(args, store: HistoryStore, out: _Out) -> int:
-    a, b = store.get_run(args.run_a), store.get_run(args.run_b)
+    if args.run_b is None:
+        b = store.get_run(args.run_a)
+        if b["replay_of"] is None:
+            raise UsageError(f"compare: run {b['id']} is not a replay: give two runs (RUN_A RUN_B)")
+        a = store.get_run(b["replay_of"])
+    else:
+        a, b = store.get_run(args.run_a), store.get_run(args.run_b)
     diff = compare_runs(a, b, top=args.top)
     if args.json:
         out.file.write(json.dumps(diff, indent=2) + "\n")
@@ -285,8 +309,11 @@ def _cmd_compare(args, store: HistoryStore, out: _Out) -> int:
         out.line(f"{label}: run {run['id']}  {_when(run['started_at'])}  {run['status']}  "
                  f"{run['passed']} passed, {run['failed']} failed, {run['skipped']} skipped"
                  + (f", {run['cancelled']} cancelled" if run["cancelled"] else "") + "  "
-                 f"in {_duration(run['duration'])}  ({_module(run)})")
+                 f"in {_duration(run['duration'])}  ({_module(run)})"
+                 + (f"  {order_text(run.get('ordering'))}" if order_text(run.get("ordering")) else ""))
     out.line()
+    if diff["start_order"] is not None:
+        _side_by_side(diff["start_order"], args.top, out)
     changes = diff["status_changes"]
     if changes:
         out.line(f"status changed ({len(changes)}):", "bold")
@@ -310,6 +337,20 @@ def _cmd_compare(args, store: HistoryStore, out: _Out) -> int:
                          f"{sign}{format_seconds(abs(d['delta']))}", ratio])
         out.table(["task", "A", "B", "change", "ratio"], rows, right=(1, 2, 3, 4))
     return EXIT_OK
+
+
+def _side_by_side(rows: list[dict[str, Any]], top: int, out: _Out) -> None:
+    """A replay beside its recording: the start orders, where they differ first."""
+    differ = [r for r in rows if r["a"] != r["b"]]
+    out.line(f"start order (a replay beside its recording): "
+             + (f"{len(differ)} of {len(rows)} positions differ" if differ else f"the same {len(rows)} starts"),
+             "bold")
+    shown = rows[: max(top, 1) * 2]
+    out.table(["#", "A", "B", ""], [[r["position"], r["a"] or "-", r["b"] or "-",
+                                    "" if r["a"] == r["b"] else "differs"] for r in shown], right=(0,))
+    if len(rows) > len(shown):
+        out.line(f"... {len(rows) - len(shown)} more (--top N shows 2N, --json all)")
+    out.line()
 
 
 # ---------------------------------------------------------------------------- a tdrun run

@@ -46,7 +46,7 @@ from ..engine.errors import HistoryError
 log = logging.getLogger("thread_order")
 
 #: the schema this version writes; it reads every version up to this one
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: captured output (and tracebacks) longer than this many UTF-8 bytes are cut in the middle
 OUTPUT_CAP = 64 * 1024
 REDACTED = "***redacted***"
@@ -170,6 +170,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             output TEXT NOT NULL DEFAULT ''
         )""",
         "CREATE INDEX task_attempts_by_run ON task_attempts (run_id)",
+    ),
+    (  # 5 -> 6: the start order (shuffle seed, critical path, replay and its lower bound) and
+        # the run a replay reran
+        "ALTER TABLE runs ADD COLUMN ordering TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE runs ADD COLUMN replay_of INTEGER",
+        "CREATE INDEX runs_by_replay_of ON runs (replay_of)",
     ),
 )
 

@@ -153,6 +153,7 @@ class HistoryRecorder:
             "total": len(deps),
             "graph": graph,
             "state": json.dumps(snapshot_state(state)),
+            **_ordering(scheduler, info),
         }
         conn = open_writable(self.path)
         try:
@@ -522,4 +523,26 @@ def _final_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
         # None (NULL) when the run was not checked, [] when it was and nothing was found
         "state_findings": (None if summary.get("state_findings") is None
                            else json.dumps(list(summary["state_findings"]), default=str)),
+        **({"ordering": json.dumps(_order_of(summary))} if "order" in summary else {}),
     }
+
+
+def _ordering(scheduler: Any, info: Mapping[str, Any]) -> dict[str, Any]:
+    """The run row's ordering (as known before the run) and the run it replays."""
+    order = info.get("ordering")
+    if order is None:
+        seed = getattr(scheduler, "shuffle", None)
+        kind = getattr(scheduler, "order", "declared")
+        if seed is not None:
+            order = {"order": "shuffle", "seed": seed}
+        else:
+            order = {"order": kind if isinstance(kind, str) else "replay"}
+    replay_of = info.get("replay_of")
+    return {"ordering": json.dumps(order), "replay_of": replay_of if isinstance(replay_of, int) else None}
+
+
+def _order_of(summary: Mapping[str, Any]) -> dict[str, Any]:
+    order = dict(summary.get("order") or {})
+    if isinstance(summary.get("lower_bound"), Mapping):
+        order["lower_bound"] = dict(summary["lower_bound"])
+    return order

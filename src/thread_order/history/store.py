@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..engine.errors import HistoryError
+from ..engine.order import recorded_bound
 from .db import (
     RUN_STATUSES,
     decode_batch,
@@ -47,6 +48,7 @@ _RUN_FIELDS = (
 _RUN_PRIVATE = ("pid", "heartbeat", "run_uuid")
 _RUN_LISTED = ("tags", "state")
 _RUN_DETAIL = ("argv", "graph", "teardown_not_run", "state_findings")
+_RUN_ORDER = ("ordering", "replay_of")  # schema 6
 _TASK_FIELDS = (
     "seq", "name", "status", "thread", "attempts", "started_at", "finished_at", "duration",
     "error_type", "error", "traceback", "reason", "output", "output_bytes", "tags",
@@ -157,7 +159,7 @@ class HistoryStore:
             params.append(status)
         elif status is not None:  # both can be stored as 'running'; decided below
             where.append("status NOT IN ('passed', 'failed')")
-        sql = f"SELECT {self._cols('runs', _RUN_FIELDS + _RUN_PRIVATE + _RUN_LISTED)} FROM runs"
+        sql = f"SELECT {self._cols('runs', _RUN_FIELDS + _RUN_PRIVATE + _RUN_LISTED + _RUN_ORDER)} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC"
@@ -169,6 +171,7 @@ class HistoryStore:
             run = self._run_dict(row, now)
             run["tags"] = _str_list(_loads(row["tags"], []))
             run["state"] = _dict(_loads(row["state"], {}))
+            _order_fields(run, row)
             runs.append(run)
         if status is not None:
             runs = [r for r in runs if r["status"] == status]
@@ -213,7 +216,7 @@ class HistoryStore:
         """
         rid = self.resolve_id(run_id)
         rows = self._query(
-            f"SELECT {self._cols('runs', _RUN_FIELDS + _RUN_PRIVATE + _RUN_LISTED + _RUN_DETAIL)} "
+            f"SELECT {self._cols('runs', _RUN_FIELDS + _RUN_PRIVATE + _RUN_LISTED + _RUN_DETAIL + _RUN_ORDER)} "
             "FROM runs WHERE id = ?",
             (rid,),
         )
@@ -233,6 +236,9 @@ class HistoryStore:
         run["teardown_not_run"] = _str_list(_loads(row["teardown_not_run"], []))
         #: the state checker's findings; None when the run was not checked (or before schema 4)
         run["state_findings"] = _findings(_loads(row["state_findings"], None))
+        _order_fields(run, row)
+        run["replays"] = [r["id"] for r in self._query(
+            "SELECT id FROM runs WHERE replay_of = ? ORDER BY id", (rid,))] if "replay_of" in self._columns["runs"] else []
         tasks = [{k: _TASK_TYPES[k](v) for k, v in task.items()} for task in self._query(
             f"SELECT {self._cols('tasks', _TASK_FIELDS)} FROM tasks WHERE run_id = ?", (rid,))]
         for task in tasks:
@@ -252,6 +258,7 @@ class HistoryStore:
         # by start; tasks that never started (skipped, cancelled) after, in the order decided
         tasks.sort(key=lambda t: (t["started_at"] is None, t["started_at"] or 0.0, t["seq"]))
         run["tasks"] = tasks
+        _bound(run)
         return run
 
 
@@ -284,6 +291,24 @@ def _findings(value: Any) -> list[dict[str, Any]] | None:
              "tasks": _str_list(f.get("tasks")), "locked": f.get("locked") is True,
              "static": f.get("static") is True, "message": _text(f.get("message")) or ""}
             for f in value if isinstance(f, dict)]
+
+
+def _bound(run: dict[str, Any]) -> None:
+    """``lower_bound``: as recorded (another order than declared), else worked out from the tasks."""
+    bound = run["ordering"].get("lower_bound")
+    if not isinstance(bound, dict) or not isinstance(bound.get("lower_bound"), (int, float)):
+        durations = {t["name"]: t["duration"] for t in run["tasks"] if t["started_at"] is not None}
+        bound = recorded_bound(run["graph"]["nodes"], run["graph"]["edges"], durations, run["workers"] or 1)
+    run["lower_bound"] = bound
+
+
+def _order_fields(run: dict[str, Any], row: dict[str, Any]) -> None:
+    """``ordering`` (``{"order": "declared"}`` for runs recorded before schema 6) and ``replay_of``."""
+    ordering = _dict(_loads(row.get("ordering"), {}))
+    if not isinstance(ordering.get("order"), str):
+        ordering = {"order": "declared"}
+    run["ordering"] = ordering
+    run["replay_of"] = _whole(row.get("replay_of"))
 
 
 def _loads(text: Any, default: Any) -> Any:
@@ -349,7 +374,8 @@ _RUN_TYPES = {
     "status": _text, "passed": _count, "failed": _count, "skipped": _count, "cancelled": _count,
     "total": _count, "duration": _number, "workers": _whole, "host": _text, "pid": _whole,
     "heartbeat": _epoch, "run_uuid": _text, "argv": _same, "tags": _same, "graph": _same,
-    "state": _same, "teardown_not_run": _same, "state_findings": _same,
+    "state": _same, "teardown_not_run": _same, "state_findings": _same, "ordering": _same,
+    "replay_of": _whole,
 }
 _TASK_TYPES = {
     "seq": _count, "name": lambda v: _text(v) or "?", "status": lambda v: (_text(v) or "?").upper(),
@@ -433,15 +459,30 @@ def compare_runs(a: Mapping[str, Any], b: Mapping[str, Any], top: int = 10) -> d
         return {k: run.get(k) for k in ("id", "module", "target", "status", "started_at", "duration",
                                         "passed", "failed", "skipped", "cancelled", "total")}
 
+    replay = (b.get("replay_of") is not None and b.get("replay_of") == a.get("id")) or \
+        (a.get("replay_of") is not None and a.get("replay_of") == b.get("id"))
     return {
-        "a": head(a),
-        "b": head(b),
+        "a": head(a) | {"ordering": a.get("ordering"), "replay_of": a.get("replay_of")},
+        "b": head(b) | {"ordering": b.get("ordering"), "replay_of": b.get("replay_of")},
+        "replay": replay,
+        # a replay beside its recording: both start orders, side by side
+        "start_order": _start_orders(a, b) if replay else None,
         "same_module": a.get("module") == b.get("module"),
         "status_changes": status_changes,
         "added": [n for n in names_b if n not in set_a],
         "removed": [n for n in names_a if n not in set_b],
         "duration_changes": durations[:top],
     }
+
+
+def _start_orders(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``[{position, a, b}]``: the tasks of both runs that started, in start order."""
+    def started(run):
+        return [t["name"] for t in run.get("tasks", []) if t.get("started_at") is not None]
+
+    sa, sb = started(a), started(b)
+    return [{"position": i + 1, "a": sa[i] if i < len(sa) else None, "b": sb[i] if i < len(sb) else None}
+            for i in range(max(len(sa), len(sb)))]
 
 
 def _value(value: Any, limit: int = 24) -> str:

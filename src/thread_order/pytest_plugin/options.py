@@ -1,4 +1,4 @@
-"""The pytest plugin's options (``--tdrun``, ``--tdrun-workers``, state, history) and their checks.
+"""The pytest plugin's options (``--tdrun``, ``--tdrun-workers``, state, history, OpenTelemetry) and their checks.
 
 Everything a user can get wrong on the command line is refused here, at
 configure time, as one ``pytest.UsageError`` line (pytest exits 4), before
@@ -31,6 +31,7 @@ class Settings:
     history: str | None = None
     no_history: bool = False
     labels: dict[str, str] = field(default_factory=dict)  # realpath -> module label, for --tdrun files
+    otel: bool = False                                     # --tdrun-otel or the tdrun_otel ini option
 
     @property
     def active(self) -> bool:
@@ -68,8 +69,13 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--tdrun-history", dest="tdrun_history", metavar="PATH|off",
                     help="record the run in this SQLite file, or 'off' (default: .tdrun/history.db, "
                          "as tdrun)")
+    group.addoption("--tdrun-otel", action="store_true", default=False, dest="tdrun_otel",
+                    help="export the run live as OpenTelemetry spans, as tdrun --otel: configured by "
+                         "the OTEL_* variables (needs thread-order[otel]); honours TRACEPARENT")
     parser.addini("tdrun_files", type="args", default=[],
                   help="glob(s) of the files collected as tdrun modules, e.g. tasks_*.py")
+    parser.addini("tdrun_otel", type="bool", default=False,
+                  help="true: export the tdrun run as OpenTelemetry spans, as --tdrun-otel")
 
 
 def _usage(message: str) -> pytest.UsageError:
@@ -81,7 +87,8 @@ def read_settings(config: pytest.Config) -> Settings:
 
     Raises:
         pytest.UsageError: a missing ``--tdrun`` path, a bad worker count, ``--tdrun-set``
-            or state file, or a ``--tdrun-*`` option without anything to collect.
+            or state file, a ``--tdrun-*`` option without anything to collect, or
+            ``--tdrun-otel`` without the ``otel`` extra.
     """
     opt = config.option
     settings = Settings(targets=list(opt.tdrun_targets or []),
@@ -89,7 +96,8 @@ def read_settings(config: pytest.Config) -> Settings:
     given = [name for name, value in (("--tdrun-workers", opt.tdrun_workers),
                                       ("--tdrun-state-file", opt.tdrun_state_file),
                                       ("--tdrun-set", opt.tdrun_set),
-                                      ("--tdrun-history", opt.tdrun_history)) if value]
+                                      ("--tdrun-history", opt.tdrun_history),
+                                      ("--tdrun-otel", opt.tdrun_otel)) if value]
     if not settings.active:
         if given:
             raise _usage(f"{given[0]} needs something to collect: --tdrun PATH or the ini option tdrun_files")
@@ -141,6 +149,15 @@ def read_settings(config: pytest.Config) -> Settings:
         except UsageError as exc:
             raise _usage(f"--tdrun: {exc}") from None
         settings.labels = {os.path.realpath(m.path_str): m.label for m in modules}
+    if opt.tdrun_otel or config.getini("tdrun_otel"):
+        from ..trace import require_otel
+
+        try:
+            require_otel()  # the extra missing: one line, before any task module is imported
+        except UsageError as exc:
+            option = "--tdrun-otel" if opt.tdrun_otel else "the ini option tdrun_otel"
+            raise _usage(str(exc).replace("--otel", option, 1)) from None
+        settings.otel = True
     return settings
 
 

@@ -201,21 +201,33 @@ class SessionRun:
             logging.getLogger("thread_order.interrupt").removeFilter(quiet)
             for observer in reversed(attached):
                 observer.finish()
-                self.notes.extend(getattr(observer, "notes", ()))
+                # the export's warnings name tdrun's option; here it is --tdrun-otel
+                self.notes.extend(note.replace("--otel:", "--tdrun-otel:", 1)
+                                  for note in getattr(observer, "notes", ()))
         self.summary = summary
         self.records = {r.name: r for r in scheduler.last_records}
         self.view = TdrunState(scheduler.sanitized_state, self.records, summary)
 
     def _observers(self) -> list[Any]:
-        """What watches the run besides the items: the history recorder."""
+        """What watches the run besides the items: the history recorder, the OpenTelemetry
+        export (``--tdrun-otel``), in tdrun's order."""
         from ..engine.errors import UsageError
         from ..history import history_observer
 
+        observers: list[Any] = []
         try:
             recorder = history_observer(self.settings.history, self.settings.no_history, None)
+            if recorder is not None:
+                observers.append(recorder)
+            if self.settings.otel:
+                from ..trace import OtelObserver
+
+                # tdrun's: the provider from the OTEL_* variables (or the one already set),
+                # flushed when the run ends; an exporter that is not installed is refused here
+                observers.append(OtelObserver())
         except UsageError as exc:
             raise pytest.UsageError(f"tdrun: {exc}") from None
-        return [recorder] if recorder is not None else []
+        return observers
 
     @property
     def interrupted(self) -> bool:

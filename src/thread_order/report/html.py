@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from ..engine.errors import UsageError
 from .svg import STATUS_COLORS, attempt_bars, critical_path, format_seconds, graph_svg, timeline_svg
+from ..theme import bound_text, order_text
 
 __all__ = ["render_report", "teardown_heading", "write_report"]
 
@@ -358,6 +359,9 @@ def render_report(run: Mapping[str, Any]) -> str:
         ("duration", format_seconds(run.get("duration"))), ("workers", run.get("workers")),
         ("host", run.get("host")), ("command line", " ".join(run.get("argv") or []) or None),
         ("tags", ", ".join(run.get("tags") or []) or None),
+        ("start order", order_text(run.get("ordering")) or None),
+        ("replayed by", ", ".join(f"run {i}" for i in run.get("replays") or []) or None),
+        ("makespan and lower bound", bound_text(run.get("duration"), run.get("lower_bound")) or None),
     ]
     out.extend(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in details if v is not None)
     out.append("</dl>")

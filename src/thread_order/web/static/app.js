@@ -809,7 +809,9 @@ const historyTable = new PagedTable(null, [
     });
     return box;
   } },
-  { title: "Run", cls: "num", render: (r) => h("a", { href: `#history/${r.id}` }, `#${r.id}`) },
+  { title: "Run", cls: "num", render: (r) => h("span", {}, h("a", { href: `#history/${r.id}` }, `#${r.id}`),
+    r.replay_of != null ? h("a", { class: "replay-of muted", href: `#history/${r.replay_of}`, title: `a replay of run ${r.replay_of}` },
+      ` ↻ #${r.replay_of}`) : null) },
   { title: "Started", render: (r) => fmtClock(r.started_at) },
   { title: "Module", cls: "name", render: (r) => r.target || r.module },
   { title: "Status", render: (r) => pill(r.status) },
@@ -859,6 +861,32 @@ function statusCounters(counts) {
     h("div", { class: `counter s-${s}` }, h("span", { class: "dot" }), h("b", {}, String(n ?? 0)), h("span", {}, s.toLowerCase()))));
 }
 
+// the start order as tdrun show names it (theme.order_text); "" for the declared order
+function orderText(o) {
+  if (!o || typeof o !== "object") return "";
+  if (o.order === "shuffle") return `shuffled, seed ${o.seed} (repeat: --shuffle=${o.seed})`;
+  if (o.order === "critical-path") return "critical-path order";
+  if (o.order === "replay") return (o.replay_of != null ? `replay of run ${o.replay_of}` : "replay") + (o.serial ? ", serial" : "");
+  return "";
+}
+
+function boundText(b) {
+  if (!b || typeof b.lower_bound !== "number") return "";
+  return `${fmtDur(b.lower_bound)} (critical path ${fmtDur(b.critical_path)}; work ${fmtDur(b.total_work)} / ${b.workers} workers)`;
+}
+
+// links between a replay and the run it replays, both ways
+function replayLinks(run) {
+  const parts = [];
+  if (run.replay_of != null) parts.push("a replay of ", h("a", { href: `#history/${run.replay_of}` }, `run #${run.replay_of}`));
+  if ((run.replays || []).length) {
+    if (parts.length) parts.push(" · ");
+    parts.push("replayed by ");
+    run.replays.forEach((id, i) => parts.push(i ? ", " : "", h("a", { href: `#history/${id}` }, `run #${id}`)));
+  }
+  return parts.length ? h("p", { class: "replay-links", id: "history-replay-links" }, ...parts) : null;
+}
+
 function metaGrid(pairs) {
   return h("div", { class: "meta-grid" }, pairs.filter(([, v]) => v !== null && v !== undefined && v !== "")
     .map(([k, v]) => h("div", {}, h("span", {}, k), h("b", {}, String(v)))));
@@ -894,7 +922,9 @@ async function showHistoryRun(id) {
     h("div", { class: "card" },
       metaGrid([["Started", fmtClock(run.started_at)], ["Finished", fmtClock(run.finished_at)], ["Duration", fmtDur(run.duration)],
         ["Workers", run.workers], ["Host", run.host], ["Tags", (run.tags || []).join(", ")], ["Tasks", run.total],
-        ["Command", (run.argv || []).join(" ")]]),
+        ["Command", (run.argv || []).join(" ")], ["Start order", orderText(run.ordering)],
+        ["Lower bound", boundText(run.lower_bound)]]),
+      replayLinks(run),
       statusCounters(counts)),
     // failures first: the reason to open a run, and not below the fold
     failed.length ? h("div", { class: "card", id: "failures" }, h("div", { class: "card-head" }, h("h3", {}, `Failures (${failed.length})`)),

@@ -17,7 +17,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "thread_order"
 ENGINE = "thread_order.engine"
-FRONT_ENDS = ("cli", "history", "report", "trace", "web", "pytest_plugin")
+FRONT_ENDS = ("cli", "history", "report", "trace", "web", "pytest_plugin", "executors")
 #: small named modules the front-ends share; they see only the engine
 SHARED = ("thread_order.theme", "thread_order.runview")
 MAX_LINES = 600

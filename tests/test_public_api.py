@@ -29,6 +29,7 @@ PUBLIC = [
     "DuplicateTaskError",
     "Event",
     "EventKind",
+    "ExecutorError",
     "Graph",
     "GraphError",
     "HistoryError",
@@ -116,6 +117,7 @@ def test_scheduler_signatures_follow_the_published_api():
         ("order", "KEYWORD_ONLY", "declared"),
         ("shuffle", "KEYWORD_ONLY", None),
         ("durations", "KEYWORD_ONLY", None),
+        ("executor", "KEYWORD_ONLY", "local"),
     ]
     assert params(Scheduler.register) == [
         ("self", "POSITIONAL_OR_KEYWORD", E),

@@ -281,3 +281,17 @@ def test_the_live_view_and_the_web_ui_agree_with_the_stream(case, data):
     for status, n in want["counts"].items():
         if n or status != "CANCELLED":
             assert f"{n} {status.lower()}" in text, text
+
+
+def test_an_executor_names_the_lanes_and_a_worker_joining_later_gets_one():
+    view = RunView(total=2, lanes=4)
+    lanes = ["127.0.0.1:4001/thread_0", "127.0.0.1:4001/thread_1"]
+    view.feed(Event(EventKind.RUN_STARTED, 1, 0.0,
+                    data={"total_tasks": 2, "workers": 4, "tasks": ["a", "b"], "lanes": lanes}))
+    view.feed(Event(EventKind.TASK_RUNNING, 2, 0.1, name="a", thread="127.0.0.1:4001/thread_1", attempt=1))
+    view.feed(Event(EventKind.TASK_RUNNING, 3, 0.2, name="b", thread="127.0.0.1:4002/thread_0", attempt=1))
+    snap = view.snapshot()
+    assert snap.lanes == (*lanes, "127.0.0.1:4002/thread_0")
+    assert snap.running["127.0.0.1:4001/thread_1"][0] == "a"
+    text = text_of(render_view(snap, 120, 30), width=120)
+    assert "127.0.0.1:4001/thread_1" in text and "127.0.0.1:4002/thread_0" in text

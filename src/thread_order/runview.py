@@ -137,6 +137,7 @@ class RunView:
         self.title = title
         self.total = total
         self.lanes = lane_names(lanes)
+        self.named_lanes = False  # lanes named by an executor, not thread_0..N
         self.running: dict[str, Running] = {}
         self.last: dict[str, TaskRecord] = {}  # lane -> the record it finished last
         self.counts = {"PASSED": 0, "FAILED": 0, "SKIPPED": 0, "CANCELLED": 0}
@@ -183,7 +184,9 @@ class RunView:
         with self._lock:
             self.total = meta.get("total_tasks", self.total)
             n = min(meta.get("workers", len(self.lanes)), max(self.total, 1))
-            self.lanes = lane_names(n)
+            # an executor's lanes are named by it (a Dask cluster's worker-address/thread_N)
+            self.named_lanes = bool(meta.get("lanes"))
+            self.lanes = tuple(meta["lanes"]) if self.named_lanes else lane_names(n)
             self.name_width = max((len(t) for t in meta.get("tasks", ())), default=24)
             self.started = event.time
             self.phase = "running"
@@ -196,6 +199,8 @@ class RunView:
         name = event.name
         with self._lock:
             self.running[event.thread] = Running(name, event.time, event.attempt)
+            if self.named_lanes and event.thread not in self.lanes:
+                self.lanes += (event.thread,)  # a worker that joined the cluster during the run
             if self.log is not None:
                 self.statuses[name] = "RUNNING"
                 self.log.append((name, "RUNNING", None, event.attempt))

@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..engine.collect import Collection, ModuleLoadError, build_state, collect
-from ..engine.errors import GraphError, UsageError, WorkerStartError
+from ..engine.errors import ExecutorError, GraphError, UsageError, WorkerStartError
 from .config import apply_config, find_config, show_config
 from .graphfmt import FORMATS, format_graph, static_note, task_list
 from .ordering import (add_order_options, check_order_args, list_order, normalize_shuffle, order_notes,
                        scheduler_order)
 from ..engine.model import parse_tags
 from ..engine.scheduler import Scheduler, default_workers
+from .executors import add_executor_options, executor_from_args
 
 __all__ = ["main", "console_main", "build_parser", "parse_set_values", "SUBCOMMANDS", "EXIT_CODES"]
 
@@ -164,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="export the run live as OpenTelemetry spans, configured by the OTEL_* "
                               "variables (needs thread-order[otel]); honours TRACEPARENT")
     add_order_options(p)
+    add_executor_options(p)
     p.add_argument("--version", action="version", version=f"tdrun {__version__}")
     return p
 
@@ -313,7 +315,7 @@ def main(argv: list[str] | None = None, *, replay: Any = None) -> int:
         err.write(exc.user_traceback.rstrip("\n") + "\n")
         err.write(f"tdrun: error: {exc}\n")
         return EXIT_USAGE
-    except (UsageError, GraphError, WorkerStartError) as exc:
+    except (UsageError, GraphError, WorkerStartError, ExecutorError) as exc:
         err.write(f"tdrun: error: {exc}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -414,6 +416,7 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO, replay: Any = None) -> int
         out.write(static_note(graph, collection.specs))
         return EXIT_OK
 
+    executor = executor_from_args(args, replay)
     state, sources = build_state(collection.hook_modules, args.state_file, values, results)
     if replay is not None:
         replay.fill_state(state, sources)
@@ -428,6 +431,7 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO, replay: Any = None) -> int
         workers=workers, state=state, clear_results_on_start=not results and "results" not in sources,
         skip_dependents=args.skip_deps, capture=True, check_state=args.check_state, first=first,
         **order,
+        executor=executor,
     )
     collection.register_into(scheduler)
     if replay is not None:
@@ -443,22 +447,6 @@ def _check_state(state: dict, sources: dict[str, str], state_file: str | None) -
         where = f"state file {state_file}" if sources.get("results") == "state file" else "setup_state()"
         raise UsageError(f"{where}: 'results' must be an object of task results, "
                          f"not {type(state['results']).__name__}")
-
-
-def _display_mode(args: argparse.Namespace, out: TextIO) -> str:
-    if args.plain:
-        return "plain"
-    if args.viewer:
-        return "live"
-    if args.progress:
-        return "progress"
-    try:
-        tty = out.isatty()
-    except (AttributeError, ValueError):
-        tty = False
-    if tty and not os.environ.get("CI") and os.environ.get("TERM") != "dumb":
-        return "live"
-    return "plain"
 
 
 def _run_observers(args: argparse.Namespace) -> list[Any]:
@@ -492,11 +480,11 @@ def _warnings_outside_tasks(record: logging.LogRecord) -> bool:
 def _run(args, argv, collection: Collection, scheduler: Scheduler, sources: dict[str, str],
          out: TextIO, err: TextIO, replay: Any = None) -> int:
     from .live import LiveView
-    from .plain import LineLogHandler, PlainReporter, make_console, print_end_of_run
+    from .plain import LineLogHandler, PlainReporter, display_mode, make_console, print_end_of_run
     from .reports import RunData, redact_argv, write_json_report, write_junit_xml
 
     color = not args.no_color
-    mode = _display_mode(args, out)
+    mode = display_mode(args, out)
     total = len(scheduler.tasks)
     lanes = min(scheduler.workers, total)
     module_name = collection.label

@@ -22,7 +22,7 @@ from ..theme import STATUS_COLORS
 
 __all__ = [
     "COLORS", "make_console", "PlainReporter", "LineLogHandler", "log_text", "print_end_of_run",
-    "teardown_heading", "TaskLogFormat",
+    "teardown_heading", "TaskLogFormat", "display_mode", "write_conflict_line",
 ]
 
 COLORS = STATUS_COLORS
@@ -95,6 +95,23 @@ def _ansi(console: Console, text: str, style: str) -> str:
     return cap.get()
 
 
+def display_mode(args: Any, out: TextIO) -> str:
+    """What tdrun draws: "live", "progress" or "plain" (options first, then whether ``out`` is a terminal)."""
+    if args.plain:
+        return "plain"
+    if args.viewer:
+        return "live"
+    if args.progress:
+        return "progress"
+    try:
+        tty = out.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if tty and not os.environ.get("CI") and os.environ.get("TERM") != "dumb":
+        return "live"
+    return "plain"
+
+
 def lane_width(lanes: int) -> int:
     return len(f"thread_{max(lanes - 1, 0)}")
 
@@ -122,6 +139,12 @@ class PlainReporter:
         self._undo.append(scheduler.subscribe(self._on_finished, EventKind.TASK_FINISHED))
         self._undo.append(scheduler.subscribe(self._on_retrying, EventKind.TASK_RETRYING))
         self._undo.append(scheduler.subscribe(self._on_interrupted, EventKind.RUN_INTERRUPTED))
+        self._undo.append(scheduler.subscribe(self._on_started, EventKind.RUN_STARTED))
+
+    def _on_started(self, event: Event) -> None:
+        lanes = (event.data or {}).get("lanes")
+        if lanes:  # named by an executor (a Dask cluster's worker-address/thread_N)
+            self.lane_width = max(map(len, lanes))
 
     def finish(self) -> None:
         for undo in self._undo:
@@ -276,6 +299,8 @@ def print_end_of_run(console: Console, summary: dict, records: Iterable[TaskReco
     findings = summary.get("state_findings") or []
     if findings:
         print_state_findings(console, findings)
+    for conflict in summary.get("write_conflicts", ()):
+        console.print(Text(write_conflict_line(conflict), style=COLORS["SKIPPED"]), soft_wrap=True)
     for note in notes:
         console.print(Text(note, style="dim"), soft_wrap=True)
     title = summary["text"]
@@ -293,6 +318,14 @@ def print_state_findings(console: Console, findings: list[dict]) -> None:
         line = Text(f"{finding['kind'].upper()}: ", style=f"bold {COLORS['FAILED']}")
         line.append(finding["message"])
         console.print(line, soft_wrap=True)
+
+
+def write_conflict_line(conflict: dict) -> str:
+    """One state key two unordered remote tasks both changed, as the end of a run warns of it."""
+    tasks = conflict["tasks"]
+    names = ", ".join(tasks[:-1]) + f" and {tasks[-1]}" if len(tasks) > 1 else tasks[0]
+    return (f"warning: write conflict on state[{conflict['key']!r}]: {names} may run at the same "
+            f"time and each changed it; the state kept {conflict['kept']}'s change (the last to finish)")
 
 
 def _forced(by_name: dict[str, TaskRecord]) -> bool:

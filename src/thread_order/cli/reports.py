@@ -45,6 +45,9 @@ added, existing ones keep their meaning while ``format_version`` stays 1:
 - ``lower_bound``: ``{"lower_bound", "critical_path", "total_work", "workers"}`` (seconds): no
   schedule of the durations the tasks had could end sooner than ``lower_bound`` =
   max(critical path, total work / workers); compare it with ``duration``.
+- ``executor`` (str): where the tasks ran, ``"local"``, ``"dask"`` or ``"dask://HOST:PORT"``.
+- ``write_conflicts`` (list): on a cluster, each state key two tasks that may overlap both
+  changed: ``{"key", "tasks", "kept"}`` (``kept``: the task whose change the state kept).
 """
 
 from __future__ import annotations
@@ -186,6 +189,8 @@ def json_report(run: RunData) -> dict[str, Any]:
         # the start order (shuffle seed, critical path, replay) and max(critical path, work / workers)
         "order": dict(summary.get("order") or {"order": "declared"}),
         "lower_bound": run_bound(summary, run.records, graph),
+        "executor": summary.get("executor", "local"),
+        "write_conflicts": [dict(c) for c in summary.get("write_conflicts", ())],
     }
 
 

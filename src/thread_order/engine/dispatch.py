@@ -52,6 +52,7 @@ class RunOptions:
     first: frozenset | None = None
     #: entered on the worker thread around each attempt (engine/context.py), or None
     task_context: Any = None
+    executor: Any = None  # an executor.Executor; None: the run's own worker threads
 
 
 class Run(LaneMethods, InterruptMethods):
@@ -133,6 +134,9 @@ class Run(LaneMethods, InterruptMethods):
         if plan is not None:
             self.rank = plan.rank
             self._make_ready = self._make_ready_ranked  # the declared order keeps its own
+        # where launched attempts go: the worker lanes' queue, or an executor (executor.py)
+        self.executor = run_options.executor
+        self.submit = self.jobs.put if self.executor is None else self.executor.submit
 
     def execute(self) -> dict:
         """Run every task; returns the summary (``self.records`` holds every record).
@@ -142,7 +146,10 @@ class Run(LaneMethods, InterruptMethods):
         s = self.s
         state = self.state
         # first of all: a run that cannot have its threads has not started (nothing announced)
-        self._start_lanes(min(s.workers, max(self.n, 1)))
+        if self.executor is None:
+            self._start_lanes(min(s.workers, max(self.n, 1)))
+        else:  # may raise too: nothing announced yet
+            self.width = len(self.executor.open(self))
         if s.store_results:
             with self.state_lock:
                 results = state.setdefault("results", {})
@@ -163,6 +170,9 @@ class Run(LaneMethods, InterruptMethods):
                 "start_time": self.started_at,
                 "tasks": list(self.names),
             }
+            if self.executor is not None:
+                meta["lanes"] = list(self.executor.lanes)
+                meta["executor"] = self.executor.name
             self.events.emit(EventKind.RUN_STARTED, data=meta)
 
         completed = False
@@ -186,11 +196,16 @@ class Run(LaneMethods, InterruptMethods):
                 OutputCapture.uninstall()
             restore_sigint()
             self.events.on_keyboard_interrupt = None
+            if self.executor is not None:
+                self.executor.close(self.forced)
         if not self.forced:
             for lane in self.lanes:
                 if not lane.abandoned and lane.thread is not None:
                     lane.thread.join()
-        return build_summary(self)
+        summary = build_summary(self)
+        if self.executor is not None:
+            self.executor.annotate(summary)
+        return summary
 
     def _loop(self) -> None:
         get = self.inbox.get
@@ -342,7 +357,7 @@ class Run(LaneMethods, InterruptMethods):
             heapq.heappush(self.retry_heap, idx if self.at is None else self.rank[idx])
         if opts.timeout is not None:
             self._add_timer(time.monotonic() + opts.timeout, TIMER_TIMEOUT, job)
-        self.jobs.put(job)
+        self.submit(job)
         if self.events._subs[_K_STARTED]:
             self.events.emit_task(_K_STARTED, self.names[idx], None, attempt)
 

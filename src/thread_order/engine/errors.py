@@ -12,6 +12,7 @@ The tree::
      +-- UsageError                  bad input to a front-end (file, option, target)
      +-- HistoryError                the run history cannot be read or written
      +-- WorkerStartError (RuntimeError) no thread to run on; nothing ran
+     +-- ExecutorError (RuntimeError) an executor cannot run the tasks; nothing ran
 
 Front-ends turn these into one line and an exit code; anything else is a bug.
 """
@@ -28,6 +29,7 @@ __all__ = [
     "UnknownDependencyError",
     "AmbiguousDependencyError",
     "UnpairedCaseError",
+    "ExecutorError",
     "CycleError",
     "UsageError",
     "HistoryError",
@@ -134,4 +136,10 @@ class WorkerStartError(ThreadOrderError, RuntimeError):
     """``start()`` could not start its worker threads (near the process's thread limit).
 
     Raised before anything ran or was announced; the threads already started are stopped.
+    """
+
+
+class ExecutorError(ThreadOrderError, RuntimeError):
+    """An executor cannot run the tasks: its extra is missing, its cluster cannot be reached,
+    or a task or state value cannot be sent to it. Raised before anything ran or was announced.
     """

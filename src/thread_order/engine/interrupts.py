@@ -41,6 +41,8 @@ class InterruptMethods:
         first = not self.interrupted
         self.interrupted = self.stop_requested = True
         if first:
+            if self.executor is not None:  # before anyone hears of it: what is queued there stays unstarted
+                self.executor.stop()
             # its own logger, so a front-end that reports RUN_INTERRUPTED itself can mute it
             logging.getLogger("thread_order.interrupt").warning(
                 "interrupted: running tasks may finish, teardown tasks still run; "

@@ -280,7 +280,9 @@ class LaneMethods:
                 lane.abandoned = True
         self.inflight -= 1
         output = ""
-        if lane is None:
+        if self.executor is not None:  # cancelled on its cluster, or abandoned there
+            thread_name = self.executor.timed_out(job)
+        elif lane is None:
             thread_name = None  # nobody picked it up; whoever does will drop it
         else:
             # Python cannot kill a thread: abandon this one (daemon) and keep the pool's width
@@ -296,7 +298,7 @@ class LaneMethods:
                 log.error("cannot start a thread to replace %s (%s); %d worker(s) left",
                           lane.name, exc, self.width)
         message = f"task {self.names[idx]!r} still running after {timeout:g}s"
-        log.warning("%s; abandoning its thread", message)
+        log.warning("%s; abandoning its %s", message, "thread" if self.executor is None else "attempt")
         self._attempt_failed(
             idx, thread_name, ("TimeoutError", message, None), started=None, duration=timeout,
             output=output,

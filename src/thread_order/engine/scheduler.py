@@ -15,6 +15,7 @@ from .context import TaskContexts
 from .dispatch import Run, RunOptions
 from .errors import DuplicateTaskError
 from .events import Event, EventKind, EventStream
+from .executor import executor_from_spec
 from .graph import Graph
 from .model import NOT_PLAIN_FLAGS, PLAIN, STATEFUL, TaskOptions, TaskRecord, TaskSpec
 from .order import ORDERS, ReplayOrder, make_plan, new_seed
@@ -153,6 +154,9 @@ class Scheduler:
             ``True`` draws a seed (kept in ``shuffle``).
         durations: expected seconds per task name, for ``order="critical-path"``; a task
             missing gets the median of the others.
+        executor: where tasks run: ``"local"`` (this scheduler's threads), ``"dask"`` (a Dask
+            cluster started for each run), ``"dask://HOST:PORT"`` (a running Dask scheduler),
+            or an ``Executor`` object (see engine/executor.py).
 
     Raises:
         TypeError: ``workers`` is not an integer, ``state`` not a dict, or one of the keys the
@@ -161,6 +165,8 @@ class Scheduler:
             list of (compiled regex, string) pairs.
         ValueError: ``workers`` is less than 1, ``order`` unknown, or both ``shuffle`` and
             ``order="critical-path"`` given.
+        ExecutorError: ``executor`` names an unknown executor, or one whose extra is missing.
+        ValueError: ``check_state``, or a replay order, with an executor other than local.
     """
 
     def __init__(
@@ -182,6 +188,7 @@ class Scheduler:
         order: str | ReplayOrder = "declared",
         shuffle: int | bool | None = None,
         durations: dict[str, float] | None = None,
+        executor: Any = "local",
     ) -> None:
         if workers is None:
             workers = default_workers
@@ -207,6 +214,11 @@ class Scheduler:
         self._task_contexts = TaskContexts()
         if highlights is not None:
             highlights = check_highlights(highlights)
+        #: where tasks run: None for this scheduler's own threads, else an executor.Executor
+        self.executor = executor_from_spec(executor)
+        if check_state and self.executor is not None:
+            raise ValueError(f"check_state=True needs the local executor, not {self.executor.name!r}: "
+                             "a task on a cluster reads and writes a copy of the state")
         if setup_logging:
             if add_stream_handler:
                 configure_logging(verbose=verbose, highlights=highlights or ())
@@ -235,6 +247,9 @@ class Scheduler:
         #: the TaskRecord of every task of the last run, in registration order
         self.last_records: list[TaskRecord] = []
         self.order, self.shuffle, self.durations = _checked_order(order, shuffle, durations)
+        if isinstance(self.order, ReplayOrder) and self.executor is not None:
+            # a replay's start order is kept by the worker threads themselves (order.ReplayGate)
+            raise ValueError(f"a replay needs the local executor, not {self.executor.name!r}")
 
     # ------------------------------------------------------------------ registration
 
@@ -466,7 +481,8 @@ class Scheduler:
                 raise RuntimeError("start: this scheduler is already running")
             options = RunOptions(self.workers, self.store_results, self.clear_results_on_start,
                                  self.skip_dependents, self.capture, first=self.first,
-                                 task_context=self._task_contexts.combined())
+                                 task_context=self._task_contexts.combined(),
+                                 executor=self.executor)
             # no copies: registration only appends, and the run reads the first len(graph) entries,
             # so a task registered while this run goes on belongs to the next run
             fns, task_options, checker = self._fns, self._options, None

@@ -1,0 +1,219 @@
+"""The executor seam, without Dask: a RemoteExecutor whose "cluster" is a thread pool of this process.
+
+Every attempt goes through the real path (pickled call, private state copy,
+changes merged back in finish order), so the engine's half of the contract
+is tested here, fast; tests/executors/ run the same against Dask.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from thread_order import ExecutorError, Scheduler, TaskStatus
+from thread_order.engine.executor import RemoteExecutor, executor_from_spec
+from thread_order.engine.remote import run_call
+
+WAIT = 10
+
+
+class PoolExecutor(RemoteExecutor):
+    """Runs each call on a thread of a pool of ``width`` threads, as a cluster would."""
+
+    name = "pool"
+
+    def __init__(self, width: int = 3) -> None:
+        super().__init__()
+        self.width = width
+        self.sent: list[str] = []  # submission keys, in order
+        self.stopped = False
+
+    def _connect(self, workers):
+        self.pool = ThreadPoolExecutor(self.width, thread_name_prefix="pool")
+        return [f"pool/thread_{i}" for i in range(self.width)]
+
+    def _send(self, job, key, call):
+        self.sent.append(key)
+        self.pool.submit(self._run, job, key, call)
+
+    def _run(self, job, key, call):
+        lane = f"pool/{threading.current_thread().name}"
+        if self.stopped and not call.always:
+            self.dropped(job)
+            return
+        self.began(key, job, lane)
+        self.completed(job, run_call(call, pickle.dumps, pickle.loads), lane)
+
+    def _cancel(self, job):
+        pass
+
+    def stop(self):
+        self.stopped = True
+
+    def _disconnect(self, forced):
+        self.pool.shutdown(wait=not forced)
+
+
+def test_local_is_no_executor_and_an_unknown_name_is_refused():
+    assert executor_from_spec("local") is None
+    with pytest.raises(ExecutorError, match=r"^unknown executor 'ray': expected one of dask, local"):
+        Scheduler(executor="ray")
+    with pytest.raises(TypeError, match=r"^executor must be"):
+        Scheduler(executor=3)
+
+
+def add(state):
+    state["seen"] = state["results"]["a"] + 1
+    state.setdefault("log", []).append("b")  # changed in place: still a change
+    state.pop("gone", None)
+    return state["seen"]
+
+
+def make(state):
+    state["log"] = ["a"]
+    return 1
+
+
+def test_a_task_gets_a_copy_of_the_state_and_its_changes_are_merged():
+    state = {"gone": 1, "kept": {"x": 1}}
+    s = Scheduler(state=state, executor=PoolExecutor())
+    s.register(make, "a", with_state=True)
+    s.register(add, "b", after="a", with_state=True)
+    summary = s.start()
+    assert summary["text"].startswith("2 passed")
+    assert state["results"] == {"a": 1, "b": 2}
+    assert state["log"] == ["a", "b"] and state["seen"] == 2 and "gone" not in state
+    assert state["kept"] == {"x": 1}
+    assert summary["executor"] == "pool" and summary["write_conflicts"] == []
+    assert s.last_records[1].thread.startswith("pool/pool_")
+
+
+class set_region:
+    """A task that sets state['region'] (a class: pickle sends it by reference)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __call__(self, state):
+        state["region"] = self.value
+
+
+def test_two_unordered_tasks_changing_one_key_is_a_write_conflict():
+    s = Scheduler(executor=PoolExecutor(1))
+    s.register(set_region("eu"), "a", with_state=True)
+    s.register(set_region("us"), "b", with_state=True)
+    s.register(set_region("ap"), "c", after=["a", "b"], with_state=True)  # ordered after both
+    summary = s.start()
+    assert summary["write_conflicts"] == [{"key": "region", "tasks": ["a", "b"], "kept": "c"}]
+    assert s.state["region"] == "ap"
+
+
+def test_a_task_or_state_value_that_cannot_be_sent_is_named_before_anything_runs():
+    lock = threading.Lock()
+    ran = []
+    s = Scheduler(state={"sock": threading.Lock(), "fine": 1}, executor=PoolExecutor())
+    s.register(lambda: lock, "closure")  # pickle cannot send a lambda
+    s.register(lambda: ran.append(1), "other")
+    with pytest.raises(ExecutorError) as info:
+        s.start()
+    message = str(info.value)
+    assert message.startswith("cannot run on pool: these cannot be sent to its workers: task 'closure' (")
+    assert "task 'other' (" in message and "state['sock'] (lock: " in message
+    assert "\n" not in message and ran == []
+
+
+def test_a_result_that_cannot_be_sent_back_fails_the_attempt():
+    s = Scheduler(executor=PoolExecutor())
+    s.register(threading.Lock, "lock")
+    summary = s.start()
+    rec = summary["tasks"]["lock"]
+    assert rec["status"] == TaskStatus.FAILED and rec["error_type"] == "TypeError"
+    assert rec["error"].startswith("task 'lock' returned a value that cannot be sent back to the client (lock): ")
+
+
+# ---------------------------------------------------------------------------- the same fates as threads
+
+
+@st.composite
+def dags(draw):
+    n = draw(st.integers(1, 12))
+    deps = [sorted(draw(st.sets(st.integers(0, i - 1), max_size=3))) if i else [] for i in range(n)]
+    fail = draw(st.sets(st.integers(0, n - 1)))
+    always = draw(st.sets(st.integers(0, n - 1)))
+    return n, deps, fail, always
+
+
+@settings(max_examples=40, deadline=None)
+@given(dags(), st.integers(1, 4))
+def test_every_task_ends_as_it_does_on_threads(dag, width):
+    n, deps, fail, always = dag
+
+    def run(executor):
+        s = Scheduler(workers=width, executor=executor)
+        for i in range(n):
+            s.register(pickle.loads(pickle.dumps(_picklable(i, fail))), f"t{i}",
+                       after=[f"t{d}" for d in deps[i]], always=i in always)
+        summary = s.start()
+        return {name: (rec["status"], rec["attempts"]) for name, rec in summary["tasks"].items()}, s
+
+    local, _ = run("local")
+    remote, s = run(PoolExecutor(width))
+    assert remote == local
+    assert all(rec.status is not TaskStatus.PASSED or rec.thread.startswith("pool/") for rec in s.last_records)
+
+
+class _picklable:
+    """A task pickle can send (a module-level class), failing when told to."""
+
+    def __init__(self, i, fail):
+        self.i, self.fail = i, frozenset(fail)
+
+    def __call__(self):
+        if self.i in self.fail:
+            raise RuntimeError(f"task {self.i}")
+        return self.i
+
+
+# module-level, so pickle sends these tasks by reference and they share what they touch
+HOLD_BEGAN, HOLD_RELEASE = threading.Event(), threading.Event()
+RAN: list[str] = []
+
+
+def hold():
+    HOLD_BEGAN.set()
+    assert HOLD_RELEASE.wait(WAIT)
+
+
+def queued():
+    RAN.append("queued")
+
+
+def cleanup():
+    RAN.append("teardown")
+
+
+def test_an_attempt_queued_ahead_when_the_run_is_stopped_never_begins():
+    executor = PoolExecutor(1)
+    s = Scheduler(workers=1, executor=executor)
+    s.register(hold, "hold")
+    s.register(queued, "queued")  # sent ahead, behind `hold`, as a lane queues ahead
+    s.register(cleanup, "teardown", after=["hold", "queued"], always=True)
+    s.subscribe(lambda e: HOLD_RELEASE.set(), "run_interrupted")  # the executor was told before
+    sent = threading.Event()  # handed to the executor (TASK_STARTED follows the hand-over)
+    s.subscribe(lambda e: e.name == "queued" and sent.set(), "task_started")
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(summary=s.start()))
+    thread.start()
+    assert HOLD_BEGAN.wait(WAIT) and sent.wait(WAIT)
+    assert len(executor.sent) == 2
+    s.cancel()
+    thread.join(WAIT)
+    tasks = box["summary"]["tasks"]
+    assert (tasks["queued"]["status"], tasks["queued"]["attempts"]) == (TaskStatus.CANCELLED, 0)
+    assert tasks["hold"]["status"] == tasks["teardown"]["status"] == TaskStatus.PASSED
+    assert RAN == ["teardown"]

@@ -11,7 +11,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,ui,otel,dask]"
+	$(BIN)/python -m pip install --quiet -e ".[test,ui,otel,dask,examples]"
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -118,6 +118,8 @@ def test_scheduler_signatures_follow_the_published_api():
         ("shuffle", "KEYWORD_ONLY", None),
         ("durations", "KEYWORD_ONLY", None),
         ("executor", "KEYWORD_ONLY", "local"),
+        ("async_limit", "KEYWORD_ONLY", 100),
+        ("async_block_threshold", "KEYWORD_ONLY", 0.1),
     ]
     assert params(Scheduler.register) == [
         ("self", "POSITIONAL_OR_KEYWORD", E),

@@ -1,7 +1,8 @@
 """The one run-view model: the engine's event stream turned into what every live front-end draws.
 
 tdrun's live view and the web UI both show a run through :class:`RunView`:
-lanes (what each worker thread runs, and what it finished last), counters,
+lanes (what each worker thread runs, and what it finished last; the event
+loop's lane group: the coroutines running on it), counters,
 retries, the latest completions, the failures so far (pinned, never scrolled
 away), the phase, and the teardown tasks that did not run. Because both read
 the same :class:`RunSnapshot`, they cannot disagree; each keeps only its
@@ -23,10 +24,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
+from .engine.aio import LOOP_THREAD
 from .engine.events import Event, EventKind
 from .engine.model import TaskRecord, TaskStatus
 
-__all__ = ["RunView", "RunSnapshot", "Running", "Completion", "RECENT", "PHASES", "lane_names",
+__all__ = ["RunView", "RunSnapshot", "Running", "Completion", "RECENT", "PHASES", "LOOP_THREAD", "lane_names",
+           "loop_rows",
            "completion", "first_line", "record_dict", "completion_dict"]
 
 #: latest completions kept (and sent); a front-end shows as many as fit
@@ -77,10 +80,18 @@ class RunSnapshot:
     started: float | None  # epoch seconds, display only
     now: float
     name_width: int = 24  # the longest task name, to size columns
+    # the async lane group: coroutines running on the run's event loop thread, by task
+    coroutines: dict = None  # type: ignore[assignment]
+    warnings: tuple = ()  # (task, warning) of each task warned about, in order
+
+    @property
+    def in_flight(self) -> int:
+        """Tasks running now: one per busy worker lane, plus every running coroutine."""
+        return len(self.running) + len(self.coroutines or ())
 
     @property
     def waiting(self) -> int:
-        return max(self.total - self.finished - len(self.running), 0)
+        return max(self.total - self.finished - self.in_flight, 0)
 
     @property
     def elapsed(self) -> float:
@@ -102,11 +113,16 @@ class RunSnapshot:
             "finished": self.finished,
             "total": self.total,
             "counts": dict(self.counts),
-            "running": len(self.running),
+            "running": self.in_flight,
             "retries": self.retries,
             "lanes": [{"thread": t, "task": r.task, "since": r.since, "attempt": r.attempt}
                       for t, r in sorted(self.running.items(), key=_lane_order)],
+            "loop": {"thread": LOOP_THREAD, "running": len(self.coroutines or ()),
+                     "tasks": [{"task": r.task, "since": r.since, "attempt": r.attempt}
+                               for r in sorted((self.coroutines or {}).values(), key=lambda r: r.since)]},
+            "warnings": [{"task": t, "warning": w} for t, w in self.warnings],
             "lane_last": {t: {"task": task, "status": status} for t, (task, status) in self.last.items()},
+            "lane_names": list(self.lanes),
             "teardown_not_run": list(self.teardown_not_run),
             "server_time": self.now,
             "started_at": self.started,
@@ -139,6 +155,8 @@ class RunView:
         self.lanes = lane_names(lanes)
         self.named_lanes = False  # lanes named by an executor, not thread_0..N
         self.running: dict[str, Running] = {}
+        self.coroutines: dict[str, Running] = {}  # task -> Running, on the event loop thread
+        self.warnings: list[tuple[str, str]] = []
         self.last: dict[str, TaskRecord] = {}  # lane -> the record it finished last
         self.counts = {"PASSED": 0, "FAILED": 0, "SKIPPED": 0, "CANCELLED": 0}
         self.finished = 0
@@ -165,6 +183,7 @@ class RunView:
             sub(self._on_finished, EventKind.TASK_FINISHED),
             sub(self._on_interrupted, EventKind.RUN_INTERRUPTED),
             sub(self._on_run_finished, EventKind.RUN_FINISHED),
+            sub(self._on_warning, EventKind.TASK_WARNING),
         ]
 
     def feed(self, event: Event) -> None:
@@ -173,6 +192,7 @@ class RunView:
             EventKind.RUN_STARTED: self._on_started, EventKind.TASK_RUNNING: self._on_running,
             EventKind.TASK_RETRYING: self._on_retrying, EventKind.TASK_FINISHED: self._on_finished,
             EventKind.RUN_INTERRUPTED: self._on_interrupted, EventKind.RUN_FINISHED: self._on_run_finished,
+            EventKind.TASK_WARNING: self._on_warning,
         }.get(event.kind)
         if handler is not None:
             handler(event)
@@ -183,7 +203,7 @@ class RunView:
         meta = event.data or {}
         with self._lock:
             self.total = meta.get("total_tasks", self.total)
-            n = min(meta.get("workers", len(self.lanes)), max(self.total, 1))
+            n = meta.get("threads", min(meta.get("workers", len(self.lanes)), max(self.total, 1)))
             # an executor's lanes are named by it (a Dask cluster's worker-address/thread_N)
             self.named_lanes = bool(meta.get("lanes"))
             self.lanes = tuple(meta["lanes"]) if self.named_lanes else lane_names(n)
@@ -198,9 +218,12 @@ class RunView:
     def _on_running(self, event: Event) -> None:
         name = event.name
         with self._lock:
-            self.running[event.thread] = Running(name, event.time, event.attempt)
-            if self.named_lanes and event.thread not in self.lanes:
-                self.lanes += (event.thread,)  # a worker that joined the cluster during the run
+            if event.thread == LOOP_THREAD:  # many at once: one entry per coroutine
+                self.coroutines[name] = Running(name, event.time, event.attempt)
+            else:
+                self.running[event.thread] = Running(name, event.time, event.attempt)
+                if self.named_lanes and event.thread not in self.lanes:
+                    self.lanes += (event.thread,)  # a worker that joined the cluster during the run
             if self.log is not None:
                 self.statuses[name] = "RUNNING"
                 self.log.append((name, "RUNNING", None, event.attempt))
@@ -214,6 +237,7 @@ class RunView:
             held = self.running.get(rec.thread)
             if held is not None and held[0] == name:
                 del self.running[rec.thread]
+            self.coroutines.pop(name, None)
             self.retries += 1
             self.recent.appendleft((rec, event.attempt))
             if self.log is not None:
@@ -231,6 +255,7 @@ class RunView:
                 held = self.running.get(thread)
                 if held is not None and held[0] == rec.name:
                     del self.running[thread]
+                self.coroutines.pop(rec.name, None)
                 self.last[thread] = rec
             self.counts[status.value] += 1
             if status is _FAILED:
@@ -258,10 +283,20 @@ class RunView:
         summary = event.data or {}
         with self._lock:
             self.running.clear()
+            self.coroutines.clear()
             self.phase = "finished"
             self.teardown_not_run = tuple(summary.get("teardown_not_run", ()))
             if summary.get("interrupted") and not self.stopped:
                 self.stopped = 1
+            if self.log is not None:
+                self.log.append(("", "PHASE", None, 0))
+        if self.on_change is not None:
+            self.on_change()
+
+    def _on_warning(self, event: Event) -> None:
+        text = (event.data or {}).get("warning", "")
+        with self._lock:
+            self.warnings.append((event.name, text))
             if self.log is not None:
                 self.log.append(("", "PHASE", None, 0))
         if self.on_change is not None:
@@ -321,7 +356,7 @@ class RunView:
         return _Raw(self.title, self.total, self.lanes, dict(self.running), dict(self.last),
                     dict(self.counts), self.finished, self.retries, tuple(self.recent),
                     tuple(self.failures), self.phase, self.teardown_not_run, self.started,
-                    self.name_width, self.stopped)
+                    self.name_width, self.stopped, dict(self.coroutines), tuple(self.warnings))
 
 
 class _Raw(NamedTuple):
@@ -342,6 +377,8 @@ class _Raw(NamedTuple):
     started: float | None
     name_width: int
     stopped: int
+    coroutines: dict
+    warnings: tuple
 
     def build(self) -> RunSnapshot:
         return RunSnapshot(
@@ -350,7 +387,7 @@ class _Raw(NamedTuple):
             self.counts, self.finished, self.retries,
             tuple(completion(rec, attempt) for rec, attempt in self.recent),
             self.failures, self.phase, self.teardown_not_run, self.stopped, self.started,
-            time.time(), self.name_width,
+            time.time(), self.name_width, self.coroutines, self.warnings,
         )
 
 
@@ -383,6 +420,31 @@ def completion_dict(line: Completion) -> dict[str, Any]:
     """A latest-completions line as JSON: the record, with status ``RETRY`` for a retried attempt."""
     out = record_dict(line.record)
     out.update(status=line.status, detail=line.detail, attempt=line.attempt)
+    return out
+
+
+def loop_rows(ran: list, end_of: Callable[[Any], float]) -> dict[int, str]:
+    """Rows for the tasks of a finished run that ran on the event loop (async tasks), by index.
+
+    ``ran`` holds task dicts with ``thread`` and ``started_at``; ``end_of(task)``
+    gives its end. Coroutines overlap on their one thread: each row holds
+    tasks that do not, packed greedily by start time (``event_loop``,
+    ``event_loop ·2``, ...), so a timeline (the HTML report's, a trace) shows
+    every overlap.
+    """
+    rows: list[float] = []  # per row, when its last task ends
+    out: dict[int, str] = {}
+    loop = [i for i, t in enumerate(ran) if t.get("thread") == LOOP_THREAD]
+    for i in sorted(loop, key=lambda i: ran[i]["started_at"]):
+        t = ran[i]
+        for r, free in enumerate(rows):
+            if free <= t["started_at"]:
+                break
+        else:
+            r = len(rows)
+            rows.append(0.0)
+        rows[r] = end_of(t)
+        out[i] = LOOP_THREAD if r == 0 else f"{LOOP_THREAD} \u00b7{r + 1}"
     return out
 
 

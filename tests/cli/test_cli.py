@@ -352,16 +352,20 @@ def test_unknown_dependency(tdrun_main, write_module):
     assert error_of(tdrun_main(module)) == "tdrun: error: task 'a' depends on unknown task 'ghost'\n"
 
 
-def test_async_task(tdrun_main, write_module):
+def test_async_task_runs_on_the_event_loop(tdrun_main, write_module):
     module = write_module("""
+        import asyncio
         from thread_order import mark
 
         @mark()
-        async def fetch(state): pass
+        async def fetch(state):
+            await asyncio.sleep(0)
+            print("fetched")
     """)
-    assert error_of(tdrun_main(module)) == (
-        f"tdrun: error: {module}: task 'fetch' is an async function; "
-        "async tasks are not supported yet, use a plain def\n")
+    result = tdrun_main(module, "--plain", "--no-history")
+    assert result.code == 0, result.err
+    assert "[event_loop] fetch" in result.out
+    assert "1 passed" in result.out
 
 
 @pytest.mark.parametrize("argv, message", [

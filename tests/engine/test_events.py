@@ -42,7 +42,7 @@ def record_all(s):
 def test_event_kind_values():
     assert [k.value for k in EventKind] == [
         "run_started", "task_ready", "task_started", "task_running",
-        "task_retrying", "task_finished", "run_interrupted", "run_finished",
+        "task_retrying", "task_finished", "run_interrupted", "run_finished", "task_warning",
     ]
     assert str(K.TASK_FINISHED) == "task_finished"
 
@@ -91,7 +91,7 @@ def test_run_started_carries_meta():
     events = record_all(s)
     summary = s.start()
     meta = events[0].data
-    assert set(meta) == {"run_id", "total_tasks", "workers", "start_time", "tasks"}
+    assert set(meta) == {"run_id", "total_tasks", "workers", "start_time", "tasks", "threads"}
     assert meta["run_id"] == summary["run_id"]
     assert meta["total_tasks"] == 6
     assert meta["workers"] == 3
@@ -191,7 +191,7 @@ def test_to_dict_is_json_ready_for_every_kind():
     json.dumps(dicts)
     started = dicts[0]
     assert started["kind"] == "run_started" and started["seq"] == 1 and "name" not in started
-    assert set(started["data"]) == {"run_id", "total_tasks", "workers", "start_time", "tasks"}
+    assert set(started["data"]) == {"run_id", "total_tasks", "workers", "start_time", "tasks", "threads"}
     fin = next(d for d in dicts if d["kind"] == "task_finished" and d["name"] == "attach")
     assert fin["record"]["status"] == "FAILED"
     assert fin["record"]["error"] == "attach broke"

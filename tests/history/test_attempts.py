@@ -112,6 +112,8 @@ def test_a_file_from_schema_4_reads_without_attempts_and_migrates_forward(tmp_pa
     conn.execute("DROP INDEX runs_by_replay_of")
     conn.execute("ALTER TABLE runs DROP COLUMN replay_of")
     conn.execute("ALTER TABLE runs DROP COLUMN ordering")
+    conn.execute("ALTER TABLE tasks DROP COLUMN is_async")  # and what migration 6 -> 7 (async tasks) added
+    conn.execute("ALTER TABLE tasks DROP COLUMN warning")
     conn.execute("PRAGMA user_version = 4")
     conn.commit()
     conn.close()

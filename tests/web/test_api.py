@@ -94,7 +94,7 @@ def test_load_module_lists_tasks_in_source_order(client):
     assert first == {"index": 1, "name": "create_network", "after": [], "tags": ["create"],
                      "always": False, "retries": 0, "timeout": None, "with_state": True,
                      "doc": "Create the network everything else lives in.",
-                     "module": "web_lifecycle", "case": None}
+                     "module": "web_lifecycle", "case": None, "is_async": False}
     assert last["always"] is True and last["after"] == ["verify"]
     assert info["edges"] == 6 and info["levels"] == 5 and info["has_setup_state"] is True
     assert info["tags"] == ["create", "teardown", "verify"]

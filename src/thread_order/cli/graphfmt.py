@@ -164,6 +164,8 @@ def task_list(collection: Any, graph: Graph, rank: Sequence[int] | None = None, 
         values = collection.cases.get(name)
         if values:
             notes.append("case: " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
+        if spec.is_async:
+            notes.append("async")
         if spec.always:
             notes.append("always")
         if spec.retries:

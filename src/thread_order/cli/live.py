@@ -26,7 +26,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from ..runview import RunSnapshot, RunView, first_line
+from ..runview import LOOP_THREAD, RunSnapshot, RunView, first_line
 
 try:
     import termios
@@ -74,7 +74,7 @@ def _counters(snap: RunSnapshot, final: bool = False, compact: bool = False, wid
     room, so the failed, skipped and cancelled counts are never the ones cut off."""
     parts = [] if final else [
         ("waiting", snap.waiting, COLORS["WAITING"]),
-        ("running", len(snap.running), COLORS["RUNNING"]),
+        ("running", snap.in_flight, COLORS["RUNNING"]),
     ]
     parts += [
         ("passed", snap.counts["PASSED"], COLORS["PASSED"]),
@@ -199,6 +199,37 @@ def _lanes(snap: RunSnapshot, width: int, max_rows: int) -> Table:
     return grid
 
 
+def has_loop_lane(snap: RunSnapshot) -> bool:
+    """Whether the run has shown async tasks: its event loop gets a lane group of its own."""
+    return bool(snap.coroutines) or LOOP_THREAD in snap.last
+
+
+def _loop_lane(snap: RunSnapshot, width: int) -> Text:
+    """The event loop's lane group on one line: how many coroutines run, and which (oldest first)."""
+    running = sorted((snap.coroutines or {}).values(), key=lambda r: r.since)
+    line = Text(f"{LOOP_THREAD} ", style="dim")
+    if not running:
+        line.append("· idle", style="dim")
+        last = snap.last.get(LOOP_THREAD)
+        if last is not None:
+            line.append(f"  last: {last[0]} ", style="dim")
+            line.append(ICONS.get(last[1], ""), style=COLORS.get(last[1], ""))
+        return line
+    frame = SPINNER[int(snap.now * REFRESH_HZ) % len(SPINNER)]
+    line.append(f"{frame} ", style=COLORS["RUNNING"])
+    line.append(f"{len(running)} coroutine{'s' if len(running) != 1 else ''}", style="bold")
+    line.append(": ")
+    for i, held in enumerate(running):
+        if i:
+            line.append(", ")
+        line.append(held.task, style=f"bold {COLORS['RUNNING']}")
+        line.append(f" {_duration(max(snap.now - held.since, 0.0))}", style="dim")
+        if line.cell_len > width:
+            break
+    line.truncate(width, overflow="ellipsis")
+    return line
+
+
 def _recent(rows: tuple, width: int) -> Table:
     name_w = max(8, min(max((len(r[0]) for r in rows), default=8), 36, width // 3))
     detail_w = max(width - name_w - 1 - 9 - 6 - 4, 0)
@@ -260,13 +291,21 @@ def render_view(snap: RunSnapshot, width: int, height: int) -> RenderableType:
         notes.append(Text(interrupt_message(snap.interrupted == 2), style=f"bold {COLORS['SKIPPED']}"))
     if snap.teardown_not_run:
         notes.append(Text(teardown_heading(snap.teardown_not_run), style=f"bold {COLORS['FAILED']}"))
+    for task, text in snap.warnings[:2]:  # a coroutine that blocked the event loop
+        notes.append(Text(f"warning: {task}: {text}", style=COLORS["SKIPPED"]))
+    if len(snap.warnings) > 2:
+        notes.append(Text(f"... and {len(snap.warnings) - 2} more warnings (listed at the end)", style="dim"))
     # notes wrap rather than lose their end ("Ctrl-C again stops waiting" at 80 columns)
     note_rows = sum(len(note.wrap(_MEASURE, inner)) for note in notes)
     fixed = 2 + 1 + 1 + 1 + note_rows  # borders, separator, bar, counters, notes
     lane_rows = max(1, min(len(snap.lanes), height - fixed - 4))
     lanes = _lanes(snap, inner, lane_rows)
     room = height - fixed - lanes.row_count - 1
-    parts: list[RenderableType] = [lanes, Text(""), render_bar(snap, inner), _counters(snap, width=inner)]
+    parts: list[RenderableType] = [lanes]
+    if has_loop_lane(snap):
+        parts.append(_loop_lane(snap, inner))
+        room -= 1
+    parts += [Text(""), render_bar(snap, inner), _counters(snap, width=inner)]
     parts += notes
     if snap.failures and room >= 2:
         rows = min(len(snap.failures), room - 1, max(RECENT_SHOW, room - 1 - 3))
@@ -281,7 +320,8 @@ def render_view(snap: RunSnapshot, width: int, height: int) -> RenderableType:
         parts.append(_recent(recent[:show], inner))
     title = Text.assemble(("tdrun ", "bold"), (snap.title, ""), (f" · {snap.total} tasks", "dim"))
     keys = {0: "Ctrl-C stops", 1: "Ctrl-C again stops waiting", 2: "stopping"}[snap.interrupted]
-    subtitle = Text(f"{len(snap.lanes)} threads · {_duration(snap.elapsed)} · {keys}", style="dim")
+    loop = " + event loop" if has_loop_lane(snap) else ""
+    subtitle = Text(f"{len(snap.lanes)} threads{loop} · {_duration(snap.elapsed)} · {keys}", style="dim")
     return Panel(Group(*parts), title=title, title_align="left", subtitle=subtitle,
                  subtitle_align="right", border_style="dim", width=width, padding=(0, 1))
 

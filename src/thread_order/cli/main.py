@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from ..engine.collect import Collection, ModuleLoadError, build_state, collect
 from ..engine.errors import ExecutorError, GraphError, UsageError, WorkerStartError
+from .asyncopts import add_async_options, async_options
 from .config import apply_config, find_config, show_config
 from .graphfmt import FORMATS, format_graph, static_note, task_list
 from .ordering import (add_order_options, check_order_args, list_order, normalize_shuffle, order_notes,
@@ -166,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "variables (needs thread-order[otel]); honours TRACEPARENT")
     add_order_options(p)
     add_executor_options(p)
+    add_async_options(p)
     p.add_argument("--version", action="version", version=f"tdrun {__version__}")
     return p
 
@@ -430,7 +432,7 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO, replay: Any = None) -> int
     scheduler = Scheduler(
         workers=workers, state=state, clear_results_on_start=not results and "results" not in sources,
         skip_dependents=args.skip_deps, capture=True, check_state=args.check_state, first=first,
-        **order,
+        **order, **async_options(args),
         executor=executor,
     )
     collection.register_into(scheduler)
@@ -470,10 +472,8 @@ def _run_observers(args: argparse.Namespace) -> list[Any]:
 
 
 def _warnings_outside_tasks(record: logging.LogRecord) -> bool:
-    from ..engine.capture import OutputCapture
-
-    return (record.levelno >= logging.WARNING
-            and record.thread not in OutputCapture.buffers
+    from ..engine.capture import in_task  # a worker's task, or a coroutine on the event loop
+    return (record.levelno >= logging.WARNING and not in_task(record)
             and record.name != "thread_order.interrupt")  # tdrun says that in its own words
 
 

@@ -289,6 +289,7 @@ def print_end_of_run(console: Console, summary: dict, records: Iterable[TaskReco
                 console.print(Text(rec.output.rstrip("\n")), soft_wrap=True)
     _list_section(console, "SKIPPED", [by_name[n] for n in summary.get("skipped", ()) if n in by_name])
     _list_section(console, "CANCELLED", [by_name[n] for n in summary.get("cancelled", ()) if n in by_name])
+    _warning_section(console, summary.get("warnings") or {})
     if summary.get("interrupted"):
         teardown_note = "teardown tasks ran" if not _forced(by_name) else "stopped waiting"
         console.print(Text(f"!!! interrupted: {teardown_note}, "
@@ -326,6 +327,18 @@ def write_conflict_line(conflict: dict) -> str:
     names = ", ".join(tasks[:-1]) + f" and {tasks[-1]}" if len(tasks) > 1 else tasks[0]
     return (f"warning: write conflict on state[{conflict['key']!r}]: {names} may run at the same "
             f"time and each changed it; the state kept {conflict['kept']}'s change (the last to finish)")
+
+
+def _warning_section(console: Console, warnings: dict[str, str]) -> None:
+    """Tasks that ran with a warning (a coroutine that blocked the event loop), one line each."""
+    if not warnings:
+        return
+    _section(console, f"warnings ({len(warnings)})", COLORS["SKIPPED"])
+    for name, text in warnings.items():
+        line = Text("WARNING   ", style=COLORS["SKIPPED"])
+        line.append(f"{name}  ")
+        line.append(text, style="dim")
+        console.print(line, soft_wrap=True)
 
 
 def _forced(by_name: dict[str, TaskRecord]) -> bool:

@@ -32,7 +32,10 @@ added, existing ones keep their meaning while ``format_version`` stays 1:
   ``reason`` (why it was skipped or cancelled), ``tags``, ``after`` (its
   dependencies in this run), ``always`` (a teardown task), ``level`` (its depth
   in the graph), ``module`` (its module's name), ``case`` (the parameter values of a
-  case of a parametrized task, ``{"cidr": "10.0.1.0/24"}``, or null).
+  case of a parametrized task, ``{"cidr": "10.0.1.0/24"}``, or null), ``is_async``
+  (an ``async def`` task, run on the event loop), ``warning`` (str or null: a
+  coroutine that blocked the event loop).
+- ``warnings``: task -> its warning, for every task that has one.
 - ``graph``: ``{"nodes": [...], "edges": [[task, dependent], ...], "levels":
   [[...], ...], "roots": [...], "leaves": [...]}``.
 - ``state_findings`` (list | null): with ``--check-state``, the state checker's findings, each
@@ -176,6 +179,7 @@ def json_report(run: RunData) -> dict[str, Any]:
         "failure_counts": dict(summary.get("failure_counts") or {}),
         "teardown_not_run": list(summary.get("teardown_not_run", [])),
         "state_keys": dict(run.state_sources),
+        "warnings": dict(summary.get("warnings") or {}),
         "tasks": tasks,
         "graph": {
             "nodes": list(graph.nodes),
@@ -283,6 +287,8 @@ def junit_xml(run: RunData) -> str:
             ET.SubElement(case, "skipped", {"message": _xml_text(message)})
         if rec.output:
             ET.SubElement(case, "system-out").text = _xml_text(rec.output)
+        if rec.warning:
+            ET.SubElement(case, "system-err").text = _xml_text(f"warning: {rec.warning}\n")
     if findings is not None:  # --check-state: one pseudo-case, failing when anything was found
         case = ET.SubElement(suite, "testcase", {"classname": "tdrun", "name": "state check", "time": "0.000"})
         if findings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import sys
@@ -11,9 +12,15 @@ from typing import Any, Iterable
 from .compat import HighlightFormatter, colors_wanted
 from .events import EventKind
 
-__all__ = ["OutputCapture", "ThreadProxyLogger", "configure_logging", "log_task_failures"]
+__all__ = ["OutputCapture", "ThreadProxyLogger", "configure_logging", "in_task", "log_task_failures"]
 
 _get_ident = threading.get_ident
+
+#: the capture buffer of the coroutine running now (engine/aio.py sets it in each task's own
+#: context); consulted only when the thread has no buffer, so thread tasks never pay for it
+task_buffer: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "thread_order_task_buffer", default=None)
+_task_buffer_get = task_buffer.get
 
 
 class _Router:
@@ -27,7 +34,9 @@ class _Router:
     def write(self, text: str) -> int:
         buf = self._buffers.get(_get_ident())
         if buf is None:
-            return self._original.write(text)
+            buf = _task_buffer_get()
+            if buf is None:
+                return self._original.write(text)
         if not isinstance(text, str):  # as a real text stream would
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         buf.append(text)
@@ -38,7 +47,7 @@ class _Router:
             self.write(line)
 
     def flush(self) -> None:
-        if self._buffers.get(_get_ident()) is None:
+        if self._buffers.get(_get_ident()) is None and _task_buffer_get() is None:
             self._original.flush()
 
     def __getattr__(self, name: str) -> Any:
@@ -58,8 +67,11 @@ class _LogToBuffer(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         buf = self._buffers.get(record.thread)
         if buf is None:
-            self._last_resort(record)
-            return
+            # a coroutine's record is emitted on the loop thread, in the coroutine's context
+            buf = _task_buffer_get() if record.thread == _get_ident() else None
+            if buf is None:
+                self._last_resort(record)
+                return
         try:
             buf.append(self.format(record) + "\n")
         except Exception:
@@ -80,12 +92,15 @@ class _LogToBuffer(logging.Handler):
 
 
 class OutputCapture:
-    """Routes what each capturing thread prints or logs into its own buffer.
+    """Routes what each capturing thread (or coroutine) prints or logs into its own buffer.
 
     Installed process-wide for the duration of a run (nested runs share one
     installation through a reference count). A worker brackets each task by
     setting and popping ``buffers[its thread ident]``; it touches only its own
     slot, so tasks running at the same moment never see each other's output.
+    Coroutines share the loop thread: each sets ``task_buffer`` in its own
+    context instead, which the streams and the log handler read when the
+    thread has no buffer of its own.
     """
 
     # guards _installs, _saved and the sys.stdout/sys.stderr swap
@@ -123,6 +138,13 @@ class OutputCapture:
             if isinstance(sys.stderr, _Router) and sys.stderr._original is err:
                 sys.stderr = err
             logging.getLogger().removeHandler(handler)
+
+
+def in_task(record: logging.LogRecord) -> bool:
+    """Whether ``record`` comes from a task whose output is captured: a worker's, or a
+    coroutine's (emitted on the event loop's thread, in the coroutine's own context)."""
+    return record.thread in OutputCapture.buffers or (
+        record.thread == _get_ident() and _task_buffer_get() is not None)
 
 
 class ThreadProxyLogger:

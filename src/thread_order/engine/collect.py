@@ -201,7 +201,7 @@ def collect(
     (a collection of the same targets) gives modules already imported.
 
     Raises:
-        UsageError: missing file, unknown ``::task``, async task, bad options.
+        UsageError: missing file, unknown ``::task``, generator task, bad options.
         ModuleLoadError: a module failed to import.
     """
     targets = [target] if isinstance(target, str) else list(target)

@@ -53,6 +53,8 @@ class RunOptions:
     #: entered on the worker thread around each attempt (engine/context.py), or None
     task_context: Any = None
     executor: Any = None  # an executor.Executor; None: the run's own worker threads
+    async_limit: int = 100  # coroutines running at once on the run's loop (engine/aio.py)
+    block_threshold: float | None = 0.1  # seconds a coroutine step may hold the loop unwarned
 
 
 class Run(LaneMethods, InterruptMethods):
@@ -169,6 +171,7 @@ class Run(LaneMethods, InterruptMethods):
                 "workers": s.workers,
                 "start_time": self.started_at,
                 "tasks": list(self.names),
+                "threads": self.width,  # worker threads started (none for coroutines only)
             }
             if self.executor is not None:
                 meta["lanes"] = list(self.executor.lanes)

@@ -26,6 +26,7 @@ class EventKind(str, enum.Enum):
     TASK_FINISHED = "task_finished"  # final state reached (record, count)
     RUN_INTERRUPTED = "run_interrupted"  # Ctrl-C or cancel(); data: {"force": bool}
     RUN_FINISHED = "run_finished"  # data: the summary
+    TASK_WARNING = "task_warning"  # e.g. a coroutine blocked the event loop (data: {"warning"})
 
     def __str__(self) -> str:
         return self.value

@@ -206,7 +206,7 @@ class LaneMethods:
             if ok and job.direct and cstart[idx + 1] - cstart[idx] == 1:
                 child = cflat[cstart[idx]]
                 if (pstart[child + 1] - pstart[child] == 1 and options[child].timeout is None
-                        and events.task_quiet):
+                        and not options[child].is_async and events.task_quiet):
                     with handshake:
                         if not (self.forced or self.stop_requested):
                             nxt = Job(child, 1, direct=True)

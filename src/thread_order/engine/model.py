@@ -93,7 +93,7 @@ def not_plain(fn: Callable[..., Any]) -> str | None:
         if call is not None and inspect.isfunction(call):
             target = call
     if inspect.iscoroutinefunction(target):
-        return "an async function (async def)"
+        return ASYNC_KIND
     if inspect.isasyncgenfunction(target):
         return "an async generator function"
     if inspect.isgeneratorfunction(target):
@@ -101,14 +101,26 @@ def not_plain(fn: Callable[..., Any]) -> str | None:
     return None
 
 
+#: what ``not_plain`` says of an ``async def``: such a task runs on the run's event loop
+ASYNC_KIND = "an async function (async def)"
+
+
+def is_async(fn: Callable[..., Any]) -> bool:
+    """True when calling ``fn`` creates a coroutine to run on the event loop (an ``async def``)."""
+    return not_plain(fn) == ASYNC_KIND
+
+
 def not_runnable(fn: Callable[..., Any], name: str) -> str | None:
-    """Why task ``name`` could not run ``fn`` (an async or generator function), or None."""
+    """Why task ``name`` could not run ``fn`` (a generator function), or None.
+
+    An ``async def`` is runnable: its coroutine runs on the run's event loop (engine/aio.py).
+    """
     kind = not_plain(fn)
-    if kind is None:
+    if kind is None or kind == ASYNC_KIND:
         return None
     return (f"task {name!r}: {getattr(fn, '__qualname__', fn)!r} is {kind}; calling it would not "
             "run its body, so the task would pass without doing anything (tasks must be plain "
-            "functions)")
+            "or async functions)")
 
 
 def _finite_number(value: object) -> bool:
@@ -128,6 +140,7 @@ class TaskSpec:
     retries: int = 0
     retry_delay: float = 0.0
     timeout: float | None = None
+    is_async: bool = False  # an async def: its coroutine runs on the run's event loop
 
     @classmethod
     def build(
@@ -146,8 +159,9 @@ class TaskSpec:
     ) -> "TaskSpec":
         """Validate user input and build a spec; raises TypeError or ValueError naming the task.
 
-        ``runnable`` also refuses a callable whose call would not run its body (an async or
-        generator function); ``mark`` leaves that to whoever collects the function.
+        ``runnable`` also refuses a callable whose call would not run its body (a generator
+        function); ``mark`` leaves that to whoever collects the function. An ``async def``
+        is a task like any other (``is_async``).
         """
         if not isinstance(name, str) or not name:
             raise TypeError(f"task name must be a non-empty string, not {name!r}")
@@ -177,6 +191,7 @@ class TaskSpec:
             retries=retries,
             retry_delay=float(retry_delay),
             timeout=None if timeout is None else float(timeout),
+            is_async=is_async(fn),
         )
 
 
@@ -194,11 +209,13 @@ class TaskOptions(NamedTuple):
     retries: int = 0
     retry_delay: float = 0.0
     timeout: float | None = None
+    is_async: bool = False
 
     @classmethod
     def of(cls, spec: "TaskSpec") -> "TaskOptions":
         """The options of ``spec``, shared with every other task that has the same."""
-        opts = cls(spec.with_state, spec.tags, spec.always, spec.retries, spec.retry_delay, spec.timeout)
+        opts = cls(spec.with_state, spec.tags, spec.always, spec.retries, spec.retry_delay, spec.timeout,
+                   spec.is_async)
         return _SHARED_OPTIONS.get(opts, opts)
 
 
@@ -230,6 +247,8 @@ class TaskRecord(NamedTuple):
     output: str = ""
     reason: str | None = None
     tags: tuple[str, ...] = ()
+    is_async: bool = False  # an async def task, run on the run's event loop
+    warning: str | None = None  # e.g. a coroutine that blocked the event loop
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (status as its string value)."""

@@ -157,14 +157,18 @@ class Scheduler:
         executor: where tasks run: ``"local"`` (this scheduler's threads), ``"dask"`` (a Dask
             cluster started for each run), ``"dask://HOST:PORT"`` (a running Dask scheduler),
             or an ``Executor`` object (see engine/executor.py).
+        async_limit: how many ``async def`` tasks may run at once on the run's event loop.
+        async_block_threshold: seconds one step of a coroutine may hold the event loop before
+            its task gets a warning (once per task); None turns the check off.
 
     Raises:
-        TypeError: ``workers`` is not an integer, ``state`` not a dict, or one of the keys the
-            engine owns holds the wrong thing: ``state['_state_lock']`` must be a lock and
-            ``state['results']`` (with ``store_results``) a dict; ``highlights`` is not a
-            list of (compiled regex, string) pairs.
-        ValueError: ``workers`` is less than 1, ``order`` unknown, or both ``shuffle`` and
-            ``order="critical-path"`` given.
+        TypeError: ``workers`` or ``async_limit`` is not an integer, ``state`` not a dict, or
+            one of the keys the engine owns holds the wrong thing: ``state['_state_lock']``
+            must be a lock and ``state['results']`` (with ``store_results``) a dict;
+            ``highlights`` is not a list of (compiled regex, string) pairs.
+        ValueError: ``workers`` or ``async_limit`` is less than 1, ``order`` unknown, both
+            ``shuffle`` and ``order="critical-path"`` given, or ``async_block_threshold``
+            not a finite number > 0 (or None).
         ExecutorError: ``executor`` names an unknown executor, or one whose extra is missing.
         ValueError: ``check_state``, or a replay order, with an executor other than local.
     """
@@ -189,6 +193,8 @@ class Scheduler:
         shuffle: int | bool | None = None,
         durations: dict[str, float] | None = None,
         executor: Any = "local",
+        async_limit: int = 100,
+        async_block_threshold: float | None = 0.1,
     ) -> None:
         if workers is None:
             workers = default_workers
@@ -198,6 +204,17 @@ class Scheduler:
             raise ValueError(f"workers must be at least 1, not {workers!r}")
         if state is not None and not isinstance(state, dict):
             raise TypeError(f"state must be a dict, not {type(state).__name__}")
+        if isinstance(async_limit, bool) or not isinstance(async_limit, int):
+            raise TypeError(f"async_limit must be an integer, not {async_limit!r}")
+        if async_limit < 1:
+            raise ValueError(f"async_limit must be at least 1, not {async_limit!r}")
+        if async_block_threshold is not None and (
+                isinstance(async_block_threshold, bool) or not isinstance(async_block_threshold, (int, float))
+                or not 0 < async_block_threshold < float("inf")):
+            raise ValueError(f"async_block_threshold must be a finite number > 0 or None, "
+                             f"not {async_block_threshold!r}")
+        self.async_limit = async_limit
+        self.async_block_threshold = async_block_threshold
         self.workers = workers
         self.state: dict = state if state is not None else {}
         self.state.setdefault("_state_lock", threading.RLock())
@@ -240,6 +257,7 @@ class Scheduler:
         self._graph: Graph | None = None
         # parametrized tasks (engine/params.py): base name -> Group
         self._groups: dict = {}
+        self._async_tasks = 0  # async def tasks registered: a run with any gets an event loop
         # guards _run: the one start() in progress, reached by cancel() from any thread
         self._lock = threading.Lock()
         self._run: Run | None = None
@@ -321,6 +339,8 @@ class Scheduler:
                 retries=retries, retry_delay=retry_delay, timeout=timeout,
             )
             deps, options = spec.after, TaskOptions.of(spec)
+            if spec.is_async:
+                self._async_tasks += 1
         names = self._names
         if name in names:
             raise DuplicateTaskError(name)
@@ -473,8 +493,13 @@ class Scheduler:
         Raises:
             GraphError: the graph has an unknown dependency or a cycle (nothing ran).
             RuntimeError: this scheduler is already running.
+            ValueError: an ``async def`` task with an executor other than local.
         """
         graph = self.graph  # validates before anything runs
+        if self._async_tasks and self.executor is not None:  # coroutines run on this process's loop
+            name = next(n for n, o in zip(self._names, self._options) if o.is_async)
+            raise ValueError(f"task {name!r} is an async def: async tasks need the local executor, "
+                             f"not {self.executor.name!r}")
         self.state_lock = _checked_state(self.state, self.store_results)
         with self._lock:
             if self._run is not None:
@@ -482,7 +507,8 @@ class Scheduler:
             options = RunOptions(self.workers, self.store_results, self.clear_results_on_start,
                                  self.skip_dependents, self.capture, first=self.first,
                                  task_context=self._task_contexts.combined(),
-                                 executor=self.executor)
+                                 executor=self.executor,
+                                 async_limit=self.async_limit, block_threshold=self.async_block_threshold)
             # no copies: registration only appends, and the run reads the first len(graph) entries,
             # so a task registered while this run goes on belongs to the next run
             fns, task_options, checker = self._fns, self._options, None
@@ -495,8 +521,11 @@ class Scheduler:
             if self.order != "declared" or self.shuffle is not None:
                 replay = self.order if isinstance(self.order, ReplayOrder) else None
                 plan = make_plan(graph, self.order, self.shuffle, self.durations, replay)
-            run = self._run = Run(fns, task_options, graph, self.state,
-                                  self.state_lock, self.events, options, plan)
+            kind = Run
+            if self._async_tasks:
+                from .aio import AsyncRun as kind  # only runs with async tasks get a loop
+            run = self._run = kind(fns, task_options, graph, self.state,
+                                   self.state_lock, self.events, options, plan)
         try:
             summary = run.execute()
             if checker is not None:

@@ -174,7 +174,7 @@ def assemble(
     functions, as :func:`marked_functions` lists them).
 
     Raises:
-        UsageError: an async task, a bad option, an unknown ``::task``.
+        UsageError: a generator function, a bad option, an unknown ``::task``.
         UnpairedCaseError: a case without a case to pair with.
     """
     multi = len(modules) > 1
@@ -187,15 +187,12 @@ def assemble(
         prefix = mod.label + SEP if multi else ""
         space = spaces[mod.label] = {}
         for name, fn, meta, is_async in functions:
-            if is_async:
-                raise UsageError(f"{mod.path_str}: task {name!r} is an async function; "
-                                 "async tasks are not supported yet, use a plain def")
             why = not_runnable(fn, name)
             if why is not None:
                 raise UsageError(f"{mod.path_str}: {why}")
             full = prefix + name
             try:
-                spec = _from_mark(fn, full, name, meta) or TaskSpec.build(
+                spec = _from_mark(fn, full, name, meta, is_async) or TaskSpec.build(
                     fn, full, meta.get("after"), meta.get("with_state", True), tags=meta.get("tags"),
                     always=meta.get("always", False), retries=meta.get("retries", 0),
                     retry_delay=meta.get("retry_delay", 0.0), timeout=meta.get("timeout"),
@@ -212,7 +209,7 @@ def assemble(
                 continue
             groups[full] = group
             rest = (spec.after, spec.with_state, spec.tags, spec.always, spec.retries, spec.retry_delay,
-                    spec.timeout)
+                    spec.timeout, spec.is_async)
             for case, case_id, values, call in zip(group.names, group.ids, group.values, group.calls):
                 space[f"{name}[{case_id}]"] = case
                 module_of[case] = mod.label
@@ -303,7 +300,7 @@ def assemble(
     return Suite(chosen, all_names, module_of, cases, groups, unresolved)
 
 
-def _from_mark(fn: Callable, full: str, name: str, meta: dict) -> TaskSpec | None:
+def _from_mark(fn: Callable, full: str, name: str, meta: dict, is_async: bool = False) -> TaskSpec | None:
     """The spec of options ``mark`` wrote and checked itself (it records the function's name),
     without checking them again: at 10,000 tasks that check is a tenth of the collection.
     None for options written by other hands, which go through ``TaskSpec.build``."""
@@ -314,7 +311,7 @@ def _from_mark(fn: Callable, full: str, name: str, meta: dict) -> TaskSpec | Non
         if type(after) is not list or type(tags) is not list:
             return None
         return TaskSpec(full, fn, tuple(after), meta["with_state"], tuple(tags), meta["always"],
-                        meta["retries"], meta["retry_delay"], meta["timeout"])
+                        meta["retries"], meta["retry_delay"], meta["timeout"], is_async)
     except KeyError:
         return None
 

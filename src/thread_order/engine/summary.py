@@ -22,7 +22,7 @@ def _row(rec: TaskRecord) -> dict:
         "status": rec.status, "thread": rec.thread, "started_at": rec.started_at,
         "finished_at": rec.finished_at, "duration": rec.duration, "attempts": rec.attempts,
         "error_type": rec.error_type, "error": rec.error, "traceback": rec.traceback,
-        "output": rec.output, "reason": rec.reason,
+        "output": rec.output, "reason": rec.reason, "is_async": rec.is_async, "warning": rec.warning,
     }
 
 
@@ -126,6 +126,9 @@ def build_summary(run: Any) -> dict:
     options = run.options
     teardown_not_run = [rec.name for i, rec in enumerate(records)
                         if rec is not None and rec.status is _CANCELLED and options[i].always]
+    # only a run with async tasks (engine/aio.py) has any: {task: its blocking-loop warning}
+    warned = getattr(run, "warnings", None)
+    warnings = {run.names[i]: text for i, text in sorted(warned.items())} if warned else {}
     return {
         "run_id": run.run_id,
         # the run's own lists, not copies: the run ends here
@@ -144,6 +147,7 @@ def build_summary(run: Any) -> dict:
         "text": text,
         "teardown_not_run": teardown_not_run,
         "tasks": tasks,
+        "warnings": warnings,
         **_order_fields(run, records),
     }
 

@@ -250,6 +250,13 @@ def _cmd_show(args, store: HistoryStore, out: _Out) -> int:
     if rows:
         out.table(["#", "task", "status", "thread", "start", "duration", "attempts", "error or reason"],
                   rows, styles, right=(0, 4, 5, 6))
+    async_tasks = [t["name"] for t in tasks if t.get("is_async")]
+    if async_tasks:  # their thread is the run's event loop; a skipped one says so only here
+        out.line()
+        out.line(f"async tasks ({len(async_tasks)}): {_names(async_tasks)}")
+    warned = [t for t in tasks if t.get("warning")]
+    for t in warned:
+        out.line(f"warning: {t['name']}: {t['warning']}", STATUS_COLORS["SKIPPED"])
     recorded = {t["name"] for t in tasks}
     missing = [n for n in run["graph"]["nodes"] if n not in recorded]
     if missing:

@@ -41,12 +41,13 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from ..engine.aio import LOOP_THREAD
 from ..engine.errors import HistoryError
 
 log = logging.getLogger("thread_order")
 
 #: the schema this version writes; it reads every version up to this one
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 #: captured output (and tracebacks) longer than this many UTF-8 bytes are cut in the middle
 OUTPUT_CAP = 64 * 1024
 REDACTED = "***redacted***"
@@ -176,6 +177,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE runs ADD COLUMN ordering TEXT NOT NULL DEFAULT '{}'",
         "ALTER TABLE runs ADD COLUMN replay_of INTEGER",
         "CREATE INDEX runs_by_replay_of ON runs (replay_of)",
+    ),
+    (  # 6 -> 7: which tasks were async (a batch's task is async when its thread is the event
+        # loop's), and a task's warning (a coroutine that blocked the loop)
+        "ALTER TABLE tasks ADD COLUMN is_async INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tasks ADD COLUMN warning TEXT",
     ),
 )
 
@@ -315,6 +321,7 @@ def decode_batch(tasks: Any, names: Any, threads: Any, times: Any, numbers: Any)
             "attempts": ints[i], "started_at": floats[i], "finished_at": floats[n + i],
             "duration": floats[2 * n + i], "error_type": None, "error": None, "traceback": None,
             "reason": None, "output": "", "output_bytes": 0, "tags": [],
+            "is_async": threads[i] == LOOP_THREAD, "warning": None,
         })
     return out
 

@@ -317,7 +317,8 @@ class HistoryRecorder:
         cols = tuple(zip(*records))
         statuses = cols[_I_STATUS]
         if (statuses.count(TaskStatus.PASSED) == n and not any(cols[_I_OUTPUT])
-                and not any(cols[_I_TAGS]) and not any(cols[_I_ERROR]) and not any(cols[_I_REASON])):
+                and not any(cols[_I_TAGS]) and not any(cols[_I_ERROR]) and not any(cols[_I_REASON])
+                and not any(cols[_I_WARNING])):
             self._counts[TaskStatus.PASSED] += n
             seqs, full = finished, ()
         else:
@@ -446,16 +447,18 @@ def _busy(exc: sqlite3.Error) -> bool:
 
 # a task row's columns after run_id
 _TASK_COLUMNS = ("seq", "name", "status", "thread", "attempts", "started_at", "finished_at", "duration",
-                 "error_type", "error", "traceback", "reason", "output", "output_bytes", "tags")
+                 "error_type", "error", "traceback", "reason", "output", "output_bytes", "tags",
+                 "is_async", "warning")
 _RECORD = operator.attrgetter("record")
 # where each field of a TaskRecord is, in the tuples a batch is transposed into
 (_I_NAME, _I_STATUS, _I_THREAD, _I_STARTED, _I_FINISHED, _I_DURATION, _I_ATTEMPTS, _I_ERROR, _I_OUTPUT,
- _I_REASON, _I_TAGS) = map(TaskRecord._fields.index, (
+ _I_REASON, _I_TAGS, _I_WARNING) = map(TaskRecord._fields.index, (
     "name", "status", "thread", "started_at", "finished_at", "duration", "attempts", "error", "output",
-    "reason", "tags"))
+    "reason", "tags", "warning"))
 # a passed task with nothing but its times goes into a batch (see db): its details are these
-_DETAIL = operator.attrgetter("status", "output", "tags", "error", "reason", "error_type", "traceback")
-_LEAN = (TaskStatus.PASSED, "", (), None, None, None, None)
+_DETAIL = operator.attrgetter("status", "output", "tags", "error", "reason", "error_type", "traceback",
+                              "warning")
+_LEAN = (TaskStatus.PASSED, "", (), None, None, None, None, None)
 _COUNT = operator.attrgetter("count")
 _MAX_PARAMS = 999  # SQLite's smallest default limit on parameters per statement
 
@@ -488,7 +491,7 @@ def _task_row(run_id: int, event: Event) -> tuple:
     return (
         event.count, rec.name, rec.status, rec.thread, rec.attempts, rec.started_at,
         rec.finished_at, rec.duration, rec.error_type, error, tb, rec.reason, output or "", size,
-        json.dumps(list(rec.tags)) if rec.tags else "[]",
+        json.dumps(list(rec.tags)) if rec.tags else "[]", int(rec.is_async), rec.warning,
     )
 
 

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from ..engine.aio import LOOP_THREAD
 from ..engine.errors import HistoryError
 from ..engine.order import recorded_bound
 from .db import (
@@ -51,7 +52,7 @@ _RUN_DETAIL = ("argv", "graph", "teardown_not_run", "state_findings")
 _RUN_ORDER = ("ordering", "replay_of")  # schema 6
 _TASK_FIELDS = (
     "seq", "name", "status", "thread", "attempts", "started_at", "finished_at", "duration",
-    "error_type", "error", "traceback", "reason", "output", "output_bytes", "tags",
+    "error_type", "error", "traceback", "reason", "output", "output_bytes", "tags", "is_async", "warning",
 )
 
 
@@ -245,6 +246,8 @@ class HistoryStore:
             task["tags"] = _str_list(_loads(task["tags"], []))
             if task["output_bytes"] is None:
                 task["output_bytes"] = len(task["output"].encode("utf-8", "replace"))
+            if not task["is_async"]:  # files from before schema 4 say it by the thread alone
+                task["is_async"] = task["thread"] == LOOP_THREAD
         if self._columns["task_batches"]:
             for batch in self._query("SELECT tasks, names, threads, times, numbers FROM task_batches "
                                      "WHERE run_id = ? ORDER BY id", (rid,)):
@@ -382,7 +385,7 @@ _TASK_TYPES = {
     "thread": _text, "attempts": _count, "started_at": _epoch, "finished_at": _epoch,
     "duration": lambda v: _number(v) or 0.0, "error_type": _text, "error": _text,
     "traceback": _text, "reason": _text, "output": lambda v: _text(v) or "", "output_bytes": _whole,
-    "tags": _same,
+    "tags": _same, "is_async": lambda v: bool(v) if isinstance(v, int) else False, "warning": _text,
 }
 
 

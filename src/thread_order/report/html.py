@@ -343,6 +343,13 @@ def render_report(run: Mapping[str, Any]) -> str:
         out.append("</tbody></table>")
     else:
         out.append("<p class=empty>Every task ran.</p>")
+    warned = [t for t in tasks if t.get("warning")]
+    if warned:  # async tasks whose coroutine blocked the event loop
+        out.append("</section><section id=warnings><h2>Warnings</h2><table><thead><tr><th>task</th>"
+                   "<th>warning</th></tr></thead><tbody>")
+        out.extend(f"<tr><td class=name>{escape(t['name'])}</td>"
+                   f"<td class=detail>{escape(str(t['warning']))}</td></tr>" for t in warned)
+        out.append("</tbody></table>")
     out += [
         "</section><section id=tasks><h2>All tasks, in start order"
         '<span class=tools><input type=search id=task-filter placeholder="filter tasks" '

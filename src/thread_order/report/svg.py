@@ -19,6 +19,7 @@ from collections import defaultdict
 from html import escape
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..runview import LOOP_THREAD, loop_rows
 from ..theme import STATUS_COLORS, format_seconds
 
 __all__ = ["STATUS_COLORS", "graph_svg", "timeline_svg", "critical_path", "format_seconds"]
@@ -403,6 +404,10 @@ def timeline_svg(
 ) -> str:
     """A Gantt chart: one lane per worker thread, one bar per task that ran.
 
+    Async tasks share the event loop's thread: they get rows of their own
+    after the worker lanes (``event_loop``, ``event_loop ·2``, ...), as many
+    as ran at once.
+
     Args:
         tasks: task dicts (``name``, ``status``, ``thread``, ``started_at``,
             ``finished_at``, ``duration``, ``attempts``, ``error_type``, ``error``).
@@ -415,7 +420,6 @@ def timeline_svg(
     if critical is None:
         critical = critical_path(tasks, edges) if edges is not None else ()
     crit = set(critical)
-    lanes = sorted({t["thread"] for t in ran}, key=_natural)
     if not ran:
         return ('<svg xmlns="http://www.w3.org/2000/svg" class="tdo-timeline" width="320" height="40">'
                 f"<style>{_STYLE}</style>"
@@ -427,6 +431,10 @@ def timeline_svg(
             return t["finished_at"]
         return t["started_at"] + (t.get("duration") or 0.0)
 
+    loop_row = loop_rows(ran, end_of)
+    row_of = [loop_row.get(i, t["thread"]) for i, t in enumerate(ran)]
+    lanes = sorted({t["thread"] for t in ran if t["thread"] != LOOP_THREAD}, key=_natural)
+    lanes += sorted(set(loop_row.values()), key=_natural)
     t1 = max(end_of(t) for t in ran)
     span = max(t1 - t0, 1e-6)
     scale = width / span
@@ -475,14 +483,16 @@ def timeline_svg(
             f'height="{LANE_H}"/><text x="8" y="{ly + LANE_H / 2 + 4:.0f}">{escape(lane)}</text></g>'
         )
     out.append('<g class="bars">')
-    for t in sorted(ran, key=lambda t: t["started_at"]):
+    for k in sorted(range(len(ran)), key=lambda k: ran[k]["started_at"]):
+        t = ran[k]
         name = t["name"]
         status = _status(t.get("status"))
         bx = LABEL_W + (t["started_at"] - t0) * scale
         bw = max((end_of(t) - t["started_at"]) * scale, MIN_BAR)
-        by = plot_top + lane_of[t["thread"]] * LANE_H + (LANE_H - BAR_H) / 2
+        by = plot_top + lane_of[row_of[k]] * LANE_H + (LANE_H - BAR_H) / 2
         tip = [f"{name} \u2014 {status.lower()}",
-               f"{t['thread']} \u00b7 {format_seconds(t.get('duration'))} \u00b7 "
+               f"{t['thread']}{' (async)' if k in loop_row else ''} \u00b7 "
+               f"{format_seconds(t.get('duration'))} \u00b7 "
                f"started +{format_seconds(t['started_at'] - t0)}"]
         if (t.get("attempts") or 0) > 1:
             tip.append(f"attempts: {t['attempts']}")

@@ -5,7 +5,9 @@ it. What the file holds (times in microseconds from the earliest moment the
 run knows of, ``pid`` is the run id):
 
 - metadata (``ph: "M"``): ``process_name`` for the run, and a ``thread_name``
-  and ``thread_sort_index`` for each worker thread and for the "not run" track;
+  and ``thread_sort_index`` for each worker thread and for the "not run" track
+  (async tasks, which overlap on the event loop's thread, get a track per row
+  of attempts that do not: ``event_loop``, ``event_loop ·2``...);
 - a complete slice (``ph: "X"``) per attempt of each task that ran, on the
   track of the worker thread that ran it, with its status, attempt number,
   attempts, error type and error in ``args``; an attempt that failed and was
@@ -29,6 +31,8 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+
+from ..runview import loop_rows
 
 __all__ = ["chrome_trace", "trace_json"]
 
@@ -77,7 +81,12 @@ def chrome_trace(run: dict[str, Any]) -> dict[str, Any]:
     run_start = _number(run.get("started_at"))
     run_start = origin if run_start is None else run_start
 
-    threads = sorted({str(a.get("thread") or "?") for _, a, _ in tries}, key=_thread_key)
+    # async tasks overlap on the event loop's thread: a track per row of them (event_loop ·2...)
+    attempts = [a for _, a, _ in tries]
+    track = loop_rows(attempts, lambda a: _number(a.get("finished_at")) or a["started_at"])
+    track_of = [track.get(i, str(a.get("thread") or "?")) for i, a in enumerate(attempts)]
+    threads = sorted({name for name in track_of if name not in track.values()}, key=_thread_key)
+    threads += sorted(set(track.values()), key=_thread_key)
     tids = {name: i for i, name in enumerate(threads, 1)}
     not_run_tid = len(threads) + 1
 
@@ -102,8 +111,11 @@ def chrome_trace(run: dict[str, Any]) -> dict[str, Any]:
     firsts: dict[str, dict[str, Any]] = {}  # task -> the slice of its first attempt
     retries: dict[str, list[dict[str, Any]]] = {}  # task -> its slices, in attempt order
     thread_end: dict[int, float] = {}
-    for t, a, last in sorted(tries, key=lambda x: (x[1]["started_at"], x[0].get("seq") or 0, x[2])):
-        tid = tids[str(a.get("thread") or "?")]
+    order = sorted(range(len(tries)),
+                   key=lambda k: (tries[k][1]["started_at"], tries[k][0].get("seq") or 0, tries[k][2]))
+    for k in order:
+        t, a, last = tries[k]
+        tid = tids[track_of[k]]
         start = _us(a["started_at"] - origin)
         finished = _number(a.get("finished_at"))
         end = _us((finished if finished is not None else run_end) - origin)

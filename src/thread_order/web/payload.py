@@ -43,7 +43,7 @@ def dumps(data: Any, **kwargs: Any) -> str:
 # --------------------------------------------------------------------------- state values
 
 # keys a user may not type: the engine owns them
-_RESERVED = {"results", "_state_lock"}
+_RESERVED = {"results", "_state_lock", "_async_lock"}
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _NOT_JSON_NUMBERS = {"NaN", "Infinity", "-Infinity"}
 

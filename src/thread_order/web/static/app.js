@@ -261,6 +261,7 @@ const taskTable = new PagedTable(null, [
   { title: "Options", render: (t) => [
     t.case ? h("span", { class: "flag", title: "a case of a parametrized task" },
       Object.entries(t.case).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join(", ")) : null,
+    t.is_async ? h("span", { class: "flag", title: "an async def: runs on the run's event loop" }, "async") : null,
     t.always ? h("span", { class: "flag", title: "runs whatever its dependencies ended as" }, "always") : null,
     t.retries ? h("span", { class: "flag" }, `retries ${t.retries}`) : null,
     t.timeout ? h("span", { class: "flag" }, `timeout ${t.timeout}s`) : null,
@@ -742,16 +743,34 @@ function renderLanes() {
   const live = app.live;
   const byThread = new Map(live.lanes.map((l) => [l.thread, l]));
   const names = [];
-  for (let i = 0; i < live.lanes_count; i++) names.push(`thread_${i}`);
+  // the worker lanes the run started, as the run view names them (a run of coroutines only
+  // starts none; an executor names its own)
+  if (live.lane_names) names.push(...live.lane_names);
+  else for (let i = 0; i < live.lanes_count; i++) names.push(`thread_${i}`);
+  const laneCount = names.length;
   for (const l of live.lanes) if (!names.includes(l.thread)) names.push(l.thread);
-  $("lanes-note").textContent = `${live.lanes_count} threads`;
-  $("lanes").replaceChildren(...names.map((t) => {
+  const loop = live.loop;  // async tasks: the event loop thread, a lane group of its own
+  const hasLoop = loop && (loop.running || (live.lane_last && live.lane_last[loop.thread]));
+  $("lanes-note").textContent = `${laneCount} threads${hasLoop ? " + event loop" : ""}`;
+  const rows = names.map((t) => {
     const lane = byThread.get(t);
     return h("div", { class: `lane${lane ? " busy" : ""}`, dataset: { thread: t } },
       h("span", { class: "thread" }, t),
       lane ? h("span", { class: "task", title: lane.task }, lane.task) : idleLane(live, t),
       h("span", { class: "elapsed", dataset: { since: lane ? lane.since : "" } }, ""));
-  }));
+  });
+  if (hasLoop) {
+    const names = loop.tasks.map((c) => c.task);
+    const text = `${loop.running} coroutine${loop.running === 1 ? "" : "s"}: ${names.join(", ")}`;
+    rows.push(h("div", { class: `lane loop${loop.running ? " busy" : ""}`, dataset: { thread: loop.thread } },
+      h("span", { class: "thread" }, loop.thread),
+      loop.running ? h("span", { class: "task", title: names.join("\n") }, text) : idleLane(live, loop.thread),
+      h("span", { class: "elapsed", dataset: { since: loop.running ? loop.tasks[0].since : "" } }, "")));
+  }
+  for (const w of live.warnings || []) {
+    rows.push(h("div", { class: "lane-warning" }, `warning: ${w.task}: ${w.warning}`));
+  }
+  $("lanes").replaceChildren(...rows);
 }
 
 // every failure so far, under the progress card: completions scroll on, failures stay

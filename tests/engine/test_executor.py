@@ -217,3 +217,35 @@ def test_an_attempt_queued_ahead_when_the_run_is_stopped_never_begins():
     assert (tasks["queued"]["status"], tasks["queued"]["attempts"]) == (TaskStatus.CANCELLED, 0)
     assert tasks["hold"]["status"] == tasks["teardown"]["status"] == TaskStatus.PASSED
     assert RAN == ["teardown"]
+
+
+class LateNoticeExecutor(PoolExecutor):
+    """A cluster whose "began" notices arrive after the outcome, as Dask's may."""
+
+    def _run(self, job, key, call):
+        lane = f"pool/{threading.current_thread().name}"
+        self.completed(job, run_call(call, pickle.dumps, pickle.loads), lane)
+        self.began(key, job, lane)  # too late: the attempt is over
+
+
+_flaky_calls = []
+
+
+def flaky_once():
+    _flaky_calls.append(1)
+    if len(_flaky_calls) == 1:
+        raise RuntimeError("first attempt fails")
+
+
+def test_a_task_is_announced_running_before_it_finishes_even_when_the_notice_comes_late():
+    _flaky_calls.clear()
+    scheduler = Scheduler(workers=2, executor=LateNoticeExecutor())
+    scheduler.register(flaky_once, "flaky", retries=1)
+    seen = []
+    scheduler.subscribe(lambda e: seen.append((e.kind.value, e.attempt)),
+                        "task_started", "task_running", "task_retrying", "task_finished")
+    summary = scheduler.start()
+    assert summary["tasks"]["flaky"]["status"] == "PASSED"
+    kinds = [kind for kind, _ in seen]
+    assert kinds == ["task_started", "task_running", "task_retrying",
+                     "task_started", "task_running", "task_finished"]

@@ -241,7 +241,8 @@ class RemoteExecutor(Executor):
     def completed(self, job: Job, outcome: RemoteOutcome, lane: str) -> None:
         """``job`` came back: merge its state changes, then tell the dispatcher."""
         run = self.run
-        if not self._settle(job):
+        began = self._settle(job)
+        if began is None:
             return
         idx = job.idx
         value = None
@@ -260,19 +261,23 @@ class RemoteExecutor(Executor):
                         self._result_bytes[run.names[idx]] = outcome.value
         if job.lane is not None:
             job.lane.name = lane
+        if not began and self._wants_running:
+            # the worker's notice that it began travels apart from the outcome and may come
+            # second (then it is ignored): a task is announced running before it finishes
+            run.inbox.put((MSG_RUNNING, job, lane))
         run.inbox.put((MSG_DONE, job, ok, value, error, outcome.started, outcome.duration,
                        outcome.output, lane, None))
         self._release()  # only now: whatever is sent next sees this task's changes
 
     def dropped(self, job: Job) -> None:
         """``job`` reached a worker after the run was stopped, which did not begin it."""
-        if self._settle(job):
+        if self._settle(job) is not None:
             self.run.inbox.put((MSG_DROPPED, job))
             self._release()
 
     def lost(self, job: Job, message: str) -> None:
         """``job`` will not come back (its worker died): its attempt fails."""
-        if not self._settle(job):
+        if self._settle(job) is None:
             return
         self._cancel(job)
         lane = job.lane.name if job.lane is not None else None
@@ -282,13 +287,15 @@ class RemoteExecutor(Executor):
 
     # ------------------------------------------------------------------ internals
 
-    def _settle(self, job: Job) -> bool:
-        """Claim ``job``'s outcome against a timeout. False: already over (its slot is freed);
-        True: the caller reports it, then frees the slot."""
+    def _settle(self, job: Job) -> bool | None:
+        """Claim ``job``'s outcome against a timeout. None: already over (its slot is freed);
+        else the caller reports it, then frees the slot, and this says whether a worker's
+        beginning of it was announced."""
         with self._lock:
             key = self._inflight.pop(job, None)
             if key is None:
-                return False  # settled already: a timeout, or an earlier report
+                return None  # settled already: a timeout, or an earlier report
+            began = key in self._begun
             self._begun.discard(key)
         run = self.run
         with run.handshake:
@@ -297,7 +304,8 @@ class RemoteExecutor(Executor):
                 job.done = True
         if abandoned:
             self._release()
-        return not abandoned
+            return None
+        return began
 
     def _release(self) -> None:
         """A slot is free: the next job in the backlog takes it."""

@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # each module has main(quick=False) -> (rows, extra) and print_table(rows, extra) -> bool
-SUITES = ["engine", "cli", "history", "web", "statecheck", "order", "cluster", "aio"]
+SUITES = ["engine", "cli", "history", "web", "statecheck", "order", "cluster", "aio", "pools"]
 
 
 def main() -> int:

@@ -10,7 +10,10 @@ through the gateway, verify and update, and finally delete everything in
 reverse order. The spare subnets are one parametrized task per CIDR
 (``create_spare[10.20.8.0/24]``...): each case is verified and deleted by the
 cases of ``verify_spare`` and ``delete_spare`` with the same CIDR, so a failed
-case (``--fail_at="create_spare[10.20.8.0/24]"``) skips only its own verify. The delete tasks are marked ``always=True``: they run even when
+case (``--fail_at="create_spare[10.20.8.0/24]"``) skips only its own verify. The API
+allows two creates at a time, so the create steps after the network share a pool of
+two (``POOLS``, ``pool="creates"``): the others wait for a slot without holding a
+thread, and the live view counts them. The delete tasks are marked ``always=True``: they run even when
 something before them failed, so nothing is left behind. ``setup_state``
 starts the API on 127.0.0.1 on a free port unless ``--api_url=URL`` is given.
 """
@@ -28,6 +31,9 @@ import urllib.request
 from thread_order import mark
 
 log = logging.getLogger("demo")
+
+#: at most two create calls at once, as the API's quota allows (tdrun --pool creates=N overrides)
+POOLS = {"creates": 2}
 
 
 # ---------------------------------------------------------------------------- hooks tdrun calls
@@ -122,25 +128,25 @@ def create_network(state):
     return call(state, "POST", "/networks", {"name": "demo-net", "cidr": "10.20.0.0/16"}, "create_network")
 
 
-@mark(after=["create_network"], tags="create")
+@mark(after=["create_network"], tags="create", pool="creates")
 def create_subnet_a(state):
     body = {"network_id": ident(state, "create_network"), "name": "subnet-a", "cidr": "10.20.1.0/24"}
     return call(state, "POST", "/subnets", body, "create_subnet_a")
 
 
-@mark(after=["create_network"], tags="create")
+@mark(after=["create_network"], tags="create", pool="creates")
 def create_subnet_b(state):
     body = {"network_id": ident(state, "create_network"), "name": "subnet-b", "cidr": "10.20.2.0/24"}
     return call(state, "POST", "/subnets", body, "create_subnet_b")
 
 
-@mark(after=["create_network"], tags="create")
+@mark(after=["create_network"], tags="create", pool="creates")
 def create_gateway(state):
     body = {"network_id": ident(state, "create_network"), "name": "edge-gw"}
     return call(state, "POST", "/gateways", body, "create_gateway")
 
 
-@mark(after=["create_gateway", "create_subnet_a"], tags="create")
+@mark(after=["create_gateway", "create_subnet_a"], tags="create", pool="creates")
 def create_route(state):
     body = {"subnet_id": ident(state, "create_subnet_a"), "gateway_id": ident(state, "create_gateway"),
             "destination": "0.0.0.0/0"}
@@ -151,7 +157,7 @@ def create_route(state):
 SPARES = {"cidr": ["10.20.8.0/24", "10.20.9.0/24"]}
 
 
-@mark(after=["create_network"], tags="create", params=SPARES)
+@mark(after=["create_network"], tags="create", params=SPARES, pool="creates")
 def create_spare(state, cidr):
     body = {"network_id": ident(state, "create_network"), "name": f"spare-{cidr}", "cidr": cidr}
     return call(state, "POST", "/subnets", body, f"create_spare[{cidr}]")

@@ -75,9 +75,18 @@ def test_demo_lifecycle_passes_and_leaves_nothing_behind(tdrun_proc, tmp_path, a
     assert api.store.counts() == EMPTY
     assert api.store.requests >= 14
     tasks = {t["name"]: t for t in data["tasks"]}
-    # the two subnets and the gateway are created in parallel, on different threads
-    parallel = [tasks[n] for n in ("create_subnet_a", "create_subnet_b", "create_gateway")]
-    assert len({t["thread"] for t in parallel}) == 3
+    # the subnets, the gateway and the spares are created in parallel, two at a time: the API's
+    # quota is the pool "creates" of size 2, and the others wait for a slot
+    creates = [t for t in data["tasks"] if t["name"].startswith("create_") and t["name"] != "create_network"]
+    edges = sorted([(t["started_at"], 1) for t in creates] + [(t["finished_at"], -1) for t in creates],
+                   key=lambda e: (e[0], e[1]))
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    assert peak == 2
+    assert data["pools"]["creates"]["size"] == 2 and data["pools"]["creates"]["waited"] >= 1
+    assert any(t["waited_for"] == "creates" and t["waited"] > 0 for t in creates)
     assert all(tasks[n]["always"] for n in TEARDOWN)
 
 

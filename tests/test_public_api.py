@@ -33,6 +33,7 @@ PUBLIC = [
     "Graph",
     "GraphError",
     "HistoryError",
+    "PoolError",
     "Scheduler",
     "TaskRecord",
     "TaskSpec",
@@ -83,6 +84,8 @@ def test_exception_tree():
     err = UnknownDependencyError("b", "x")
     assert (err.task, err.dependency, str(err)) == ("b", "x", "task 'b' depends on unknown task 'x'")
     assert CycleError(["a", "b", "a"]).cycle == ["a", "b", "a"]
+    assert issubclass(thread_order.PoolError, ThreadOrderError) and issubclass(thread_order.PoolError, ValueError)
+    assert not issubclass(thread_order.PoolError, GraphError)
 
 
 def test_task_status_is_a_str_enum():
@@ -120,6 +123,7 @@ def test_scheduler_signatures_follow_the_published_api():
         ("executor", "KEYWORD_ONLY", "local"),
         ("async_limit", "KEYWORD_ONLY", 100),
         ("async_block_threshold", "KEYWORD_ONLY", 0.1),
+        ("pools", "KEYWORD_ONLY", None),
     ]
     assert params(Scheduler.register) == [
         ("self", "POSITIONAL_OR_KEYWORD", E),
@@ -134,6 +138,7 @@ def test_scheduler_signatures_follow_the_published_api():
         ("timeout", "KEYWORD_ONLY", None),
         ("params", "KEYWORD_ONLY", None),
         ("ids", "KEYWORD_ONLY", None),
+        ("pool", "KEYWORD_ONLY", None),
     ]
     assert params(Scheduler.dregister)[:3] == [
         ("self", "POSITIONAL_OR_KEYWORD", E),
@@ -163,6 +168,7 @@ def test_mark_signatures_are_keyword_only():
         ("timeout", "KEYWORD_ONLY", None),
         ("params", "KEYWORD_ONLY", None),
         ("ids", "KEYWORD_ONLY", None),
+        ("pool", "KEYWORD_ONLY", None),
     ]
     assert params(thread_order.mark) == expected
     expected[1] = ("with_state", "KEYWORD_ONLY", False)

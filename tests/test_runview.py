@@ -283,6 +283,42 @@ def test_the_live_view_and_the_web_ui_agree_with_the_stream(case, data):
             assert f"{n} {status.lower()}" in text, text
 
 
+def test_the_live_view_and_the_web_ui_show_who_waits_for_which_pool():
+    # a holds the one slot of api while b and c wait for it; the views see the counts mid-run
+    holding = threading.Event()
+    release = threading.Event()
+    sched = Scheduler(workers=3, pools={"api": 1, "db": 2})
+
+    def a():
+        holding.set()
+        release.wait(WAIT)
+
+    sched.register(a, "a", pool="api")
+    sched.register(lambda: None, "b", pool="api")
+    sched.register(lambda: None, "c", pool=["api", "db"])
+    view = RunView(journal=True)
+    view.subscribe(sched)
+    counted = threading.Event()  # set after the view has had the event (subscribers run in order)
+    sched.subscribe(lambda e: e.data["waiting"]["api"] == 2 and counted.set(), EventKind.POOL_WAITING)
+    seen = {}
+
+    def look():
+        if holding.wait(WAIT) and counted.wait(WAIT):
+            seen["snap"] = view.snapshot()
+            seen["text"] = text_of(render_view(seen["snap"], 100, 30))
+            seen["json"] = view.read_since(0)[0]
+        release.set()
+
+    threading.Thread(target=look, daemon=True).start()
+    sched.start()
+    assert seen["snap"].pool_waiting == {"api": 2, "db": 1}
+    assert "waiting for pools: api 2 · db 1" in seen["text"]
+    assert seen["json"]["pool_waiting"] == {"api": 2, "db": 1}
+    final = view.snapshot()
+    assert final.pool_waiting == {"api": 0, "db": 0} and final.to_dict()["pool_waiting"] == {"api": 0, "db": 0}
+    assert "waiting for pools" not in text_of(render_view(final, 100, 30))  # over: not shown
+
+
 def test_an_executor_names_the_lanes_and_a_worker_joining_later_gets_one():
     view = RunView(total=2, lanes=4)
     lanes = ["127.0.0.1:4001/thread_0", "127.0.0.1:4001/thread_1"]

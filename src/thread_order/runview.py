@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
 from .engine.aio import LOOP_THREAD
@@ -84,6 +84,8 @@ class RunSnapshot:
     coroutines: dict = None  # type: ignore[assignment]
     warnings: tuple = ()  # (task, warning) of each task warned about, in order
 
+    pool_waiting: dict = field(default_factory=dict)  # pool -> tasks waiting for it (runs with pools)
+
     @property
     def in_flight(self) -> int:
         """Tasks running now: one per busy worker lane, plus every running coroutine."""
@@ -126,6 +128,7 @@ class RunSnapshot:
             "teardown_not_run": list(self.teardown_not_run),
             "server_time": self.now,
             "started_at": self.started,
+            "pool_waiting": dict(self.pool_waiting),
         }
         if full:
             out["recent"] = [completion_dict(c) for c in reversed(self.recent)]
@@ -170,6 +173,7 @@ class RunView:
         self.name_width = 24
         self.on_change = on_change
         # the journal: task -> latest status (RUNNING, RETRYING or final) and the change log
+        self.pool_waiting: dict[str, int] = {}  # pool -> tasks waiting for it
         self.statuses: dict[str, str] | None = {} if journal else None
         self.log: list[tuple[str, str, TaskRecord | None, int]] | None = [] if journal else None
 
@@ -184,6 +188,7 @@ class RunView:
             sub(self._on_interrupted, EventKind.RUN_INTERRUPTED),
             sub(self._on_run_finished, EventKind.RUN_FINISHED),
             sub(self._on_warning, EventKind.TASK_WARNING),
+            sub(self._on_pool_waiting, EventKind.POOL_WAITING),
         ]
 
     def feed(self, event: Event) -> None:
@@ -193,6 +198,7 @@ class RunView:
             EventKind.TASK_RETRYING: self._on_retrying, EventKind.TASK_FINISHED: self._on_finished,
             EventKind.RUN_INTERRUPTED: self._on_interrupted, EventKind.RUN_FINISHED: self._on_run_finished,
             EventKind.TASK_WARNING: self._on_warning,
+            EventKind.POOL_WAITING: self._on_pool_waiting,
         }.get(event.kind)
         if handler is not None:
             handler(event)
@@ -302,6 +308,15 @@ class RunView:
         if self.on_change is not None:
             self.on_change()
 
+    def _on_pool_waiting(self, event: Event) -> None:
+        waiting = dict((event.data or {}).get("waiting", {}))
+        with self._lock:
+            self.pool_waiting = waiting
+            if self.log is not None:
+                self.log.append(("", "POOLS", None, 0))
+        if self.on_change is not None:
+            self.on_change()
+
     # ------------------------------------------------------------ readers (any thread)
 
     def snapshot(self) -> RunSnapshot:
@@ -356,7 +371,8 @@ class RunView:
         return _Raw(self.title, self.total, self.lanes, dict(self.running), dict(self.last),
                     dict(self.counts), self.finished, self.retries, tuple(self.recent),
                     tuple(self.failures), self.phase, self.teardown_not_run, self.started,
-                    self.name_width, self.stopped, dict(self.coroutines), tuple(self.warnings))
+                    self.name_width, self.stopped, dict(self.coroutines), tuple(self.warnings),
+                    dict(self.pool_waiting))
 
 
 class _Raw(NamedTuple):
@@ -379,6 +395,7 @@ class _Raw(NamedTuple):
     stopped: int
     coroutines: dict
     warnings: tuple
+    pool_waiting: dict = {}
 
     def build(self) -> RunSnapshot:
         return RunSnapshot(
@@ -387,7 +404,7 @@ class _Raw(NamedTuple):
             self.counts, self.finished, self.retries,
             tuple(completion(rec, attempt) for rec, attempt in self.recent),
             self.failures, self.phase, self.teardown_not_run, self.stopped, self.started,
-            time.time(), self.name_width, self.coroutines, self.warnings,
+            time.time(), self.name_width, self.coroutines, self.warnings, self.pool_waiting,
         )
 
 
@@ -413,6 +430,7 @@ def record_dict(rec: TaskRecord) -> dict[str, Any]:
         "name": rec.name, "status": rec.status.value, "thread": rec.thread,
         "duration": rec.duration, "attempts": rec.attempts, "error_type": rec.error_type,
         "error": rec.error, "reason": rec.reason, "finished_at": rec.finished_at,
+        "waited": rec.waited, "waited_for": rec.waited_for,
     }
 
 

@@ -110,7 +110,7 @@ def test_the_file_history_path_is_relative_to_the_file_and_the_environment_can_t
 
 
 @pytest.mark.parametrize("body, message", [
-    ("worker = 2", "[tool.tdrun] unknown key 'worker'; allowed: addopts, history, pattern, tags, workers"),
+    ("worker = 2", "[tool.tdrun] unknown key 'worker'; allowed: addopts, history, pattern, pools, tags, workers"),
     ("workers = 0", "[tool.tdrun] workers: expected a whole number >= 1, got 0"),
     ("workers = '4'", "[tool.tdrun] workers: expected a whole number >= 1, got '4'"),
     ("tags = 3", "[tool.tdrun] tags: expected tag names: a string 'a,b' or a list of strings, got 3"),

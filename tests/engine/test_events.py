@@ -43,6 +43,7 @@ def test_event_kind_values():
     assert [k.value for k in EventKind] == [
         "run_started", "task_ready", "task_started", "task_running",
         "task_retrying", "task_finished", "run_interrupted", "run_finished", "task_warning",
+        "pool_waiting",
     ]
     assert str(K.TASK_FINISHED) == "task_finished"
 

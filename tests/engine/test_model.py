@@ -34,7 +34,7 @@ def test_task_record_is_frozen_and_serialises():
         "name": "a", "status": "FAILED", "thread": "thread_1", "started_at": 10.0,
         "finished_at": 10.5, "duration": 0.5, "attempts": 2, "error_type": "ValueError",
         "error": "bad", "traceback": "Traceback...", "output": "out\n", "reason": None,
-        "tags": ["api", "slow"], "is_async": False, "warning": None,
+        "tags": ["api", "slow"], "is_async": False, "warning": None, "waited": 0.0, "waited_for": None,
     }
     json.dumps(rec.to_dict())  # JSON-ready
 

@@ -943,11 +943,11 @@ SUMMARY_KEYS = {
     "started_at", "finished_at", "duration", "interrupted", "workers", "text", "tasks",
     "teardown_not_run",
     "order",  # {"order": "declared"}; lower_bound too under another order (test_order.py)
-    "warnings",
+    "warnings", "pools",
 }
 TASK_KEYS = {
     "status", "thread", "started_at", "finished_at", "duration", "attempts",
-    "error_type", "error", "traceback", "output", "reason", "is_async", "warning",
+    "error_type", "error", "traceback", "output", "reason", "is_async", "warning", "waited", "waited_for",
 }
 
 

@@ -30,7 +30,7 @@ def test_every_way_of_reading_the_task_table_sees_plain_dicts():
     assert expected["c"]["reason"] == "dependency 'b' failed"
     assert sorted(expected["a"]) == sorted([
         "status", "thread", "started_at", "finished_at", "duration", "attempts", "error_type",
-        "error", "traceback", "output", "reason", "is_async", "warning"])
+        "error", "traceback", "output", "reason", "is_async", "warning", "waited", "waited_for"])
     fresh = summary_of_three()["tasks"]  # nothing read yet: every reader must build the rows
     assert dict(fresh)["a"]["output"] == "hello\n"
     fresh = summary_of_three()["tasks"]

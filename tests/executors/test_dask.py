@@ -421,3 +421,32 @@ def test_a_replay_needs_the_local_executor():
 
     with pytest.raises(ValueError, match=r"^a replay needs the local executor, not 'dask'$"):
         Scheduler(order=ReplayOrder(run_id=1, starts={}), executor="dask")
+
+
+# ---------------------------------------------------------------------------- pools on a cluster
+
+
+def _spans(records):
+    return sorted((r.started_at, r.finished_at) for r in records)
+
+
+def test_pools_and_rates_hold_on_a_cluster(dask_client):
+    # the gate is the dispatcher's: a pool of 1 serializes its tasks on the cluster's 4 threads,
+    # and a rate counts the hand-overs to the cluster (its workers report no start of their own)
+    s = scheduler(dask_client, pools={"api": 1, "burst": {"rate": "20/s"}})
+    for i in range(3):
+        s.register(lambda: time.sleep(0.05), f"call{i}", pool="api")
+    for i in range(25):
+        s.register(lambda: None, f"r{i}", pool="burst")
+    handed = []  # when each task was handed to the cluster: what the rate counts there
+    s.subscribe(lambda e: e.name.startswith("r") and handed.append(e.time), EventKind.TASK_STARTED)
+    summary = s.start()
+    assert summary["text"].startswith("28 passed"), summary["failures"]
+    calls = [r for r in s.last_records if r.name.startswith("call")]
+    spans = _spans(calls)
+    assert all(a[1] <= b[0] + 1e-3 for a, b in zip(spans, spans[1:]))  # one at a time
+    assert sum(1 for r in calls if r.waited_for == "api") == 2
+    assert summary["pools"]["api"]["waited"] == 2
+    assert len(handed) == 25 and handed[-1] - handed[0] >= 24 / 20 * 0.95  # paced, not a burst
+    # (the events come a little after the hand-overs the gate counted, by a varying delay)
+    assert all(sum(1 for t in handed if h <= t < h + 0.95) <= 20 for h in handed)

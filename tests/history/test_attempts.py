@@ -114,6 +114,8 @@ def test_a_file_from_schema_4_reads_without_attempts_and_migrates_forward(tmp_pa
     conn.execute("ALTER TABLE runs DROP COLUMN ordering")
     conn.execute("ALTER TABLE tasks DROP COLUMN is_async")  # and what migration 6 -> 7 (async tasks) added
     conn.execute("ALTER TABLE tasks DROP COLUMN warning")
+    for table, column in (("tasks", "waited"), ("tasks", "waited_for"), ("runs", "pools")):
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")  # and what 7 -> 8 (pools) added
     conn.execute("PRAGMA user_version = 4")
     conn.commit()
     conn.close()

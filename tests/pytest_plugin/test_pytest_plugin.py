@@ -621,3 +621,36 @@ def test_pytest_xdist_is_refused(lifecycle):
     result.stderr.fnmatch_lines(["ERROR: tdrun tasks cannot run under pytest-xdist (-n): *"])
     result = run(lifecycle, "--tdrun", "tasks_life.py", "--numprocesses", "0", "--tdrun-set", "marker=m.txt")
     assert result.ret == 1
+
+
+POOLED = '''
+import threading
+from thread_order import mark
+
+POOLS = {"api": 1}
+LOCK = threading.Lock()
+NOW = [0, 0]  # running, peak
+
+@mark(pool="api", params={"i": [1, 2, 3]})
+def call(state, i):
+    with LOCK:
+        NOW[0] += 1
+        NOW[1] = max(NOW)
+    threading.Event().wait(0.02)  # the call's own latency
+    with LOCK:
+        NOW[0] -= 1
+
+@mark(after=["call"])
+def peak(state):
+    assert NOW[1] == 1, f"{NOW[1]} calls at once in a pool of 1"
+'''
+
+
+def test_a_module_s_pools_hold_under_pytest(pytester):
+    pytester.makepyfile(tasks_pooled=POOLED)
+    result = run(pytester, "--tdrun", "tasks_pooled.py", "-p", "no:randomly")
+    result.assert_outcomes(passed=4)
+    pytester.makepyfile(tasks_pooled=POOLED.replace('POOLS = {"api": 1}', "POOLS = {}"))
+    result = run(pytester, "--tdrun", "tasks_pooled.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "tdrun: task 'call[1]' is in unknown pool 'api' (declared: none)" in result.stderr.str()

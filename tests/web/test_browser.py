@@ -475,6 +475,37 @@ def test_a_directory_loads_as_a_suite_showing_modules_and_cases(page, tmp_path):
     assert recent(page, re.escape("compute/vms::create_vm[us]")).count() == 1
 
 
+def test_a_run_with_a_pool_shows_who_waits_for_it_live_and_in_the_history(page, tmp_path):
+    path = tmp_path / "pooled.py"
+    path.write_text(
+        "import time\nfrom thread_order import mark\n\nPOOLS = {'api': 1}\n\n"
+        "@mark(pool='api', params={'i': [1, 2, 3, 4]})\n"
+        "def call(state, i):\n    time.sleep(0.4)  # the API call\n\n"
+        "@mark()\ndef free(state):\n    pass\n")
+    load_and_wait(page, str(path))
+    page.click("a[data-tab=run]")
+    page.fill("#run-workers", "4")
+    page.click("#run-button")
+    # while the first call holds the pool's one slot, the others wait for it, holding no thread
+    page.wait_for_function(
+        "() => { const el = document.querySelector('#pool-waiting [data-pool=api] b');"
+        " return el && !el.closest('#pool-waiting').hidden && +el.textContent >= 1; }")
+    assert page.inner_text("#pool-waiting").startswith("waiting for pools: api")
+    shot(page, "pool-waiting")
+    wait_finished(page)
+    assert counter(page, "PASSED") == 5
+    assert page.locator("#pool-waiting").is_hidden()
+    page.click("#run-summary a")
+    page.wait_for_selector("#history-pools")
+    row = page.locator("#history-pools tbody tr[data-pool=api]")
+    cells = row.locator("td")
+    assert [cells.nth(i).inner_text() for i in range(4)] == ["api", "1", "—", "3"]
+    assert page.locator("#history-detail th", has_text="Waited for pool").count() == 1
+    assert page.locator("#history-detail td", has_text=re.compile(r"^\d.* api$")).count() == 3
+    assert page.locator("#history-detail .timeline rect.wait[data-pool=api]").count() == 3
+    shot(page, "pool-history")
+
+
 def test_a_retried_task_shows_each_attempt_in_the_history(page, tmp_path):
     module = tmp_path / "retry.py"
     module.write_text(

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..engine.errors import UsageError
+from ..engine.errors import PoolError, UsageError
+from ..engine.pools import parse_pools
 from ..engine.model import parse_tags
 
 if sys.version_info >= (3, 11):
@@ -32,6 +33,7 @@ KEYS = {
     "pattern": "a glob for the files a directory collects, such as 'test_*.py'",
     "history": "a file path, or false for no history",
     "addopts": "tdrun options: a string or a list of strings",
+    "pools": "a table of pool name = size, or {size = N, rate = \"N/s\"}",
 }
 
 
@@ -114,6 +116,11 @@ def _check(path: Path, table: dict[str, Any]) -> dict[str, Any]:
                 raise bad
             if isinstance(value, str):  # relative to the file, wherever tdrun runs from below it
                 value = str(path.parent / value)
+        elif key == "pools":
+            try:
+                value = parse_pools(value, f"{_shown(path)}: [tool.tdrun] pools")
+            except PoolError as exc:
+                raise UsageError(str(exc)) from None
         elif key == "addopts":
             if isinstance(value, str):
                 try:
@@ -193,6 +200,23 @@ def apply_config(args: Any, config: Config, argv: list[str], parse: Any) -> list
     else:
         value = ".tdrun/history.db"
     rows.append(("history", value, where or "default"))
+    rows.extend(_pool_rows(args, config, layers))
     rows.append(("addopts", " ".join(map(shlex.quote, config.addopts)) or "-",
                  config.where("addopts") if config.addopts else "default"))
     return rows
+
+
+def _pool_rows(args: Any, config: Config, layers: list) -> list[tuple[str, str, str]]:
+    """``args.pools`` becomes the pools the file and the command line declare (the command
+    line wins, pool by pool); one row per pool. A module's ``POOLS`` comes under both."""
+    pools: dict[str, Any] = {}
+    where: dict[str, str] = {}
+    for name, pool in config.values.get("pools", {}).items():
+        pools[name], where[name] = pool, config.where("pools")
+    for source, ns in reversed(layers):  # addopts first, the command line over them
+        for name, pool in (getattr(ns, "pools", None) or []) if ns is not None else []:
+            pools[name], where[name] = pool, source
+    args.pools = list(pools.items())
+    if not pools:
+        return [("pools", "-", "default (and each module's POOLS)")]
+    return [(f"pool {name}", pool.describe(), where[name]) for name, pool in pools.items()]

@@ -278,6 +278,17 @@ def _failures(snap: RunSnapshot, limit: int, width: int) -> RenderableType:
     return grid
 
 
+def pool_waiting_text(waiting: dict[str, int]) -> Text:
+    """``waiting for pools: api 3 · quota 0``: how many tasks wait for each pool."""
+    text = Text("waiting for pools: ", style="dim")
+    for i, (name, n) in enumerate(waiting.items()):
+        if i:
+            text.append(" · ", style="dim")
+        text.append(f"{name} ")
+        text.append(str(n), style=f"bold {COLORS['WAITING']}" if n else "dim")
+    return text
+
+
 def render_view(snap: RunSnapshot, width: int, height: int) -> RenderableType:
     """The whole live view for a console of ``width`` x ``height``.
 
@@ -295,6 +306,8 @@ def render_view(snap: RunSnapshot, width: int, height: int) -> RenderableType:
         notes.append(Text(f"warning: {task}: {text}", style=COLORS["SKIPPED"]))
     if len(snap.warnings) > 2:
         notes.append(Text(f"... and {len(snap.warnings) - 2} more warnings (listed at the end)", style="dim"))
+    if snap.pool_waiting and not snap.done:
+        notes.append(pool_waiting_text(snap.pool_waiting))
     # notes wrap rather than lose their end ("Ctrl-C again stops waiting" at 80 columns)
     note_rows = sum(len(note.wrap(_MEASURE, inner)) for note in notes)
     fixed = 2 + 1 + 1 + 1 + note_rows  # borders, separator, bar, counters, notes

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..engine.collect import Collection, ModuleLoadError, build_state, collect
-from ..engine.errors import ExecutorError, GraphError, UsageError, WorkerStartError
+from ..engine.errors import ExecutorError, GraphError, PoolError, UsageError, WorkerStartError
+from ..engine.errors import edit_distance as _edits
 from .asyncopts import add_async_options, async_options
+from .pooling import add_pool_options, run_pools
 from .config import apply_config, find_config, show_config
 from .graphfmt import FORMATS, format_graph, static_note, task_list
 from .ordering import (add_order_options, check_order_args, list_order, normalize_shuffle, order_notes,
@@ -168,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_order_options(p)
     add_executor_options(p)
     add_async_options(p)
+    add_pool_options(p)
     p.add_argument("--version", action="version", version=f"tdrun {__version__}")
     return p
 
@@ -273,23 +276,6 @@ def _near_option(key: str, options: list[str]) -> str | None:
     return best[1] if best else None
 
 
-def _edits(a: str, b: str) -> int:
-    """Edit distance counting a swap of two neighbours as one edit (optimal string alignment)."""
-    if abs(len(a) - len(b)) > 2:
-        return 3
-    prev2: list[int] = []
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        row = [i]
-        for j, cb in enumerate(b, 1):
-            cost = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ca != cb))
-            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
-                cost = min(cost, prev2[j - 2] + 1)
-            row.append(cost)
-        prev2, prev = prev, row
-    return prev[-1]
-
-
 def _check_report_folder(option: str, path: str) -> None:
     """Refuse, before anything runs, a report path whose folders cannot be created."""
     folder = Path(path).expanduser().parent
@@ -317,7 +303,7 @@ def main(argv: list[str] | None = None, *, replay: Any = None) -> int:
         err.write(exc.user_traceback.rstrip("\n") + "\n")
         err.write(f"tdrun: error: {exc}\n")
         return EXIT_USAGE
-    except (UsageError, GraphError, WorkerStartError, ExecutorError) as exc:
+    except (UsageError, GraphError, WorkerStartError, ExecutorError, PoolError) as exc:
         err.write(f"tdrun: error: {exc}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -392,6 +378,7 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO, replay: Any = None) -> int
             err.write(f"tdrun: no tasks collected: {where} has no @mark functions\n")
         return EXIT_NO_TASKS
     graph = collection.graph()  # GraphError -> exit 4
+    pools = run_pools(collection, args)  # PoolError -> exit 4
     first = None
     if args.last_failed or args.failed_first:
         from .rerun import not_passed_last_time, select_last_failed
@@ -434,6 +421,7 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO, replay: Any = None) -> int
         skip_dependents=args.skip_deps, capture=True, check_state=args.check_state, first=first,
         **order, **async_options(args),
         executor=executor,
+        pools=pools,
     )
     collection.register_into(scheduler)
     if replay is not None:

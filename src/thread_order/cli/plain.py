@@ -18,7 +18,7 @@ from rich.text import Text
 
 from ..engine.events import Event, EventKind
 from ..engine.model import TaskRecord, TaskStatus
-from ..theme import STATUS_COLORS
+from ..theme import STATUS_COLORS, format_seconds
 
 __all__ = [
     "COLORS", "make_console", "PlainReporter", "LineLogHandler", "log_text", "print_end_of_run",
@@ -302,6 +302,8 @@ def print_end_of_run(console: Console, summary: dict, records: Iterable[TaskReco
         print_state_findings(console, findings)
     for conflict in summary.get("write_conflicts", ()):
         console.print(Text(write_conflict_line(conflict), style=COLORS["SKIPPED"]), soft_wrap=True)
+    for line in pool_lines(summary.get("pools") or {}):
+        console.print(Text(line, style="dim"), soft_wrap=True)
     for note in notes:
         console.print(Text(note, style="dim"), soft_wrap=True)
     title = summary["text"]
@@ -339,6 +341,20 @@ def _warning_section(console: Console, warnings: dict[str, str]) -> None:
         line.append(f"{name}  ")
         line.append(text, style="dim")
         console.print(line, soft_wrap=True)
+
+
+def pool_lines(pools: dict) -> list[str]:
+    """``pool api (size 2): 3 tasks waited, longest 1.20s, 2.10s in all``, for pools with waits."""
+    out = []
+    for name, row in pools.items():
+        if not row.get("waited"):
+            continue
+        limits = ", ".join(x for x in (row.get("size") and f"size {row['size']}",
+                                       row.get("rate") and f"rate {row['rate']}") if x)
+        n = row["waited"]
+        out.append(f"pool {name} ({limits}): {n} task{'s' if n != 1 else ''} waited, longest "
+                   f"{format_seconds(row['longest'])}, {format_seconds(row['total'])} in all")
+    return out
 
 
 def _forced(by_name: dict[str, TaskRecord]) -> bool:

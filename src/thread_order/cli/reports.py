@@ -34,8 +34,13 @@ added, existing ones keep their meaning while ``format_version`` stays 1:
   in the graph), ``module`` (its module's name), ``case`` (the parameter values of a
   case of a parametrized task, ``{"cidr": "10.0.1.0/24"}``, or null), ``is_async``
   (an ``async def`` task, run on the event loop), ``warning`` (str or null: a
-  coroutine that blocked the event loop).
+  coroutine that blocked the event loop), ``waited`` (seconds between becoming ready
+  and starting, for a task a pool kept waiting; 0 otherwise) and ``waited_for``
+  (that pool, or null).
 - ``warnings``: task -> its warning, for every task that has one.
+- ``pools``: pool name -> ``{"size", "rate", "waited", "longest", "total"}``: its
+  size (null: no cap) and rate (``"10/s"`` or null), how many tasks waited for it,
+  the longest wait and their sum in seconds; ``{}`` when no task is in a pool.
 - ``graph``: ``{"nodes": [...], "edges": [[task, dependent], ...], "levels":
   [[...], ...], "roots": [...], "leaves": [...]}``.
 - ``state_findings`` (list | null): with ``--check-state``, the state checker's findings, each
@@ -181,6 +186,7 @@ def json_report(run: RunData) -> dict[str, Any]:
         "state_keys": dict(run.state_sources),
         "warnings": dict(summary.get("warnings") or {}),
         "tasks": tasks,
+        "pools": dict(summary.get("pools") or {}),
         "graph": {
             "nodes": list(graph.nodes),
             "edges": [list(edge) for edge in graph.edges],

@@ -17,11 +17,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
 
-from .errors import GraphError, UnknownDependencyError, UsageError
+from .errors import GraphError, PoolError, UnknownDependencyError, UsageError
 from .graph import Graph
 from .jsonvalue import loads, problem
 from .keyword import compile_keyword
 from .model import TaskSpec, parse_tags
+from .pools import Pool, module_pools
 from .suite import SuiteModule, assemble, discover, marked_functions
 
 __all__ = ["Collection", "ModuleLoadError", "split_target", "load_module", "collect", "build_state", "SuiteModule"]
@@ -58,6 +59,7 @@ class Collection:
     cases: dict[str, dict[str, Any]] = field(default_factory=dict)
     unresolved: dict[tuple[str, str], GraphError] = field(default_factory=dict)
     targets: list[str] = field(default_factory=list)  # as given
+    pools: dict[str, Pool] = field(default_factory=dict)  # the modules' POOLS, combined
 
     @property
     def names(self) -> list[str]:
@@ -102,6 +104,7 @@ class Collection:
             scheduler.register(
                 s.fn, s.name, s.after, s.with_state, tags=s.tags, always=s.always,
                 retries=s.retries, retry_delay=s.retry_delay, timeout=s.timeout,
+                **({"pool": s.pools} if s.pools else {}),
             )
 
 
@@ -229,7 +232,14 @@ def collect(
     return Collection(path=Path(first.path_str), module=first.module, specs=suite.specs, target=only,
                       all_names=suite.all_names, highlights=highlights, modules=modules,
                       module_of=suite.module_of, cases=suite.cases, unresolved=suite.unresolved,
-                      targets=targets)
+                      targets=targets, pools=_pools(modules))
+
+
+def _pools(modules: list[SuiteModule]) -> dict[str, Pool]:
+    try:
+        return module_pools((m.path_str, m.module) for m in modules)
+    except PoolError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _highlights(module: ModuleType, path_str: str) -> list[tuple[re.Pattern, str]]:

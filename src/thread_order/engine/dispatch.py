@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from .events import EventKind, EventStream
+from .gate import GateMethods
 from .graph import Graph
 from .interrupts import InterruptMethods
-from .lanes import MSG_DONE, MSG_DROPPED, MSG_RUNNING, TIMER_RETRY, TIMER_TIMEOUT, Job, Lane, LaneMethods
+from .lanes import MSG_BEGAN, MSG_DONE, MSG_DROPPED, MSG_RUNNING, TIMER_RETRY, TIMER_TIMEOUT, Job, Lane, LaneMethods
 from .model import TaskOptions, TaskRecord, TaskStatus
 from .order import OrderPlan, ReplayGate, first_in_plan
 from .signals import install_interrupt_handler
@@ -57,7 +58,7 @@ class RunOptions:
     block_threshold: float | None = 0.1  # seconds a coroutine step may hold the loop unwarned
 
 
-class Run(LaneMethods, InterruptMethods):
+class Run(LaneMethods, InterruptMethods, GateMethods):
     """The state of one call to ``Scheduler.start()``; lives on the dispatcher thread.
 
     ``fns`` and ``options`` are a snapshot, by task position: a task registered
@@ -120,6 +121,8 @@ class Run(LaneMethods, InterruptMethods):
         # the attempt in flight per task (None once final); a worker starting a child
         # directly fills the child's entry before the dispatcher hears of it
         self.job_of: list[Job | None] = [None] * n
+        # the pools' gate (engine/gate.py), set by the Scheduler; None when no task is in a pool
+        self.pool_gate: Any = None
         # tasks to start first: their heap key is idx - n (below every other task's idx)
         self.first = [name in run_options.first for name in self.names] if run_options.first else None
         # the start order (order.py): None keys the ready heap (and retry_heap) by index;
@@ -262,6 +265,8 @@ class Run(LaneMethods, InterruptMethods):
         when they are handed over. A worker may start a task itself only when
         this rule would have started it next anyway (see ``_launch``).
         """
+        if self.pool_gate is not None:
+            self._pump()
         ready = self.ready
         where = self.where
         width = self.width
@@ -307,6 +312,12 @@ class Run(LaneMethods, InterruptMethods):
             while ptr < n and where[at[ptr]] != _WAITING:
                 ptr += 1
         self.waiting_ptr = ptr
+        if self.pool_gate is not None and self.pool_gate.waiting:
+            # a task waiting for a pool may start as soon as it has room (under a plan its
+            # rank is not at hand: nothing is queued ahead while one waits)
+            low = self.pool_gate.lowest_waiting() if at is None else -1
+            if low is not None and low < ptr:
+                ptr = low
         heap = self.retry_heap
         while heap:
             k = heap[0]
@@ -353,8 +364,14 @@ class Run(LaneMethods, InterruptMethods):
         # to react to events in between: only this task's dependents can be next
         # (a replay's gate is the dispatcher's to apply: no direct start under it)
         direct = (self.inflight == 1 and not self.ready and not self.timers and opts.timeout is None
-                  and self.events.task_quiet and self.need is None)
+                  and self.events.task_quiet and self.need is None
+                  and (self.pool_gate is None or not self.pool_gate.waiting))
         job = Job(idx, attempt, direct)
+        if self.pool_gate is not None and idx in self.pool_gate.rated:
+            if self.executor is None:
+                job.rated = True  # its worker reports when it begins
+            else:  # a remote worker does not: a rate counts hand-overs to the executor
+                self.pool_gate.began(idx, time.time())
         self.job_of[idx] = job
         if attempt <= opts.retries:
             heapq.heappush(self.retry_heap, idx if self.at is None else self.rank[idx])
@@ -385,6 +402,9 @@ class Run(LaneMethods, InterruptMethods):
                 return  # timed out earlier; its outcome is already recorded
             self.inflight -= 1
             idx = job.idx
+            if self.pool_gate is not None and self.pool_gate.of[idx] is not None:
+                self._pooled_done(msg)
+                return
             if ok:
                 name = self.names[idx]
                 results = self.results
@@ -406,28 +426,35 @@ class Run(LaneMethods, InterruptMethods):
             _, job, thread = msg
             if not job.abandoned:
                 self.events.emit_task(EventKind.TASK_RUNNING, self.names[job.idx], thread, job.attempt)
+        elif kind == MSG_BEGAN:
+            job = msg[1]
+            self.pool_gate.began(job.idx, msg[2])
         elif kind == MSG_DROPPED:
             job = msg[1]
             idx = job.idx
             if job.abandoned or self.where[idx] != _RUNNING or self.job_of[idx] is not job:
                 return  # already accounted for (timed out, or the run was stopped)
             self.inflight -= 1
+            if self.pool_gate is not None:
+                self.pool_gate.release(idx, started=False)
             self.attempts[idx] -= 1  # this attempt never ran
             self._stop_unstarted(idx)
         else:
             self._interrupt(force=msg[1] or self.interrupted)
 
-    def _attempt_failed(self, idx, thread, error, started, duration, output) -> None:
+    def _attempt_failed(self, idx, thread, error, started, duration, output, wait=None) -> None:
         opts = self.options[idx]
         name = self.names[idx]
         attempt = self.attempts[idx]
         error_type, message, tb = error
         if started is None:
             started = time.time() - duration
+        if wait is None and self.pool_gate is not None and self.pool_gate.of[idx] is not None:  # a timeout
+            wait = self.pool_gate.wait_of(idx, started)
         record = TaskRecord(
             name, _FAILED, thread, started, started + duration, duration, attempt,
             error_type, message, tb if tb is not None else f"{error_type}: {message}\n", output,
-            tags=opts.tags,
+            tags=opts.tags, **({} if wait is None else {"waited": wait[0], "waited_for": wait[1]}),
         )
         if attempt <= opts.retries and not self.interrupted:
             if self.gate is not None:
@@ -447,14 +474,22 @@ class Run(LaneMethods, InterruptMethods):
 
     def _make_ready(self, idx: int) -> None:
         self.where[idx] = _READY
-        first = self.first
-        heapq.heappush(self.ready, idx - self.n if first is not None and first[idx] else idx)
+        pgate = self.pool_gate
+        if pgate is None or pgate.of[idx] is None or pgate.enter(idx):
+            first = self.first
+            heapq.heappush(self.ready, idx - self.n if first is not None and first[idx] else idx)
+        else:  # it waits at the gate, holding nothing: _dispatch lets it in when its pools have room
+            self._waits_for_pool(idx)
         if self.attempts[idx] == 0 and self.events._subs[_K_READY]:
             self.events.emit_task(_K_READY, self.names[idx])
 
     def _make_ready_ranked(self, idx: int) -> None:  # _make_ready under an OrderPlan
         self.where[idx] = _READY
-        heapq.heappush(self.ready, self.rank[idx])
+        pgate = self.pool_gate
+        if pgate is None or pgate.of[idx] is None or pgate.enter(idx):
+            heapq.heappush(self.ready, self.rank[idx])
+        else:  # it waits at the gate, as in _make_ready
+            self._waits_for_pool(idx)
         if self.attempts[idx] == 0 and self.events._subs[_K_READY]:
             self.events.emit_task(_K_READY, self.names[idx])
 
@@ -492,6 +527,8 @@ class Run(LaneMethods, InterruptMethods):
         self.where[idx] = _DONE
         self.records[idx] = record
         self.job_of[idx] = None
+        if self.pool_gate is not None and self.pool_gate.state[idx]:
+            self.pool_gate.final(idx)  # whatever it still holds or waits for: no slot outlives a task
         gate = self.gate
         if gate is not None and not gate.finished[idx]:  # (a worker says so first for most)
             for job in gate.done(idx):  # parked replayed tasks its end lets start

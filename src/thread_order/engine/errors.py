@@ -9,7 +9,8 @@ The tree::
      |    +-- AmbiguousDependencyError a name several modules define (.task, .dependency, .candidates)
      |    +-- UnpairedCaseError      no case of a parametrized dependency has a case's values
      |    +-- CycleError             a dependency cycle           (.cycle)
-     +-- UsageError                  bad input to a front-end (file, option, target)
+     +-- PoolError (ValueError)      a bad pool, or a task in a pool nobody declared
+ +-- UsageError                  bad input to a front-end (file, option, target)
      +-- HistoryError                the run history cannot be read or written
      +-- WorkerStartError (RuntimeError) no thread to run on; nothing ran
      +-- ExecutorError (RuntimeError) an executor cannot run the tasks; nothing ran
@@ -31,11 +32,13 @@ __all__ = [
     "UnpairedCaseError",
     "ExecutorError",
     "CycleError",
+    "PoolError",
     "UsageError",
     "HistoryError",
     "WorkerStartError",
     "close_names",
     "did_you_mean",
+    "edit_distance",
 ]
 
 
@@ -58,6 +61,24 @@ def close_names(word: str, names: Iterable[str], n: int = 3) -> list[str]:
         return []
     best = -scored[0][0]
     return [name for ratio, _, name in scored[:n] if -ratio >= best - 0.15]
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Edit distance counting a swap of two neighbours as one edit (optimal string alignment);
+    3 for any two names whose lengths differ by more than 2 (tdrun's mistyped options)."""
+    if abs(len(a) - len(b)) > 2:
+        return 3
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i]
+        for j, cb in enumerate(b, 1):
+            cost = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, prev2[j - 2] + 1)
+            row.append(cost)
+        prev2, prev = prev, row
+    return prev[-1]
 
 
 def did_you_mean(name: str, names: Iterable[str]) -> str:
@@ -122,6 +143,10 @@ class CycleError(GraphError):
     def __init__(self, cycle: list[str]) -> None:
         super().__init__("dependency cycle: " + " -> ".join(cycle))
         self.cycle = list(cycle)
+
+
+class PoolError(ThreadOrderError, ValueError):
+    """A pool with a bad name, size or rate, or a task in a pool that is not declared."""
 
 
 class UsageError(ThreadOrderError):

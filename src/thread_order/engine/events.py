@@ -27,6 +27,7 @@ class EventKind(str, enum.Enum):
     RUN_INTERRUPTED = "run_interrupted"  # Ctrl-C or cancel(); data: {"force": bool}
     RUN_FINISHED = "run_finished"  # data: the summary
     TASK_WARNING = "task_warning"  # e.g. a coroutine blocked the event loop (data: {"warning"})
+    POOL_WAITING = "pool_waiting"  # data: {"waiting": {pool: tasks waiting for it}}
 
     def __str__(self) -> str:
         return self.value

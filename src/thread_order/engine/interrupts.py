@@ -40,6 +40,10 @@ class InterruptMethods:
             self._open_gate()  # parked replayed tasks go back on the queue, to be dropped
         first = not self.interrupted
         self.interrupted = self.stop_requested = True
+        if self.pool_gate is not None and self.pool_gate.named:  # a task a worker took is running, not ready
+            with self.handshake:
+                self.stop_requested = True
+            self._collect_handoffs()
         if first:
             if self.executor is not None:  # before anyone hears of it: what is queued there stays unstarted
                 self.executor.stop()

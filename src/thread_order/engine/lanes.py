@@ -26,9 +26,9 @@ log = logging.getLogger("thread_order")
 _K_RUNNING = EventKind.TASK_RUNNING
 
 # messages to the dispatcher (the thread that called start())
-MSG_DONE, MSG_RUNNING, MSG_INTERRUPT, MSG_DROPPED = range(4)
+MSG_DONE, MSG_RUNNING, MSG_INTERRUPT, MSG_DROPPED, MSG_BEGAN = range(5)
 # timer kinds
-TIMER_TIMEOUT, TIMER_RETRY = range(2)
+TIMER_TIMEOUT, TIMER_RETRY, TIMER_GATE = range(3)
 
 
 def joined(pieces: list | None) -> str:
@@ -71,7 +71,7 @@ class Lane:
 class Job:
     """One attempt of one task, handed to a worker."""
 
-    __slots__ = ("idx", "attempt", "lane", "abandoned", "done", "started", "direct")
+    __slots__ = ("idx", "attempt", "lane", "abandoned", "done", "started", "direct", "rated", "handed")
 
     def __init__(self, idx: int, attempt: int, direct: bool = False) -> None:
         self.idx = idx
@@ -83,6 +83,12 @@ class Job:
         # set when nothing else is in flight or ready: if this task passes and has a single
         # child depending on it alone, the worker may start that child itself (see _worker)
         self.direct = direct
+        # in a pool with a rate: the worker reports when it begins (MSG_BEGAN), as the rate
+        # counts real starts
+        self.rated = False
+        # started by the worker that ended an attempt in its pool, named next there (gate.py):
+        # 0 no, 1 yes, 2 yes and the dispatcher has accounted for it
+        self.handed = 0
 
 
 class LaneMethods:
@@ -108,6 +114,8 @@ class LaneMethods:
         handshake = self.handshake
         job_of = self.job_of
         cstart, cflat, pstart = self.cstart, self.cflat, self.pstart
+        pgate = self.pool_gate
+        alone = pgate.simple if pgate is not None else None  # per task: its pool, if one without a rate
         perf = time.perf_counter
         wall = time.time
         name = lane.name
@@ -153,6 +161,8 @@ class LaneMethods:
             if capture:
                 buffers[ident] = mine
             started = wall()
+            if job.rated:
+                put((MSG_BEGAN, job, started))
             t0 = perf()
             try:
                 if context is None:
@@ -206,7 +216,8 @@ class LaneMethods:
             if ok and job.direct and cstart[idx + 1] - cstart[idx] == 1:
                 child = cflat[cstart[idx]]
                 if (pstart[child + 1] - pstart[child] == 1 and options[child].timeout is None
-                        and not options[child].is_async and events.task_quiet):
+                        and not options[child].is_async and not options[child].pools
+                        and events.task_quiet):
                     with handshake:
                         if not (self.forced or self.stop_requested):
                             nxt = Job(child, 1, direct=True)
@@ -216,6 +227,19 @@ class LaneMethods:
                     if nxt is not None and results is not None:
                         with state_lock:  # the child may read it: it must be there first
                             results[names[idx]] = value
+            # The pool hand-off (gate.py): the attempt ends in a full pool whose next task in line
+            # the gate has named; this worker starts it, and the slot passes from one to the other.
+            if alone is not None and nxt is None and alone[idx] is not None and alone[idx].next:
+                pool = alone[idx]
+                with handshake:
+                    if pool.next and not (self.forced or self.stop_requested or job.abandoned):
+                        w, attempt = pool.next.pop()
+                        nxt = Job(w, attempt)
+                        nxt.lane = lane
+                        nxt.started = True
+                        nxt.handed = 1
+                        job_of[w] = nxt
+                        pool.taken.append((idx, nxt))
             put((MSG_DONE, job, ok, value, error, started, duration, output, name, nxt))
             if lane.abandoned:  # timed out: a twin already serves this lane
                 return
@@ -261,6 +285,8 @@ class LaneMethods:
             _, _, kind, payload = heapq.heappop(timers)
             if kind == TIMER_TIMEOUT:
                 self._timeout(payload)
+            elif kind == TIMER_GATE:
+                self.pool_gate.timer()
             else:  # a retry's delay is over
                 idx = payload
                 if self.where[idx] == self.RETRY_WAIT:
@@ -279,6 +305,10 @@ class LaneMethods:
             if lane is not None:
                 lane.abandoned = True
         self.inflight -= 1
+        if self.pool_gate is not None:
+            # the slot is given back at the timeout, though the abandoned call may still run:
+            # a hung call must not hold its pool for the rest of the run (see README)
+            self.pool_gate.release(idx, started=lane is not None)
         output = ""
         if self.executor is not None:  # cancelled on its cluster, or abandoned there
             thread_name = self.executor.timed_out(job)

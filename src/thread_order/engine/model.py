@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from types import FunctionType
 from typing import Any, Callable, Iterable, NamedTuple
 
+from .pools import pool_names
+
 __all__ = [
     "TaskStatus", "TaskSpec", "TaskOptions", "TaskRecord", "mark", "dmark", "parse_tags", "MARK_ATTR",
 ]
@@ -141,6 +143,7 @@ class TaskSpec:
     retry_delay: float = 0.0
     timeout: float | None = None
     is_async: bool = False  # an async def: its coroutine runs on the run's event loop
+    pools: tuple[str, ...] = ()  # the pools it must have room in to start (engine/pools.py)
 
     @classmethod
     def build(
@@ -156,6 +159,7 @@ class TaskSpec:
         timeout: float | None = None,
         *,
         runnable: bool = True,
+        pool: str | Iterable[str] | None = None,
     ) -> "TaskSpec":
         """Validate user input and build a spec; raises TypeError or ValueError naming the task.
 
@@ -181,6 +185,10 @@ class TaskSpec:
             tag_names = parse_tags(tags)
         except TypeError as exc:
             raise TypeError(f"task {name!r}: {exc}") from None
+        pools = pool_names(pool, name)
+        if pools and is_async(fn):  # coroutines start on the run's event loop, past the gate
+            raise TypeError(f"task {name!r}: an async task cannot be in a pool; "
+                            "use a plain def, or an asyncio.Semaphore inside the coroutines")
         return cls(
             name=name,
             fn=fn,
@@ -192,6 +200,7 @@ class TaskSpec:
             retry_delay=float(retry_delay),
             timeout=None if timeout is None else float(timeout),
             is_async=is_async(fn),
+            pools=pools,
         )
 
 
@@ -210,12 +219,13 @@ class TaskOptions(NamedTuple):
     retry_delay: float = 0.0
     timeout: float | None = None
     is_async: bool = False
+    pools: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, spec: "TaskSpec") -> "TaskOptions":
         """The options of ``spec``, shared with every other task that has the same."""
         opts = cls(spec.with_state, spec.tags, spec.always, spec.retries, spec.retry_delay, spec.timeout,
-                   spec.is_async)
+                   spec.is_async, spec.pools)
         return _SHARED_OPTIONS.get(opts, opts)
 
 
@@ -229,7 +239,8 @@ class TaskRecord(NamedTuple):
     """What happened to one task in one run.
 
     Times are epoch seconds (for display); ``duration`` is measured with a
-    monotonic clock. ``thread`` is None for tasks that never ran. An immutable
+    monotonic clock. ``thread`` is None for tasks that never ran. ``waited`` and
+    ``waited_for`` are kept for tasks in a pool (0.0 and None for the rest). An immutable
     named tuple rather than a frozen dataclass: the dispatcher builds one per
     task on its hot path, and this is several times cheaper to construct.
     """
@@ -249,6 +260,10 @@ class TaskRecord(NamedTuple):
     tags: tuple[str, ...] = ()
     is_async: bool = False  # an async def task, run on the run's event loop
     warning: str | None = None  # e.g. a coroutine that blocked the event loop
+    #: seconds between becoming ready and starting (its last attempt), for a task in a pool
+    waited: float = 0.0
+    #: the pool that kept it waiting, or None when it started as soon as a worker was free
+    waited_for: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (status as its string value)."""
@@ -302,6 +317,7 @@ def _marker(default_with_state: bool):
         timeout: float | None = None,
         params: dict[str, list] | None = None,
         ids: list[str] | Callable[[Any], str | None] | None = None,
+        pool: str | Iterable[str] | None = None,
     ):
         # the common mark (dependencies at most, every other option its default) is checked
         # here, as register() does: a module of 10,000 tasks makes 10,000 of them at import
@@ -323,7 +339,8 @@ def _marker(default_with_state: bool):
 
         def decorate(fn):
             # validate now so a bad option is reported at import, naming the function
-            spec = TaskSpec.build(fn, getattr(fn, "__name__", repr(fn)), **options, runnable=False)
+            spec = TaskSpec.build(fn, getattr(fn, "__name__", repr(fn)), **options, runnable=False,
+                                  pool=pool)
             if params is not None or ids is not None:
                 from .params import expand
 
@@ -343,6 +360,7 @@ def _marker(default_with_state: bool):
                     "retries": spec.retries,
                     "retry_delay": spec.retry_delay,
                     "timeout": spec.timeout,
+                    **({"pools": list(spec.pools)} if spec.pools else {}),
                     **({} if params is None else {"params": params, "ids": ids}),
                 },
             )

@@ -313,7 +313,7 @@ def register_cases(scheduler: Any, fn: Callable, name: str, after: Any, with_sta
     if taken:
         raise DuplicateTaskError(next(n for n in group.names if n in taken))
     register = scheduler.register
-    plain = not any(options.get(k) for k in ("tags", "always", "retries", "retry_delay", "timeout"))
+    plain = not any(options.get(k) for k in ("tags", "always", "retries", "retry_delay", "timeout", "pool"))
     if plain:  # no keywords when there are none: register's fast path
         for case, call in zip(group.names, group.calls):
             register(call, case, after, with_state)

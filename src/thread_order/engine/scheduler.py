@@ -18,6 +18,8 @@ from .events import Event, EventKind, EventStream
 from .executor import executor_from_spec
 from .graph import Graph
 from .model import NOT_PLAIN_FLAGS, PLAIN, STATEFUL, TaskOptions, TaskRecord, TaskSpec
+from .gate import Gate
+from .pools import Pool, check_task_pools, parse_pools, pool_of
 from .order import ORDERS, ReplayOrder, make_plan, new_seed
 
 __all__ = ["Scheduler", "default_workers"]
@@ -160,6 +162,8 @@ class Scheduler:
         async_limit: how many ``async def`` tasks may run at once on the run's event loop.
         async_block_threshold: seconds one step of a coroutine may hold the event loop before
             its task gets a warning (once per task); None turns the check off.
+        pools: ``{name: size}`` or ``{name: {"size": N, "rate": "10/s"}}``: pools tasks
+            may be put in with ``register(..., pool=name)`` (see :meth:`add_pool`).
 
     Raises:
         TypeError: ``workers`` or ``async_limit`` is not an integer, ``state`` not a dict, or
@@ -171,6 +175,8 @@ class Scheduler:
             not a finite number > 0 (or None).
         ExecutorError: ``executor`` names an unknown executor, or one whose extra is missing.
         ValueError: ``check_state``, or a replay order, with an executor other than local.
+        ValueError: ``workers`` is less than 1.
+        PoolError: a bad pool (a ValueError).
     """
 
     def __init__(
@@ -195,6 +201,7 @@ class Scheduler:
         executor: Any = "local",
         async_limit: int = 100,
         async_block_threshold: float | None = 0.1,
+        pools: dict[str, Any] | None = None,
     ) -> None:
         if workers is None:
             workers = default_workers
@@ -258,6 +265,7 @@ class Scheduler:
         # parametrized tasks (engine/params.py): base name -> Group
         self._groups: dict = {}
         self._async_tasks = 0  # async def tasks registered: a run with any gets an event loop
+        self._pooled = 0  # tasks registered in a pool: none, and a run needs no gate
         # guards _run: the one start() in progress, reached by cancel() from any thread
         self._lock = threading.Lock()
         self._run: Run | None = None
@@ -268,6 +276,8 @@ class Scheduler:
         if isinstance(self.order, ReplayOrder) and self.executor is not None:
             # a replay's start order is kept by the worker threads themselves (order.ReplayGate)
             raise ValueError(f"a replay needs the local executor, not {self.executor.name!r}")
+        #: the declared pools, by name (engine/pools.py)
+        self.pools: dict[str, Pool] = parse_pools(pools, "Scheduler")
 
     # ------------------------------------------------------------------ registration
 
@@ -285,8 +295,12 @@ class Scheduler:
         timeout: float | None = None,
         params: dict[str, list] | None = None,
         ids: list[str] | Callable[[Any], str | None] | None = None,
+        pool: str | Iterable[str] | None = None,
     ) -> None:
         """Add a task. Dependencies may name tasks registered later.
+
+        ``pool`` puts the task in a pool (or a list of pools, all of which must
+        have room for it to start); the pools must be declared by ``start()``.
 
         ``params={"key": [values]}`` registers one task per case instead,
         ``name[id]``, each called with its values as keyword arguments (see
@@ -302,7 +316,7 @@ class Scheduler:
             if params is None:
                 raise TypeError(f"task {name!r}: ids= needs params=")
             options = dict(tags=tags, always=always, retries=retries, retry_delay=retry_delay,
-                           timeout=timeout)
+                           timeout=timeout, pool=pool)
             TaskSpec.build(fn, name, after, with_state, **options)  # all checked before any case is in
             register_cases(self, fn, name, after, with_state, params, ids, options)
             return
@@ -312,6 +326,7 @@ class Scheduler:
         # Options are compared by identity with their defaults (an explicit `retries=0` is the
         # same cached int; anything else, say `retry_delay=0`, just takes the checked path).
         if (tags is None and timeout is None and always is False and retries is _NO_RETRIES
+                and pool is None
                 and retry_delay is _NO_DELAY and type(name) is str and name
                 and type(fn) is FunctionType and not fn.__code__.co_flags & NOT_PLAIN_FLAGS):
             kind = type(after)
@@ -336,11 +351,13 @@ class Scheduler:
         else:
             spec = TaskSpec.build(
                 fn, name, after, with_state, tags=tags, always=always,
-                retries=retries, retry_delay=retry_delay, timeout=timeout,
+                retries=retries, retry_delay=retry_delay, timeout=timeout, pool=pool,
             )
             deps, options = spec.after, TaskOptions.of(spec)
             if spec.is_async:
                 self._async_tasks += 1
+            if options.pools:
+                self._pooled += 1
         names = self._names
         if name in names:
             raise DuplicateTaskError(name)
@@ -352,6 +369,16 @@ class Scheduler:
         self._fns.append(fn)
         self._afters.append(deps)
         self._options.append(options)
+
+    def add_pool(self, name: str, size: int | None = None, rate: str | None = None) -> None:
+        """Declare (or redefine) pool ``name``: at most ``size`` of its tasks run at once,
+        at most N start in any window of the rate's period (``"10/s"``, ``"100/min"``,
+        ``"1000/h"``). Either may be None, not both. A run in progress keeps its pools.
+
+        Raises:
+            PoolError: a bad name, a size below 1, a bad rate (a ValueError).
+        """
+        self.pools[name] = pool_of(name, size=size, rate=rate, where="add_pool")
 
     def dregister(self, after=None, with_state: bool = False, **options: Any):
         """Decorator form of :meth:`register`, under ``fn.__name__``; returns ``fn`` itself."""
@@ -492,6 +519,7 @@ class Scheduler:
 
         Raises:
             GraphError: the graph has an unknown dependency or a cycle (nothing ran).
+            PoolError: a task is in a pool that is not declared (nothing ran).
             RuntimeError: this scheduler is already running.
             ValueError: an ``async def`` task with an executor other than local.
         """
@@ -501,6 +529,7 @@ class Scheduler:
             raise ValueError(f"task {name!r} is an async def: async tasks need the local executor, "
                              f"not {self.executor.name!r}")
         self.state_lock = _checked_state(self.state, self.store_results)
+        gate = self._gate(len(graph.nodes))  # and the pools too
         with self._lock:
             if self._run is not None:
                 raise RuntimeError("start: this scheduler is already running")
@@ -526,6 +555,7 @@ class Scheduler:
                 from .aio import AsyncRun as kind  # only runs with async tasks get a loop
             run = self._run = kind(fns, task_options, graph, self.state,
                                    self.state_lock, self.events, options, plan)
+            run.pool_gate = gate
         try:
             summary = run.execute()
             if checker is not None:
@@ -538,3 +568,15 @@ class Scheduler:
             with self._lock:
                 self._run = None
         return summary
+
+    def _gate(self, n: int) -> Gate | None:
+        """The gate of a run of the first ``n`` tasks, or None when none is in a pool.
+
+        Raises:
+            PoolError: a task is in a pool that is not declared.
+        """
+        if not self._pooled:
+            return None
+        task_pools = [o.pools for o in self._options[:n]]
+        check_task_pools(self.pools, task_pools, self._names)
+        return Gate(self.pools, task_pools)

@@ -196,6 +196,7 @@ def assemble(
                     fn, full, meta.get("after"), meta.get("with_state", True), tags=meta.get("tags"),
                     always=meta.get("always", False), retries=meta.get("retries", 0),
                     retry_delay=meta.get("retry_delay", 0.0), timeout=meta.get("timeout"),
+                    pool=meta.get("pools"),
                 )
                 params = meta.get("params")
                 group = None if params is None else expand(fn, full, params, meta.get("ids"),
@@ -209,7 +210,7 @@ def assemble(
                 continue
             groups[full] = group
             rest = (spec.after, spec.with_state, spec.tags, spec.always, spec.retries, spec.retry_delay,
-                    spec.timeout, spec.is_async)
+                    spec.timeout, spec.is_async, spec.pools)
             for case, case_id, values, call in zip(group.names, group.ids, group.values, group.calls):
                 space[f"{name}[{case_id}]"] = case
                 module_of[case] = mod.label
@@ -296,7 +297,7 @@ def assemble(
             after = tuple(d for d in after if d in kept or (not alone and (spec.name, d) in unresolved))
         chosen.append(spec if spec.after == after else TaskSpec(
             spec.name, spec.fn, after, spec.with_state, spec.tags, spec.always, spec.retries,
-            spec.retry_delay, spec.timeout))
+            spec.retry_delay, spec.timeout, spec.is_async, spec.pools))
     return Suite(chosen, all_names, module_of, cases, groups, unresolved)
 
 
@@ -311,7 +312,8 @@ def _from_mark(fn: Callable, full: str, name: str, meta: dict, is_async: bool = 
         if type(after) is not list or type(tags) is not list:
             return None
         return TaskSpec(full, fn, tuple(after), meta["with_state"], tuple(tags), meta["always"],
-                        meta["retries"], meta["retry_delay"], meta["timeout"], is_async)
+                        meta["retries"], meta["retry_delay"], meta["timeout"], is_async,
+                        tuple(meta.get("pools", ())))
     except KeyError:
         return None
 

@@ -23,6 +23,7 @@ def _row(rec: TaskRecord) -> dict:
         "finished_at": rec.finished_at, "duration": rec.duration, "attempts": rec.attempts,
         "error_type": rec.error_type, "error": rec.error, "traceback": rec.traceback,
         "output": rec.output, "reason": rec.reason, "is_async": rec.is_async, "warning": rec.warning,
+        "waited": rec.waited, "waited_for": rec.waited_for,
     }
 
 
@@ -149,6 +150,8 @@ def build_summary(run: Any) -> dict:
         "tasks": tasks,
         "warnings": warnings,
         **_order_fields(run, records),
+        # per pool: size, rate, how many tasks waited for it, the longest and total wait
+        "pools": run.pool_gate.summary(records) if run.pool_gate is not None else {},
     }
 
 

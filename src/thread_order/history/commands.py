@@ -211,6 +211,12 @@ def _cmd_show(args, store: HistoryStore, out: _Out) -> int:
     if run["tags"]:
         out.line(f"  tags      {', '.join(run['tags'])}")
     _order_lines(run, out)
+    for name, pool in run.get("pools", {}).items():
+        limits = ", ".join(x for x in (pool.get("size") and f"size {pool['size']}",
+                                       pool.get("rate") and f"rate {pool['rate']}") if x)
+        waited = (f"{pool.get('waited', 0)} waited, longest {_duration(pool.get('longest'))}, "
+                  f"{_duration(pool.get('total'))} in all") if pool.get("waited") else "no task waited"
+        out.line(f"  pool      {name} ({limits}): {waited}")
     if run["teardown_not_run"]:
         out.line(f"  teardown did not run: {', '.join(run['teardown_not_run'])} "
                  "\u2014 resources they clean up may remain", f"bold {STATUS_COLORS['FAILED']}")
@@ -230,6 +236,7 @@ def _cmd_show(args, store: HistoryStore, out: _Out) -> int:
                if a["started_at"] is not None]
     t0 = min(starts) if starts else None
     rows, styles = [], []
+    waits = any(t.get("waited_for") for t in tasks)  # a column only for runs where a pool held one
     for i, t in enumerate(tasks, 1):
         if t["error_type"] or t["error"]:
             detail = f"{t['error_type'] or 'error'}: {t['error'] or ''}"
@@ -239,6 +246,8 @@ def _cmd_show(args, store: HistoryStore, out: _Out) -> int:
         rows.append([i, t["name"], t["status"], t["thread"] or "-",
                      f"+{format_seconds(t['started_at'] - t0)}" if ran and t0 is not None else "-",
                      _duration(t["duration"]) if ran else "-", t["attempts"], _one_line(detail)])
+        if waits:
+            rows[-1].insert(5, f"{_duration(t['waited'])} {t['waited_for']}" if t.get("waited_for") else "-")
         styles.append(STATUS_COLORS.get(t["status"]))
         for a in t.get("earlier_attempts") or ():  # a retried task: each attempt before its last
             when = a["started_at"]
@@ -248,8 +257,10 @@ def _cmd_show(args, store: HistoryStore, out: _Out) -> int:
                          _one_line(f"{a['error_type'] or 'error'}: {a['error'] or ''}")])
             styles.append(STATUS_COLORS.get(a["status"]))
     if rows:
-        out.table(["#", "task", "status", "thread", "start", "duration", "attempts", "error or reason"],
-                  rows, styles, right=(0, 4, 5, 6))
+        headers = ["#", "task", "status", "thread", "start", "duration", "attempts", "error or reason"]
+        if waits:
+            headers.insert(5, "waited for pool")
+        out.table(headers, rows, styles, right=(0, 4, 5, 6, 7) if waits else (0, 4, 5, 6))
     async_tasks = [t["name"] for t in tasks if t.get("is_async")]
     if async_tasks:  # their thread is the run's event loop; a skipped one says so only here
         out.line()

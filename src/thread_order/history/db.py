@@ -47,7 +47,7 @@ from ..engine.errors import HistoryError
 log = logging.getLogger("thread_order")
 
 #: the schema this version writes; it reads every version up to this one
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 #: captured output (and tracebacks) longer than this many UTF-8 bytes are cut in the middle
 OUTPUT_CAP = 64 * 1024
 REDACTED = "***redacted***"
@@ -182,6 +182,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # loop's), and a task's warning (a coroutine that blocked the loop)
         "ALTER TABLE tasks ADD COLUMN is_async INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE tasks ADD COLUMN warning TEXT",
+    ),
+    (  # 7 -> 8: pools: how long each task waited for which pool, and each pool's tally
+        "ALTER TABLE tasks ADD COLUMN waited REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE tasks ADD COLUMN waited_for TEXT",
+        "ALTER TABLE runs ADD COLUMN pools TEXT NOT NULL DEFAULT '{}'",
     ),
 )
 

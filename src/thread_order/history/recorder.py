@@ -318,7 +318,7 @@ class HistoryRecorder:
         statuses = cols[_I_STATUS]
         if (statuses.count(TaskStatus.PASSED) == n and not any(cols[_I_OUTPUT])
                 and not any(cols[_I_TAGS]) and not any(cols[_I_ERROR]) and not any(cols[_I_REASON])
-                and not any(cols[_I_WARNING])):
+                and not any(cols[_I_WARNING]) and not any(cols[_I_WAITED_FOR])):
             self._counts[TaskStatus.PASSED] += n
             seqs, full = finished, ()
         else:
@@ -448,17 +448,17 @@ def _busy(exc: sqlite3.Error) -> bool:
 # a task row's columns after run_id
 _TASK_COLUMNS = ("seq", "name", "status", "thread", "attempts", "started_at", "finished_at", "duration",
                  "error_type", "error", "traceback", "reason", "output", "output_bytes", "tags",
-                 "is_async", "warning")
+                 "is_async", "warning", "waited", "waited_for")
 _RECORD = operator.attrgetter("record")
 # where each field of a TaskRecord is, in the tuples a batch is transposed into
 (_I_NAME, _I_STATUS, _I_THREAD, _I_STARTED, _I_FINISHED, _I_DURATION, _I_ATTEMPTS, _I_ERROR, _I_OUTPUT,
- _I_REASON, _I_TAGS, _I_WARNING) = map(TaskRecord._fields.index, (
+ _I_REASON, _I_TAGS, _I_WARNING, _I_WAITED_FOR) = map(TaskRecord._fields.index, (
     "name", "status", "thread", "started_at", "finished_at", "duration", "attempts", "error", "output",
-    "reason", "tags", "warning"))
+    "reason", "tags", "warning", "waited_for"))
 # a passed task with nothing but its times goes into a batch (see db): its details are these
 _DETAIL = operator.attrgetter("status", "output", "tags", "error", "reason", "error_type", "traceback",
-                              "warning")
-_LEAN = (TaskStatus.PASSED, "", (), None, None, None, None, None)
+                              "warning", "waited_for")
+_LEAN = (TaskStatus.PASSED, "", (), None, None, None, None, None, None)
 _COUNT = operator.attrgetter("count")
 _MAX_PARAMS = 999  # SQLite's smallest default limit on parameters per statement
 
@@ -491,7 +491,8 @@ def _task_row(run_id: int, event: Event) -> tuple:
     return (
         event.count, rec.name, rec.status, rec.thread, rec.attempts, rec.started_at,
         rec.finished_at, rec.duration, rec.error_type, error, tb, rec.reason, output or "", size,
-        json.dumps(list(rec.tags)) if rec.tags else "[]", int(rec.is_async), rec.warning,
+        json.dumps(list(rec.tags)) if rec.tags else "[]", int(rec.is_async), rec.warning, rec.waited,
+        rec.waited_for,
     )
 
 
@@ -527,6 +528,7 @@ def _final_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
         "state_findings": (None if summary.get("state_findings") is None
                            else json.dumps(list(summary["state_findings"]), default=str)),
         **({"ordering": json.dumps(_order_of(summary))} if "order" in summary else {}),
+        "pools": json.dumps(summary.get("pools") or {}),
     }
 
 

@@ -48,11 +48,12 @@ _RUN_FIELDS = (
 )
 _RUN_PRIVATE = ("pid", "heartbeat", "run_uuid")
 _RUN_LISTED = ("tags", "state")
-_RUN_DETAIL = ("argv", "graph", "teardown_not_run", "state_findings")
+_RUN_DETAIL = ("argv", "graph", "teardown_not_run", "state_findings", "pools")
 _RUN_ORDER = ("ordering", "replay_of")  # schema 6
 _TASK_FIELDS = (
     "seq", "name", "status", "thread", "attempts", "started_at", "finished_at", "duration",
     "error_type", "error", "traceback", "reason", "output", "output_bytes", "tags", "is_async", "warning",
+    "waited", "waited_for",
 )
 
 
@@ -240,6 +241,8 @@ class HistoryStore:
         _order_fields(run, row)
         run["replays"] = [r["id"] for r in self._query(
             "SELECT id FROM runs WHERE replay_of = ? ORDER BY id", (rid,))] if "replay_of" in self._columns["runs"] else []
+        #: per pool: size, rate, how many tasks waited, the longest and total wait (schema 8)
+        run["pools"] = {str(k): v for k, v in _dict(_loads(row["pools"], {})).items() if isinstance(v, dict)}
         tasks = [{k: _TASK_TYPES[k](v) for k, v in task.items()} for task in self._query(
             f"SELECT {self._cols('tasks', _TASK_FIELDS)} FROM tasks WHERE run_id = ?", (rid,))]
         for task in tasks:
@@ -259,6 +262,9 @@ class HistoryStore:
             "error, traceback, output FROM task_attempts WHERE run_id = ? ORDER BY name, attempt",
             (rid,)) if self._columns["task_attempts"] else [])
         # by start; tasks that never started (skipped, cancelled) after, in the order decided
+        for task in tasks:  # batched tasks, and files from before schema 4, waited for nothing
+            task.setdefault("waited", 0.0)
+            task.setdefault("waited_for", None)
         tasks.sort(key=lambda t: (t["started_at"] is None, t["started_at"] or 0.0, t["seq"]))
         run["tasks"] = tasks
         _bound(run)
@@ -378,7 +384,7 @@ _RUN_TYPES = {
     "total": _count, "duration": _number, "workers": _whole, "host": _text, "pid": _whole,
     "heartbeat": _epoch, "run_uuid": _text, "argv": _same, "tags": _same, "graph": _same,
     "state": _same, "teardown_not_run": _same, "state_findings": _same, "ordering": _same,
-    "replay_of": _whole,
+    "replay_of": _whole, "pools": _same,
 }
 _TASK_TYPES = {
     "seq": _count, "name": lambda v: _text(v) or "?", "status": lambda v: (_text(v) or "?").upper(),
@@ -386,6 +392,7 @@ _TASK_TYPES = {
     "duration": lambda v: _number(v) or 0.0, "error_type": _text, "error": _text,
     "traceback": _text, "reason": _text, "output": lambda v: _text(v) or "", "output_bytes": _whole,
     "tags": _same, "is_async": lambda v: bool(v) if isinstance(v, int) else False, "warning": _text,
+    "waited": lambda v: _number(v) or 0.0, "waited_for": _text,
 }
 
 

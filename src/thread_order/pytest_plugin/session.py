@@ -98,7 +98,8 @@ class SessionRun:
             pytest.UsageError: a cycle, an unknown or ambiguous dependency, a bad state.
         """
         from ..engine.collect import Collection, SuiteModule, build_state
-        from ..engine.errors import GraphError, UsageError
+        from ..engine.errors import GraphError, PoolError, UsageError
+        from ..engine.pools import check_task_pools, module_pools
         from ..engine.scheduler import Scheduler, default_workers
         from ..engine.suite import SEP, assemble, marked_functions
 
@@ -126,6 +127,8 @@ class SessionRun:
                 cases=suite.cases, unresolved=suite.unresolved,
                 targets=self.settings.targets or [m.path_str for m in modules])
             collection.graph()
+            pools = module_pools((m.path_str, m.module) for m in modules)  # the modules' POOLS
+            check_task_pools(pools, [s.pools for s in suite.specs], [s.name for s in suite.specs])
             state, sources = build_state(collection.hook_modules, self.settings.state_file,
                                          self.settings.values)
             _check_state(state, sources, self.settings.state_file)
@@ -133,11 +136,11 @@ class SessionRun:
             self.workers = self.settings.workers or min(default_workers, len(suite.specs))
             try:
                 scheduler = Scheduler(workers=self.workers, state=state, capture=True,
-                                      clear_results_on_start="results" not in sources)
+                                      clear_results_on_start="results" not in sources, pools=pools)
             except TypeError as exc:  # an engine-owned state key holding the wrong thing
                 raise UsageError(str(exc)) from None
             collection.register_into(scheduler)
-        except (UsageError, GraphError) as exc:
+        except (UsageError, GraphError, PoolError) as exc:
             raise pytest.UsageError(f"tdrun: {exc}") from None
         self._announce(len(suite.specs))
         self._run(scheduler, collection)

@@ -51,6 +51,7 @@ _STYLE = "".join(
     ".tdo-graph .edge.critical{stroke:#111827;stroke-width:2.2}"
     ".tdo-timeline text{font:11px system-ui,-apple-system,'Segoe UI',sans-serif;fill:#1f2328}"
     ".tdo-timeline .lane-bg{fill:#f4f6f8}.tdo-timeline .lane-bg.odd{fill:#eceff3}"
+    ".tdo-timeline .wait{fill:#9aa3af;fill-opacity:.35;stroke:#9aa3af;stroke-opacity:.6;stroke-dasharray:2 2}"
     ".tdo-timeline .tick{stroke:#d0d5dc;stroke-width:1}"
     ".tdo-timeline .bar{stroke:#ffffff;stroke-width:.5}"
     ".tdo-timeline .bar.critical{stroke:#111827;stroke-width:2}"
@@ -410,7 +411,9 @@ def timeline_svg(
 
     Args:
         tasks: task dicts (``name``, ``status``, ``thread``, ``started_at``,
-            ``finished_at``, ``duration``, ``attempts``, ``error_type``, ``error``).
+            ``finished_at``, ``duration``, ``attempts``, ``error_type``, ``error``; and
+            ``waited``, ``waited_for`` for a task a pool kept waiting, drawn as a lighter
+            segment before its bar).
         critical: task names to outline; computed from ``edges`` when not given.
         edges: ``(task, dependent)`` pairs, to find the critical path.
         width: pixels for the time axis (the SVG scales with its container).
@@ -424,7 +427,10 @@ def timeline_svg(
         return ('<svg xmlns="http://www.w3.org/2000/svg" class="tdo-timeline" width="320" height="40">'
                 f"<style>{_STYLE}</style>"
                 '<text x="12" y="24">no task ran</text></svg>')
-    t0 = min(t["started_at"] for t in ran)
+    def wait_of(t):  # seconds a pool kept it waiting before its bar, 0 if none
+        return (t.get("waited") or 0.0) if t.get("waited_for") else 0.0
+
+    t0 = min(t["started_at"] - wait_of(t) for t in ran)
 
     def end_of(t):
         if t.get("finished_at") is not None:
@@ -455,6 +461,10 @@ def timeline_svg(
                    f'<text x="{x + 16}" y="16">{status.lower()}</text>')
         x += 90
     # the legend counts the bars it outlines: critical tasks decided without running have none
+    if any(wait_of(t) for t in ran):
+        out.append(f'<rect class="wait" x="{x}" y="6" width="12" height="12"/>'
+                   f'<text x="{x + 16}" y="16">waiting for a pool</text>')
+        x += 140
     outlined = sum(1 for t in ran if t["name"] in crit)
     if outlined:
         out.append(f'<rect class="bar critical" data-status="WAITING" x="{x}" y="6" width="12" height="12"/>'
@@ -483,6 +493,8 @@ def timeline_svg(
             f'height="{LANE_H}"/><text x="8" y="{ly + LANE_H / 2 + 4:.0f}">{escape(lane)}</text></g>'
         )
     out.append('<g class="bars">')
+    bars_at = len(out)
+    waits: list[str] = []  # drawn under every bar: a wait may span the lane's earlier bars
     for k in sorted(range(len(ran)), key=lambda k: ran[k]["started_at"]):
         t = ran[k]
         name = t["name"]
@@ -501,6 +513,15 @@ def timeline_svg(
         if name in crit:
             tip.append("on the critical path")
         cls = "bar critical" if name in crit else "bar"
+        waited = wait_of(t)
+        if waited:
+            tip.insert(2, f"waited {format_seconds(waited)} for pool {t['waited_for']}")
+            wx = bx - waited * scale
+            waits.append(
+                f'<rect class="wait" data-task="{escape(name)}" data-pool="{escape(str(t["waited_for"]))}" '
+                f'x="{wx:.1f}" y="{by:.1f}" width="{bx - wx:.1f}" height="{BAR_H}" rx="3"><title>'
+                f"{escape(name)} waited {format_seconds(waited)} for pool {escape(str(t['waited_for']))}"
+                "</title></rect>")
         out.append(
             f'<rect class="{cls}" data-task="{escape(name)}" data-status="{status}" x="{bx:.1f}" '
             f'y="{by:.1f}" width="{bw:.1f}" height="{BAR_H}" rx="3"><title>'
@@ -511,5 +532,7 @@ def timeline_svg(
             dark = " dark" if status in _DARK_TEXT else ""
             out.append(f'<text class="bar-label{dark}" x="{bx + 3:.1f}" y="{by + BAR_H / 2 + 4:.1f}">'
                        f"{escape(_clip(name, fits))}</text>")
+    if waits:
+        out[bars_at:bars_at] = ['<g class="waits">', *waits, "</g>"]
     out.append("</g></svg>")
     return "".join(out)

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..engine.collect import Collection, build_state, collect, split_target
-from ..engine.errors import GraphError, UsageError
+from ..engine.errors import GraphError, PoolError, UsageError
 from ..engine.graph import Graph
 from ..engine.model import parse_tags
 from ..engine.params import unbound
+from ..engine.pools import check_task_pools
 from ..engine.scheduler import Scheduler, default_workers
 from ..runview import RunSnapshot, RunView
 from .payload import check_key, parse_value_text
@@ -473,10 +474,11 @@ class RunManager:
         state, sources = workspace.build_run_state()
         scheduler = Scheduler(workers=options.workers, state=state,
                               skip_dependents=options.skip_dependents, capture=True,
-                              check_state=options.check_state)
+                              check_state=options.check_state, pools=collection.pools)
         try:
             collection.graph()
-        except GraphError as exc:
+            check_task_pools(collection.pools, [s.pools for s in collection.specs], collection.names)
+        except (GraphError, PoolError) as exc:
             raise UsageError(f"{collection.path if not collection.suite else collection.label}: {exc}") from exc
         collection.register_into(scheduler)
         live = LiveRun(uuid.uuid4().hex[:12], target,

@@ -664,7 +664,10 @@ const runTaskTable = new PagedTable(null, [
   { title: "Thread", render: (t) => (app.live.records.get(t.name) || {}).thread || "" },
   { title: "Duration", cls: "num", render: (t) => {
     const rec = app.live.records.get(t.name);
-    return rec && rec.thread ? fmtDur(rec.duration) : "";
+    if (!rec || !rec.thread) return "";
+    // the time a pool kept it waiting before it started
+    return rec.waited_for ? h("span", {}, fmtDur(rec.duration), h("span", { class: "muted waited" },
+      ` · waited ${fmtDur(rec.waited)} for ${rec.waited_for}`)) : fmtDur(rec.duration);
   } },
   { title: "Error / reason", cls: "why", render: (t) => whyText(app.live.records.get(t.name)) },
   { title: "Depends on", render: (t) => h("span", { class: "deps" }, t.after.length ? t.after.join(", ") : "—") },
@@ -698,6 +701,11 @@ function renderLive() {
     ["CANCELLED", live.counts.CANCELLED], ["RUNNING", live.running], ["WAITING", waiting]];
   $("counters").replaceChildren(...counters.map(([s, n]) =>
     h("div", { class: `counter s-${s}`, dataset: { status: s } }, h("span", { class: "dot" }), h("b", {}, n.toLocaleString()), h("span", {}, s.toLowerCase()))));
+  // tasks waiting for each pool (a pool caps how many of its tasks run at once, or start per period)
+  const pools = Object.entries(live.pool_waiting || {});
+  $("pool-waiting").hidden = !pools.length || done;
+  put($("pool-waiting"), "waiting for pools: ", ...pools.map(([name, n]) =>
+    h("span", { class: `pool${n ? " busy" : ""}`, dataset: { pool: name } }, `${name} `, h("b", {}, String(n)))));
   const sum = $("run-summary");
   if (done) {
     sum.hidden = false;
@@ -945,6 +953,13 @@ async function showHistoryRun(id) {
         ["Lower bound", boundText(run.lower_bound)]]),
       replayLinks(run),
       statusCounters(counts)),
+    Object.keys(run.pools || {}).length ? h("div", { class: "card", id: "history-pools" },
+      h("div", { class: "card-head" }, h("h3", {}, "Pools"), h("span", { class: "muted" }, "how long tasks waited for each")),
+      h("table", { class: "table" }, h("thead", {}, h("tr", {}, ...["Pool", "Size", "Rate", "Tasks that waited", "Longest wait", "All waits"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, Object.entries(run.pools).map(([name, p]) => h("tr", { dataset: { pool: name } },
+          h("td", { class: "name" }, name), h("td", { class: "num" }, p.size == null ? "—" : String(p.size)),
+          h("td", {}, p.rate || "—"), h("td", { class: "num" }, String(p.waited || 0)),
+          h("td", { class: "num" }, p.waited ? fmtDur(p.longest) : "—"), h("td", { class: "num" }, p.waited ? fmtDur(p.total) : "—")))))) : null,
     // failures first: the reason to open a run, and not below the fold
     failed.length ? h("div", { class: "card", id: "failures" }, h("div", { class: "card-head" }, h("h3", {}, `Failures (${failed.length})`)),
       failed.map((t) => h("div", { class: "failure" },
@@ -978,6 +993,8 @@ async function showHistoryRun(id) {
         { title: "Attempts", cls: "num", render: (t) => (t.earlier_attempts || []).length && t.status !== "FAILED"
           ? h("div", {}, String(t.attempts ?? ""), earlierAttempts(t)) : String(t.attempts ?? "") },
         { title: "Duration", cls: "num", render: (t) => t.thread ? fmtDur(t.duration) : "" },
+        ...(tasks.some((t) => t.waited_for) ? [{ title: "Waited for pool", cls: "num",
+          render: (t) => t.waited_for ? `${fmtDur(t.waited)} ${t.waited_for}` : "" }] : []),
         { title: "Output", render: (t) => t.output ? h("details", {}, h("summary", {}, `${t.output.length} chars`), h("pre", { class: "trace output", text: t.output })) : "" },
       ]).setRows(tasks);
       return h("div", { class: "card" }, h("div", { class: "card-head" }, h("h3", {}, "All tasks")), box);

@@ -321,7 +321,8 @@ def _marker(default_with_state: bool):
     ):
         # the common mark (dependencies at most, every other option its default) is checked
         # here, as register() does: a module of 10,000 tasks makes 10,000 of them at import
-        if (params is None and ids is None and tags is None and always is False and timeout is None
+        if (params is None and ids is None and pool is None and tags is None and always is False
+                and timeout is None
                 and type(retries) is int and retries == 0 and type(retry_delay) is float
                 and retry_delay == 0 and type(with_state) is bool):
             deps = _quick_after(after)

@@ -23,7 +23,7 @@ from ..engine.errors import ExecutorError, GraphError, PoolError, UsageError, Wo
 from ..engine.errors import edit_distance as _edits
 from .asyncopts import add_async_options, async_options
 from .pooling import add_pool_options, run_pools
-from .config import apply_config, find_config, show_config
+from .config import add_config_options, apply_config, find_config, show_config
 from .graphfmt import FORMATS, format_graph, static_note, task_list
 from .ordering import (add_order_options, check_order_args, list_order, normalize_shuffle, order_notes,
                        scheduler_order)
@@ -62,7 +62,8 @@ _STATE_KEY = re.compile(r"^[A-Za-z_][\w.\-]*$")
 _RESULT_PREFIX = "result-"
 #: flags added after state keys such as --fail=... and --check=... were in use: a state key
 #: that is only the start of one of them stays a state key (a flag takes no value anyway)
-_NO_PREFIX_MATCH = frozenset(("--check-state", "--last-failed", "--failed-first"))
+_NO_PREFIX_MATCH = frozenset(("--check-state", "--last-failed", "--failed-first", "--no-check-state",
+                              "--no-shuffle", "--no-otel"))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_executor_options(p)
     add_async_options(p)
     add_pool_options(p)
+    add_config_options(p)
     p.add_argument("--version", action="version", version=f"tdrun {__version__}")
     return p
 

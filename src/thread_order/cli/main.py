@@ -411,7 +411,7 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO, replay: Any = None) -> int
     state, sources = build_state(collection.hook_modules, args.state_file, values, results)
     if replay is not None:
         replay.fill_state(state, sources)
-    _check_state(state, sources, args.state_file)
+    check_initial_state(state, sources, args.state_file)
     n = len(collection.specs)
     workers = args.workers or min(default_workers, n)
     if replay is not None:
@@ -431,7 +431,8 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO, replay: Any = None) -> int
     return _run(args, argv, collection, scheduler, sources, out, err, replay)
 
 
-def _check_state(state: dict, sources: dict[str, str], state_file: str | None) -> None:
+def check_initial_state(state: dict, sources: dict[str, str], state_file: str | None) -> None:
+    """Refuse engine-owned keys from a state file and a ``results`` that is not a dict."""
     for key, source in sources.items():
         if source == "state file" and key.startswith("_"):
             raise UsageError(f"state file {state_file}: key {key!r} is reserved (keys starting with '_')")

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+from heapq import heappop, heappush
 import math
 import time
 from typing import Any, Mapping, Sequence
@@ -57,21 +58,8 @@ _PASSED = TaskStatus.PASSED
 
 
 #: how many tasks of a pool's line are named next, per slot of the pool
-_NAMED = 4
+_NAMED = 16
 
-
-def _in_order(heap: list[int]):
-    """The items of ``heap`` smallest first, lazily: O(log k) for each of the first k."""
-    if not heap:
-        return
-    seen = [(heap[0], 0)]
-    n = len(heap)
-    while seen:
-        value, i = heapq.heappop(seen)
-        yield value
-        for child in (2 * i + 1, 2 * i + 2):
-            if child < n:
-                heapq.heappush(seen, (heap[child], child))
 
 _WAITING, _HOLDING = 1, 2
 
@@ -359,6 +347,14 @@ class Gate:
                 heapq.heappop(queue)
             if queue and (low is None or queue[0] < low):
                 low = queue[0]
+            named = p.next  # named tasks wait out of the heap (workers pop them meanwhile)
+            if named:
+                try:
+                    first = named[-1][0]
+                except IndexError:
+                    continue
+                if low is None or first < low:
+                    low = first
         return low
 
     def waiting_counts(self) -> dict[str, int]:
@@ -425,8 +421,19 @@ class GateMethods:
         pgate = self.pool_gate
         if self.attempts[idx]:
             pgate.repeated = True  # a retry waits: its record keeps this wait, not the first
-        if pgate.named:  # it joined a line whose next tasks are named: take the names back
-            self._collect_handoffs()
+        if pgate.named:
+            # it joined a line whose next tasks are named: the names are taken back if it
+            # comes before one of them (behind them all, they are still first in line)
+            for p in pgate.of[idx]:
+                named = p.next
+                if named:
+                    try:
+                        last = named[0][0]  # the highest named (workers pop the lowest)
+                    except IndexError:  # a worker took the last name meanwhile
+                        continue
+                    if idx < last:
+                        self._collect_handoffs()
+                        return
 
     def _ready_key(self, idx: int) -> int:
         """The ready heap's key of ``idx``: its rank under a plan (order.py), ``idx - n`` for a
@@ -439,32 +446,59 @@ class GateMethods:
     def _name_next(self) -> None:
         """Name, in each full pool without a rate, the first tasks of its line a worker ending
         an attempt there may start itself (a few times as many as the pool has slots, so the
-        workers do not run out of names between two turns of the dispatcher)."""
+        workers do not run out of names between two turns of the dispatcher).
+
+        A named task leaves its pool's heap (it waits in ``next`` instead), so that topping
+        the names up costs a heap pop per new name and nothing for the names already given;
+        ``_collect_handoffs`` puts back in line those no worker took."""
         pgate = self.pool_gate
         state, simple, options = pgate.state, pgate.simple, self.options
         for p in pgate.handing:
             want = min(_NAMED * p.size, p.waiting)
-            if not p.waiting or p.in_use < p.size or 2 * len(p.next) >= want:
+            named = p.next
+            if not p.waiting or p.in_use < p.size or 2 * len(named) >= want:
                 continue  # nobody to name, the dispatcher admits them itself, or all named already
-            if p.taken or p.next:
-                self._collect_handoffs()  # the names start afresh from the line as it is now
+            if p.taken:
+                self._account_taken(p)  # what workers took is running, not waiting
+            # the line's next tasks after those named already, smallest first; an entry of a
+            # task no longer waiting is dropped on the way
             heads = []
-            seen = set()  # a task back in line for a retry may be in the heap twice
-            for idx in _in_order(p.queue):
-                if state[idx] != _WAITING or idx in seen:
+            queue, attempts = p.queue, self.attempts
+            more = want - len(named)
+            # every name comes before every task left in the heap: an entry at or below the
+            # highest name (a task in the heap twice) is not named again
+            try:
+                last = named[0][0] if named else -1
+            except IndexError:  # workers took the last names meanwhile
+                last = -1
+            while queue and len(heads) < more:
+                idx = queue[0]
+                if state[idx] != _WAITING or idx <= last:
+                    heappop(queue)
                     continue
-                seen.add(idx)
                 if simple[idx] is not p or options[idx].timeout is not None:
                     break  # it goes first, through the dispatcher: nobody behind it is named
-                heads.append((idx, self.attempts[idx] + 1))
-                if len(heads) >= want:
-                    break
+                heappop(queue)
+                last = idx
+                heads.append((idx, attempts[idx] + 1))
             if heads:
                 heads.reverse()
                 with self.handshake:
                     if not self.stop_requested:
-                        p.next = heads
+                        p.next[:0] = heads  # highest first: workers pop the lowest
                         pgate.named = True
+                        heads = None
+                if heads:  # stopped meanwhile: nobody is named, they wait in line again
+                    for idx, _ in heads:
+                        heappush(queue, idx)
+
+    def _account_taken(self, p: Any) -> None:
+        """Account for the tasks workers started from the names of pool ``p``."""
+        with self.handshake:
+            taken = p.taken
+            p.taken = []
+        for ended, job in taken:
+            self._take_handoff(ended, job)
 
     def _admit_named(self) -> None:
         """Account for the hand-offs workers made, and admit the named tasks of each pool
@@ -497,18 +531,28 @@ class GateMethods:
             heapq.heappush(self.ready, self._ready_key(idx))
 
     def _collect_handoffs(self) -> None:
-        """Take back every name, and account for the tasks workers started from them."""
+        """Take back every name (the tasks no worker took wait in line again), and account
+        for the tasks workers started from them."""
         pgate = self.pool_gate
         taken = []
+        back = []
         with self.handshake:
             for p in pgate.handing:
                 if p.taken:
                     taken += p.taken
                     p.taken = []
-                p.next = []
+                if p.next:
+                    back.append((p, p.next))
+                    p.next = []
             pgate.named = False
         for ended, job in taken:
             self._take_handoff(ended, job)
+        state = pgate.state
+        for p, names in back:
+            queue = p.queue
+            for idx, _ in names:
+                if state[idx] == _WAITING:
+                    heappush(queue, idx)
 
     def _take_handoff(self, ended: int, job: Any) -> None:
         """Account for ``job``, started by the worker that ended ``ended`` (once)."""

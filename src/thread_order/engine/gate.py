@@ -498,7 +498,8 @@ class GateMethods:
             taken = p.taken
             p.taken = []
         for ended, job in taken:
-            self._take_handoff(ended, job)
+            if job.handed != 2:  # (most were accounted for as their worker's message came)
+                self._take_handoff(ended, job)
 
     def _admit_named(self) -> None:
         """Account for the hand-offs workers made, and admit the named tasks of each pool
@@ -518,7 +519,8 @@ class GateMethods:
                 named = named or bool(p.next)
             pgate.named = named
         for ended, job in taken:
-            self._take_handoff(ended, job)
+            if job.handed != 2:  # (most were accounted for as their worker's message came)
+                self._take_handoff(ended, job)
         state = pgate.state
         for p, idx in picked:
             state[idx] = _HOLDING
@@ -546,7 +548,8 @@ class GateMethods:
                     p.next = []
             pgate.named = False
         for ended, job in taken:
-            self._take_handoff(ended, job)
+            if job.handed != 2:  # (most were accounted for as their worker's message came)
+                self._take_handoff(ended, job)
         state = pgate.state
         for p, names in back:
             queue = p.queue
@@ -588,11 +591,31 @@ class GateMethods:
         _, job, ok, value, error, started, duration, output, thread, nxt = msg
         idx = job.idx
         pgate = self.pool_gate
+        state = pgate.state
         if nxt is not None and nxt.handed:
             if nxt.handed == 1:
-                self._take_handoff(idx, nxt)
+                p = pgate.simple[idx]
+                if p is not None and state[idx] == _HOLDING and not self.events._subs[_TASK_STARTED]:
+                    # _take_handoff(), inline for the common case: the slot passes on in the
+                    # one pool both are in, and nobody listens to starts
+                    nxt.handed = 2
+                    w = nxt.idx
+                    self.where[w] = self.RUNNING
+                    attempt = self.attempts[w] = nxt.attempt
+                    self.inflight += 1
+                    if attempt <= self.options[w].retries:
+                        heappush(self.retry_heap, w)
+                    state[idx] = 0
+                    state[w] = _HOLDING
+                    pgate.waiting -= 1
+                    p.waiting -= 1
+                    pgate.changed = True
+                    blocker = pgate.blocker
+                    pgate.held_for[w] = blocker[w] or p.name
+                    blocker[w] = None
+                else:
+                    self._take_handoff(idx, nxt)
             nxt = None  # not a dependent: nothing below applies to it
-        state = pgate.state
         if state[idx] == _HOLDING:
             p = pgate.simple[idx]
             if p is None:

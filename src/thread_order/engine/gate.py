@@ -55,6 +55,7 @@ __all__ = ["Gate", "GateMethods"]
 
 _POOL_WAITING, _TASK_STARTED = EventKind.POOL_WAITING, EventKind.TASK_STARTED
 _PASSED = TaskStatus.PASSED
+_now = time.time
 
 
 #: how many tasks of a pool's line are named next, per slot of the pool
@@ -136,7 +137,8 @@ class Gate:
         #: pools a worker may hand a slot on in (no rate)
         self.handing = [p for p in self.pools.values() if not p.count]
         self.named = False  # some pool has tasks named next, or hand-offs not accounted for
-        self.tally: dict[str, list] = {}  # pool -> [waits, longest, total] of attempts that waited
+        # pool -> [waits, longest, total] of attempts that waited
+        self.tally: dict[str, list] = {name: [0, 0.0, 0.0] for name in pools}
         self.repeated = False  # a retry waited: the records keep only the last attempt's wait
         self.state = bytearray(n)  # per task: 0, _WAITING or _HOLDING
         # per task (lists: cheaper than dicts on the hot path): when its attempt became ready,
@@ -162,10 +164,11 @@ class Gate:
                 return True
             self.state[idx] = _WAITING
             self.waiting += 1
-            self.ready_at[idx] = time.time()
-            heapq.heappush(p.queue, idx)
+            self.ready_at[idx] = _now()
+            heappush(p.queue, idx)
             p.waiting += 1
-            self.dirty.add(p)
+            if p.in_use < p.size:  # (a full pool is looked at again when a slot comes back)
+                self.dirty.add(p)
             self.changed = True
             return False
         self.state[idx] = _WAITING
@@ -635,9 +638,7 @@ class GateMethods:
             waited = started - pgate.ready_at[idx]
             if waited < 0.0:
                 waited = 0.0
-            tally = pgate.tally.get(pool)
-            if tally is None:
-                tally = pgate.tally[pool] = [0, 0.0, 0.0]
+            tally = pgate.tally[pool]
             tally[0] += 1
             tally[2] += waited
             if waited > tally[1]:

@@ -135,6 +135,7 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
         self.need = plan.need if plan is not None else None
         self.finished_prefix = 0  # the first this many tasks of plan.finish_order are final
         self.launched_prefix = 0  # ... handed to a worker or final
+        self.finish_end = len(plan.finish_order) if plan is not None else 0
         self.gate = ReplayGate(plan, n) if plan is not None and plan.need is not None else None
         if plan is not None:
             self.rank = plan.rank
@@ -298,6 +299,12 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
                 self._open_gate()
             heapq.heappop(ready)
             self._launch(idx)
+            if need is not None:
+                # the launched prefix of the finish order grows by this task when it is next in
+                # it (a recording whose tasks followed one another): no scan for the next task
+                p = self.launched_prefix
+                if p < self.finish_end and self.plan.finish_order[p] == idx:
+                    self.launched_prefix = p + 1
 
     def _low_water(self) -> int:
         """The lowest key (index, or rank under a plan) of a task that may still become ready."""

@@ -120,6 +120,8 @@ class LaneMethods:
         wall = time.time
         name = lane.name
         gate = self.gate  # a replay's (order.py): None otherwise
+        if gate is not None:
+            need, finished, finish_order, finish_end = gate.need, gate.finished, gate.order, gate.end
         freed = None  # a replayed job this worker's last task let start: it runs it next
         job = None
         while True:
@@ -132,7 +134,7 @@ class LaneMethods:
                         return
                 idx = job.idx
                 opts = options[idx]
-                if gate is not None and opts.timeout is None and gate.need[idx] > gate.prefix \
+                if gate is not None and opts.timeout is None and need[idx] > gate.prefix \
                         and not gate.admit(job):
                     job = None  # parked: the worker finishing what it waits for runs it
                     continue
@@ -201,11 +203,21 @@ class LaneMethods:
                 if ok and results is not None:
                     with state_lock:
                         results[names[idx]] = value
-                more = gate.done(idx)
-                if more:
-                    freed = more[0]
-                    for other in more[1:]:
-                        self.jobs.put(other)
+                # ReplayGate.done, inlined (once per task): the flag first, then whatever is parked
+                # (a job parked after this test is so after a scan that sees the flag: see admit)
+                finished[idx] = True
+                if gate._parked:
+                    more = gate.release()
+                    if more:
+                        freed = more[0]
+                        for other in more[1:]:
+                            self.jobs.put(other)
+                else:  # the prefix hint moves on, without the lock
+                    p = gate.prefix
+                    while p < finish_end and finished[finish_order[p]]:
+                        p += 1
+                    if p > gate.prefix:
+                        gate.prefix = p
             nxt = None
             # The direct hand-off. The dispatcher marked this job `direct` when it was the only
             # job in flight with nothing ready and no timer pending, and nobody listens to task

@@ -17,7 +17,6 @@ pass the gate by.
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import itertools
 import operator
@@ -26,7 +25,6 @@ import statistics
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Iterable, Mapping, Sequence
 
 from .graph import Graph
@@ -155,21 +153,30 @@ def recorded_bound(nodes: Sequence[str], edges: Iterable[Sequence[str]], duratio
     return bound if all(map(_finite, bound.values())) else None
 
 
-def _analyse(starts: Mapping[str, tuple[float, float]]) -> tuple[list[str], list[int], list[str]]:
-    """(names by recorded start, how many had finished before each of them started, names by finish).
+def _analyse(starts: Mapping[str, tuple[float, float]]) -> tuple[list[str], list[int], list[int], list[int]]:
+    """(the names, their positions by recorded start, how many had finished before each of them
+    started, their positions by recorded finish); positions index the names.
 
     The tasks finished before a recorded start are a prefix of the tasks sorted
-    by recorded finish, so each task's constraint is one number: that prefix's length.
+    by recorded finish, so each task's constraint is one number: that prefix's
+    length, counted by walking the finishes along the sorted starts (cheaper
+    than a binary search per task).
     """
     names = list(starts)
-    times = list(map(starts.__getitem__, names))
+    n = len(names)
+    times = list(starts.values())
     began = list(map(_FIRST, times))
     ended = list(map(_SECOND, times))
-    by_start = sorted(range(len(names)), key=began.__getitem__)
-    by_finish = sorted(range(len(names)), key=ended.__getitem__)
+    by_start = sorted(range(n), key=began.__getitem__)
+    by_finish = sorted(range(n), key=ended.__getitem__)
     finish_times = list(map(ended.__getitem__, by_finish))
-    need = list(map(partial(bisect.bisect_left, finish_times), map(began.__getitem__, by_start)))
-    return list(map(names.__getitem__, by_start)), need, list(map(names.__getitem__, by_finish))
+    need = []
+    count = 0
+    for start in map(began.__getitem__, by_start):
+        while count < n and finish_times[count] < start:
+            count += 1
+        need.append(count)
+    return names, by_start, need, by_finish
 
 
 _FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
@@ -202,11 +209,15 @@ def replay_plan(graph: Graph, replay: ReplayOrder) -> OrderPlan:
     the best-ranked ready task must wait, so must the others.
     """
     index = graph._index
-    by_start, need_of, by_finish = replay.analysis
-    if not all(map(index.__contains__, by_start)):  # --force: tasks gone since the recording
-        by_start, need_of, by_finish = _analyse({k: v for k, v in replay.starts.items() if k in index})
+    names, by_start, need_of, by_finish = replay.analysis
+    try:
+        where = list(map(index.__getitem__, names))  # recorded position -> task index
+    except KeyError:  # --force: tasks gone since the recording
+        names, by_start, need_of, by_finish = _analyse({k: v for k, v in replay.starts.items() if k in index})
+        where = list(map(index.__getitem__, names))
+    tasks = list(map(where.__getitem__, by_start))
+    finish_order = list(map(where.__getitem__, by_finish))
     n = len(graph.nodes)
-    tasks = list(map(index.__getitem__, by_start))
     at = tasks
     if len(tasks) < n:
         # tasks with no recorded start first, in registration order; then the recorded starts
@@ -216,7 +227,7 @@ def replay_plan(graph: Graph, replay: ReplayOrder) -> OrderPlan:
     need = [-1] * n
     deque(map(need.__setitem__, tasks, need_of), 0)
     info = {"order": "replay", "replay_of": replay.run_id, "serial": replay.serial}
-    return OrderPlan(rank, at, info, need, list(map(index.__getitem__, by_finish)))
+    return OrderPlan(rank, at, info, need, finish_order)
 
 
 class ReplayGate:
@@ -236,6 +247,7 @@ class ReplayGate:
     def __init__(self, plan: OrderPlan, n: int) -> None:
         self.need = plan.need
         self.order = plan.finish_order
+        self.end = len(self.order)
         # finished[i]: task i is final. Set without the lock (one list store, atomic), so that
         # finishing a task costs no lock when nothing is parked; prefix, a hint that only ever
         # lags, likewise. What is decided under the lock -- parking a job, freeing jobs --
@@ -252,7 +264,7 @@ class ReplayGate:
     def _scan(self) -> int:
         p = self.prefix
         order, finished = self.order, self.finished
-        end = len(order)
+        end = self.end
         while p < end and finished[order[p]]:
             p += 1
         if p > self.prefix:
@@ -277,15 +289,23 @@ class ReplayGate:
         self._parked = [entry for entry in self._parked if entry[2] is not job]
         heapq.heapify(self._parked)
 
-    def done(self, idx: int) -> list:
-        """Task ``idx`` is final (any thread); returns the parked jobs that may start now."""
+    def done(self, idx: int) -> Sequence:
+        """Task ``idx`` is final (any thread); returns the parked jobs that may start now.
+
+        A worker does the same inline (lanes.py), as this is once per task: the flag first,
+        then, if anything is parked, :meth:`release`, else the hint moves on without the lock.
+        """
         finished = self.finished
         if finished[idx]:
-            return []
+            return ()
         finished[idx] = True
         if not self._parked:
             self._scan()
-            return []
+            return ()
+        return self.release()
+
+    def release(self) -> list:
+        """The parked jobs that may start now, taken off the heap (after a task was marked final)."""
         with self._lock:
             p = self._scan()
             parked = self._parked

@@ -1,0 +1,92 @@
+"""Replay's constraints, by property, on drawn recordings: the analysis of a recording, and runs
+replaying it on several workers (the dispatcher's hand-out rule and the workers' gate together)."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from thread_order import Scheduler
+from thread_order.engine.order import ReplayOrder
+
+
+def recording(rng: random.Random, n: int, serial: bool):
+    """A DAG of ``n`` tasks and a recording of a run of it, on integer clock ticks (ties on purpose).
+
+    Tasks start in a random topological order; each starts at or after the previous start and
+    after every dependency finished; it lasts 0-3 ticks. ``serial``: each also starts after the
+    one before it finished (a run of short tasks whose dispatcher is the bottleneck).
+    """
+    names = [f"t{i}" for i in range(n)]
+    after = {names[i]: sorted({names[rng.randrange(i)] for _ in range(rng.randrange(3))} if i else ())
+             for i in range(n)}
+    left = {name: set(deps) for name, deps in after.items()}
+    starts: dict[str, tuple[float, float]] = {}
+    clock = 0
+    last_finish = 0
+    while left:
+        name = rng.choice(sorted(name for name, deps in left.items() if not deps))
+        del left[name]
+        begin = max([clock, *(starts[d][1] + rng.randrange(2) for d in after[name])])
+        if serial:
+            begin = max(begin, last_finish + rng.randrange(2))
+        begin += rng.randrange(2)
+        end = begin + rng.randrange(4)
+        starts[name] = (float(begin), float(end))
+        clock, last_finish = begin, max(last_finish, end)
+        for deps in left.values():
+            deps.discard(name)
+    order = list(after.items())
+    rng.shuffle(order)  # registration order is not the recorded order
+    return order, starts
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(min_value=0, max_value=10**9), n=st.integers(min_value=0, max_value=30),
+       serial=st.booleans())
+def test_the_analysis_counts_for_each_start_the_tasks_finished_strictly_before_it(seed, n, serial):
+    _, starts = recording(random.Random(seed), n, serial)
+    names, at_start, need, at_finish = ReplayOrder(1, starts).analysis
+    by_start = [names[i] for i in at_start]
+    by_finish = [names[i] for i in at_finish]
+    assert sorted(by_start) == sorted(by_finish) == sorted(starts)
+    assert [starts[name][0] for name in by_start] == sorted(s for s, _ in starts.values())
+    assert [starts[name][1] for name in by_finish] == sorted(f for _, f in starts.values())
+    for name, count in zip(by_start, need):
+        assert count == sum(1 for _, finish in starts.values() if finish < starts[name][0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(min_value=0, max_value=10**9), n=st.integers(min_value=1, max_value=25),
+       serial=st.booleans(), workers=st.integers(min_value=1, max_value=4))
+def test_a_replay_starts_each_task_after_what_had_finished_before_it(seed, n, serial, workers):
+    dag, starts = recording(random.Random(seed), n, serial)
+    ticks = itertools.count()  # next() is atomic: one total order of every task's start and end
+    seen: dict[str, list[int]] = {}
+
+    def task(name):
+        lasts = (starts[name][1] - starts[name][0]) * 0.0005  # as long as it did: others overlap it
+
+        def run():
+            seen[name] = [next(ticks)]
+            time.sleep(lasts)
+            seen[name].append(next(ticks))
+        return run
+
+    sched = Scheduler(workers=workers, order=ReplayOrder(7, starts))
+    for name, after in dag:
+        sched.register(task(name), name, after)
+    summary = sched.start()
+    assert sorted(summary["passed"]) == sorted(starts)
+    assert summary["order"]["replay_of"] == 7
+    for name, (begin, _) in starts.items():
+        for other, (_, finish) in starts.items():
+            if finish < begin:
+                assert seen[other][1] < seen[name][0], f"{other} must end before {name} starts"
+    if workers == 1:  # one at a time: exactly the recorded start order
+        ranked = sorted(starts, key=lambda name: starts[name][0])
+        assert sorted(seen, key=lambda name: seen[name][0]) == ranked

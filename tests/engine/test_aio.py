@@ -721,3 +721,97 @@ def test_async_tasks_need_the_local_executor():
     with pytest.raises(ValueError, match=r"^task 'fetch' is an async def: async tasks need the local "
                                          r"executor, not 'dask'$"):
         s.start()
+
+
+# ------------------------------------------------------------------ the loop's own shutdown after the last coroutine
+
+def test_background_coroutines_are_cancelled_and_cleaned_up_before_start_returns_in_an_all_async_run():
+    """A run of coroutines only: the loop shuts itself down once the last one ends; a background
+    task one of them started is still cancelled, and its cleanup runs, before start() returns."""
+    s = Scheduler()
+    cleaned = threading.Event()
+    spawned = []
+
+    async def forever():
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            cleaned.set()
+
+    async def spawner():
+        spawned.append(asyncio.get_running_loop().create_task(forever()))
+        await asyncio.sleep(0)
+
+    async def last():
+        await asyncio.sleep(0.01)
+
+    s.register(spawner, "spawner")
+    s.register(last, "last", ["spawner"])
+    summary = s.start()
+    assert summary["passed"] == ["spawner", "last"]
+    assert cleaned.is_set()
+    assert spawned[0].cancelled()
+    assert loop_threads() == []
+
+
+def test_a_retry_of_the_last_coroutine_still_runs_on_the_loop():
+    """The loop may shut itself down only after a hand-over no retry can follow: a last
+    coroutine that fails once is retried on the same loop."""
+    s = Scheduler()
+    attempts = []
+    loops = []
+
+    async def flaky():
+        loops.append(asyncio.get_running_loop())
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("first attempt fails")
+
+    async def first():
+        loops.append(asyncio.get_running_loop())
+
+    s.register(first, "first")
+    s.register(flaky, "flaky", ["first"], retries=1)
+    summary = s.start()
+    assert summary["passed"] == ["first", "flaky"]
+    assert records(s)["flaky"].attempts == 2
+    assert len(set(map(id, loops))) == 1
+    assert loop_threads() == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_all_async_dags_with_retries_keep_every_invariant(data):
+    """Random DAGs of coroutines only (the loop shuts itself down after the last hand-over),
+    some failing once then passing on their retry: statuses follow the model, every attempt
+    ran on the one loop, nothing ran after its dependencies failed, no loop thread is left."""
+    case = data.draw(cases())
+    flaky = set(data.draw(st.lists(st.integers(0, case.n - 1), max_size=case.n)))
+    limit = data.draw(st.integers(1, 4))
+    expected = expected_statuses(case)
+    loops: set[int] = set()
+    tries: dict[int, int] = {}
+
+    def make(i):
+        async def coro():
+            loops.add(id(asyncio.get_running_loop()))
+            tries[i] = tries.get(i, 0) + 1
+            await asyncio.sleep(0)
+            if i in flaky and tries[i] == 1:
+                raise RuntimeError(f"t{i} fails once")
+            if i in case.failing:
+                raise RuntimeError(f"t{i} fails")
+        return coro
+
+    s = Scheduler(workers=case.workers, async_limit=limit)
+    for i in case.register_order:
+        s.register(make(i), name(i), [name(p) for p in case.deps[i]], always=i in case.always,
+                   retries=1 if i in flaky else 0)
+    s.start()
+    recs = records(s)
+    assert {i: recs[name(i)].status for i in range(case.n)} == expected
+    assert len(loops) <= 1
+    for i in range(case.n):
+        if recs[name(i)].status is not SKIPPED:
+            assert tries[i] == (2 if i in flaky else 1)
+    assert loop_threads() == []

@@ -29,6 +29,8 @@ import time
 from types import CoroutineType
 from typing import Any
 
+from . import aiostep
+from .aiostep import Timed, block_message
 from .capture import task_buffer
 from .dispatch import Run
 from .errors import WorkerStartError
@@ -56,7 +58,7 @@ MSG_ASYNC_DONE, MSG_ASYNC_DROPPED, MSG_ASYNC_WARNING, MSG_ASYNC_BATCH = 10, 11, 
 _PASSED = TaskStatus.PASSED
 _K_WARNING, _K_STARTED, _K_READY = EventKind.TASK_WARNING, EventKind.TASK_STARTED, EventKind.TASK_READY
 _READY, _RUNNING = Run.READY, Run.RUNNING
-_OUR_FILE = __file__
+_OUR_FILES = (__file__, aiostep.__file__)  # frames of ours, above the task's own
 _DONE = object()  # a coroutine's first step was its last
 _ABANDONED = "abandoned: still running when the run was stopped"
 _CANCELLED_RUNNING = "cancelled: still running when the run was stopped; its coroutine was cancelled"
@@ -70,7 +72,7 @@ class AsyncJob:
     """One attempt of one async task, handed to the loop (``lanes.Job``'s fields, and the loop's)."""
 
     __slots__ = ("idx", "attempt", "lane", "abandoned", "done", "started", "direct", "task",
-                 "timed_out", "warned")
+                 "timed_out", "warned", "final")
 
     def __init__(self, idx: int, attempt: int) -> None:
         self.idx = idx
@@ -83,69 +85,13 @@ class AsyncJob:
         self.task: asyncio.Task | None = None  # the loop's task running this attempt
         self.timed_out = False  # set on the loop when the timeout cancels it
         self.warned = False  # the blocking-loop warning was sent (once per attempt)
-
-
-def block_message(held: float, threshold: float) -> str:
-    """The warning of a coroutine step that held the loop for ``held`` seconds."""
-    return (f"blocked the event loop for {held * 1000:.0f}ms in one step (threshold "
-            f"{threshold * 1000:g}ms): a blocking call (time.sleep, a sync client) stalls every "
-            "other coroutine; await an async call or use asyncio.to_thread")
-
-
-class _Timed:
-    """Awaits the rest of a coroutine whose first step already ran (it yielded ``first``),
-    step by step, timing each step it holds the loop.
-
-    What ``await coroutine`` does (``yield from``, passing sends, throws and
-    close through), plus a clock around each step.
-    """
-
-    __slots__ = ("_coro", "_first", "_job", "_loop")
-
-    def __init__(self, coro: Any, first: Any, job: AsyncJob, loop: "EventLoopThread") -> None:
-        self._coro = coro
-        self._first = first
-        self._job = job
-        self._loop = loop
-
-    def __await__(self):
-        coro = self._coro
-        send, throw = coro.send, coro.throw
-        perf = time.perf_counter
-        threshold = self._loop.threshold
-        yielded = self._first
-        self._first = None
-        while True:
-            try:
-                message = yield yielded
-                error = None
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # noqa: B902 - CancelledError and friends go to the coroutine
-                error = exc
-            t0 = perf()
-            try:
-                yielded = send(message) if error is None else throw(error)
-            except StopIteration as stop:
-                held = perf() - t0
-                if held > threshold:
-                    self._loop.blocked(self._job, held)
-                return stop.value
-            except BaseException:  # noqa: B902 - the coroutine's own failure, as it is
-                held = perf() - t0
-                if held > threshold:
-                    self._loop.blocked(self._job, held)
-                raise
-            held = perf() - t0
-            if held > threshold:
-                self._loop.blocked(self._job, held)
+        self.final = False  # its task's last possible attempt (no retry may follow)
 
 
 def _user_frames(exc: BaseException) -> BaseException:
     """``exc`` with a traceback whose second frame is the task's own (``describe`` drops the first)."""
     tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None and tb.tb_next.tb_frame.f_code.co_filename == _OUR_FILE:
+    while tb is not None and tb.tb_next is not None and tb.tb_next.tb_frame.f_code.co_filename in _OUR_FILES:
         tb = tb.tb_next
     return exc.with_traceback(tb)
 
@@ -169,11 +115,14 @@ class EventLoopThread:
         # so the dispatcher may hand over the next ones ahead (see AsyncRun._dispatch)
         self.queued: collections.deque[AsyncJob] = collections.deque()
         self.running = 0
+        self.refilling = False  # a _refill is due this loop iteration
         self.limit = run.s.async_limit
         self.options, self.fns, self.state, self.capture = run.options, run.fns, run.state, run.s.capture
         self.names = run.names
         self.context = run.s.task_context  # None unless a front-end wraps each attempt
         self.cancelling: list[str] = []  # what stop() cancelled, for its warning if one hangs
+        self.last = False  # the dispatcher handed over its last coroutine (see _flush)
+        self.shutting = False  # the loop is shutting down (asked by stop(), or by itself)
         # TASK_RUNNING is announced if someone listened when the run started
         self.announce = bool(run.events._subs[EventKind.TASK_RUNNING])
 
@@ -185,11 +134,15 @@ class EventLoopThread:
             self.loop.close()
             raise
 
-    def submit(self, jobs: list[AsyncJob]) -> None:
-        """Start ``jobs`` on the loop (from the dispatcher: one wake-up per batch)."""
-        self.loop.call_soon_threadsafe(self._spawn, jobs)
+    def submit(self, jobs: list[AsyncJob], last: bool = False) -> None:
+        """Start ``jobs`` on the loop (from the dispatcher: one wake-up per batch).
 
-    def _spawn(self, jobs: list[AsyncJob]) -> None:
+        ``last``: no coroutine will be handed over after these (see ``_flush``).
+        """
+        self.loop.call_soon_threadsafe(self._spawn, jobs, last)
+
+    def _spawn(self, jobs: list[AsyncJob], last: bool) -> None:
+        self.last = last
         self.queued.extend(jobs)
         self._start_queued()
 
@@ -231,6 +184,10 @@ class EventLoopThread:
         self.flushing = False
         box, self.outbox = self.outbox, []
         self.run.inbox.put((MSG_ASYNC_BATCH, box))
+        if self.last and not self.running and not self.queued and not self.shutting:
+            # the run's last coroutine has ended and nothing else runs: shut down now, while the
+            # dispatcher records it, rather than be woken by stop() for it afterwards
+            self._begin_shutdown()
 
     def blocked(self, job: AsyncJob, held: float) -> None:
         """A step of ``job`` held the loop for ``held`` seconds: tell the dispatcher, once."""
@@ -240,8 +197,13 @@ class EventLoopThread:
 
     def _ended(self) -> None:
         self.running -= 1
-        if self.queued:
-            self._start_queued()
+        if self.queued and not self.refilling:  # the slots freed in one iteration, refilled at once
+            self.refilling = True
+            self.loop.call_soon(self._refill)
+
+    def _refill(self) -> None:
+        self.refilling = False
+        self._start_queued()
 
     def _expire(self, job: AsyncJob) -> None:
         job.timed_out = True
@@ -276,7 +238,7 @@ class EventLoopThread:
             fn = self.fns[idx]
             value = fn(self.state) if opts.with_state else fn()
             if type(value) is CoroutineType and threshold is not None:
-                # its first step here (most no-op coroutines end in it), the rest through _Timed
+                # its first step here (most no-op coroutines end in it), the rest through Timed
                 t1 = perf()
                 try:
                     first = value.send(None)
@@ -287,7 +249,7 @@ class EventLoopThread:
                 if held > threshold:
                     self.blocked(job, held)
                 if first is not _DONE:
-                    value = await _Timed(value, first, job, self)
+                    value = await Timed(value, first, job, self)
             elif inspect.isawaitable(value):  # not timed: another kind of awaitable
                 value = await value
             ok = not job.timed_out
@@ -319,6 +281,7 @@ class EventLoopThread:
                 failure = None
         duration = perf() - t0
         output = joined(mine) if mine else ""
+        job.task = None  # nothing left to cancel: the finished Task need not outlive this step
         self._ended()
         send((MSG_ASYNC_DONE, job, ok, value, error, started, duration, output))
 
@@ -333,7 +296,11 @@ class EventLoopThread:
         """
         if not self.thread.is_alive():
             return
-        self.loop.call_soon_threadsafe(self._begin_shutdown)
+        if not self.shutting:  # (else it is shutting itself down: the run's last coroutine ended)
+            try:
+                self.loop.call_soon_threadsafe(self._begin_shutdown)
+            except RuntimeError:  # closed meanwhile: it has shut itself down
+                pass
         try:
             self.thread.join(timeout=CANCEL_GRACE)
         except BaseException:  # noqa: B902 - a Ctrl-C while waiting: stop waiting, as for a timeout
@@ -344,7 +311,9 @@ class EventLoopThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
 
     def _begin_shutdown(self) -> None:
-        self.loop.create_task(self._shutdown())
+        if not self.shutting:
+            self.shutting = True
+            self.loop.create_task(self._shutdown())
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -383,6 +352,12 @@ class AsyncRun(Run):
         self.ready_async: list[int] = []
         self.async_inflight = 0
         self.async_limit = self.s.async_limit
+        # async tasks not final yet, and attempts in flight that no retry may follow: when a
+        # hand-over leaves the two equal in a run of coroutines only, it is the run's last
+        options = self.options
+        self.async_open = sum(1 for i in range(self.n) if options[i].is_async)
+        self.all_async = self.async_open == self.n
+        self.final_inflight = 0
         self.aio: EventLoopThread | None = None
         self.warnings: dict[int, str] = {}  # task -> the warning its record carries
         if self.at is not None:  # a start-order plan (order.py) keys the ready heaps by rank
@@ -468,6 +443,10 @@ class AsyncRun(Run):
             hand_over = batch.append
             n = self.n
             at, need = self.at, self.need  # a start-order plan: keys are ranks (order.py)
+            # how far ahead: as many again as run while someone hears of task events (TASK_STARTED
+            # is sent at hand-over); while nobody does, every task the rule below allows, so the
+            # loop starts the next ones without waiting for this thread to be scheduled
+            ahead = n if self.events.task_quiet else 2 * limit
             while ready:
                 idx = key = ready[0]
                 if at is not None:
@@ -478,7 +457,7 @@ class AsyncRun(Run):
                     heapq.heappop(ready)  # cancelled while it waited
                     continue
                 if self.async_inflight >= limit:
-                    if self.async_inflight >= 2 * limit or self.first is not None:
+                    if self.async_inflight >= ahead or self.first is not None:
                         break
                     if low is None:
                         low = self._low_water()
@@ -494,7 +473,7 @@ class AsyncRun(Run):
                     low = min(low, key)  # a running task that may retry: may become ready again
                 hand_over(job)
             if batch:
-                self.aio.submit(batch)
+                self.aio.submit(batch, self.all_async and self.final_inflight == self.async_open)
         Run._dispatch(self)
 
     def _launch_async(self, idx: int) -> AsyncJob:
@@ -505,6 +484,9 @@ class AsyncRun(Run):
         self.job_of[idx] = job
         if attempt <= self.options[idx].retries:
             heapq.heappush(self.retry_heap, idx if self.at is None else self.rank[idx])
+        else:
+            job.final = True
+            self.final_inflight += 1
         if self.events._subs[_K_STARTED]:
             self.events.emit_task(_K_STARTED, self.names[idx], None, attempt)
         return job
@@ -527,9 +509,12 @@ class AsyncRun(Run):
                     continue
                 _, job, _, value, _, started, duration, output = one
                 self.async_inflight -= 1
+                if job.final:
+                    self.final_inflight -= 1
                 idx = job.idx
                 if job_of[idx] is not job:
                     continue  # a forced stop has recorded it already
+                self.async_open -= 1
                 name = names[idx]
                 if results is not None:
                     with state_lock:
@@ -549,6 +534,8 @@ class AsyncRun(Run):
         if kind == MSG_ASYNC_DONE:
             _, job, ok, value, error, started, duration, output = msg
             self.async_inflight -= 1
+            if job.final:
+                self.final_inflight -= 1
             idx = job.idx
             if self.job_of[idx] is not job:
                 return  # a forced stop has recorded it already
@@ -575,6 +562,8 @@ class AsyncRun(Run):
             job = msg[1]
             idx = job.idx
             self.async_inflight -= 1
+            if job.final:
+                self.final_inflight -= 1
             if self.where[idx] != self.RUNNING or self.job_of[idx] is not job:
                 return  # already accounted for (the run was stopped)
             self.attempts[idx] -= 1  # this attempt never ran
@@ -583,6 +572,8 @@ class AsyncRun(Run):
             super()._handle(msg)
 
     def _finish(self, idx: int, record: TaskRecord, pending: list[int] | None = None) -> None:
+        if self.options[idx].is_async:
+            self.async_open -= 1
         if not record.is_async and self.options[idx].is_async:  # a failure, skip or cancel
             reason = _CANCELLED_RUNNING if record.reason == _ABANDONED else record.reason
             record = record._replace(is_async=True, warning=self.warnings.get(idx), reason=reason)

@@ -5,7 +5,9 @@ ThreadPoolExecutor, 8 workers) measured in the same run: the two are run
 alternately, repeat after repeat, and the row shows the median of the
 per-pair ratios with their min-max, so that a burst of load on a shared
 machine hits both sides alike. Peak memory is resident set size
-(ru_maxrss), each measurement in a fresh subprocess.
+(ru_maxrss), each measurement in a fresh subprocess. register()'s cost per
+task is the CPU time of the registering thread (registration is
+single-threaded), with its wall-clock time beside it for information.
 """
 
 from __future__ import annotations
@@ -129,14 +131,15 @@ def time_run(side, dag, fn_for):
 
 
 def time_end_to_end(side, dag):
-    """(seconds from nothing to a finished run, seconds of registration alone)."""
+    """(seconds from nothing to a finished run, (wall, CPU) seconds of registration alone)."""
     gc.collect()
     t0 = time.perf_counter()
+    c0 = time.thread_time()
     if side == "stdlib":
         stdlib_run(*stdlib_prepare(dag, lambda n: noop))
-        return time.perf_counter() - t0, 0.0
+        return time.perf_counter() - t0, (0.0, 0.0)
     sched = ours_prepare(dag, lambda n: noop)
-    registered = time.perf_counter() - t0
+    registered = (time.perf_counter() - t0, time.thread_time() - c0)
     ours_run(sched, len(dag))
     return time.perf_counter() - t0, registered
 
@@ -192,7 +195,7 @@ def main(quick: bool = False):
         rows.append((label, "s", *paired(lambda side: time_run(side, dag, fn_for), repeat), target))
 
     big = layered(*BIG[:2], layers=BIG[2])
-    registered: list[float] = []
+    registered: list[tuple[float, float]] = []
 
     def end_to_end(side):
         total, reg = time_end_to_end(side, big)
@@ -206,9 +209,13 @@ def main(quick: bool = False):
     gc.collect()
     rows.append(("peak RSS of that run (fresh process each)", "MiB",
                  *paired(peak_rss_mib, 1 if quick else 3), TARGET_RSS))
-    register_us = [r / BIG[0] * 1e6 for r in registered]
+    # registration is single-threaded: the CPU time of the thread registering is its cost,
+    # whatever else the machine runs; its wall-clock time is shown beside it
+    register_us = [cpu / BIG[0] * 1e6 for _, cpu in registered]
+    wall_us = [wall / BIG[0] * 1e6 for wall, _ in registered]
     extra = {"repeat": repeat, "register_us": (statistics.median(register_us), min(register_us),
-                                               max(register_us))}
+                                               max(register_us)),
+             "register_wall_us": (statistics.median(wall_us), min(wall_us), max(wall_us))}
     return rows, extra
 
 
@@ -226,8 +233,11 @@ def print_table(rows, extra) -> bool:
     med, lo, hi = extra["register_us"]
     ok = med <= TARGET_REGISTER_US
     ok_all &= ok
-    print(f"{'register() per task, 100,000 tasks':<50} {'':>10} {med:>8.2f}us {'':>7} "
+    print(f"{'register() per task, 100,000 tasks (CPU time)':<50} {'':>10} {med:>8.2f}us {'':>7} "
           f"{lo:>5.2f}-{hi:<5.2f} {TARGET_REGISTER_US:>4.1f}us  {'yes' if ok else 'NO'}")
+    med, lo, hi = extra["register_wall_us"]
+    print(f"{'  the same in wall-clock time':<50} {'':>10} {med:>8.2f}us {'':>7} "
+          f"{lo:>5.2f}-{hi:<5.2f} {'info':>6}")
     return ok_all
 
 

@@ -344,13 +344,25 @@ def test_a_failure_stays_pinned_at_80x24_while_teardown_scrolls_the_latest():
 
 def test_failures_that_do_not_fit_say_how_many_more_there_are():
     sched = Scheduler(workers=2)
-    for i in range(30):
-        sched.register(lambda: 1 / 0, f"bad_{i:02d}")
+    first_reported = threading.Event()
+    finished: list[str] = []  # the order the run reported them in: the pinned list's order
+    sched.subscribe(lambda e: finished.append(e.name), EventKind.TASK_FINISHED)
+    # bad_00 is reported first whatever the machine's load: the others fail only after it is
+    sched.subscribe(lambda e: e.name == "bad_00" and first_reported.set(), EventKind.TASK_FINISHED)
+
+    def later():
+        assert first_reported.wait(WAIT)
+        return 1 / 0
+
+    sched.register(lambda: 1 / 0, "bad_00")
+    for i in range(1, 30):
+        sched.register(later, f"bad_{i:02d}")
     text = text_of(render_view(finished_view(sched).snapshot(), 80, 24), 80, 24)
     assert len(text.splitlines()) <= 24
     assert "failed (30)" in text and "✘ bad_00" in text
     shown = text.count("ZeroDivisionError: division by zero")
     assert shown >= 5 and re.search(rf"\.\.\. and {30 - shown} more \(listed at the end\)", text), text
+    assert re.findall(r"✘ (bad_\d\d) ", text) == finished[:shown], text  # oldest first
 
 
 def test_progress_at_120_columns_keeps_every_counter():

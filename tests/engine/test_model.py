@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from thread_order import TaskRecord, TaskSpec, TaskStatus, dmark, mark
 from thread_order.engine.model import MARK_ATTR, parse_tags
@@ -161,3 +163,45 @@ def test_mark_validates_options_at_decoration_naming_the_function():
         @dmark(tags=["ok", 3])
         def bad_tags():
             return None
+
+
+_NAMES = st.sampled_from(["a", "b", "create vm", "é"])
+
+
+@given(after=st.one_of(st.none(), _NAMES, st.lists(_NAMES, max_size=4), st.lists(_NAMES, max_size=4).map(tuple)),
+       with_state=st.booleans(), use_mark=st.booleans())
+def test_the_common_mark_stores_what_the_checked_one_does(after, with_state, use_mark):
+    marker = mark if use_mark else dmark
+
+    def quick():
+        pass
+
+    def checked():
+        pass
+
+    marker(after=after, with_state=with_state)(quick)
+    marker(after=after, with_state=with_state, retry_delay=0)(checked)  # an int: the checked path
+    expected = dict(getattr(checked, MARK_ATTR), orig_name="quick")
+    assert getattr(quick, MARK_ATTR) == expected
+    assert type(getattr(quick, MARK_ATTR)["retry_delay"]) is float
+
+
+def test_the_common_mark_refuses_what_the_checked_one_refuses():
+    with pytest.raises(TypeError, match=r"^task 'f': after must hold task names, got ''$"):
+        @dmark(after=["a", ""])
+        def f():
+            pass
+
+    class Callable:
+        def __call__(self):
+            pass
+
+    one = Callable()
+    one.__name__ = "one"
+    assert dmark(after="a")(one) is one  # not a def: marked as the checked path marks it
+    assert getattr(one, MARK_ATTR)["orig_name"] == "one" and getattr(one, MARK_ATTR)["after"] == ["a"]
+    nameless, other = Callable(), Callable()
+    dmark()(nameless)
+    dmark(retry_delay=0)(other)  # the checked path: named by its repr
+    assert getattr(nameless, MARK_ATTR)["orig_name"] == repr(nameless)
+    assert dict(getattr(nameless, MARK_ATTR), orig_name="") == dict(getattr(other, MARK_ATTR), orig_name="")

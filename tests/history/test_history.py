@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import kill_hard_and_check_file
 from thread_order import HistoryError, Scheduler
@@ -27,7 +29,7 @@ from thread_order.history import (
     resolve_history_path,
     snapshot_state,
 )
-from thread_order.history.db import OUTPUT_CAP, cap_text, effective_status, redact_argv
+from thread_order.history.db import OUTPUT_CAP, cap_text, effective_status, json_strings, redact_argv
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "history_run.py"
 WAIT = 30.0
@@ -706,3 +708,37 @@ def test_processes_creating_one_fresh_file_at_once_all_succeed(tmp_path):
         assert outcomes == ["ok"] * 6, f"attempt {attempt}: {outcomes}"
     with HistoryStore(path) as store:
         assert store.list_runs() == []
+
+
+@given(st.lists(st.text(max_size=12), max_size=8))
+def test_a_batch_of_names_is_the_json_text_json_dumps_would_write(names):
+    assert json_strings(names) == json.dumps(names)
+    assert json.loads(json_strings(names)) == names
+
+
+def test_passed_tasks_with_names_that_need_escaping_read_back_as_they_were_named(tmp_path):
+    names = ['say "hi"', "back\\slash", "tab\there", "déjà vu", "line\u2028sep", "plain", "new\nline"]
+    sched = Scheduler(workers=2)
+    for name in names:
+        sched.register(lambda: None, name)
+    _, run_id = record(sched, tmp_path / "h.db")
+    with HistoryStore(tmp_path / "h.db") as store:
+        run = store.get_run(run_id)
+    assert sorted(t["name"] for t in run["tasks"]) == sorted(names)
+    assert {t["status"] for t in run["tasks"]} == {"PASSED"}
+
+
+def test_a_big_batch_is_stored_in_rows_of_at_most_1024_tasks_and_reads_back_whole(tmp_path):
+    sched = Scheduler(workers=4)
+    for i in range(2500):
+        sched.register((lambda: 1 / 0) if i % 500 == 7 else (lambda: None), f"t{i}")
+    path = tmp_path / "h.db"
+    summary, run_id = record(sched, path)
+    with sqlite3.connect(path) as conn:
+        sizes = [n for (n,) in conn.execute("SELECT tasks FROM task_batches WHERE run_id = ?", (run_id,))]
+    assert sum(sizes) == 2495 and max(sizes) <= 1024 and len(sizes) >= 3
+    with HistoryStore(path) as store:
+        run = store.get_run(run_id)
+    assert sorted(t["name"] for t in run["tasks"]) == sorted(f"t{i}" for i in range(2500))
+    assert sorted(t["seq"] for t in run["tasks"]) == list(range(1, 2501))
+    assert {t["name"] for t in run["tasks"] if t["status"] == "FAILED"} == set(summary["failed"])

@@ -129,6 +129,7 @@ def marked_functions(module: ModuleType, path: Path) -> list[tuple[str, Callable
     file, in source order (imported marked functions are not the module's tasks)."""
     own = str(path.resolve())
     found = []
+    lines: list[int] = []
     for name, obj in list(vars(module).items()):
         if type(obj) is not FunctionType:
             continue
@@ -144,9 +145,10 @@ def marked_functions(module: ModuleType, path: Path) -> list[tuple[str, Callable
                 continue
         if code.co_filename != own and os.path.realpath(code.co_filename) != own:
             continue
-        found.append((code.co_firstlineno, name, obj, meta, bool(code.co_flags & _ASYNC)))
-    found.sort(key=lambda item: item[0])
-    return [item[1:] for item in found]
+        found.append((name, obj, meta, bool(code.co_flags & _ASYNC)))
+        lines.append(code.co_firstlineno)
+    # sorted by line through the indexes: no second tuple per function
+    return [found[i] for i in sorted(range(len(found)), key=lines.__getitem__)]
 
 
 @dataclass
@@ -220,6 +222,9 @@ def assemble(
     resolved_afters = []
     cache: dict[tuple[str, str], str] = {}
     for spec in specs:
+        if not spec.after:
+            resolved_afters.append(())
+            continue
         label = module_of[spec.name]
         out = []
         for dep in spec.after:
@@ -239,7 +244,8 @@ def assemble(
         resolved_afters.append(tuple(dict.fromkeys(out)))
     index = {s.name: i for i, s in enumerate(specs)}
     try:
-        resolved_afters = resolve_groups(index, resolved_afters, groups, cases)
+        if groups:  # else no name can stand for cases: nothing to pair
+            resolved_afters = resolve_groups(index, resolved_afters, groups, cases)
     except GraphError as exc:
         where = {m.label: m.path_str for m in modules}.get(module_of.get(getattr(exc, "task", ""), ""))
         raise UsageError(f"{where or modules[0].path_str}: {exc}") from exc
@@ -259,8 +265,8 @@ def assemble(
     has_filter = bool(picked) or bool(tags) or keyword is not None
     if with_deps and not has_filter:
         raise UsageError("--with-deps needs a selection: TARGET::task, -k EXPR or --tags")
-    keep_idx = []
-    for i, spec in enumerate(specs):
+    keep_idx = [] if has_filter else range(len(specs))  # no selection pass when nothing is selected
+    for i, spec in enumerate(specs if has_filter else ()):
         if module_of[spec.name] not in whole and spec.name not in picked:
             continue
         if tags and not all(t in spec.tags for t in tags):
@@ -282,7 +288,7 @@ def assemble(
                     keep.add(j)
                     stack.append(j)
         keep_idx = sorted(keep)
-    kept = {specs[i].name for i in keep_idx}
+    kept = {specs[i].name for i in keep_idx} if has_filter else set()
     chosen: list[TaskSpec] = []
     for i in keep_idx:
         spec, after = specs[i], resolved_afters[i]

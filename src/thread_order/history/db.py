@@ -16,8 +16,8 @@ from schema version 1 have neither and always read as interrupted.
 Tasks are stored two ways. A task with anything to say (output, an error, a
 reason, tags, or a status other than PASSED) is a row of ``tasks``. Passed
 tasks with nothing more than their times -- most tasks of a big run -- are
-stored a batch at a time, one row of ``task_batches`` per commit (schema
-version 3): the batch's names and threads as JSON lists, its times as
+stored a batch at a time, a row of ``task_batches`` per commit or per
+1,024 tasks of it (schema version 3): the batch's names and threads as JSON lists, its times as
 little-endian float64 arrays and its attempts and sequence numbers as int64
 arrays. Encoding a batch costs a fraction of binding a row per task, and the
 recorder's writer thread competes with the run for the GIL.
@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from ..engine.aio import LOOP_THREAD
 from ..engine.errors import HistoryError
@@ -274,7 +274,7 @@ def cap_text(text: str | None, limit: int = OUTPUT_CAP) -> tuple[str | None, int
 _LITTLE = sys.byteorder == "little"
 
 
-def encode_batch(names: list, threads: list, times: list, numbers: list) -> tuple:
+def encode_batch(names: Sequence, threads: Sequence, times: Sequence, numbers: Sequence) -> tuple:
     """One ``task_batches`` row's values after ``run_id`` (see the module docstring).
 
     ``times`` holds started_at, finished_at and duration of every task, column
@@ -286,7 +286,21 @@ def encode_batch(names: list, threads: list, times: list, numbers: list) -> tupl
     if not _LITTLE:  # pragma: no cover - big-endian machines
         floats.byteswap()
         ints.byteswap()
-    return (len(names), json.dumps(names), json.dumps(threads), floats.tobytes(), ints.tobytes())
+    return (len(names), json_strings(names), json_strings(threads), floats.tobytes(), ints.tobytes())
+
+
+def json_strings(items: Sequence) -> str:
+    """``json.dumps(items)`` for a list of strings, the same text, several times faster when no
+    item needs escaping (printable ASCII without quotes or backslashes: task and thread names,
+    nearly always). The recorder encodes every batch on a thread that competes with the run."""
+    try:
+        body = '", "'.join(items)
+    except TypeError:  # not all strings: json says what it makes of them
+        return json.dumps(items)
+    if (body.count('"') == 2 * (len(items) - 1) and "\\" not in body and body.isascii()
+            and body.isprintable()):
+        return f'["{body}"]'
+    return json.dumps(items)
 
 
 def decode_batch(tasks: Any, names: Any, threads: Any, times: Any, numbers: Any) -> list[dict] | None:

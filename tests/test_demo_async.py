@@ -35,7 +35,9 @@ def run_demo(tdrun_proc, tmp_path, *argv):
 
 
 def test_async_demo_lifecycle_passes_and_leaves_nothing_behind(tdrun_proc, tmp_path, api):
-    result, data = run_demo(tdrun_proc, tmp_path, f"--api_url={api.url}")
+    # a step is timed on the wall clock, which a loaded machine stretches past the default
+    # 0.1 s now and then; a coroutine that really blocked on a call would still be caught
+    result, data = run_demo(tdrun_proc, tmp_path, f"--api_url={api.url}", "--async-block-threshold=1")
     assert result.code == 0, result.out + result.err
     assert data["counts"] == {"total": 21, "passed": 21, "failed": 0, "skipped": 0, "cancelled": 0}
     assert api.store.counts() == EMPTY

@@ -21,7 +21,7 @@ TOP_KEYS = {
     "run_id", "started_at", "finished_at", "duration", "workers", "interrupted", "counts", "summary",
     "failure_counts", "teardown_not_run", "state_keys", "tasks", "graph", "state_findings", "order",
     "lower_bound",
-    "executor", "write_conflicts", "warnings", "pools",
+    "executor", "warnings", "pools",
 }
 TASK_KEYS = {
     "name", "status", "thread", "started_at", "finished_at", "duration", "attempts", "error_type", "error",

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from thread_order import ExecutorError, Scheduler, TaskStatus
 from thread_order.engine.executor import RemoteExecutor, executor_from_spec
 from thread_order.engine.remote import run_call
+from thread_order.engine.statefind import conflict
 
 WAIT = 10
 
@@ -89,7 +90,8 @@ def test_a_task_gets_a_copy_of_the_state_and_its_changes_are_merged():
     assert state["results"] == {"a": 1, "b": 2}
     assert state["log"] == ["a", "b"] and state["seen"] == 2 and "gone" not in state
     assert state["kept"] == {"x": 1}
-    assert summary["executor"] == "pool" and summary["write_conflicts"] == []
+    assert summary["executor"] == "pool" and "write_conflicts" not in summary
+    assert "state_findings" not in summary  # one writer per key: nothing to report, nothing claimed checked
     assert s.last_records[1].thread.startswith("pool/pool_")
 
 
@@ -103,14 +105,64 @@ class set_region:
         state["region"] = self.value
 
 
-def test_two_unordered_tasks_changing_one_key_is_a_write_conflict():
-    s = Scheduler(executor=PoolExecutor(1))
+class drop_region:
+    def __call__(self, state):
+        del state["region"]
+
+
+def test_two_unordered_tasks_changing_one_key_is_the_checkers_write_conflict():
+    s = Scheduler(state={"region": "xx"}, executor=PoolExecutor(1))
     s.register(set_region("eu"), "a", with_state=True)
     s.register(set_region("us"), "b", with_state=True)
     s.register(set_region("ap"), "c", after=["a", "b"], with_state=True)  # ordered after both
+    s.register(drop_region(), "d", with_state=True)  # a deletion is a change too
     summary = s.start()
-    assert summary["write_conflicts"] == [{"key": "region", "tasks": ["a", "b"], "kept": "c"}]
-    assert s.state["region"] == "ap"
+    key = "state['region']"
+    assert summary["state_findings"][0] == {
+        "kind": "write conflict", "key": key, "tasks": ["a", "b"], "locked": False, "static": False,
+        "message": "a and b both write state['region'] and neither runs after the other, so the final "
+                   "value depends on timing: add after=['a'] to b, or the reverse",
+    }
+    # the checker's own records, pair by pair in registration order: c is ordered after a and b only
+    assert summary["state_findings"] == [conflict(x, y, key, False) for x, y in
+                                         (("a", "b"), ("a", "d"), ("b", "d"), ("c", "d"))]
+    assert "write_conflicts" not in summary and summary["failed"] == []
+    last = max((r for r in s.last_records if r.name in ("c", "d")), key=lambda r: r.finished_at).name
+    assert s.state.get("region") == {"c": "ap", "d": None}[last]  # the last to finish won
+
+
+class locked_append:
+    """Appends under _state_lock: on a cluster that lock guards the task's own copy only."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __call__(self, state):
+        with state["_state_lock"]:
+            state.setdefault("subnets", []).append(self.value)
+
+
+class fails_first:
+    """Sets state['zone'] on each attempt and fails the first (the failed attempt's changes merge too)."""
+
+    def __call__(self, state):
+        first = "tried" not in state
+        state["tried"] = True
+        state["zone"] = "z1"
+        if first:
+            raise RuntimeError("first attempt")
+
+
+def test_a_remote_write_under_the_lock_is_not_locked_and_a_retried_task_is_one_writer():
+    s = Scheduler(executor=PoolExecutor(2))
+    s.register(locked_append("a"), "a", with_state=True)
+    s.register(locked_append("b"), "b", with_state=True)
+    s.register(fails_first(), "flaky", with_state=True, retries=1)
+    summary = s.start()
+    assert summary["tasks"]["flaky"]["attempts"] == 2 and summary["failed"] == []
+    [finding] = summary["state_findings"]  # nothing for zone or tried: one task changed them, twice
+    assert finding["key"] == "state['subnets']" and finding["tasks"] == ["a", "b"]
+    assert finding["locked"] is False and "_state_lock" not in finding["message"]
 
 
 def test_a_task_or_state_value_that_cannot_be_sent_is_named_before_anything_runs():

@@ -641,7 +641,11 @@ def test_slow_subscriber_does_not_turn_a_task_that_finished_in_time_into_a_timeo
 
 
 def test_tasks_finishing_right_at_their_deadline_never_break_the_pool(caplog):
-    """Either outcome is fine for a task that ends as its timeout fires; crashing or hanging is not."""
+    """Either outcome is fine for a task that ends as its timeout fires; crashing or hanging is not.
+
+    On a loaded machine a 5 ms timer may fire before a worker thread even picked the task up:
+    the task has not begun, so it waits for its worker (it runs on a thread, like every other).
+    """
     caplog.set_level(logging.ERROR, logger="thread_order")  # one timeout warning per task otherwise
     threads_before = set(threading.enumerate())
     for _ in range(3):
@@ -657,6 +661,74 @@ def test_tasks_finishing_right_at_their_deadline_never_break_the_pool(caplog):
     for t in set(threading.enumerate()) - threads_before:
         t.join(WAIT)
         assert not t.is_alive(), f"thread {t.name!r} outlived its run"
+
+
+def _worker_late_by_one_timeout(monkeypatch) -> list:
+    """Hand every job to the worker threads only once a timeout timer has fired: a worker that
+    a loaded machine does not schedule in time, made certain. Returns the timers' firings.
+
+    Reaches into the run (dispatch.Run): the public interface has no way to delay a worker's
+    pickup but sleeping, and a sleep would prove nothing on a fast machine.
+    """
+    from thread_order.engine.dispatch import Run
+
+    firings: list = []
+    fired = threading.Event()
+    timeout, init = Run._timeout, Run.__init__
+
+    def counted_timeout(self, job):
+        timeout(self, job)
+        firings.append(job.idx)
+        fired.set()
+
+    def late_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        put = self.submit
+
+        def late_put(job):
+            def later():
+                fired.wait(WAIT)
+                put(job)
+            threading.Thread(target=later, name="late-put", daemon=True).start()
+
+        self.submit = late_put
+
+    monkeypatch.setattr(Run, "_timeout", counted_timeout)
+    monkeypatch.setattr(Run, "__init__", late_init)
+    return firings
+
+
+def test_a_timeout_counts_from_when_a_worker_begins_the_task_not_from_its_hand_out(monkeypatch):
+    # README: timeout=S fails a task *still running* after S seconds; one no worker has begun
+    # is not running, so it waits for its worker rather than fail with no thread
+    firings = _worker_late_by_one_timeout(monkeypatch)
+    s = Scheduler(workers=1)
+    s.register(returns("ok"), "quick", timeout=0.05)
+    summary = start_or_fail(s)
+    assert firings, "the timeout never fired before the worker got the task"
+    assert summary["passed"] == ["quick"], summary["failures"]
+    assert summary["tasks"]["quick"]["thread"] == "thread_0"
+
+
+def test_a_task_begun_late_still_times_out_once_it_has_run_its_time(monkeypatch, caplog):
+    caplog.set_level(logging.ERROR, logger="thread_order")
+    firings = _worker_late_by_one_timeout(monkeypatch)
+    began, release = threading.Event(), threading.Event()
+
+    def stuck():
+        began.set()
+        release.wait(WAIT)
+
+    s = Scheduler(workers=1)
+    s.register(stuck, "stuck", timeout=0.05)
+    try:
+        summary = start_or_fail(s)
+    finally:
+        release.set()
+    assert began.is_set() and len(firings) >= 2  # fired before it began, and again after
+    rec = summary["tasks"]["stuck"]
+    assert rec["status"] == TaskStatus.FAILED and rec["error_type"] == "TimeoutError"
+    assert rec["error"] == "task 'stuck' still running after 0.05s" and rec["thread"] == "thread_0"
 
 
 def test_task_finishing_in_time_is_not_timed_out():

@@ -8,6 +8,7 @@ import re
 import socket
 import threading
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
 from dask_support import WAIT, Gate, dask_client, gate  # noqa: F401 - fixtures
@@ -53,7 +54,7 @@ def test_a_task_sees_a_copy_with_its_upstream_results_and_its_changes_are_merged
     assert s.state["subnets"] == ["net-1/a"] and "network" not in s.state and s.state["region"] == "eu"
     # results of upstream tasks are in the copy; the task's own is not there yet
     assert s.state["results"] == {"create": "net-1", "add[a]": ["create"], "forget": ["create"]}
-    assert summary["write_conflicts"] == [] and summary["executor"].startswith("dask://")
+    assert "state_findings" not in summary and summary["executor"].startswith("dask://")
     assert summary["workers"] == 4  # the cluster's threads
     assert isinstance(s.state["_state_lock"], type(threading.RLock()))
 
@@ -92,9 +93,12 @@ def test_unordered_tasks_changing_one_key_are_reported_and_finish_order_wins(das
     s.register(Setter("zone", 1), "c", with_state=True)
     s.register(Setter("zone", 2), "d", after="c", with_state=True)  # ordered: no conflict
     summary = s.start()
-    [conflict] = summary["write_conflicts"]
-    assert conflict["key"] == "region" and sorted(conflict["tasks"]) == ["a", "b"]
-    assert s.state["region"] == {"a": "eu", "b": "us"}[conflict["kept"]]
+    [finding] = summary["state_findings"]  # the state checker's record, as --check-state makes it
+    assert finding["kind"] == "write conflict" and finding["key"] == "state['region']"
+    assert finding["tasks"] == ["a", "b"] and finding["locked"] is False
+    assert finding["message"].startswith("a and b both write state['region'] and neither runs after the other")
+    last = max((r for r in s.last_records if r.name in ("a", "b")), key=lambda r: r.finished_at).name
+    assert s.state["region"] == {"a": "eu", "b": "us"}[last]  # the last to finish won
     assert s.state["zone"] == 2
 
 
@@ -316,7 +320,12 @@ def test_a_second_cancel_returns_at_once_with_the_running_task_cancelled(dask_cl
 # ---------------------------------------------------------------------------- tdrun, history
 
 
-def test_tdrun_records_the_worker_of_each_task_and_warns_of_write_conflicts(tdrun_main, write_module, tmp_path):
+CONFLICT = ("a and b both write state['region'] and neither runs after the other, so the final "
+            "value depends on timing: add after=['a'] to b, or the reverse")
+
+
+def test_tdrun_records_the_worker_of_each_task_and_a_write_conflict_is_a_finding_everywhere(
+        tdrun_main, write_module, tmp_path):
     module = write_module("""
         from thread_order import mark
 
@@ -332,17 +341,56 @@ def test_tdrun_records_the_worker_of_each_task_and_warns_of_write_conflicts(tdru
         def c(state):
             print("region", state["region"])
     """)
-    history = tmp_path / "h.db"
-    result = tdrun_main(module, "--executor", "dask", "--plain", "--history", history, "--workers", "2")
-    assert result.code == 0, result.err
-    assert re.search(r"^warning: write conflict on state\['region'\]: a and b may run at the same time and "
-                     r"each changed it; the state kept [ab]'s change \(the last to finish\)$", result.out, re.M)
+    history, js, html = tmp_path / "h.db", tmp_path / "r.json", tmp_path / "r.html"
+    result = tdrun_main(module, "--executor", "dask", "--plain", "--history", history, "--workers", "2",
+                        "--json-report", js, "--html-report", html, "--junit-xml", tmp_path / "r.xml")
+    # every task passed, but the final state depends on timing: the run fails, as --check-state's would
+    assert result.code == 1, result.err
+    assert re.search(r"^=+ state check \(1\) =+$", result.out, re.M)
+    assert f"WRITE CONFLICT: {CONFLICT}" in result.out
+    assert re.search(r"^=+ 3 passed, 0 failed, 0 skipped, 1 state finding in [\d.]+s =+$", result.out, re.M)
+    assert "warning:" not in result.out
     assert re.search(r"^\[inproc/\d+/thread_[01]\] c \.+ PASSED", result.out, re.M)
+    data = json.loads(js.read_text())
+    assert data["exit_code"] == 1 and "write_conflicts" not in data
+    assert data["state_findings"] == [{"kind": "write conflict", "key": "state['region']", "tasks": ["a", "b"],
+                                       "locked": False, "static": False, "message": CONFLICT}]
+    case = [c for c in ET.parse(tmp_path / "r.xml").getroot().iter("testcase") if c.get("name") == "state check"]
+    assert case and CONFLICT in case[0].find("failure").text
     shown = tdrun_main("show", "last", "--history", history, "--json")
     assert shown.code == 0, shown.err
-    tasks = {t["name"]: t for t in json.loads(shown.out)["tasks"]}
+    run = json.loads(shown.out)
+    assert run["state_findings"] == data["state_findings"]
+    tasks = {t["name"]: t for t in run["tasks"]}
     assert all(LANE.match(t["thread"]) for t in tasks.values())
     assert re.fullmatch(r"region (eu|us)\n", tasks["c"]["output"])
+    text = tdrun_main("show", "last", "--history", history).out
+    assert "  state     1 finding\n" in text and f"    write conflict: {CONFLICT}" in text
+    later = tmp_path / "later.html"  # the report of the run as the history has it
+    assert tdrun_main("report", "last", "--history", history, "-o", later).code == 0
+    for page in (html.read_text(), later.read_text()):
+        assert "<section id=state-check class=alarm><h2>State check: 1 finding</h2>" in page
+        assert "add after=[&#x27;a&#x27;] to b, or the reverse" in page
+
+
+def test_tdrun_on_dask_without_a_write_conflict_exits_0_and_claims_no_check(tdrun_main, write_module, tmp_path):
+    module = write_module("""
+        from thread_order import mark
+
+        @mark()
+        def a(state):
+            state["region"] = "eu"
+
+        @mark(after="a")
+        def b(state):
+            state["region"] = state["region"] + "-1"
+    """)
+    history, js = tmp_path / "h.db", tmp_path / "r.json"
+    result = tdrun_main(module, "--executor", "dask", "--plain", "--history", history, "--json-report", js)
+    assert result.code == 0, result.out
+    assert "state check" not in result.out and "finding" not in result.out
+    assert json.loads(js.read_text())["state_findings"] is None  # reads are not known on a cluster
+    assert "state " not in tdrun_main("show", "last", "--history", history).out
 
 
 def test_a_task_queued_on_the_cluster_when_the_run_is_stopped_never_begins(gate):

@@ -22,7 +22,7 @@ from ..theme import STATUS_COLORS, format_seconds
 
 __all__ = [
     "COLORS", "make_console", "PlainReporter", "LineLogHandler", "log_text", "print_end_of_run",
-    "teardown_heading", "TaskLogFormat", "display_mode", "write_conflict_line",
+    "teardown_heading", "TaskLogFormat", "display_mode",
 ]
 
 COLORS = STATUS_COLORS
@@ -300,8 +300,6 @@ def print_end_of_run(console: Console, summary: dict, records: Iterable[TaskReco
     findings = summary.get("state_findings") or []
     if findings:
         print_state_findings(console, findings)
-    for conflict in summary.get("write_conflicts", ()):
-        console.print(Text(write_conflict_line(conflict), style=COLORS["SKIPPED"]), soft_wrap=True)
     for line in pool_lines(summary.get("pools") or {}):
         console.print(Text(line, style="dim"), soft_wrap=True)
     for note in notes:
@@ -315,20 +313,14 @@ def print_end_of_run(console: Console, summary: dict, records: Iterable[TaskReco
 
 
 def print_state_findings(console: Console, findings: list[dict]) -> None:
-    """The state checker's findings (tdrun --check-state), one per line, with what to do."""
+    """The state checker's findings (tdrun --check-state, or a cluster's write conflicts), one per
+    line, with what to do."""
     _section(console, f"state check ({len(findings)})", f"bold {COLORS['FAILED']}")
     for finding in findings:
         line = Text(f"{finding['kind'].upper()}: ", style=f"bold {COLORS['FAILED']}")
         line.append(finding["message"])
         console.print(line, soft_wrap=True)
 
-
-def write_conflict_line(conflict: dict) -> str:
-    """One state key two unordered remote tasks both changed, as the end of a run warns of it."""
-    tasks = conflict["tasks"]
-    names = ", ".join(tasks[:-1]) + f" and {tasks[-1]}" if len(tasks) > 1 else tasks[0]
-    return (f"warning: write conflict on state[{conflict['key']!r}]: {names} may run at the same "
-            f"time and each changed it; the state kept {conflict['kept']}'s change (the last to finish)")
 
 
 def _warning_section(console: Console, warnings: dict[str, str]) -> None:

@@ -47,15 +47,15 @@ added, existing ones keep their meaning while ``format_version`` stays 1:
   ``{"kind", "key", "tasks", "locked", "static", "message"}``: ``kind`` is ``"undeclared
   dependency"`` (``tasks`` = [writer, reader]) or ``"write conflict"``; ``key`` as written in
   Python (``state['subnet_id']``, ``state['results']['create_subnet']``); ``locked``: both
-  writes held ``_state_lock``; ``static``: seen in the task's source. Null without the option.
+  writes held ``_state_lock``; ``static``: seen in the task's source. Null without the option;
+  on a cluster executor (which cannot take it), the write conflicts of tasks that may overlap,
+  and null when there were none.
 - ``order``: the start order, ``{"order": "declared"}``, ``{"order": "shuffle", "seed": N}``,
   ``{"order": "critical-path", ...}`` or ``{"order": "replay", "replay_of": RUN, "serial": bool}``.
 - ``lower_bound``: ``{"lower_bound", "critical_path", "total_work", "workers"}`` (seconds): no
   schedule of the durations the tasks had could end sooner than ``lower_bound`` =
   max(critical path, total work / workers); compare it with ``duration``.
 - ``executor`` (str): where the tasks ran, ``"local"``, ``"dask"`` or ``"dask://HOST:PORT"``.
-- ``write_conflicts`` (list): on a cluster, each state key two tasks that may overlap both
-  changed: ``{"key", "tasks", "kept"}`` (``kept``: the task whose change the state kept).
 """
 
 from __future__ import annotations
@@ -200,7 +200,6 @@ def json_report(run: RunData) -> dict[str, Any]:
         "order": dict(summary.get("order") or {"order": "declared"}),
         "lower_bound": run_bound(summary, run.records, graph),
         "executor": summary.get("executor", "local"),
-        "write_conflicts": [dict(c) for c in summary.get("write_conflicts", ())],
     }
 
 

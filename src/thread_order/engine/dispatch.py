@@ -263,7 +263,7 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
         become ready (waiting, or able to retry) has a lower index. That keeps
         the start order independent of timing (identical runs with one
         worker). Tasks with a timeout are never queued ahead: their clock starts
-        when they are handed over. A worker may start a task itself only when
+        when a worker begins them, which should be at once. A worker may start a task itself only when
         this rule would have started it next anyway (see ``_launch``).
         """
         if self.pool_gate is not None:

@@ -12,7 +12,8 @@ in other processes shares: a fixed number of slots with a backlog (a job
 waiting for a slot is dropped if the run is stopped meanwhile, as a queued
 job is by a lane), the state sent as a copy and the changes a task made
 merged back in finish order, and the keys two unordered tasks both changed
-(``write_conflicts``). A subclass connects, sends and cancels.
+(the state checker's write-conflict findings, ``summary["state_findings"]``). A subclass
+connects, sends and cancels.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .errors import ExecutorError
 from .events import EventKind
 from .lanes import MSG_DONE, MSG_DROPPED, MSG_RUNNING, Job
 from .remote import ENGINE_KEYS, RemoteCall, RemoteOutcome
+from .statefind import change_findings
 
 __all__ = ["Executor", "RemoteExecutor", "RemoteLane", "executor_from_spec", "ENTRY_POINT_GROUP"]
 
@@ -202,7 +204,11 @@ class RemoteExecutor(Executor):
     def annotate(self, summary: dict) -> None:
         summary["executor"] = self.name
         summary["workers"] = len(self.lanes)  # the cluster's threads, whatever workers= said
-        summary["write_conflicts"] = self.write_conflicts()
+        # findings of the state checker's kind, so every front-end shows them and the run exits 1;
+        # none means none seen, not "checked": what the tasks read is not known here
+        findings = self.write_conflicts()
+        if findings:
+            summary["state_findings"] = [*(summary.get("state_findings") or ()), *findings]
 
     # ------------------------------------------------------------------ for subclasses
 
@@ -452,30 +458,22 @@ class RemoteExecutor(Executor):
                 self._writers.setdefault(key, []).append(idx)
 
     def write_conflicts(self) -> list[dict]:
-        """State keys changed by two tasks that could run at the same time (neither depends on the other).
+        """The state checker's write-conflict findings for the keys two tasks changed that could run
+        at the same time (neither depends on the other): the one to finish last won.
 
-        Each is ``{"key", "tasks", "kept"}``: the tasks in the order their changes were
-        merged, and the one whose change the state kept (the last to finish).
+        The same records, with the same messages, as ``check_state=True`` makes on threads
+        (statefind.py); a retried task counts once.
         """
         run = self.run
         if run is None:
             return []
-        graph = run.graph
-        ancestors: dict[int, set] = {}
-
-        def upstream(i: int) -> set:
-            if i not in ancestors:
-                ancestors[i] = {graph._index[n] for n in graph.upstream(run.names[i])}
-            return ancestors[i]
-
-        out = []
-        for key, writers in self._writers.items():
-            distinct = list(dict.fromkeys(writers))
-            if len(distinct) < 2:
-                continue
-            clash = [a for a in distinct if any(
-                b != a and a not in upstream(b) and b not in upstream(a) for b in distinct)]
-            if clash:
-                out.append({"key": key, "tasks": [run.names[i] for i in clash],
-                            "kept": run.names[writers[-1]]})
-        return out
+        changed: dict[str, list[str]] = {}
+        names = run.names
+        with run.state_lock:
+            writers = [(key, list(idxs)) for key, idxs in self._writers.items() if len(idxs) > 1]
+        for key, idxs in writers:
+            for i in dict.fromkeys(idxs):
+                changed.setdefault(names[i], []).append(key)
+        if not changed:
+            return []
+        return change_findings(run.graph, changed)

@@ -71,7 +71,8 @@ class Lane:
 class Job:
     """One attempt of one task, handed to a worker."""
 
-    __slots__ = ("idx", "attempt", "lane", "abandoned", "done", "started", "direct", "rated", "handed")
+    __slots__ = ("idx", "attempt", "lane", "abandoned", "done", "started", "direct", "rated", "handed",
+                 "began")
 
     def __init__(self, idx: int, attempt: int, direct: bool = False) -> None:
         self.idx = idx
@@ -89,6 +90,9 @@ class Job:
         # started by the worker that ended an attempt in its pool, named next there (gate.py):
         # 0 no, 1 yes, 2 yes and the dispatcher has accounted for it
         self.handed = 0
+        # for a task with a timeout, when (time.monotonic()) a worker began it: its clock starts
+        # then, not when the dispatcher handed it out (a worker may be slow to wake on a busy machine)
+        self.began: float | None = None
 
 
 class LaneMethods:
@@ -150,6 +154,8 @@ class LaneMethods:
                     else:
                         job.lane = lane
                         job.started = True
+                        if opts.timeout is not None:
+                            job.began = time.monotonic()
                         drop = False
                 if drop:
                     put((MSG_DROPPED, job))  # queued ahead, but the run was stopped since
@@ -312,6 +318,16 @@ class LaneMethods:
         with self.handshake:
             if job.done:
                 return  # it returned before we looked; its message is on the way
+            if self.executor is None:
+                # the clock runs from when a worker began the task: one handed out but not yet
+                # picked up (its worker not scheduled yet) has not used any of its time
+                now = time.monotonic()
+                if not job.started:  # timeout > 0: a task not begun always waits again
+                    self._add_timer(now + timeout, TIMER_TIMEOUT, job)
+                    return
+                if job.began is not None and job.began + timeout > now:
+                    self._add_timer(job.began + timeout, TIMER_TIMEOUT, job)
+                    return
             job.abandoned = True
             lane = job.lane
             if lane is not None:
@@ -324,8 +340,6 @@ class LaneMethods:
         output = ""
         if self.executor is not None:  # cancelled on its cluster, or abandoned there
             thread_name = self.executor.timed_out(job)
-        elif lane is None:
-            thread_name = None  # nobody picked it up; whoever does will drop it
         else:
             # Python cannot kill a thread: abandon this one (daemon) and keep the pool's width
             thread_name = lane.name

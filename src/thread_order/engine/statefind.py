@@ -16,7 +16,8 @@ import textwrap
 from functools import partial
 from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["UNDECLARED", "WRITE_CONFLICT", "PER_KEY_LIMIT", "analyse", "static_findings"]
+__all__ = ["UNDECLARED", "WRITE_CONFLICT", "PER_KEY_LIMIT", "analyse", "change_findings",
+           "static_findings"]
 
 UNDECLARED = "undeclared dependency"
 WRITE_CONFLICT = "write conflict"
@@ -113,6 +114,28 @@ def analyse(graph: Any, access: Mapping[str, Any]) -> list[dict]:
             if task is not None and task != reader and not order.ordered(task, reader):
                 found.append(undeclared(task, reader, _result_text(task)))
     return found
+
+
+class _Changes:
+    """What a task that ran elsewhere (on a cluster) did to the state, as ``analyse`` reads an
+    access record: the keys it set or deleted, each a write. Its ``_state_lock`` guarded only its
+    own copy, so no write counts as locked; what it read is not known."""
+
+    __slots__ = ("touched",)
+    results_read = None
+
+    def __init__(self, keys: Iterable[Any]) -> None:
+        self.touched = dict.fromkeys(keys, 2 | 4)  # written, without the (shared) lock
+
+
+def change_findings(graph: Any, changed: Mapping[str, Iterable[Any]]) -> list[dict]:
+    """The write conflicts among tasks whose changes were merged into the state after they ran.
+
+    ``changed`` maps a task name to the state keys it set or deleted (a remote executor knows
+    no more): two tasks neither of which runs after the other that changed one key are the
+    same finding as the checker's, with the same message.
+    """
+    return analyse(graph, {name: _Changes(keys) for name, keys in changed.items()})
 
 
 def _task_named(x: Any, reader: str, known: Mapping[str, Any]) -> str | None:

@@ -221,12 +221,13 @@ def _cmd_show(args, store: HistoryStore, out: _Out) -> int:
         out.line(f"  teardown did not run: {', '.join(run['teardown_not_run'])} "
                  "\u2014 resources they clean up may remain", f"bold {STATUS_COLORS['FAILED']}")
     findings = run.get("state_findings")
-    if findings is not None:  # recorded with --check-state
+    if findings is not None:  # recorded with --check-state, or a cluster's write conflicts
+        how = " (--check-state)" if "--check-state" in (run["argv"] or ()) else ""
         if not findings:
             out.line("  state     checked: no findings", STATUS_COLORS["PASSED"])
         else:
-            out.line(f"  state     {len(findings)} finding{'s' if len(findings) != 1 else ''} "
-                     "(--check-state)", f"bold {STATUS_COLORS['FAILED']}")
+            out.line(f"  state     {len(findings)} finding{'s' if len(findings) != 1 else ''}{how}",
+                     f"bold {STATUS_COLORS['FAILED']}")
             for f in findings:
                 out.line(f"    {f['kind']}: {f['message']}", STATUS_COLORS["FAILED"])
     out.line()

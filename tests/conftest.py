@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import queue
+import re
 import subprocess
 import sys
 import textwrap
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,3 +121,44 @@ def kill_hard_and_check_file(proc: subprocess.Popen, history: Path, timeout: flo
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         conn.close()
+
+
+class Lines:
+    """Reads a pipe line by line on a thread, so a test can wait for a line with a timeout."""
+
+    def __init__(self, pipe, wait: float = 30.0) -> None:
+        self.wait = wait
+        self.queue: queue.Queue = queue.Queue()
+        self.seen: list[str] = []
+        self.thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self.thread.start()
+
+    def _read(self, pipe) -> None:
+        for line in pipe:
+            self.queue.put(line)
+        self.queue.put(None)
+
+    def wait_for(self, pattern: str, timeout: float | None = None) -> str:
+        timeout = self.wait if timeout is None else timeout
+        regex = re.compile(pattern)
+        while True:
+            try:
+                line = self.queue.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"no line matching {pattern!r} within {timeout}s; got {self.seen}") from None
+            if line is None:
+                raise AssertionError(f"output ended without a line matching {pattern!r}; got {self.seen}")
+            self.seen.append(line)
+            if regex.search(line):
+                return line
+
+    def rest(self) -> str:
+        self.thread.join(self.wait)
+        while True:
+            try:
+                line = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.seen.append(line)
+        return "".join(self.seen)

@@ -2,55 +2,14 @@
 
 from __future__ import annotations
 
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
 
-from conftest import MODULES, tdrun_env
+from conftest import Lines, MODULES, tdrun_env
 
 WAIT = 30.0
-
-
-class Lines:
-    """Reads a pipe line by line on a thread, so a test can wait for a line with a timeout."""
-
-    def __init__(self, pipe) -> None:
-        self.queue: queue.Queue = queue.Queue()
-        self.seen: list[str] = []
-        self.thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
-        self.thread.start()
-
-    def _read(self, pipe) -> None:
-        for line in pipe:
-            self.queue.put(line)
-        self.queue.put(None)
-
-    def wait_for(self, pattern: str, timeout: float = WAIT) -> str:
-        regex = re.compile(pattern)
-        while True:
-            try:
-                line = self.queue.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(f"no line matching {pattern!r} within {timeout}s; got {self.seen}") from None
-            if line is None:
-                raise AssertionError(f"output ended without a line matching {pattern!r}; got {self.seen}")
-            self.seen.append(line)
-            if regex.search(line):
-                return line
-
-    def rest(self) -> str:
-        self.thread.join(WAIT)
-        while True:
-            try:
-                line = self.queue.get_nowait()
-            except queue.Empty:
-                break
-            if line is not None:
-                self.seen.append(line)
-        return "".join(self.seen)
 
 
 def test_sigint_twice_cancels_running_coroutines_for_real(tmp_path):

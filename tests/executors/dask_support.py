@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import queue
-import re
 import socket
 import subprocess
 import sys
-import threading
 
 import pytest
 
@@ -61,33 +58,6 @@ def gate():
     g = Gate()
     yield g
     g.close()
-
-
-class Lines:
-    """Reads a pipe line by line on a thread, so a test can wait for a line with a timeout."""
-
-    def __init__(self, pipe) -> None:
-        self.queue: queue.Queue = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, args=(pipe,), daemon=True).start()
-
-    def _read(self, pipe) -> None:
-        for line in pipe:
-            self.queue.put(line)
-        self.queue.put(None)
-
-    def wait_for(self, pattern: str, timeout: float = WAIT) -> str:
-        regex = re.compile(pattern)
-        while True:
-            try:
-                line = self.queue.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(f"no line matching {pattern!r} within {timeout}s; got {self.seen}") from None
-            if line is None:
-                raise AssertionError(f"output ended without a line matching {pattern!r}; got {self.seen}")
-            self.seen.append(line)
-            if regex.search(line):
-                return line
 
 
 def demo_api():

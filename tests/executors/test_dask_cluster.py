@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from dask_support import DEMO, WAIT, Gate, Lines, demo_api, gate, run_demo, statuses  # noqa: F401 - fixtures
+from dask_support import DEMO, WAIT, Gate, demo_api, gate, run_demo, statuses  # noqa: F401 - fixtures
 
-from conftest import MODULES, tdrun_env
+from conftest import MODULES, Lines, tdrun_env
 from thread_order import EventKind, Scheduler, TaskStatus
 from thread_order.executors.dask import DaskExecutor
 
@@ -148,7 +148,7 @@ def test_ctrl_c_in_tdrun_on_dask_lets_teardown_run_and_exits_2(tmp_path, gate):
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tdrun_env(),
     )
     try:
-        err = Lines(proc.stderr)
+        err = Lines(proc.stderr, WAIT)
         assert gate.arrived() == "running"
         proc.send_signal(signal.SIGINT)
         err.wait_for(r"^interrupted: running tasks may finish, teardown tasks still run")

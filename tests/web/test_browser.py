@@ -541,3 +541,30 @@ def test_a_retried_task_shows_each_attempt_in_the_history(page, tmp_path):
     assert tries.count() == 1
     assert re.search(r"attempt 2\s+failed.*ConnectionError: try 2 refused", tries.inner_text(), re.I | re.S)
     shot(page, "16-history-retried-attempts")
+
+
+def test_a_shuffled_run_started_in_the_run_panel_says_its_seed(page, tmp_path):
+    path = tmp_path / "shuffled.py"
+    path.write_text("from thread_order import mark\n\n"
+                    + "".join(f"@mark()\ndef t{i}(state):\n    pass\n\n" for i in range(6)))
+    load_and_wait(page, str(path))
+    page.click("a[data-tab=run]")
+    page.fill("#run-workers", "1")
+    page.check("#run-shuffle")
+    page.fill("#run-seed", "4242")
+    page.fill("#run-async-limit", "3")
+    page.click("#run-button")
+    wait_finished(page)
+    assert counter(page, "PASSED") == 6
+    assert "shuffled, seed 4242 (repeat: --shuffle=4242)" in page.inner_text("#run-summary")
+    shot(page, "run-shuffled")
+    page.click("#run-summary a")
+    page.wait_for_selector("#history-detail .detail-head")
+    detail = page.inner_text("#history-detail")
+    assert "shuffled, seed 4242" in detail and "--shuffle=4242 --async-limit=3" in detail
+    # options that cannot go together are refused in the page, naming the fields
+    page.click("a[data-tab=run]")
+    page.select_option("#run-order", "critical-path")
+    page.click("#run-button")
+    page.wait_for_selector("#run-error:not([hidden])")
+    assert "shuffle cannot be used with order 'critical-path'" in page.inner_text("#run-error")

@@ -1,5 +1,5 @@
 """tdrun: the command line, its live view, plain output and CI reports (JSON, JUnit)."""
 
-from .main import parse_set_values
+from .main import check_initial_state, parse_set_values
 
-__all__ = ["parse_set_values"]
+__all__ = ["check_initial_state", "parse_set_values"]

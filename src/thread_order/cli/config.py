@@ -4,6 +4,11 @@ The file is found from the current directory upwards, as pytest finds its
 ini: the first ``pyproject.toml`` holding a ``[tool.tdrun]`` table. The command
 line wins over the file (its ``addopts`` come first, so a later option on the
 command line overrides them), the file over the built-in defaults.
+
+Keys that stand for one option (``check_state``, ``shuffle``, ``order``, ``async_limit``,
+``executor``, ``otel``: ``OPTION_KEYS``) become the words of that option and go through
+tdrun's own parser, so the file is checked by the option's rules; ``--no-check-state``,
+``--no-shuffle`` and ``--no-otel`` turn the file's on/off settings off for one run.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["Config", "find_config", "KEYS", "show_config"]
+__all__ = ["Config", "find_config", "KEYS", "OPTION_KEYS", "add_config_options", "show_config"]
 
 #: key -> what it may hold (said in the error for a bad value)
 KEYS = {
@@ -34,6 +39,24 @@ KEYS = {
     "history": "a file path, or false for no history",
     "addopts": "tdrun options: a string or a list of strings",
     "pools": "a table of pool name = size, or {size = N, rate = \"N/s\"}",
+    "check_state": "true or false",
+    "shuffle": "true (a new seed each run), a whole number seed >= 0, or false",
+    "order": "'declared' or 'critical-path'",
+    "async_limit": "a whole number >= 1",
+    "executor": "'local', 'dask' or 'dask://HOST:PORT'",
+    "otel": "true or false",
+}
+
+#: the keys that stand for one tdrun option each: key -> (the argparse attribute, the option,
+#: the option that turns the file's setting off for one run, or None). Their values are
+#: checked by the option's own parser (see ``_option_tokens``), not a second one.
+OPTION_KEYS = {
+    "check_state": ("check_state", "--check-state", "--no-check-state"),
+    "shuffle": ("shuffle", "--shuffle", "--no-shuffle"),
+    "order": ("order", "--order", None),
+    "async_limit": ("async_limit", "--async-limit", None),
+    "executor": ("executor", "--executor", None),
+    "otel": ("otel", "--otel", "--no-otel"),
 }
 
 
@@ -129,8 +152,25 @@ def _check(path: Path, table: dict[str, Any]) -> dict[str, Any]:
                     raise UsageError(f"{_shown(path)}: [tool.tdrun] addopts: {exc}") from None
             elif not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise bad
+        elif key in OPTION_KEYS and _option_tokens(key, value) is None:
+            raise bad
         out[key] = value
     return out
+
+
+def _option_tokens(key: str, value: Any) -> list[str] | None:
+    """The command-line words a file setting stands for (None: the TOML type is wrong).
+    What the words say is checked by tdrun's parser, as if they were typed."""
+    option = OPTION_KEYS[key][1]
+    if key in ("check_state", "otel"):
+        return ([option] if value else []) if isinstance(value, bool) else None
+    if key == "shuffle":
+        if isinstance(value, bool):
+            return [option] if value else []
+        return [f"{option}={value}"] if isinstance(value, int) else None
+    if key == "async_limit":
+        return [option, str(value)] if isinstance(value, int) and not isinstance(value, bool) else None
+    return [option, value] if isinstance(value, str) else None
 
 
 def show_config(rows: list[tuple[str, str, str]], config: Config) -> str:
@@ -201,6 +241,8 @@ def apply_config(args: Any, config: Config, argv: list[str], parse: Any) -> list
         value = ".tdrun/history.db"
     rows.append(("history", value, where or "default"))
     rows.extend(_pool_rows(args, config, layers))
+    rows.extend(_option_rows(args, config, [(name, opts) for (name, _), opts in
+                                            zip(layers, (argv, config.addopts))], parse))
     rows.append(("addopts", " ".join(map(shlex.quote, config.addopts)) or "-",
                  config.where("addopts") if config.addopts else "default"))
     return rows
@@ -220,3 +262,70 @@ def _pool_rows(args: Any, config: Config, layers: list) -> list[tuple[str, str, 
     if not pools:
         return [("pools", "-", "default (and each module's POOLS)")]
     return [(f"pool {name}", pool.describe(), where[name]) for name, pool in pools.items()]
+
+
+def add_config_options(parser: Any) -> None:
+    """The options that turn a file's on/off setting off for one run (``--no-check-state``...)."""
+    group = parser.add_argument_group("turning a pyproject.toml [tool.tdrun] setting off for one run")
+    for key, (attr, option, off) in OPTION_KEYS.items():
+        if off is not None:
+            group.add_argument(off, dest=f"no_{attr}", action="store_true",
+                               help=f"no {option} even if [tool.tdrun] {key} turns it on")
+
+
+def _given(opts: list[str], option: str | None) -> bool:
+    return option is not None and any(o == option or o.startswith(option + "=") for o in opts)
+
+
+def _turned_off(opts: list[str], option: str, off: str) -> bool:
+    """The last of ``option`` and its ``--no-`` form in one layer is the ``--no-`` form."""
+    last = [o for o in opts if _given([o], option) or o == off]
+    return bool(last) and last[-1] == off
+
+
+def _option_rows(args: Any, config: Config, layers: list[tuple[str, list[str]]],
+                 parse: Any) -> list[tuple[str, str, str]]:
+    """Apply the file's option keys where no layer names the option (nor its ``--no-``
+    form); returns one ``--show-config`` row per key."""
+    where: dict[str, str] = {}
+    for key, (attr, option, off) in OPTION_KEYS.items():
+        for name, opts in layers:  # the command line first, then addopts
+            if _given(opts, option) or _given(opts, off):
+                where[key] = name
+                break
+    # one start order: --order typed drops the file's shuffle, --shuffle typed its order
+    ordered = {"shuffle": "order", "order": "shuffle"}
+    typed = set(where)
+    for key, (attr, option, off) in OPTION_KEYS.items():
+        if key not in config.values or key in where:
+            continue
+        if ordered.get(key) in typed:
+            where[key] = f"{where[ordered[key]]} ({OPTION_KEYS[ordered[key]][1]} over the file's {key})"
+            continue
+        tokens = _option_tokens(key, config.values[key])
+        try:
+            ns = parse([*tokens, "--show-config"])[0]
+        except UsageError:
+            raise UsageError(f"{_shown(config.path)}: [tool.tdrun] {key}: expected {KEYS[key]}, "
+                             f"got {config.values[key]!r}") from None
+        setattr(args, attr, getattr(ns, attr))
+        where[key] = config.where(key)
+    if args.shuffle is not None and args.order == "critical-path":
+        raise UsageError(f"{_shown(config.path)}: [tool.tdrun] shuffle and order = 'critical-path' "
+                         "cannot be used together")
+    rows = []
+    for key, (attr, option, off) in OPTION_KEYS.items():
+        if off is not None and _turned_off(dict(layers).get(where.get(key, ""), []), option, off):
+            setattr(args, attr, None if key == "shuffle" else False)
+        value = getattr(args, attr)
+        if key == "shuffle" and value is not None:
+            typed = dict(layers).get(where.get(key, ""), [])
+            fresh = "--shuffle" in typed or (config.values.get("shuffle") is True
+                                             and where.get(key) == config.where(key))
+            shown = "on, a new seed each run" if fresh else str(value)
+        elif isinstance(value, bool) or (key == "shuffle" and value is None):
+            shown = "on" if value else "off"
+        else:
+            shown = "declared" if value is None else str(value)
+        rows.append((key, shown, where.get(key, "default")))
+    return rows

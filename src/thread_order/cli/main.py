@@ -23,7 +23,7 @@ from ..engine.errors import ExecutorError, GraphError, PoolError, UsageError, Wo
 from ..engine.errors import edit_distance as _edits
 from .asyncopts import add_async_options, async_options
 from .pooling import add_pool_options, run_pools
-from .config import apply_config, find_config, show_config
+from .config import add_config_options, apply_config, find_config, show_config
 from .graphfmt import FORMATS, format_graph, static_note, task_list
 from .ordering import (add_order_options, check_order_args, list_order, normalize_shuffle, order_notes,
                        scheduler_order)
@@ -62,7 +62,8 @@ _STATE_KEY = re.compile(r"^[A-Za-z_][\w.\-]*$")
 _RESULT_PREFIX = "result-"
 #: flags added after state keys such as --fail=... and --check=... were in use: a state key
 #: that is only the start of one of them stays a state key (a flag takes no value anyway)
-_NO_PREFIX_MATCH = frozenset(("--check-state", "--last-failed", "--failed-first"))
+_NO_PREFIX_MATCH = frozenset(("--check-state", "--last-failed", "--failed-first", "--no-check-state",
+                              "--no-shuffle", "--no-otel"))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_executor_options(p)
     add_async_options(p)
     add_pool_options(p)
+    add_config_options(p)
     p.add_argument("--version", action="version", version=f"tdrun {__version__}")
     return p
 
@@ -409,7 +411,7 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO, replay: Any = None) -> int
     state, sources = build_state(collection.hook_modules, args.state_file, values, results)
     if replay is not None:
         replay.fill_state(state, sources)
-    _check_state(state, sources, args.state_file)
+    check_initial_state(state, sources, args.state_file)
     n = len(collection.specs)
     workers = args.workers or min(default_workers, n)
     if replay is not None:
@@ -429,7 +431,8 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO, replay: Any = None) -> int
     return _run(args, argv, collection, scheduler, sources, out, err, replay)
 
 
-def _check_state(state: dict, sources: dict[str, str], state_file: str | None) -> None:
+def check_initial_state(state: dict, sources: dict[str, str], state_file: str | None) -> None:
+    """Refuse engine-owned keys from a state file and a ``results`` that is not a dict."""
     for key, source in sources.items():
         if source == "state file" and key.startswith("_"):
             raise UsageError(f"state file {state_file}: key {key!r} is reserved (keys starting with '_')")

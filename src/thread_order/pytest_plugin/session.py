@@ -97,6 +97,7 @@ class SessionRun:
         Raises:
             pytest.UsageError: a cycle, an unknown or ambiguous dependency, a bad state.
         """
+        from ..cli import check_initial_state
         from ..engine.collect import Collection, SuiteModule, build_state
         from ..engine.errors import GraphError, PoolError, UsageError
         from ..engine.pools import check_task_pools, module_pools
@@ -131,7 +132,7 @@ class SessionRun:
             check_task_pools(pools, [s.pools for s in suite.specs], [s.name for s in suite.specs])
             state, sources = build_state(collection.hook_modules, self.settings.state_file,
                                          self.settings.values)
-            _check_state(state, sources, self.settings.state_file)
+            check_initial_state(state, sources, self.settings.state_file)
             self.needed = [s.name for s in suite.specs if s.name not in picked]
             self.workers = self.settings.workers or min(default_workers, len(suite.specs))
             try:
@@ -252,16 +253,3 @@ class _WhenStoppedByPytest(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return self.run.stopped_by is None
-
-
-def _check_state(state: dict, sources: dict[str, str], state_file: str | None) -> None:
-    from ..engine.errors import UsageError
-
-    for key, source in sources.items():
-        if source == "state file" and key.startswith("_"):
-            raise UsageError(f"state file {state_file}: key {key!r} is reserved (keys starting with '_')")
-    if "results" in state and not isinstance(state["results"], dict):
-        where = f"state file {state_file}" if sources.get("results") == "state file" else "setup_state()"
-        raise UsageError(f"{where}: 'results' must be an object of task results, "
-                         f"not {type(state['results']).__name__}")
-

@@ -28,13 +28,12 @@ from ..engine.pools import check_task_pools
 from ..engine.scheduler import Scheduler, default_workers
 from ..runview import RunSnapshot, RunView
 from .payload import check_key, parse_value_text
+from .runopts import MAX_WORKERS, RunOptions, parse_run_options
 
 __all__ = ["Workspace", "LiveRun", "RunManager", "RunBusyError", "parse_value_text", "task_rows"]
 
 #: seconds between two batches sent to one stream
 COALESCE = 0.1
-#: the most workers a run may ask for
-MAX_WORKERS = 512
 #: live runs kept for reconnecting pages (the history keeps everything)
 KEEP_RUNS = 5
 
@@ -236,14 +235,6 @@ class _Waiter:
     cursor: int = 0
 
 
-@dataclass
-class RunOptions:
-    workers: int
-    tags: tuple[str, ...] = ()
-    skip_dependents: bool = True
-    check_state: bool = False
-
-
 #: the web UI's phase names for the shared model's (the page keys its buttons on them)
 _WEB_PHASE = {"starting": "starting", "running": "running", "interrupting": "cancelling",
               "forced": "cancelling"}
@@ -315,6 +306,7 @@ class LiveRun:
                 self.summary["teardown_not_run"] = list(summary.get("teardown_not_run", []))
                 findings = summary.get("state_findings")
                 self.summary["state_findings"] = None if findings is None else list(findings)
+                self.summary["order"] = summary.get("order")  # the seed of a shuffled run
             ring = self._due_waiters()
         for waiter in ring:
             waiter.ring()
@@ -384,7 +376,7 @@ class LiveRun:
         out.update(outcome, target=self.target, module=self.module, workers=self.options.workers,
                    lanes_count=self.lanes_count, tags=list(self.options.tags),
                    skip_dependents=self.options.skip_dependents, statuses=statuses,
-                   state=self.state_entries)
+                   state=self.state_entries, **self.options.order_fields())
         if with_tasks:
             out["tasks"] = self.tasks
         return out
@@ -474,7 +466,8 @@ class RunManager:
         state, sources = workspace.build_run_state()
         scheduler = Scheduler(workers=options.workers, state=state,
                               skip_dependents=options.skip_dependents, capture=True,
-                              check_state=options.check_state, pools=collection.pools)
+                              check_state=options.check_state, pools=collection.pools,
+                              **options.scheduler_order())
         try:
             collection.graph()
             check_task_pools(collection.pools, [s.pools for s in collection.specs], collection.names)
@@ -499,7 +492,8 @@ class RunManager:
                 "argv": ["tdrun", "ui", target, f"--workers={options.workers}"]
                 + ([f"--tags={','.join(options.tags)}"] if options.tags else [])
                 + ([] if options.skip_dependents else ["--no-skip-deps"])
-                + (["--check-state"] if options.check_state else []) + workspace.state_argv(),
+                + (["--check-state"] if options.check_state else []) + options.order_argv()
+                + workspace.state_argv(),
                 "tags": list(options.tags), "workers": options.workers, "state": state,
             }
             recorder = self.recorder_factory(scheduler, run_info)
@@ -562,32 +556,3 @@ class RunManager:
             thread.join(timeout)
             return not thread.is_alive()
         return True
-
-
-def parse_run_options(params: Any) -> RunOptions:
-    """Check the body of a start request: workers, tags, skip_dependents, check_state."""
-    if params is None:
-        params = {}
-    if not isinstance(params, dict):
-        raise UsageError("run options must be a JSON object")
-    unknown = sorted(set(params) - {"workers", "tags", "skip_dependents", "check_state"})
-    if unknown:
-        raise UsageError(f"unknown run option {unknown[0]!r}")
-    workers = params.get("workers", default_workers)
-    if workers in (None, ""):
-        workers = default_workers
-    if isinstance(workers, str) and workers.strip().isdigit():
-        workers = int(workers)
-    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
-        raise UsageError(f"workers must be a whole number from 1 to {MAX_WORKERS}, not {workers!r}")
-    try:
-        tags = parse_tags(params.get("tags") or None)
-    except TypeError as exc:
-        raise UsageError(str(exc)) from None
-    skip = params.get("skip_dependents", True)
-    if not isinstance(skip, bool):
-        raise UsageError(f"skip_dependents must be true or false, not {skip!r}")
-    check = params.get("check_state", False)
-    if not isinstance(check, bool):
-        raise UsageError(f"check_state must be true or false, not {check!r}")
-    return RunOptions(workers=workers, tags=tags, skip_dependents=skip, check_state=check)

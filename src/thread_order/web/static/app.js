@@ -487,6 +487,9 @@ async function startRun() {
     tags: $("run-tags").value.trim(),
     skip_dependents: $("run-skip").checked,
     check_state: $("run-check-state").checked,
+    shuffle: $("run-shuffle").checked ? ($("run-seed").value.trim() || true) : false,
+    order: $("run-order").value,
+    async_limit: $("run-async-limit").value.trim(),
   };
   $("run-button").disabled = true;
   try {
@@ -715,6 +718,8 @@ function renderLive() {
     sum.classList.toggle("warn", interrupted && !live.counts.FAILED);
     const parts = [live.error || (live.summary ? live.summary.text : "finished")];
     if (interrupted) parts.push("· the run was cancelled");
+    const ordered = live.summary && orderText(live.summary.order);
+    if (ordered) parts.push(`· ${ordered}`);
     const failed = failedNames(live);
     const leftBehind = teardownNotRun(live);
     put(sum, h("b", {}, parts.join(" ")), " ",

@@ -485,8 +485,8 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
         if pgate is None or pgate.of[idx] is None or pgate.enter(idx):
             first = self.first
             heapq.heappush(self.ready, idx - self.n if first is not None and first[idx] else idx)
-        else:  # it waits at the gate, holding nothing: _dispatch lets it in when its pools have room
-            self._waits_for_pool(idx)
+        elif self.attempts[idx] or pgate.named:  # it waits at the gate, holding nothing: _dispatch
+            self._waits_for_pool(idx)  # lets it in when its pools have room
         if self.attempts[idx] == 0 and self.events._subs[_K_READY]:
             self.events.emit_task(_K_READY, self.names[idx])
 
@@ -495,7 +495,7 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
         pgate = self.pool_gate
         if pgate is None or pgate.of[idx] is None or pgate.enter(idx):
             heapq.heappush(self.ready, self.rank[idx])
-        else:  # it waits at the gate, as in _make_ready
+        elif self.attempts[idx] or pgate.named:  # it waits at the gate, as in _make_ready
             self._waits_for_pool(idx)
         if self.attempts[idx] == 0 and self.events._subs[_K_READY]:
             self.events.emit_task(_K_READY, self.names[idx])

@@ -15,16 +15,17 @@ run's bookkeeping, so it needs no lock. Its invariants:
   failed, timed out (at the timeout: see ``release``), dropped by a stop — and
   whatever is still held when the task is final is given back then, so a slot
   cannot outlive its task.
-- The pool hand-off: a worker that ends an attempt in a full pool may start,
-  itself, the task the gate has named next in that pool's line
-  (``_PoolState.next``, filled by the dispatcher in line order, a few names per
-  slot), its slot passing from one task to the other without a round trip
-  through the dispatcher. Only tasks in that one pool, with no rate and no
-  timeout, are named; a slot freed another way goes to the lowest name, as a
-  worker would take it; the names are taken back (under the run's handshake
-  lock, with the tasks workers took meanwhile accounted for) when a task
-  joins the line or the run is stopped. With one worker nothing is named, so
-  the start order stays the one the dispatcher alone would choose.
+- The pool hand-off (handoff.py): a worker that ends an attempt in a full pool
+  may start, itself, the task the gate has named next in that pool's line
+  (``_PoolState.next``, filled by the dispatcher in line order, a few names
+  per slot, topped up as they are used), its slot passing from one task to
+  the other without a round trip through the dispatcher. Only tasks in that
+  one pool, with no rate and no timeout, are named; a slot freed another way
+  goes to the lowest name, as a worker would take it; the names are taken back
+  (under the run's handshake lock, with the tasks workers took meanwhile
+  accounted for) when a task joins the line ahead of one of them or the run is
+  stopped. With one worker nothing is named, so the start order stays the one
+  the dispatcher alone would choose.
 - A rate of N per period paces starts evenly, one every period/N on a fixed
   grid (a late start lets the next ones catch up, so delays do not add up; a
   pool idle for a whole period starts a new grid), and caps them exactly: it
@@ -40,11 +41,13 @@ from __future__ import annotations
 
 import bisect
 import heapq
+from heapq import heappush
 import math
 import time
 from typing import Any, Mapping, Sequence
 
 from .events import EventKind
+from .handoff import _HOLDING, _WAITING, HandoffMethods
 from .lanes import TIMER_GATE as _TIMER_GATE
 from .model import TaskRecord as _TaskRecord
 from .model import TaskStatus
@@ -54,26 +57,9 @@ __all__ = ["Gate", "GateMethods"]
 
 _POOL_WAITING, _TASK_STARTED = EventKind.POOL_WAITING, EventKind.TASK_STARTED
 _PASSED = TaskStatus.PASSED
+_now = time.time
 
 
-#: how many tasks of a pool's line are named next, per slot of the pool
-_NAMED = 4
-
-
-def _in_order(heap: list[int]):
-    """The items of ``heap`` smallest first, lazily: O(log k) for each of the first k."""
-    if not heap:
-        return
-    seen = [(heap[0], 0)]
-    n = len(heap)
-    while seen:
-        value, i = heapq.heappop(seen)
-        yield value
-        for child in (2 * i + 1, 2 * i + 2):
-            if child < n:
-                heapq.heappush(seen, (heap[child], child))
-
-_WAITING, _HOLDING = 1, 2
 
 
 class _PoolState:
@@ -148,7 +134,8 @@ class Gate:
         #: pools a worker may hand a slot on in (no rate)
         self.handing = [p for p in self.pools.values() if not p.count]
         self.named = False  # some pool has tasks named next, or hand-offs not accounted for
-        self.tally: dict[str, list] = {}  # pool -> [waits, longest, total] of attempts that waited
+        # pool -> [waits, longest, total] of attempts that waited
+        self.tally: dict[str, list] = {name: [0, 0.0, 0.0] for name in pools}
         self.repeated = False  # a retry waited: the records keep only the last attempt's wait
         self.state = bytearray(n)  # per task: 0, _WAITING or _HOLDING
         # per task (lists: cheaper than dicts on the hot path): when its attempt became ready,
@@ -174,10 +161,11 @@ class Gate:
                 return True
             self.state[idx] = _WAITING
             self.waiting += 1
-            self.ready_at[idx] = time.time()
-            heapq.heappush(p.queue, idx)
+            self.ready_at[idx] = _now()
+            heappush(p.queue, idx)
             p.waiting += 1
-            self.dirty.add(p)
+            if p.in_use < p.size:  # (a full pool is looked at again when a slot comes back)
+                self.dirty.add(p)
             self.changed = True
             return False
         self.state[idx] = _WAITING
@@ -359,6 +347,14 @@ class Gate:
                 heapq.heappop(queue)
             if queue and (low is None or queue[0] < low):
                 low = queue[0]
+            named = p.next  # named tasks wait out of the heap (workers pop them meanwhile)
+            if named:
+                try:
+                    first = named[-1][0]
+                except IndexError:
+                    continue
+                if low is None or first < low:
+                    low = first
         return low
 
     def waiting_counts(self) -> dict[str, int]:
@@ -394,7 +390,7 @@ class Gate:
         return pool_summary(self.declared, records)
 
 
-class GateMethods:
+class GateMethods(HandoffMethods):
     """The dispatcher's side of the pools' gate, for a ``dispatch.Run`` (which inherits these)."""
 
     #: per task, True for a coroutine (an ``aio.AsyncRun`` with a gate sets it): admitted, it
@@ -431,8 +427,19 @@ class GateMethods:
         pgate = self.pool_gate
         if self.attempts[idx]:
             pgate.repeated = True  # a retry waits: its record keeps this wait, not the first
-        if pgate.named:  # it joined a line whose next tasks are named: take the names back
-            self._collect_handoffs()
+        if pgate.named:
+            # it joined a line whose next tasks are named: the names are taken back if it
+            # comes before one of them (behind them all, they are still first in line)
+            for p in pgate.of[idx]:
+                named = p.next
+                if named:
+                    try:
+                        last = named[0][0]  # the highest named (workers pop the lowest)
+                    except IndexError:  # a worker took the last name meanwhile
+                        continue
+                    if idx < last:
+                        self._collect_handoffs()
+                        return
 
     def _ready_key(self, idx: int) -> int:
         """The ready heap's key of ``idx``: its rank under a plan (order.py), ``idx - n`` for a
@@ -442,119 +449,37 @@ class GateMethods:
         first = self.first
         return idx - self.n if first is not None and first[idx] else idx
 
-    def _name_next(self) -> None:
-        """Name, in each full pool without a rate, the first tasks of its line a worker ending
-        an attempt there may start itself (a few times as many as the pool has slots, so the
-        workers do not run out of names between two turns of the dispatcher)."""
-        pgate = self.pool_gate
-        state, simple, options = pgate.state, pgate.simple, self.options
-        for p in pgate.handing:
-            want = min(_NAMED * p.size, p.waiting)
-            if not p.waiting or p.in_use < p.size or 2 * len(p.next) >= want:
-                continue  # nobody to name, the dispatcher admits them itself, or all named already
-            if p.taken or p.next:
-                self._collect_handoffs()  # the names start afresh from the line as it is now
-            heads = []
-            seen = set()  # a task back in line for a retry may be in the heap twice
-            for idx in _in_order(p.queue):
-                if state[idx] != _WAITING or idx in seen:
-                    continue
-                seen.add(idx)
-                if simple[idx] is not p or options[idx].timeout is not None or options[idx].is_async:
-                    break  # it goes first, through the dispatcher: nobody behind it is named
-                heads.append((idx, self.attempts[idx] + 1))
-                if len(heads) >= want:
-                    break
-            if heads:
-                heads.reverse()
-                with self.handshake:
-                    if not self.stop_requested:
-                        p.next = heads
-                        pgate.named = True
-
-    def _admit_named(self) -> None:
-        """Account for the hand-offs workers made, and admit the named tasks of each pool
-        into the slots it has free, lowest first, as a worker taking them would."""
-        pgate = self.pool_gate
-        taken, picked = [], []
-        with self.handshake:
-            named = False
-            for p in pgate.handing:
-                if p.taken:
-                    taken += p.taken
-                    p.taken = []
-                free = p.size - p.in_use
-                while p.next and free > 0:
-                    picked.append((p, p.next.pop()[0]))
-                    free -= 1
-                named = named or bool(p.next)
-            pgate.named = named
-        for ended, job in taken:
-            self._take_handoff(ended, job)
-        state = pgate.state
-        for p, idx in picked:
-            state[idx] = _HOLDING
-            p.in_use += 1
-            p.waiting -= 1
-            pgate.waiting -= 1
-            pgate.changed = True
-            pgate.held_for[idx] = pgate.blocker[idx] or p.name
-            pgate.blocker[idx] = None
-            heapq.heappush(self.ready, self._ready_key(idx))
-
-    def _collect_handoffs(self) -> None:
-        """Take back every name, and account for the tasks workers started from them."""
-        pgate = self.pool_gate
-        taken = []
-        with self.handshake:
-            for p in pgate.handing:
-                if p.taken:
-                    taken += p.taken
-                    p.taken = []
-                p.next = []
-            pgate.named = False
-        for ended, job in taken:
-            self._take_handoff(ended, job)
-
-    def _take_handoff(self, ended: int, job: Any) -> None:
-        """Account for ``job``, started by the worker that ended ``ended`` (once)."""
-        if job.handed == 2:
-            return  # accounted for already
-        job.handed = 2
-        idx = job.idx
-        self.where[idx] = self.RUNNING
-        self.attempts[idx] = job.attempt
-        self.inflight += 1
-        if job.attempt <= self.options[idx].retries:
-            heapq.heappush(self.retry_heap, idx)
-        pgate = self.pool_gate
-        state = pgate.state
-        if state[ended] == _HOLDING and pgate.of[ended] is not None and len(pgate.of[ended]) == 1:
-            # transfer(), inline for the common case: the ended task was in this pool alone
-            p = pgate.simple[idx]
-            state[ended] = 0
-            state[idx] = _HOLDING
-            pgate.waiting -= 1
-            p.waiting -= 1
-            pgate.changed = True
-            pgate.held_for[idx] = pgate.blocker[idx] or p.name
-            pgate.blocker[idx] = None
-        else:
-            pgate.transfer(ended, idx)
-        if self.events._subs[_TASK_STARTED]:
-            self.events.emit_task(_TASK_STARTED, self.names[idx], None, job.attempt)
-
     def _pooled_done(self, msg: tuple) -> None:
         """MSG_DONE of a task in a pool: its slots go back (or on, to the task its worker
         started next), its record says how long it waited."""
         _, job, ok, value, error, started, duration, output, thread, nxt = msg
         idx = job.idx
         pgate = self.pool_gate
+        state = pgate.state
         if nxt is not None and nxt.handed:
             if nxt.handed == 1:
-                self._take_handoff(idx, nxt)
+                p = pgate.simple[idx]
+                if p is not None and state[idx] == _HOLDING and not self.events._subs[_TASK_STARTED]:
+                    # _take_handoff(), inline for the common case: the slot passes on in the
+                    # one pool both are in, and nobody listens to starts
+                    nxt.handed = 2
+                    w = nxt.idx
+                    self.where[w] = self.RUNNING
+                    attempt = self.attempts[w] = nxt.attempt
+                    self.inflight += 1
+                    if attempt <= self.options[w].retries:
+                        heappush(self.retry_heap, w)
+                    state[idx] = 0
+                    state[w] = _HOLDING
+                    pgate.waiting -= 1
+                    p.waiting -= 1
+                    pgate.changed = True
+                    blocker = pgate.blocker
+                    pgate.held_for[w] = blocker[w] or p.name
+                    blocker[w] = None
+                else:
+                    self._take_handoff(idx, nxt)
             nxt = None  # not a dependent: nothing below applies to it
-        state = pgate.state
         if state[idx] == _HOLDING:
             p = pgate.simple[idx]
             if p is None:
@@ -574,9 +499,7 @@ class GateMethods:
             waited = started - pgate.ready_at[idx]
             if waited < 0.0:
                 waited = 0.0
-            tally = pgate.tally.get(pool)
-            if tally is None:
-                tally = pgate.tally[pool] = [0, 0.0, 0.0]
+            tally = pgate.tally[pool]
             tally[0] += 1
             tally[2] += waited
             if waited > tally[1]:

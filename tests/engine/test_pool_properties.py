@@ -1,6 +1,6 @@
 """Property-based tests of the pools' invariants over random DAGs, pools, failures, retries and timeouts.
 
-For any run: no pool ever has more tasks running than its size; the run ends (a
+For any run (thread tasks, or threads and coroutines mixed): no pool ever has more tasks running than its size; the run ends (a
 leaked slot or a starved task would hang it: each run is bounded); every task ends
 as a small model says; within a pool of one slot, the tasks ready at the start
 begin in registration order; and the same scheduler runs again with its pools whole.
@@ -8,9 +8,10 @@ begin in registration order; and the same scheduler runs again with its pools wh
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given, settings
@@ -33,6 +34,7 @@ class Case:
     hangs: frozenset[int]  # tasks that hang past their timeout
     always: frozenset[int]
     workers: int
+    coros: frozenset[int] = field(default_factory=frozenset)  # tasks that are async def
 
 
 @st.composite
@@ -46,6 +48,15 @@ def cases(draw) -> Case:
     hangs = frozenset(draw(st.sets(st.integers(0, n - 1), max_size=1)))
     always = frozenset(draw(st.sets(st.integers(0, n - 1), max_size=3)))
     return Case(deps, pools, sizes, fails, retries, hangs, always, draw(st.integers(1, 4)))
+
+
+@st.composite
+def mixed_cases(draw) -> Case:
+    """Cases where some tasks are coroutines, in the same pools as the threads."""
+    case = draw(cases())
+    n = len(case.deps)
+    case.coros = frozenset(draw(st.sets(st.integers(0, n - 1), min_size=1)))
+    return case
 
 
 def expected(case: Case) -> list[TaskStatus]:
@@ -73,7 +84,33 @@ def build(case: Case, meter: Meter, unhang: threading.Event) -> Scheduler:
     s = Scheduler(workers=case.workers, pools=case.sizes)
     attempts = meter.attempts
 
+    def count(i: int, delta: int) -> None:
+        with meter._lock:
+            if delta > 0:
+                attempts[i] = attempts.get(i, 0) + 1
+                meter.order.append(i)
+            for p in case.pools[i]:
+                meter.now[p] += delta
+                meter.peak[p] = max(meter.peak[p], meter.now[p])
+
+    def coroutine(i: int):
+        async def fn():
+            if i in case.hangs:
+                await asyncio.sleep(5)  # past its timeout: cancelled, its slot given back then
+                return
+            count(i, 1)
+            try:
+                await asyncio.sleep(0.001)  # the task's own work, handing the loop on
+                if attempts[i] <= case.fails[i]:
+                    raise RuntimeError(f"t{i} attempt {attempts[i]}")
+            finally:
+                count(i, -1)
+        return fn
+
     def task(i: int):
+        if i in case.coros:
+            return coroutine(i)
+
         def fn():
             if i in case.hangs:
                 unhang.wait(5)  # past its timeout: abandoned, its slot given back at the timeout
@@ -116,6 +153,16 @@ def bounded(s: Scheduler, limit: float = 30.0) -> dict:
 @PROPERTY
 @given(cases())
 def test_pools_are_exact_fair_and_never_leak(case: Case):
+    check(case)
+
+
+@settings(max_examples=40, deadline=None)
+@given(mixed_cases())
+def test_pools_hold_for_coroutines_and_threads_together(case: Case):
+    check(case)
+
+
+def check(case: Case) -> None:
     meter = Meter()
     unhang = threading.Event()
     s = build(case, meter, unhang)

@@ -445,12 +445,3 @@ def test_a_start_order_plan_goes_through_the_gate_too(order):
     assert len(summary["passed"]) == 24
     assert meter.peak == {"api": 2}
     assert sum(1 for r in s.last_records if r.waited_for == "api") >= 1
-
-
-def test_an_async_task_cannot_be_in_a_pool():
-    async def call():
-        pass
-
-    with pytest.raises(TypeError, match=r"^task 'call': an async task cannot be in a pool; use a plain "
-                                        r"def, or an asyncio.Semaphore inside the coroutines$"):
-        Scheduler(pools={"api": 1}).register(call, "call", pool="api")

@@ -369,3 +369,39 @@ def test_otel_observer_is_what_tdrun_uses_for_any_front_end(tmp_path):
     assert proc.stdout.strip() == "[]"
     assert '"name": "tdrun suite"' in proc.stderr and '"name": "one"' in proc.stderr
     assert '"thread_order.target": "suite/"' in proc.stderr
+
+
+def test_spans_of_pooled_tasks_say_which_pool_kept_them_waiting_and_how_long(spans):
+    import asyncio
+
+    provider, exporter = spans
+
+    async def call():
+        await asyncio.sleep(0.03)
+
+    def sync_call():
+        threading.Event().wait(0.03)  # the call's own latency
+
+    s = Scheduler(workers=4, pools={"api": 1})
+    for i in range(3):
+        s.register(call, f"call{i}", pool="api")
+    s.register(sync_call, "sync_call", pool="api")
+    s.register(lambda: None, "free")
+    attach(s, tracer_provider=provider)
+    summary = s.start()
+    assert len(summary["passed"]) == 5
+    got = by_name(exporter)
+    records = {r.name: r for r in s.last_records}
+    waited = {name for name, r in records.items() if r.waited_for == "api"}
+    assert waited == {"call1", "call2", "sync_call"}  # a pool of 1: all but the first wait
+    for name, record in records.items():
+        (span,) = got[name]
+        if name in waited:
+            assert span.attributes["thread_order.pool"] == "api"
+            assert span.attributes["thread_order.pool_wait_s"] == pytest.approx(record.waited)
+            assert record.waited >= 0.02  # behind at least one 30 ms call
+        else:
+            assert "thread_order.pool" not in span.attributes
+            assert "thread_order.pool_wait_s" not in span.attributes
+    assert got["call1"][0].attributes["thread.name"] == "event_loop"
+    assert got["sync_call"][0].attributes["thread.name"].startswith("thread_")

@@ -1,5 +1,5 @@
 """``tdrun --graph`` (the dependency graph as a text summary, Graphviz dot or Mermaid) and
-``tdrun --list`` (the tasks in start order)."""
+``tdrun --list`` (the tasks in start order), each with the run's pools."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, Iterable, Sequence
 from ..engine.graph import Graph
 
 __all__ = ["FORMATS", "format_graph", "graph_text", "graph_dot", "graph_mermaid", "start_order",
-           "static_note", "task_list"]
+           "static_note", "task_list", "pool_note"]
 
 FORMATS = ("text", "dot", "mermaid")
 
@@ -172,6 +172,8 @@ def task_list(collection: Any, graph: Graph, rank: Sequence[int] | None = None, 
             notes.append(f"retries={spec.retries}")
         if spec.timeout is not None:
             notes.append(f"timeout={spec.timeout:g}s")
+        if spec.pools:
+            notes.append(f"pool{'s' if len(spec.pools) > 1 else ''}: " + ",".join(spec.pools))
         if spec.tags:
             notes.append("tags: " + ",".join(spec.tags))
         if spec.after:
@@ -198,4 +200,24 @@ def static_note(graph: Graph, specs: Iterable[Any], fmt: str = "text") -> str:
     lead = _COMMENT.get(fmt, "")
     lines = [f"{lead}state check: {len(found)} finding{'s' if len(found) != 1 else ''} in the tasks' source"]
     lines += [f"{lead}  {f['kind']}: {f['message']}" for f in found]
+    return "\n".join(lines) + "\n"
+
+
+def pool_note(pools: Any, specs: Iterable[Any], fmt: str = "text") -> str:
+    """The run's pools (``{name: Pool}``), each with its size, rate and tasks, as --list and
+    --graph end with them (empty when there are none)."""
+    if not pools:
+        return ""
+    members: dict[str, list[str]] = {name: [] for name in pools}
+    for spec in specs:
+        for name in spec.pools:
+            members.setdefault(name, []).append(spec.name)
+    lead = _COMMENT.get(fmt, "")
+    lines = [f"{lead}pools:"]
+    for name, pool in pools.items():
+        limits = ", ".join(x for x in (pool.size is not None and f"size {pool.size}",
+                                       pool.rate_text and f"rate {pool.rate_text}") if x)
+        tasks = members[name]
+        count = f"{len(tasks)} task{'s' if len(tasks) != 1 else ''}"
+        lines.append(f"{lead}  {name} ({limits}): {count}" + (": " + ", ".join(tasks) if tasks else ""))
     return "\n".join(lines) + "\n"

@@ -24,7 +24,7 @@ from ..engine.errors import edit_distance as _edits
 from .asyncopts import add_async_options, async_options
 from .pooling import add_pool_options, run_pools
 from .config import add_config_options, apply_config, find_config, show_config
-from .graphfmt import FORMATS, format_graph, static_note, task_list
+from .graphfmt import FORMATS, format_graph, pool_note, static_note, task_list
 from .ordering import (add_order_options, check_order_args, list_order, normalize_shuffle, order_notes,
                        scheduler_order)
 from ..engine.model import parse_tags
@@ -401,10 +401,12 @@ def _tdrun(argv: list[str], out: TextIO, err: TextIO, replay: Any = None) -> int
     if args.graph:
         out.write(format_graph(graph, args.graph_format or "text", module_name, always))
         out.write(static_note(graph, collection.specs, args.graph_format or "text"))
+        out.write(pool_note(pools, collection.specs, args.graph_format or "text"))
         return EXIT_OK
     if args.list:
         out.write(task_list(collection, graph, *list_order(args, graph)))
         out.write(static_note(graph, collection.specs))
+        out.write(pool_note(pools, collection.specs))
         return EXIT_OK
 
     executor = executor_from_args(args, replay)

@@ -242,7 +242,9 @@ def junit_xml(run: RunData) -> str:
     Failed tasks carry ``<failure message type>`` with the traceback; skipped
     and cancelled ones ``<skipped message>`` with the reason; a teardown task a
     forced stop left undone says so in its message (and the suite's
-    ``teardown_not_run`` property lists them); captured output goes to ``<system-out>``.
+    ``teardown_not_run`` property lists them); captured output goes to ``<system-out>``. A
+    task a pool kept waiting has the properties ``tdrun_pool`` (the pool) and ``tdrun_waited``
+    (seconds).
     """
     summary = run.summary
     left_behind = set(summary.get("teardown_not_run", []))
@@ -280,6 +282,10 @@ def junit_xml(run: RunData) -> str:
             "classname": _xml_text((label or run.module).replace("/", ".")), "name": _xml_text(name),
             "time": f"{rec.duration:.3f}",
         })
+        if rec.waited_for:  # a pool kept it waiting: which, and how long (its last attempt)
+            case_props = ET.SubElement(case, "properties")
+            for key, value in (("tdrun_pool", rec.waited_for), ("tdrun_waited", f"{rec.waited:.3f}")):
+                ET.SubElement(case_props, "property", {"name": key, "value": _xml_text(value)})
         if rec.status is TaskStatus.FAILED:
             error_type = rec.error_type or "Exception"
             message = f"{error_type}: {rec.error}" if rec.error else error_type

@@ -32,6 +32,7 @@ from typing import Any
 from . import aiostep
 from .aiostep import Timed, block_message
 from .capture import task_buffer
+from .aiogate import AsyncGateMethods
 from .dispatch import Run
 from .errors import WorkerStartError
 from .events import EventKind
@@ -339,7 +340,7 @@ class EventLoopThread:
         self.loop.stop()
 
 
-class AsyncRun(Run):
+class AsyncRun(AsyncGateMethods, Run):
     """A ``Run`` with async tasks: coroutines go to the run's loop, threads to the lanes.
 
     Ready coroutine tasks wait in their own heap (registration order, like
@@ -384,6 +385,7 @@ class AsyncRun(Run):
         # after RUN_STARTED (so no initial-state snapshot holds it), gone when the run is over
         with self.state_lock:
             self.state[ASYNC_LOCK_KEY] = asyncio.Lock()
+        self._gate_coroutines()
         try:
             super()._loop()
         finally:
@@ -398,7 +400,7 @@ class AsyncRun(Run):
             return
         self.where[idx] = _READY
         first = self.first  # tasks to start first (tdrun --failed-first) sort below the others
-        heapq.heappush(self.ready_async, idx - self.n if first is not None and first[idx] else idx)
+        self._ready_coroutine(idx, idx - self.n if first is not None and first[idx] else idx)
         if self.attempts[idx] == 0 and self.events._subs[_K_READY]:
             self.events.emit_task(_K_READY, self.names[idx])
 
@@ -407,7 +409,7 @@ class AsyncRun(Run):
             Run._make_ready_ranked(self, idx)
             return
         self.where[idx] = _READY
-        heapq.heappush(self.ready_async, self.rank[idx])
+        self._ready_coroutine(idx, self.rank[idx])
         if self.attempts[idx] == 0 and self.events._subs[_K_READY]:
             self.events.emit_task(_K_READY, self.names[idx])
 
@@ -434,6 +436,8 @@ class AsyncRun(Run):
         one the moment a coroutine ends — but only tasks that would start next
         whatever finishes meanwhile (see ``Run._dispatch``).
         """
+        if self.pool_gate is not None:
+            self._pump()  # the coroutines it admits are handed over just below (aiogate.py)
         ready = self.ready_async
         if ready:
             where = self.where
@@ -482,6 +486,8 @@ class AsyncRun(Run):
         self.async_inflight += 1
         job = AsyncJob(idx, attempt)
         self.job_of[idx] = job
+        if self.pool_gate is not None:
+            self._coroutine_launched(idx)
         if attempt <= self.options[idx].retries:
             heapq.heappush(self.retry_heap, idx if self.at is None else self.rank[idx])
         else:
@@ -501,10 +507,11 @@ class AsyncRun(Run):
         # hot path); anything else goes through _handle_one
         names, options, job_of, results = self.names, self.options, self.job_of, self.results
         state_lock, finish, warnings = self.state_lock, self._finish_async, self.warnings
+        pooled = self.pool_gate.of if self.pool_gate is not None else None  # via _handle_one
         try:
             for one in box:
                 done += 1
-                if one[0] != MSG_ASYNC_DONE or not one[2]:
+                if one[0] != MSG_ASYNC_DONE or not one[2] or (pooled is not None and pooled[one[1].idx]):
                     self._handle_one(one)
                     continue
                 _, job, _, value, _, started, duration, output = one
@@ -539,6 +546,7 @@ class AsyncRun(Run):
             idx = job.idx
             if self.job_of[idx] is not job:
                 return  # a forced stop has recorded it already
+            wait = self._coroutine_ended(idx, started)  # (0.0, None) outside any pool
             if ok:
                 name = self.names[idx]
                 if self.results is not None:
@@ -547,10 +555,10 @@ class AsyncRun(Run):
                 self._finish(idx, TaskRecord(
                     name, _PASSED, LOOP_THREAD, started, started + duration, duration, job.attempt,
                     None, None, None, output, None, self.options[idx].tags, True,
-                    self.warnings.get(idx) if self.warnings else None,
+                    self.warnings.get(idx) if self.warnings else None, *wait,
                 ))
             else:
-                self._attempt_failed(idx, LOOP_THREAD, error, started, duration, output)
+                self._attempt_failed(idx, LOOP_THREAD, error, started, duration, output, wait)
         elif kind == MSG_ASYNC_WARNING:
             _, job, message = msg
             if job.idx in self.warnings:

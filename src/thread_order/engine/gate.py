@@ -393,6 +393,10 @@ class Gate:
 class GateMethods(HandoffMethods):
     """The dispatcher's side of the pools' gate, for a ``dispatch.Run`` (which inherits these)."""
 
+    #: per task, True for a coroutine (an ``aio.AsyncRun`` with a gate sets it): admitted, it
+    #: goes to the event loop's ready heap, not the workers'
+    pooled_async: list[bool] | None = None
+
     def _pump(self) -> None:
         """Let the tasks whose pools have room into the ready heap; sleep on the timer heap
         until a rate has room again; name the next tasks of full pools for the hand-off; tell
@@ -402,9 +406,11 @@ class GateMethods(HandoffMethods):
             if pgate.named:  # slots given back in a pool with names: the names go first
                 self._admit_named()
             admitted, wake = pgate.pump()
+            coro = self.pooled_async  # per task: a coroutine, to the loop's heap (aio.py), or None
             for idx in admitted:
                 if self.where[idx] == self.READY:
-                    heapq.heappush(self.ready, self._ready_key(idx))
+                    heapq.heappush(self.ready if coro is None or not coro[idx] else self.ready_async,
+                                   self._ready_key(idx))
             if wake is not None:
                 self._add_timer(time.monotonic() + max(wake - time.time(), 0.0), _TIMER_GATE, None)
         if (pgate.waiting and self.width > 1 and self.at is None and self.executor is None

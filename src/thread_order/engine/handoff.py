@@ -66,7 +66,7 @@ class HandoffMethods:
                 if state[idx] != _WAITING or idx <= last:
                     heappop(queue)
                     continue
-                if simple[idx] is not p or options[idx].timeout is not None:
+                if simple[idx] is not p or options[idx].timeout is not None or options[idx].is_async:
                     break  # it goes first, through the dispatcher: nobody behind it is named
                 heappop(queue)
                 last = idx

@@ -186,9 +186,6 @@ class TaskSpec:
         except TypeError as exc:
             raise TypeError(f"task {name!r}: {exc}") from None
         pools = pool_names(pool, name)
-        if pools and is_async(fn):  # coroutines start on the run's event loop, past the gate
-            raise TypeError(f"task {name!r}: an async task cannot be in a pool; "
-                            "use a plain def, or an asyncio.Semaphore inside the coroutines")
         return cls(
             name=name,
             fn=fn,

@@ -18,7 +18,10 @@ run knows of, ``pid`` is the run id):
   start for a task with none) to its start. The history does not record when a
   task became ready, so this is derived from the dependencies' end times; between
   two attempts of a retried task, a ``retry:`` wait from the end of one to the
-  start of the next;
+  start of the next. A task a pool kept waiting (its record's ``waited`` and
+  ``waited_for``, its last attempt) has a ``waiting for pool NAME:`` slice
+  (category ``wait,pool``) for that long before its last attempt, and the wait
+  before it ends where that one begins;
 - a flow arrow (``ph: "s"`` then ``"f"`` with ``bp: "e"``, one ``id`` per
   edge, category ``dependency``) along every dependency edge whose two tasks ran,
   from the dependency's last attempt to the task's first;
@@ -152,6 +155,18 @@ def chrome_trace(run: dict[str, Any]) -> dict[str, Any]:
         upstream.setdefault(task, []).append(dep)
     ends = {str(t["name"]): _number(t.get("finished_at")) for t in tasks}
     n = 0
+    pool_at: dict[str, float] = {}  # task -> where the wait for its pool began (its last attempt)
+    for t in ran:
+        name, waited = str(t["name"]), _number(t.get("waited"))
+        if t.get("waited_for") and waited is not None and waited > 0 and name in slices:
+            last = slices[name]
+            pool_at[name] = max(round(last["ts"] - _us(waited), 3), 0.0)
+            n += 1
+            common = {"name": f"waiting for pool {t['waited_for']}: {name}", "cat": "wait,pool",
+                      "id": n, "pid": pid, "tid": last["tid"]}
+            events.append({**common, "ph": "b", "ts": pool_at[name],
+                           "args": {"pool": t["waited_for"], "waited_ms": round(waited * 1000, 3)}})
+            events.append({**common, "ph": "e", "ts": last["ts"]})
     for name in slices:
         event = firsts[name]
         deps = upstream.get(name, [])
@@ -165,19 +180,27 @@ def chrome_trace(run: dict[str, Any]) -> dict[str, Any]:
         if (event["args"].get("attempts") or 0) > 1 and len(retries[name]) == 1:
             # a file from before the history kept every attempt: only the last one is known
             args["note"] = "includes the earlier attempts and retry delays"
+        end_ts = event["ts"]
+        if event is slices[name] and name in pool_at:  # then it waited for its pool
+            end_ts = max(min(pool_at[name], end_ts), ready_ts)
+            args["waited_ms"] = round((end_ts - ready_ts) / 1000, 3)
         n += 1
         common = {"name": f"wait: {name}", "cat": "wait", "id": n, "pid": pid, "tid": event["tid"]}
         events.append({**common, "ph": "b", "ts": ready_ts, "args": args})
-        events.append({**common, "ph": "e", "ts": event["ts"]})
+        events.append({**common, "ph": "e", "ts": end_ts})
         # between two attempts: the retry delay (and the wait for a free worker)
         for before, after in zip(retries[name], retries[name][1:]):
             n += 1
             end_before = round(before["ts"] + before["dur"], 3)
+            begin = min(end_before, after["ts"])
+            end_ts = after["ts"]
+            if after is slices[name] and name in pool_at:  # then it waited for its pool
+                end_ts = max(min(pool_at[name], end_ts), begin)
             common = {"name": f"retry: {name}", "cat": "wait", "id": n, "pid": pid, "tid": after["tid"]}
-            events.append({**common, "ph": "b", "ts": min(end_before, after["ts"]),
+            events.append({**common, "ph": "b", "ts": begin,
                            "args": {"from": f"the end of attempt {before['args']['attempt']}",
-                                    "waited_ms": round((after["ts"] - min(end_before, after["ts"])) / 1000, 3)}})
-            events.append({**common, "ph": "e", "ts": after["ts"]})
+                                    "waited_ms": round((end_ts - begin) / 1000, 3)}})
+            events.append({**common, "ph": "e", "ts": end_ts})
 
     # ---- an arrow along every dependency edge whose two tasks ran
     for n, (dep, task) in enumerate(edges, 1):

@@ -8,43 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from web_support import LiveServer, loaded, make_ui, module_path
+from web_support import browser, loaded, module_path, page, server  # noqa: F401 - fixtures
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 pytestmark = pytest.mark.browser
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "web"
-
-
-@pytest.fixture(scope="module")
-def browser(chromium):
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def server(tmp_path):
-    with LiveServer(make_ui(tmp_path)) as srv:
-        yield srv
-
-
-@pytest.fixture
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    errors = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(server.url + "/")
-    page.wait_for_selector("body[data-ready='1']")
-    yield page
-    context.close()
-    assert errors == [], f"JavaScript errors in the page: {errors}"
 
 
 def test_the_event_loop_lane_group_shows_the_running_coroutines_and_warnings(page, server):

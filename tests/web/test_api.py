@@ -25,6 +25,7 @@ with warnings.catch_warnings():
 from thread_order.history import HistoryStore
 from thread_order.web.server import main as ui_main
 from thread_order.web.api import create_app
+from conftest import REPO
 from web_support import LiveServer, loaded, make_ui, module_path, sse_events
 
 LOCAL = "http://127.0.0.1:8000"
@@ -45,6 +46,14 @@ def load(client, name):
     r = client.post("/api/module", json={"path": module_path(name)})
     assert r.status_code == 200, r.text
     return r.json()
+
+
+def test_a_pooled_task_lists_its_pools(client):
+    r = client.post("/api/module", json={"path": str(REPO / "examples" / "demo.py")})
+    assert r.status_code == 200, r.text
+    pools = {t["name"]: t["pools"] for t in r.json()["tasks"]}
+    assert pools["create_network"] == [] and pools["create_subnet_a"] == ["creates"]
+    assert pools["create_spare[10.20.8.0/24]"] == ["creates"]  # a case inherits its task's pool
 
 
 def follow(client, run_id):
@@ -94,7 +103,7 @@ def test_load_module_lists_tasks_in_source_order(client):
     assert first == {"index": 1, "name": "create_network", "after": [], "tags": ["create"],
                      "always": False, "retries": 0, "timeout": None, "with_state": True,
                      "doc": "Create the network everything else lives in.",
-                     "module": "web_lifecycle", "case": None, "is_async": False}
+                     "module": "web_lifecycle", "case": None, "is_async": False, "pools": []}
     assert last["always"] is True and last["after"] == ["verify"]
     assert info["edges"] == 6 and info["levels"] == 5 and info["has_setup_state"] is True
     assert info["tags"] == ["create", "teardown", "verify"]

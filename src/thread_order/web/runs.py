@@ -68,7 +68,7 @@ def task_rows(collection: Collection) -> list[dict[str, Any]]:
             "always": s.always, "retries": s.retries, "timeout": s.timeout,
             "with_state": s.with_state, "doc": _first_line(unbound(s.fn)),
             "module": collection.module_of.get(s.name), "case": _case(collection.cases.get(s.name)),
-            "is_async": s.is_async,
+            "is_async": s.is_async, "pools": list(s.pools),
         }
         for i, s in enumerate(collection.specs, 1)
     ]

@@ -263,6 +263,8 @@ const taskTable = new PagedTable(null, [
       Object.entries(t.case).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join(", ")) : null,
     t.is_async ? h("span", { class: "flag", title: "an async def: runs on the run's event loop" }, "async") : null,
     t.always ? h("span", { class: "flag", title: "runs whatever its dependencies ended as" }, "always") : null,
+    t.pools && t.pools.length ? h("span", { class: "flag", title: "starts only when every one of these pools has room" },
+      `pool ${t.pools.join(", ")}`) : null,
     t.retries ? h("span", { class: "flag" }, `retries ${t.retries}`) : null,
     t.timeout ? h("span", { class: "flag" }, `timeout ${t.timeout}s`) : null,
   ] },

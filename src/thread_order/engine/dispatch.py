@@ -187,10 +187,9 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
         if s.capture:
             OutputCapture.install()
         try:
-            deps_left = self.deps_left
             for i in range(self.n):
-                if not deps_left[i]:
-                    self._decide(i)
+                if not self.deps_left[i]:  # nothing is final yet: what _decide concludes for a root
+                    self._make_ready(i)
             self._loop()
             completed = True
         finally:
@@ -549,8 +548,9 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
         events = self.events
         if events._subs[_K_FINISHED]:
             events.emit_task(_K_FINISHED, record.name, None, 0, record, self.finished_count)
-        deps_left = self.deps_left
-        cstart = self.cstart
+        deps_left, cstart = self.deps_left, self.cstart
+        if cstart[idx] == cstart[idx + 1]:
+            return  # no dependents (no slice, no release list: the common case of a wide run)
         children = self.cflat[cstart[idx]:cstart[idx + 1]]
         if status is not _PASSED:
             mine = self.blame.get(idx) if status is _SKIPPED else None

@@ -38,6 +38,8 @@ from .worker import TOPIC, lane_prefix, run_remote, stop_run
 __all__ = ["DaskExecutor", "parse_address"]
 
 _MISSING = object()
+#: seconds the dispatcher waits for the workers to confirm a stop before it goes on without
+STOP_NOTICE_WAIT = 5.0
 
 log = logging.getLogger("thread_order")
 
@@ -229,9 +231,25 @@ class DaskExecutor(RemoteExecutor):
         client = self.client
         if client is None:
             return
-        try:
-            client.run(stop_run, self.run.run_id)
-        except Exception as exc:  # noqa: BLE001 - queued tasks will run: say so, the run goes on
+        # told from a thread of its own: the dispatcher calls this, and a cluster that does not
+        # answer must not stop it from deciding the rest of the run (teardown included)
+        told = threading.Event()
+        problems: list[BaseException] = []
+
+        def tell() -> None:
+            try:
+                client.run(stop_run, self.run.run_id)
+            except Exception as exc:  # noqa: BLE001 - reported below
+                problems.append(exc)
+            finally:
+                told.set()
+
+        threading.Thread(target=tell, name="thread-order-dask-stop", daemon=True).start()
+        if not told.wait(STOP_NOTICE_WAIT):
+            log.warning("executor %s: the workers did not confirm the stop within %ss: tasks queued "
+                        "on them may still begin", self.name, STOP_NOTICE_WAIT)
+        elif problems:  # queued tasks will run: say so, the run goes on
+            exc = problems[0]
             log.warning("executor %s: cannot tell the workers the run was stopped: %s: %s",
                         self.name, type(exc).__name__, exc)
 

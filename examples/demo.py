@@ -20,7 +20,6 @@ starts the API on 127.0.0.1 on a free port unless ``--api_url=URL`` is given.
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import re
@@ -41,21 +40,9 @@ POOLS = {"creates": 2}
 
 def setup_state(state):
     """Called once before the run: start the API and check the options typed in."""
-    if not state.get("api_url"):
-        from demo_api import DemoAPI
+    from demo_api import prepare_demo_state
 
-        try:
-            latency = float(state.get("latency", 0.9))
-        except ValueError:
-            raise ValueError(f"--latency={state['latency']}: expected seconds, such as 0.5") from None
-        if not 0 <= latency <= 60:
-            raise ValueError(f"--latency={state['latency']}: expected seconds from 0 to 60")
-        api = DemoAPI(latency=(latency / 3, latency)).start()
-        atexit.register(api.stop)
-        state["api_url"] = api.url
-    fail_at = state.get("fail_at")
-    if fail_at and fail_at not in TASKS:
-        raise ValueError(f"--fail_at={fail_at}: no task of that name; pick one of {', '.join(TASKS)}")
+    prepare_demo_state(state, TASKS)
 
 
 def add_logging_highlights():

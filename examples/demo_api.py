@@ -12,6 +12,7 @@ Run it alone with ``python examples/demo_api.py [--port N]``.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import random
 import re
@@ -20,7 +21,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-__all__ = ["DemoAPI"]
+__all__ = ["DemoAPI", "prepare_demo_state"]
 
 # collection name -> (id prefix, required fields, parent references: field -> collection)
 SCHEMA = {
@@ -227,6 +228,25 @@ class DemoAPI:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+
+def prepare_demo_state(state: dict, tasks) -> None:
+    """What both demos' ``setup_state`` does: start this API unless ``--api_url`` names one
+    (``--latency`` seconds per call), and check ``--fail_at`` against the demo's ``tasks``."""
+    if not state.get("api_url"):
+        try:
+            latency = float(state.get("latency", 0.9))
+        except ValueError:
+            raise ValueError(f"--latency={state['latency']}: expected seconds, such as 0.5") from None
+        if not 0 <= latency <= 60:
+            raise ValueError(f"--latency={state['latency']}: expected seconds from 0 to 60")
+        api = DemoAPI(latency=(latency / 3, latency)).start()
+        atexit.register(api.stop)
+        state["api_url"] = api.url
+    fail_at = state.get("fail_at")
+    if fail_at and fail_at not in tasks:
+        raise ValueError(f"--fail_at={fail_at}: no task of that name; pick one of {', '.join(tasks)}")
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ across an ``await``, guarded by the run's asyncio lock, ``state["_async_lock"]``
 from __future__ import annotations
 
 import asyncio
-import atexit
 import json
 import logging
 import time
@@ -38,21 +37,9 @@ log = logging.getLogger("demo_async")
 
 def setup_state(state):
     """Called once before the run: start the API (unless ``--api_url``) and make the client."""
-    if not state.get("api_url"):
-        from demo_api import DemoAPI
+    from demo_api import prepare_demo_state
 
-        try:
-            latency = float(state.get("latency", 0.9))
-        except ValueError:
-            raise ValueError(f"--latency={state['latency']}: expected seconds, such as 0.5") from None
-        if not 0 <= latency <= 60:
-            raise ValueError(f"--latency={state['latency']}: expected seconds from 0 to 60")
-        api = DemoAPI(latency=(latency / 3, latency)).start()
-        atexit.register(api.stop)
-        state["api_url"] = api.url
-    fail_at = state.get("fail_at")
-    if fail_at and fail_at not in TASKS:
-        raise ValueError(f"--fail_at={fail_at}: no task of that name; pick one of {', '.join(TASKS)}")
+    prepare_demo_state(state, TASKS)
     # no loop runs here: httpx binds the client to the run's loop on its first request
     state["client"] = httpx.AsyncClient(base_url=state["api_url"], timeout=10)
 

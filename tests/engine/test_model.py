@@ -25,6 +25,28 @@ def test_task_status_is_a_str_enum_with_four_members():
     assert json.dumps({"s": TaskStatus.PASSED}) == '{"s": "PASSED"}'
 
 
+def test_records_built_on_the_hot_paths_have_every_field():
+    """The dispatcher builds passed records with new_record (every field, positionally): a
+    field added to TaskRecord must be added there too, or records come out short."""
+    import asyncio
+
+    from thread_order import Scheduler
+
+    async def coro():
+        await asyncio.sleep(0)
+        return 2
+
+    s = Scheduler(workers=2)
+    s.register(noop, "thread_task")
+    s.register(coro, "async_task")
+    s.start()
+    for rec in s.last_records:
+        assert len(rec) == len(TaskRecord._fields)
+        assert rec == TaskRecord(**rec._asdict())
+        assert (rec.waited, rec.waited_for) == (0.0, None)
+    assert [r.is_async for r in s.last_records] == [False, True]
+
+
 def test_task_record_is_frozen_and_serialises():
     rec = TaskRecord("a", TaskStatus.FAILED, "thread_1", 10.0, 10.5, 0.5, 2,
                      "ValueError", "bad", "Traceback...", "out\n", None, ("api", "slow"))

@@ -30,14 +30,14 @@ from types import CoroutineType
 from typing import Any
 
 from . import aiostep
-from .aiostep import Timed, block_message
+from .aiostep import block_message, timed
 from .capture import task_buffer
 from .aiogate import AsyncGateMethods
 from .dispatch import Run
 from .errors import WorkerStartError
 from .events import EventKind
 from .lanes import MSG_RUNNING, Lane, describe, joined
-from .model import TaskRecord, TaskStatus
+from .model import TaskRecord, TaskStatus, new_record
 
 __all__ = ["AsyncRun", "EventLoopThread", "LOOP_THREAD", "ASYNC_LOCK_KEY"]
 
@@ -212,51 +212,46 @@ class EventLoopThread:
             job.task.cancel()
 
     async def _attempt(self, job: AsyncJob) -> None:
-        run = self.run
         idx = job.idx
         opts = self.options[idx]
-        send = self._send
         if self.announce:
-            send((MSG_RUNNING, job, LOOP_THREAD))
-        mine: list[str] = []
+            self._send((MSG_RUNNING, job, LOOP_THREAD))
+        mine: list[str] | None = None
         if self.capture:
+            mine = []
             task_buffer.set(mine)  # this task's own context: concurrent coroutines never mix
-        timer = None
+        timer = entered = None
+        failure: BaseException | None = None  # what the task's context is told on exit
         if opts.timeout is not None:
             timer = self.loop.call_later(opts.timeout, self._expire, job)
-        perf = time.perf_counter
-        threshold = self.threshold
-        t0 = perf()
-        started = run.started_at + (t0 - run.t0)  # epoch seconds, without a second clock call
-        error = None
-        value = None
-        failure: BaseException | None = None  # what the task's context is told on exit
-        entered = None
         if self.context is not None:  # front-end code around each attempt (engine/context.py)
             entered = self.context(self.names[idx], job.attempt)
             entered.__enter__()
+        perf = time.perf_counter
+        t0 = perf()
+        error = None
         try:
             fn = self.fns[idx]
             value = fn(self.state) if opts.with_state else fn()
+            threshold = self.threshold
             if type(value) is CoroutineType and threshold is not None:
-                # its first step here (most no-op coroutines end in it), the rest through Timed
-                t1 = perf()
+                # its first step here (most no-op coroutines end in it), the rest through timed
                 try:
                     first = value.send(None)
                 except StopIteration as stop:
                     value = stop.value
                     first = _DONE
-                held = perf() - t1
+                held = perf() - t0  # (with the call that made the coroutine: it held the loop too)
                 if held > threshold:
                     self.blocked(job, held)
                 if first is not _DONE:
-                    value = await Timed(value, first, job, self)
+                    value = await timed(value, first, job, self, threshold)
             elif inspect.isawaitable(value):  # not timed: another kind of awaitable
                 value = await value
             ok = not job.timed_out
             if not ok:  # it swallowed the cancellation and returned: it still overran
                 value = None
-                error = ("TimeoutError", f"task {run.names[idx]!r} still running after {opts.timeout:g}s; "
+                error = ("TimeoutError", f"task {self.names[idx]!r} still running after {opts.timeout:g}s; "
                          "its coroutine was cancelled", None)
         except asyncio.CancelledError as exc:
             failure = exc
@@ -264,13 +259,15 @@ class EventLoopThread:
                 self.running -= 1
                 raise  # a forced stop: the dispatcher has already recorded it
             ok = False
-            error = ("TimeoutError", f"task {run.names[idx]!r} still running after {opts.timeout:g}s; "
+            value = None
+            error = ("TimeoutError", f"task {self.names[idx]!r} still running after {opts.timeout:g}s; "
                      "its coroutine was cancelled (its cleanup ran)", None)
         except GeneratorExit:  # the coroutine is being closed (a loop left behind, collected)
             raise
         except BaseException as exc:  # noqa: B902 - a task may raise anything, even SystemExit
             failure = exc
             ok = False
+            value = None
             error = describe(_user_frames(exc))
             del exc
         finally:
@@ -281,10 +278,11 @@ class EventLoopThread:
                                  failure.__traceback__ if failure is not None else None)
                 failure = None
         duration = perf() - t0
-        output = joined(mine) if mine else ""
         job.task = None  # nothing left to cancel: the finished Task need not outlive this step
         self._ended()
-        send((MSG_ASYNC_DONE, job, ok, value, error, started, duration, output))
+        run = self.run  # the start in epoch seconds, without a second clock call
+        self._send((MSG_ASYNC_DONE, job, ok, value, error, run.started_at + (t0 - run.t0), duration,
+                    joined(mine) if mine else ""))
 
     def stop(self) -> None:
         """Stop the loop, from the dispatcher, once the run is over.
@@ -394,6 +392,12 @@ class AsyncRun(AsyncGateMethods, Run):
             with self.state_lock:
                 self.state.pop(ASYNC_LOCK_KEY, None)
 
+    def _heap_roots(self, roots: list[int]) -> None:
+        options = self.options
+        to_loop, to_lanes = self.ready_async.append, self.ready.append  # both stay in order: heaps
+        for i in roots:
+            (to_loop if options[i].is_async else to_lanes)(i)
+
     def _make_ready(self, idx: int) -> None:
         if not self.options[idx].is_async:
             super()._make_ready(idx)
@@ -451,6 +455,14 @@ class AsyncRun(AsyncGateMethods, Run):
             # is sent at hand-over); while nobody does, every task the rule below allows, so the
             # loop starts the next ones without waiting for this thread to be scheduled
             ahead = n if self.events.task_quiet else 2 * limit
+            if at is None and need is None and self.async_inflight + len(ready) <= limit:
+                # every ready coroutine may start now: all of them, in heap order, without popping
+                ready.sort()
+                for key in ready:
+                    idx = key + n if key < 0 else key  # (a task to start first)
+                    if where[idx] == _READY:  # (else cancelled while it waited)
+                        hand_over(self._launch_async(idx))
+                ready.clear()
             while ready:
                 idx = key = ready[0]
                 if at is not None:
@@ -526,11 +538,11 @@ class AsyncRun(AsyncGateMethods, Run):
                 if results is not None:
                     with state_lock:
                         results[name] = value
-                finish(idx, TaskRecord(
+                finish(idx, new_record(TaskRecord, (
                     name, _PASSED, LOOP_THREAD, started, started + duration, duration, job.attempt,
                     None, None, None, output, None, options[idx].tags, True,
-                    warnings.get(idx) if warnings else None,
-                ))
+                    warnings.get(idx) if warnings else None, 0.0, None,
+                )))
         except BaseException:  # noqa: B902 - e.g. Ctrl-C in a subscriber: keep what is left
             if done < len(box):
                 self.inbox.put((MSG_ASYNC_BATCH, box[done:]))

@@ -1,6 +1,6 @@
 """Async tasks: what times each step of a task's coroutine on the run's event loop (see aio.py).
 
-``Timed`` awaits a coroutine as ``await`` would, with a clock around each
+``timed`` awaits a coroutine as ``await`` would, with a clock around each
 step; the first step that holds the loop longer than the run's
 ``block_threshold`` is reported to the loop (``EventLoopThread.blocked``),
 which warns once per task with ``block_message``.
@@ -9,9 +9,10 @@ which warns once per task with ``block_message``.
 from __future__ import annotations
 
 import time
+import types
 from typing import Any
 
-__all__ = ["Timed", "block_message"]
+__all__ = ["timed", "block_message"]
 
 
 def block_message(held: float, threshold: float) -> str:
@@ -21,51 +22,40 @@ def block_message(held: float, threshold: float) -> str:
             "other coroutine; await an async call or use asyncio.to_thread")
 
 
-class Timed:
-    """Awaits the rest of a coroutine whose first step already ran (it yielded ``first``),
-    step by step, timing each step it holds the loop.
+@types.coroutine
+def timed(coro: Any, yielded: Any, job: Any, loop: Any, threshold: float):
+    """Awaits the rest of ``coro``, whose first step already ran and yielded ``yielded``,
+    step by step, timing each step it holds the loop (``await timed(...)``).
 
     What ``await coroutine`` does (``yield from``, passing sends, throws and
-    close through), plus a clock around each step.
+    close through), plus a clock around each step. A generator-based coroutine
+    rather than an awaitable class: no object and no ``__await__`` call per
+    task, which the loop pays for every coroutine it runs.
     """
-
-    __slots__ = ("_coro", "_first", "_job", "_loop")
-
-    def __init__(self, coro: Any, first: Any, job: Any, loop: Any) -> None:
-        self._coro = coro
-        self._first = first
-        self._job = job
-        self._loop = loop
-
-    def __await__(self):
-        coro = self._coro
-        send, throw = coro.send, coro.throw
-        perf = time.perf_counter
-        threshold = self._loop.threshold
-        yielded = self._first
-        self._first = None
-        while True:
-            try:
-                message = yield yielded
-                error = None
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # noqa: B902 - CancelledError and friends go to the coroutine
-                error = exc
-            t0 = perf()
-            try:
-                yielded = send(message) if error is None else throw(error)
-            except StopIteration as stop:
-                held = perf() - t0
-                if held > threshold:
-                    self._loop.blocked(self._job, held)
-                return stop.value
-            except BaseException:  # noqa: B902 - the coroutine's own failure, as it is
-                held = perf() - t0
-                if held > threshold:
-                    self._loop.blocked(self._job, held)
-                raise
+    send, throw = coro.send, coro.throw
+    perf = time.perf_counter
+    while True:
+        try:
+            message = yield yielded
+            error = None
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # noqa: B902 - CancelledError and friends go to the coroutine
+            error = exc
+        t0 = perf()
+        try:
+            yielded = send(message) if error is None else throw(error)
+        except StopIteration as stop:
             held = perf() - t0
             if held > threshold:
-                self._loop.blocked(self._job, held)
+                loop.blocked(job, held)
+            return stop.value
+        except BaseException:  # noqa: B902 - the coroutine's own failure, as it is
+            held = perf() - t0
+            if held > threshold:
+                loop.blocked(job, held)
+            raise
+        held = perf() - t0
+        if held > threshold:
+            loop.blocked(job, held)

@@ -22,7 +22,7 @@ from .gate import GateMethods
 from .graph import Graph
 from .interrupts import InterruptMethods
 from .lanes import MSG_BEGAN, MSG_DONE, MSG_DROPPED, MSG_RUNNING, TIMER_RETRY, TIMER_TIMEOUT, Job, Lane, LaneMethods
-from .model import TaskOptions, TaskRecord, TaskStatus
+from .model import TaskOptions, TaskRecord, TaskStatus, new_record
 from .order import OrderPlan, ReplayGate, first_in_plan
 from .signals import install_interrupt_handler
 from .summary import build_summary
@@ -187,9 +187,7 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
         if s.capture:
             OutputCapture.install()
         try:
-            for i in range(self.n):
-                if not self.deps_left[i]:  # nothing is final yet: what _decide concludes for a root
-                    self._make_ready(i)
+            self._ready_roots()
             self._loop()
             completed = True
         finally:
@@ -420,10 +418,10 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
                         results[name] = value
                 if nxt is not None:
                     self.where[nxt.idx] = _RUNNING  # so that releasing it does not decide it again
-                self._finish(idx, TaskRecord(  # positional: this is the hot path
+                self._finish(idx, new_record(TaskRecord, (  # every field, in order: the hot path
                     name, _PASSED, thread, started, started + duration, duration, job.attempt,
-                    None, None, None, output, None, self.options[idx].tags,
-                ))
+                    None, None, None, output, None, self.options[idx].tags, False, None, 0.0, None,
+                )))
                 if nxt is not None:
                     self._adopt(nxt)
             else:
@@ -477,6 +475,25 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
                 self._make_ready(idx)
             return
         self._finish(idx, record)
+
+    def _ready_roots(self) -> None:
+        """Make every task without dependencies ready: what ``_decide`` concludes for a root."""
+        deps_left = self.deps_left
+        roots = [i for i in range(self.n) if not deps_left[i]]
+        if self.pool_gate is None and self.first is None and self.plan is None \
+                and not self.events._subs[_K_READY]:
+            # nothing to weigh: ready in index order, which is already a heap
+            where = self.where
+            for i in roots:
+                where[i] = _READY
+            self._heap_roots(roots)
+        else:
+            for i in roots:
+                self._make_ready(i)
+
+    def _heap_roots(self, roots: list[int]) -> None:
+        """The roots, ready and in ascending order, to the ready heap (empty until now)."""
+        self.ready.extend(roots)
 
     def _make_ready(self, idx: int) -> None:
         self.where[idx] = _READY

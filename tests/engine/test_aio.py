@@ -513,7 +513,7 @@ def test_the_async_lock_guards_a_read_modify_write_across_awaits():
 
 
 def test_a_coroutine_ignoring_cancellation_is_left_behind_with_a_warning(monkeypatch, caplog):
-    from thread_order.engine import aio
+    from thread_order.engine import aioloop as aio
 
     monkeypatch.setattr(aio, "CANCEL_GRACE", 0.5)
     s = Scheduler()

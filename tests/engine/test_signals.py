@@ -329,3 +329,47 @@ def test_a_signal_the_kernel_hands_to_a_worker_thread_still_interrupts_at_once(s
         signal.signal(signal.SIGTERM, before)
     assert s.state["results"]["stuck"] == "interrupted"
     assert summary["interrupted"] is True
+
+
+@needs_main
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_the_kernel_hands_to_the_event_loop_thread_still_interrupts_at_once(signum):
+    """A run of coroutines has no reader thread of its own for the wakeup fd: its event loop
+    reads it. A signal landing on the loop's thread wakes it, and the run is interrupted while
+    the coroutine still waits (and nothing is left reading the fd afterwards)."""
+    import asyncio
+
+    before = signal.signal(signal.SIGTERM, signal.default_int_handler)  # no SIG_DFL kill if it regresses
+    threads_before = set(threading.enumerate())
+    try:
+        box: dict = {}
+        s = Scheduler(workers=1)
+
+        async def stuck():
+            box["loop"], box["seen"] = asyncio.get_running_loop(), asyncio.Event()
+            signal.pthread_kill(threading.get_ident(), signum)  # delivered to the loop's thread
+            try:
+                await asyncio.wait_for(box["seen"].wait(), WAIT)
+            except asyncio.TimeoutError:
+                return "never interrupted"
+            return "interrupted"
+
+        async def teardown():
+            return "t"
+
+        s.register(stuck, "stuck")
+        s.register(teardown, "teardown", after=["stuck"], always=True)
+        s.subscribe(lambda e: box["loop"].call_soon_threadsafe(box["seen"].set), EventKind.RUN_INTERRUPTED)
+        try:
+            summary = s.start()
+        except KeyboardInterrupt:  # pragma: no cover - only when the engine lets Ctrl-C escape
+            pytest.fail("KeyboardInterrupt escaped start()")
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert s.state["results"]["stuck"] == "interrupted"
+    assert summary["interrupted"] is True
+    assert summary["passed"] == ["stuck", "teardown"]
+    assert signal.set_wakeup_fd(-1) == -1  # the run gave the wakeup fd back
+    for t in set(threading.enumerate()) - threads_before:
+        t.join(WAIT)
+        assert not t.is_alive(), f"thread {t.name!r} outlived its run"

@@ -24,6 +24,7 @@ from .interrupts import InterruptMethods
 from .lanes import MSG_BEGAN, MSG_DONE, MSG_DROPPED, MSG_RUNNING, TIMER_RETRY, TIMER_TIMEOUT, Job, Lane, LaneMethods
 from .model import TaskOptions, TaskRecord, TaskStatus, new_record
 from .order import OrderPlan, ReplayGate, first_in_plan
+from .replaying import ReplayMethods
 from .signals import install_interrupt_handler
 from .summary import build_summary
 from .capture import OutputCapture
@@ -58,7 +59,7 @@ class RunOptions:
     block_threshold: float | None = 0.1  # seconds a coroutine step may hold the loop unwarned
 
 
-class Run(LaneMethods, InterruptMethods, GateMethods):
+class Run(LaneMethods, InterruptMethods, GateMethods, ReplayMethods):
     """The state of one call to ``Scheduler.start()``; lives on the dispatcher thread.
 
     ``fns`` and ``options`` are a snapshot, by task position: a task registered
@@ -183,7 +184,8 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
             self.events.emit(EventKind.RUN_STARTED, data=meta)
 
         completed = False
-        restore_sigint = install_interrupt_handler(lambda: self.request_stop(False, from_signal=True))
+        restore_sigint = install_interrupt_handler(lambda: self.request_stop(False, from_signal=True),
+                                                   self._signal_watch())
         if s.capture:
             OutputCapture.install()
         try:
@@ -210,6 +212,10 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
         if self.executor is not None:
             self.executor.annotate(summary)
         return summary
+
+    def _signal_watch(self) -> Any:
+        """Who reads the signals' wakeup fd (signals.py): None, a thread of its own."""
+        return None
 
     def _loop(self) -> None:
         get = self.inbox.get
@@ -330,34 +336,6 @@ class Run(LaneMethods, InterruptMethods, GateMethods):
                 return min(ptr, k)
             heapq.heappop(heap)
         return ptr
-
-    def _open_gate(self) -> None:
-        for job in self.gate.open_all():
-            self.jobs.put(job)
-
-    def _replay_allows(self, idx: int) -> bool:
-        """May ``idx`` be handed out: has every task that had finished before it started, in
-        the recording, been handed out (its worker waits for them, see ReplayGate) -- or, for
-        a task with a timeout, whose clock starts now, finished?"""
-        need = self.need[idx]
-        order = self.plan.finish_order
-        where = self.where
-        end = len(order)
-        if self.options[idx].timeout is None:
-            p = self.launched_prefix
-            if need <= p:
-                return True
-            while p < end and where[order[p]] in (_RUNNING, _DONE):
-                p += 1
-            self.launched_prefix = p
-            return need <= p
-        p = self.finished_prefix
-        if need <= p:
-            return True
-        while p < end and where[order[p]] == _DONE:
-            p += 1
-        self.finished_prefix = p
-        return need <= p
 
     def _launch(self, idx: int) -> None:
         opts = self.options[idx]

@@ -21,6 +21,7 @@ returns None) is left alone: we could not restore it.
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import threading
@@ -38,16 +39,24 @@ def _taken(signum: int, previous: object) -> bool:
     return True
 
 
-def install_interrupt_handler(request_stop: Callable[[], None]) -> Callable[[], None]:
+def install_interrupt_handler(request_stop: Callable[[], None],
+                              watch: Callable[[int, Callable[[], None]], Callable[[], bool]] | None = None,
+                              ) -> Callable[[], None]:
     """Turn SIGINT and SIGTERM into stop requests while we run; returns the function restoring
-    the previous handlers. Does nothing off the main thread (Python delivers signals there)."""
+    the previous handlers. Does nothing off the main thread (Python delivers signals there).
+
+    ``watch(fd, on_readable)``, when given, has a thread the run already has (its event
+    loop) call ``on_readable()`` whenever the wakeup fd is readable, instead of a thread of
+    our own reading it; it returns a function telling, once the run is over, whether that
+    thread is done with the fd (it may be closed then).
+    """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     # Python runs a handler only on the main thread, between bytecodes; but the kernel may
     # deliver the signal to any thread, and then nothing wakes a main thread blocked waiting
     # for its inbox: the interrupt would wait for the next task to end (forever, for a stuck
     # one). The byte the C-level handler writes to the wakeup fd, on whichever thread it
-    # runs, wakes a reader thread instead, and that reader makes the stop request.
+    # runs, wakes a reader instead, and that reader makes the stop request.
     taken = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -57,7 +66,7 @@ def install_interrupt_handler(request_stop: Callable[[], None]) -> Callable[[], 
             continue
     if not taken:
         return lambda: None
-    wakeup = _Wakeup.open(request_stop, taken)
+    wakeup = _Wakeup.open(request_stop, taken, watch)
 
     def on_signal(signum, frame):
         if wakeup is None:  # no wakeup fd here: the handler itself asks
@@ -80,20 +89,32 @@ def install_interrupt_handler(request_stop: Callable[[], None]) -> Callable[[], 
 
 
 class _Wakeup:
-    """The wakeup fd of the run (``signal.set_wakeup_fd``) and the thread reading it."""
+    """The wakeup fd of the run (``signal.set_wakeup_fd``) and who reads it: a thread of its
+    own, or the run's event loop (``watch``).
+
+    The reading thread is not waited for, neither when it starts (the pipe keeps what is
+    written before it reads) nor when the run ends (it closes the read end itself): a run
+    pays no thread hand-off for it.
+    """
 
     _STOP = b"\0"  # no signal has number 0: the reader's cue to end
 
     def __init__(self, read_fd: int, write_fd: int, previous_fd: int,
-                 request_stop: Callable[[], None], signals: list[int]) -> None:
+                 request_stop: Callable[[], None], signals: list[int],
+                 watch: Callable[[int, Callable[[], None]], Callable[[], bool]] | None) -> None:
         self.read_fd, self.write_fd, self.previous_fd = read_fd, write_fd, previous_fd
         self.request_stop = request_stop
         self.signals = frozenset(signals)
-        self.thread = threading.Thread(target=self._read, name="signals-wakeup", daemon=True)
-        self.thread.start()
+        self.done_with_fd: Callable[[], bool] | None = None
+        if watch is not None:
+            os.set_blocking(read_fd, False)
+            self.done_with_fd = watch(read_fd, self._readable)
+        else:
+            _thread.start_new_thread(self._read, ())
 
     @classmethod
-    def open(cls, request_stop: Callable[[], None], signals: list[int]) -> "_Wakeup | None":
+    def open(cls, request_stop: Callable[[], None], signals: list[int],
+             watch: Callable[[int, Callable[[], None]], Callable[[], bool]] | None = None) -> "_Wakeup | None":
         """Set the wakeup fd for the run; None where that cannot be done (then handlers ask)."""
         try:
             read_fd, write_fd = os.pipe()
@@ -107,38 +128,55 @@ class _Wakeup:
             os.close(write_fd)
             return None
         try:
-            return cls(read_fd, write_fd, previous_fd, request_stop, signals)
+            return cls(read_fd, write_fd, previous_fd, request_stop, signals, watch)
         except RuntimeError:  # no thread to spare for the reader: the handlers ask themselves
             signal.set_wakeup_fd(previous_fd)
             os.close(read_fd)
             os.close(write_fd)
             return None
 
-    def _read(self) -> None:
-        while True:
-            try:
-                data = os.read(self.read_fd, 64)
-            except InterruptedError:
-                continue
-            except OSError:
-                return
-            if not data:
-                return
-            for signum in data:
-                if signum == 0:
+    def _handle(self, data: bytes) -> bool:
+        """Stop requests for the signals in ``data``; False at the cue to end."""
+        for signum in data:
+            if signum == 0:
+                return False
+            if signum in self.signals:
+                self.request_stop()  # one request per signal: the second one forces
+        return True
+
+    def _read(self) -> None:  # the reading thread
+        try:
+            while True:
+                try:
+                    data = os.read(self.read_fd, 64)
+                except InterruptedError:
+                    continue
+                except OSError:
                     return
-                if signum in self.signals:
-                    self.request_stop()  # one request per signal: the second one forces
+                if not data or not self._handle(data):
+                    return
+        finally:
+            os.close(self.read_fd)
+
+    def _readable(self) -> None:  # on the watching thread, when the fd is readable
+        try:
+            data = os.read(self.read_fd, 64)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return
+        if data:
+            self._handle(data)
 
     def close(self) -> None:
-        """Give the wakeup fd back, then stop the reader (signals after this are not ours)."""
+        """Give the wakeup fd back, then let the reader go (signals after this are not ours)."""
         signal.set_wakeup_fd(self.previous_fd)
-        if self.thread.is_alive():
+        if self.done_with_fd is None:
             try:
-                os.write(self.write_fd, self._STOP)
+                os.write(self.write_fd, self._STOP)  # (a full pipe: the reader ends at EOF)
             except OSError:
                 pass
-            self.thread.join(5.0)
-        if not self.thread.is_alive():  # else it is stuck in read(): leave it its fd
+        elif self.done_with_fd():
             os.close(self.read_fd)
+        # else its watcher is stuck (a coroutine that ignores cancellation): leave it the fd
         os.close(self.write_fd)

@@ -28,8 +28,9 @@ from .model import TaskRecord, TaskStatus, new_record
 __all__ = ["AsyncRun", "EventLoopThread", "LOOP_THREAD", "ASYNC_LOCK_KEY"]
 
 _PASSED = TaskStatus.PASSED
-_K_WARNING, _K_STARTED, _K_READY = EventKind.TASK_WARNING, EventKind.TASK_STARTED, EventKind.TASK_READY
-_READY, _RUNNING = Run.READY, Run.RUNNING
+_K_WARNING, _K_STARTED, _K_READY, _K_FINISHED = (
+    EventKind.TASK_WARNING, EventKind.TASK_STARTED, EventKind.TASK_READY, EventKind.TASK_FINISHED)
+_READY, _RUNNING, _DONE = Run.READY, Run.RUNNING, Run.DONE
 _ABANDONED = "abandoned: still running when the run was stopped"
 _CANCELLED_RUNNING = "cancelled: still running when the run was stopped; its coroutine was cancelled"
 
@@ -150,10 +151,10 @@ class AsyncRun(AsyncGateMethods, Run):
             if at is None and need is None and self.async_inflight + len(ready) <= limit:
                 # every ready coroutine may start now: all of them, in heap order, without popping
                 ready.sort()
-                for key in ready:
-                    idx = key + n if key < 0 else key  # (a task to start first)
-                    if where[idx] == _READY:  # (else cancelled while it waited)
-                        hand_over(self._launch_async(idx))
+                first = self.first is not None  # (keys of tasks to start first are below 0)
+                batch += self._launch_coroutines([
+                    idx for idx in (key + n if first and key < 0 else key for key in ready)
+                    if where[idx] == _READY])  # (else cancelled while it waited)
                 ready.clear()
             while ready:
                 idx = key = ready[0]
@@ -185,21 +186,32 @@ class AsyncRun(AsyncGateMethods, Run):
         Run._dispatch(self)
 
     def _launch_async(self, idx: int) -> AsyncJob:
-        self.where[idx] = _RUNNING
-        attempt = self.attempts[idx] = self.attempts[idx] + 1
-        self.async_inflight += 1
-        job = AsyncJob(idx, attempt)
-        self.job_of[idx] = job
-        if self.pool_gate is not None:
-            self._coroutine_launched(idx)
-        if attempt <= self.options[idx].retries:
-            heapq.heappush(self.retry_heap, idx if self.at is None else self.rank[idx])
-        else:
-            job.final = True
-            self.final_inflight += 1
-        if self.events._subs[_K_STARTED]:
-            self.events.emit_task(_K_STARTED, self.names[idx], None, attempt)
-        return job
+        return self._launch_coroutines((idx,))[0]
+
+    def _launch_coroutines(self, idxs: Any) -> list[AsyncJob]:
+        """An attempt of each of ``idxs`` (ready coroutine tasks), to hand to the loop."""
+        where, attempts, job_of, options = self.where, self.attempts, self.job_of, self.options
+        pooled = self.pool_gate is not None
+        announce = self.events._subs[_K_STARTED]
+        at = self.at
+        jobs = []
+        for idx in idxs:
+            where[idx] = _RUNNING
+            attempt = attempts[idx] = attempts[idx] + 1
+            self.async_inflight += 1
+            job = AsyncJob(idx, attempt)
+            job_of[idx] = job
+            if pooled:
+                self._coroutine_launched(idx)
+            if attempt <= options[idx].retries:
+                heapq.heappush(self.retry_heap, idx if at is None else self.rank[idx])
+            else:
+                job.final = True
+                self.final_inflight += 1
+            if announce:
+                self.events.emit_task(_K_STARTED, self.names[idx], None, attempt)
+            jobs.append(job)
+        return jobs
 
     def _handle(self, msg: tuple) -> None:
         if msg[0] != MSG_ASYNC_BATCH:
@@ -208,10 +220,19 @@ class AsyncRun(AsyncGateMethods, Run):
         box = msg[1]
         done = 0
         # the common message, a coroutine that passed, is handled inline (a 10,000-task run's
-        # hot path); anything else goes through _handle_one
+        # hot path); anything else goes through _handle_one. While nobody hears of finished
+        # tasks, no pool or replay gate needs telling, its record is kept right here too
         names, options, job_of, results = self.names, self.options, self.job_of, self.results
         state_lock, finish, warnings = self.state_lock, self._finish_async, self.warnings
         pooled = self.pool_gate.of if self.pool_gate is not None else None  # via _handle_one
+        inline = pooled is None and self.gate is None and not self.events._subs[_K_FINISHED]
+        where, records, cstart = self.where, self.records, self.cstart
+        passed, ran = self.order[_PASSED], self.ran
+        if results is not None and inline:  # every passed coroutine's result, under one lock
+            with state_lock:
+                for one in box:
+                    if one[0] == MSG_ASYNC_DONE and one[2] and job_of[one[1].idx] is one[1]:
+                        results[names[one[1].idx]] = one[3]
         try:
             for one in box:
                 done += 1
@@ -227,14 +248,26 @@ class AsyncRun(AsyncGateMethods, Run):
                     continue  # a forced stop has recorded it already
                 self.async_open -= 1
                 name = names[idx]
-                if results is not None:
+                if results is not None and not inline:
                     with state_lock:
                         results[name] = value
-                finish(idx, new_record(TaskRecord, (
+                record = new_record(TaskRecord, (
                     name, _PASSED, LOOP_THREAD, started, started + duration, duration, job.attempt,
                     None, None, None, output, None, options[idx].tags, True,
                     warnings.get(idx) if warnings else None, 0.0, None,
-                )))
+                ))
+                if not inline:
+                    finish(idx, record)
+                    continue
+                where[idx] = _DONE  # what Run._finish does, for this case
+                records[idx] = record
+                job_of[idx] = None
+                self.unfinished -= 1
+                self.finished_count += 1
+                passed.append(name)
+                ran.append(name)
+                if cstart[idx] != cstart[idx + 1]:
+                    self._release(idx, record)
         except BaseException:  # noqa: B902 - e.g. Ctrl-C in a subscriber: keep what is left
             if done < len(box):
                 self.inbox.put((MSG_ASYNC_BATCH, box[done:]))

@@ -543,10 +543,16 @@ class Run(LaneMethods, InterruptMethods, GateMethods, ReplayMethods):
         events = self.events
         if events._subs[_K_FINISHED]:
             events.emit_task(_K_FINISHED, record.name, None, 0, record, self.finished_count)
+        cstart = self.cstart
+        if cstart[idx] != cstart[idx + 1]:  # (else no slice, no release list: a wide run's common case)
+            self._release(idx, record, pending)
+
+    def _release(self, idx: int, record: TaskRecord, pending: list[int] | None = None) -> None:
+        """``idx`` is final (``record``): its dependents have one dependency fewer to wait for;
+        those with none left are decided now (or put in ``pending``, to be decided by the caller)."""
         deps_left, cstart = self.deps_left, self.cstart
-        if cstart[idx] == cstart[idx + 1]:
-            return  # no dependents (no slice, no release list: the common case of a wide run)
         children = self.cflat[cstart[idx]:cstart[idx + 1]]
+        status = record.status
         if status is not _PASSED:
             mine = self.blame.get(idx) if status is _SKIPPED else None
             root = mine[2] if mine is not None else record.name

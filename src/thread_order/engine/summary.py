@@ -111,7 +111,10 @@ def build_summary(run: Any) -> dict:
     failures = {}
     failure_counts: Counter = Counter()
     # a record is missing only if a forced stop left it so; kept defensive for summaries
-    tasks = TaskTable((rec.name, rec) for rec in records if rec is not None)
+    if None in records:
+        tasks = TaskTable((rec.name, rec) for rec in records if rec is not None)
+    else:  # (records[i] is the record of names[i])
+        tasks = TaskTable(zip(run.names, records))
     for name in run.order[_FAILED]:
         rec = records[run.index[name]]
         failures[name] = {"error_type": rec.error_type, "error": rec.error}
@@ -126,7 +129,7 @@ def build_summary(run: Any) -> dict:
     # short; a graceful stop still runs them, so this is empty unless the run was forced
     options = run.options
     teardown_not_run = [rec.name for i, rec in enumerate(records)
-                        if rec is not None and rec.status is _CANCELLED and options[i].always]
+                        if rec is not None and rec.status is _CANCELLED and options[i].always] if cancelled else []
     # only a run with async tasks (engine/aio.py) has any: {task: its blocking-loop warning}
     warned = getattr(run, "warnings", None)
     warnings = {run.names[i]: text for i, text in sorted(warned.items())} if warned else {}

@@ -51,7 +51,7 @@ class AsyncRun(AsyncGateMethods, Run):
         # async tasks not final yet, and attempts in flight that no retry may follow: when a
         # hand-over leaves the two equal in a run of coroutines only, it is the run's last
         options = self.options
-        self.async_open = sum(1 for i in range(self.n) if options[i].is_async)
+        self.async_open = sum(o.is_async for o in options[:self.n])
         self.all_async = self.async_open == self.n
         self.final_inflight = 0
         self.aio: EventLoopThread | None = None
@@ -60,8 +60,7 @@ class AsyncRun(AsyncGateMethods, Run):
             self._make_ready = self._make_ready_async_ranked
 
     def _start_lanes(self, count: int) -> None:
-        options = self.options
-        threaded = sum(1 for i in range(self.n) if not options[i].is_async)
+        threaded = self.n - self.async_open  # (no task is final yet)
         super()._start_lanes(min(count, threaded))  # none at all for a run of coroutines only
         try:
             aio = EventLoopThread(self)

@@ -10,11 +10,13 @@ and timeouts live in lanes.py, interrupts in interrupts.py.
 from __future__ import annotations
 
 import heapq
+import operator
 import queue
 import threading
 import time
 import uuid
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Callable, Sequence
 
 from .events import EventKind, EventStream
@@ -92,7 +94,7 @@ class Run(LaneMethods, InterruptMethods, GateMethods, ReplayMethods):
         # the graph's edges as flat index arrays (see Graph): read-only, shared with workers
         self.pstart, self.cstart, self.cflat = graph._pstart, graph._cstart, graph._cflat
         pstart = self.pstart
-        self.deps_left = [pstart[i + 1] - pstart[i] for i in range(n)]
+        self.deps_left = list(map(operator.sub, islice(pstart, 1, None), pstart))  # pstart[i + 1] - pstart[i]
         # first non-passed dependency seen, and the failure at the root of it
         self.blame: dict[int, tuple[str, TaskStatus, str]] = {}  # (few tasks have one)
         self.records: list[TaskRecord | None] = [None] * n

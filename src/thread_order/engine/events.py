@@ -141,8 +141,18 @@ class EventStream:
         if not subs:
             return
         seq = self._seq = self._seq + 1
-        self._deliver(subs, _new_event(Event, (kind, seq, time.time(), name, thread, attempt, record,
-                                               count, None)))
+        event = _new_event(Event, (kind, seq, _now(), name, thread, attempt, record, count, None))
+        if len(subs) > 1:
+            self._deliver(subs, event)
+            return
+        try:  # one subscriber (the common case): what _deliver does, without the call
+            subs[0](event)
+        except KeyboardInterrupt:
+            if self.on_keyboard_interrupt is None:
+                raise
+            self.on_keyboard_interrupt()
+        except BaseException:  # noqa: B902 - even SystemExit from a callback must not end the run
+            log.exception("event subscriber %r failed on %s", subs[0], kind.value)
 
     def _deliver(self, subs: tuple[Subscriber, ...], event: Event) -> None:
         for fn in subs:
@@ -157,3 +167,4 @@ class EventStream:
 
 
 _new_event = tuple.__new__
+_now = time.time

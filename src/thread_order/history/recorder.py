@@ -86,9 +86,10 @@ class HistoryRecorder:
         self.run_id: int | None = None
         # the run's own events, flush() requests and _STOP: each wakes the writer at once
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        # TASK_FINISHED events: the dispatcher appends, the writer takes from the front (both
-        # single list operations, atomic under the GIL); they do not wake the writer
-        self._tasks: list[Event] = []
+        # the records of TASK_FINISHED events: the dispatcher appends, the writer takes from the
+        # front (both single list operations, atomic under the GIL); they do not wake the writer
+        self._tasks: list[TaskRecord] = []
+        self._seen = 0  # records taken so far: the next one's seq (its place in finishing order) - 1
         self._retried: list[Event] = []  # TASK_RETRYING events, taken the same way
         self._ending = False  # no more events will come: the writer stops waiting for windows
         self._thread: threading.Thread | None = None
@@ -167,9 +168,14 @@ class HistoryRecorder:
             conn.close()
             raise fail(self.path, f"cannot record a run: {describe(exc)}") from None
         self._conn = conn
+        take = self._tasks.append
+
+        def task_finished(event: Event) -> None:  # the record alone: an event kept would cost the GC
+            take(event.record)
+
         self._undo = [
-            # bound C methods are the whole subscribers: nothing else runs on the dispatcher thread
-            scheduler.subscribe(self._tasks.append, EventKind.TASK_FINISHED),
+            # (nearly) bound C methods are the whole subscribers: little runs on the dispatcher thread
+            scheduler.subscribe(task_finished, EventKind.TASK_FINISHED),
             # an attempt that failed and is retried (rare): kept in task_attempts
             scheduler.subscribe(self._retried.append, EventKind.TASK_RETRYING),
             scheduler.subscribe(self._queue.put, EventKind.RUN_STARTED, EventKind.RUN_INTERRUPTED),
@@ -295,7 +301,8 @@ class HistoryRecorder:
         # a slice at a time: each field is a pass over the slice's records, and a slice whose
         # records stay in the CPU's cache costs about half what one of 10,000 does
         for start in range(0, len(finished), BATCH_TASKS):
-            self._pend_tasks(finished[start:start + BATCH_TASKS])
+            self._pend_tasks(finished[start:start + BATCH_TASKS], self._seen + start + 1)
+        self._seen += len(finished)
         if stop:
             if "status" not in final:
                 if not self._started:
@@ -307,8 +314,8 @@ class HistoryRecorder:
                 final["status"] = "interrupted"
         return stop
 
-    def _pend_tasks(self, finished: list[Event]) -> None:
-        records = list(map(_RECORD, finished))
+    def _pend_tasks(self, records: list[TaskRecord], first: int) -> None:
+        """``records`` finished in this order, the first of them ``first``-th in the run (its seq)."""
         n = len(records)
         self._pending_tasks += n
         # one C-level transposition gives every field of the batch as a tuple: the common case,
@@ -320,21 +327,23 @@ class HistoryRecorder:
                 and not any(cols[_I_TAGS]) and not any(cols[_I_ERROR]) and not any(cols[_I_REASON])
                 and not any(cols[_I_WARNING]) and not any(cols[_I_WAITED_FOR])):
             self._counts[TaskStatus.PASSED] += n
-            seqs, full = finished, ()
+            lean, seqs, full = records, range(first, first + n), []
         else:
             self._counts.update(statuses)
-            seqs = [e for e in finished if _DETAIL(e.record) == _LEAN]
-            full = [e for e in finished if _DETAIL(e.record) != _LEAN]
-            cols = tuple(zip(*map(_RECORD, seqs)))
-        if seqs:
+            is_lean = [d == _LEAN for d in map(_DETAIL, records)]
+            lean = list(itertools.compress(records, is_lean))
+            seqs = list(itertools.compress(itertools.count(first), is_lean))
+            full = [(first + i, rec) for i, rec in enumerate(records) if not is_lean[i]]
+            cols = tuple(zip(*lean))
+        if lean:
             try:
                 times = cols[_I_STARTED] + cols[_I_FINISHED] + cols[_I_DURATION]
-                numbers = cols[_I_ATTEMPTS] + tuple(map(_COUNT, seqs))
+                numbers = cols[_I_ATTEMPTS] + tuple(seqs)
                 self._batches.append(encode_batch(cols[_I_NAME], cols[_I_THREAD], times, numbers))
             except (TypeError, ValueError, OverflowError):  # a value the arrays cannot hold
-                full = finished
+                full = list(enumerate(records, first))
         if full:
-            self._rows.extend(itertools.chain.from_iterable(_task_row(self.run_id, e) for e in full))
+            self._rows.extend(itertools.chain.from_iterable(_task_row(seq, rec) for seq, rec in full))
 
     def _attempt(self, conn: sqlite3.Connection) -> bool:
         """Write everything pending in one transaction; on failure keep it and back off."""
@@ -449,7 +458,6 @@ def _busy(exc: sqlite3.Error) -> bool:
 _TASK_COLUMNS = ("seq", "name", "status", "thread", "attempts", "started_at", "finished_at", "duration",
                  "error_type", "error", "traceback", "reason", "output", "output_bytes", "tags",
                  "is_async", "warning", "waited", "waited_for")
-_RECORD = operator.attrgetter("record")
 # where each field of a TaskRecord is, in the tuples a batch is transposed into
 (_I_NAME, _I_STATUS, _I_THREAD, _I_STARTED, _I_FINISHED, _I_DURATION, _I_ATTEMPTS, _I_ERROR, _I_OUTPUT,
  _I_REASON, _I_TAGS, _I_WARNING, _I_WAITED_FOR) = map(TaskRecord._fields.index, (
@@ -459,7 +467,6 @@ _RECORD = operator.attrgetter("record")
 _DETAIL = operator.attrgetter("status", "output", "tags", "error", "reason", "error_type", "traceback",
                               "warning", "waited_for")
 _LEAN = (TaskStatus.PASSED, "", (), None, None, None, None, None, None)
-_COUNT = operator.attrgetter("count")
 _MAX_PARAMS = 999  # SQLite's smallest default limit on parameters per statement
 
 
@@ -479,8 +486,7 @@ def _insert(conn: sqlite3.Connection, run_id: int, columns: tuple[str, ...], par
         conn.execute(full if rows == per else head + ", ".join([one] * rows), chunk)
 
 
-def _task_row(run_id: int, event: Event) -> tuple:
-    rec = event.record
+def _task_row(seq: int, rec: TaskRecord) -> tuple:
     output, size = cap_text(rec.output)
     tb = rec.traceback
     if tb is not None and len(tb) > OUTPUT_CAP // 4:
@@ -489,7 +495,7 @@ def _task_row(run_id: int, event: Event) -> tuple:
     if error is not None and len(error) > OUTPUT_CAP // 4:
         error = cap_text(error)[0]
     return (
-        event.count, rec.name, rec.status, rec.thread, rec.attempts, rec.started_at,
+        seq, rec.name, rec.status, rec.thread, rec.attempts, rec.started_at,
         rec.finished_at, rec.duration, rec.error_type, error, tb, rec.reason, output or "", size,
         json.dumps(list(rec.tags)) if rec.tags else "[]", int(rec.is_async), rec.warning, rec.waited,
         rec.waited_for,

@@ -815,3 +815,28 @@ def test_all_async_dags_with_retries_keep_every_invariant(data):
         if recs[name(i)].status is not SKIPPED:
             assert tries[i] == (2 if i in flaky else 1)
     assert loop_threads() == []
+
+
+def test_an_async_generator_a_task_left_open_is_closed_when_the_run_ends():
+    """The loop's shutdown closes async generators left suspended (their finally runs on the
+    run's loop, before start() returns), whether or not coroutines were still running."""
+    closed = []
+
+    async def numbers():
+        try:
+            for i in range(10):
+                yield i
+        finally:
+            closed.append(threading.current_thread().name)
+
+    async def take_one(state):
+        gen = numbers()
+        state["gen"] = gen  # kept alive past the task: only the loop's shutdown closes it
+        return await gen.__anext__()
+
+    s = Scheduler()
+    s.register(take_one, "take_one", with_state=True)
+    summary = s.start()
+    assert summary["passed"] == ["take_one"]
+    assert s.state["results"]["take_one"] == 0
+    assert closed == ["event_loop"]

@@ -306,12 +306,18 @@ class EventLoopThread:
     def _begin_shutdown(self) -> None:
         if not self.shutting:
             self.shutting = True
-            self.loop.create_task(self._shutdown())
+            if asyncio.all_tasks(self.loop):  # coroutines to cancel: a task does it, awaiting their cleanup
+                self.loop.create_task(self._shutdown())
+            else:  # nothing left: stop now (_main closes any async generator left open)
+                self.loop.stop()
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_forever()
+            if self.shutting and getattr(self.loop, "_asyncgens", True) and not self._tasks_pending():
+                # stopped with nothing left running, but async generators left open: close them
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         finally:
             if not self._tasks_pending():
                 self.loop.close()

@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from .aiogate import AsyncGateMethods
-from .aioloop import (ASYNC_LOCK_KEY, LOOP_THREAD, MSG_ASYNC_BATCH, MSG_ASYNC_DONE, MSG_ASYNC_DROPPED,
+from .aioloop import (ASYNC_LOCK_KEY, LOOP_THREAD, MSG_ASYNC_BATCH, MSG_ASYNC_DROPPED,
                       MSG_ASYNC_WARNING, AsyncJob, EventLoopThread)
 from .dispatch import Run
 from .errors import WorkerStartError
@@ -230,15 +230,16 @@ class AsyncRun(AsyncGateMethods, Run):
         if results is not None and inline:  # every passed coroutine's result, under one lock
             with state_lock:
                 for one in box:
-                    if one[0] == MSG_ASYNC_DONE and one[2] and job_of[one[1].idx] is one[1]:
-                        results[names[one[1].idx]] = one[3]
+                    if type(one) is AsyncJob and one.ok and job_of[one.idx] is one:
+                        results[names[one.idx]] = one.value
         try:
             for one in box:
                 done += 1
-                if one[0] != MSG_ASYNC_DONE or not one[2] or (pooled is not None and pooled[one[1].idx]):
+                if type(one) is not AsyncJob or not one.ok or (pooled is not None and pooled[one.idx]):
                     self._handle_one(one)
                     continue
-                _, job, _, value, _, started, duration, output = one
+                job = one
+                value, started, duration = job.value, job.began, job.duration
                 self.async_inflight -= 1
                 if job.final:
                     self.final_inflight -= 1
@@ -252,7 +253,7 @@ class AsyncRun(AsyncGateMethods, Run):
                         results[name] = value
                 record = new_record(TaskRecord, (
                     name, _PASSED, LOOP_THREAD, started, started + duration, duration, job.attempt,
-                    None, None, None, output, None, options[idx].tags, True,
+                    None, None, None, job.output, None, options[idx].tags, True,
                     warnings.get(idx) if warnings else None, 0.0, None,
                 ))
                 if not inline:
@@ -272,10 +273,11 @@ class AsyncRun(AsyncGateMethods, Run):
                 self.inbox.put((MSG_ASYNC_BATCH, box[done:]))
             raise
 
-    def _handle_one(self, msg: tuple) -> None:
-        kind = msg[0]
-        if kind == MSG_ASYNC_DONE:
-            _, job, ok, value, error, started, duration, output = msg
+    def _handle_one(self, msg: tuple | AsyncJob) -> None:
+        if type(msg) is AsyncJob:  # its attempt ended
+            job = msg
+            ok, value, error, started, duration, output = (job.ok, job.value, job.error, job.began,
+                                                           job.duration, job.output)
             self.async_inflight -= 1
             if job.final:
                 self.final_inflight -= 1
@@ -295,7 +297,9 @@ class AsyncRun(AsyncGateMethods, Run):
                 ))
             else:
                 self._attempt_failed(idx, LOOP_THREAD, error, started, duration, output, wait)
-        elif kind == MSG_ASYNC_WARNING:
+            return
+        kind = msg[0]
+        if kind == MSG_ASYNC_WARNING:
             _, job, message = msg
             if job.idx in self.warnings:
                 return  # once per task, whichever attempt

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .dispatch import Run  # (an aio.AsyncRun, which is one)
 
 __all__ = ["EventLoopThread", "AsyncJob", "LOOP_THREAD", "ASYNC_LOCK_KEY", "CANCEL_GRACE",
-           "MSG_ASYNC_DONE", "MSG_ASYNC_DROPPED", "MSG_ASYNC_WARNING", "MSG_ASYNC_BATCH"]
+           "MSG_ASYNC_DROPPED", "MSG_ASYNC_WARNING", "MSG_ASYNC_BATCH"]
 
 log = logging.getLogger("thread_order")
 
@@ -47,8 +47,9 @@ ASYNC_LOCK_KEY = "_async_lock"
 CANCEL_GRACE = 10.0
 
 # messages from the loop to the dispatcher (lanes.py numbers the workers' from 0); the loop
-# sends what one of its iterations produced as one MSG_ASYNC_BATCH, a list of the others
-MSG_ASYNC_DONE, MSG_ASYNC_DROPPED, MSG_ASYNC_WARNING, MSG_ASYNC_BATCH = 10, 11, 12, 13
+# sends what one of its iterations produced as one MSG_ASYNC_BATCH, a list of the others and of
+# the AsyncJobs whose attempts ended (each its own message: how it went is in its fields)
+MSG_ASYNC_DROPPED, MSG_ASYNC_WARNING, MSG_ASYNC_BATCH = 11, 12, 13
 
 _OUR_FILES = (__file__, aiostep.__file__)  # frames of ours, above the task's own
 _DONE = object()  # a coroutine's first step was its last
@@ -62,7 +63,10 @@ class AsyncJob:
     """One attempt of one async task, handed to the loop (``lanes.Job``'s fields, and the loop's)."""
 
     __slots__ = ("idx", "attempt", "lane", "abandoned", "done", "started", "direct", "task",
-                 "timed_out", "warned", "final")
+                 "timed_out", "warned", "final",
+                 # how the attempt went, set on the loop when it ends: the job itself is then the
+                 # message to the dispatcher (no tuple per task for the GC to carry meanwhile)
+                 "ok", "value", "error", "began", "duration", "output")
 
     def __init__(self, idx: int, attempt: int) -> None:
         self.idx = idx
@@ -169,7 +173,7 @@ class EventLoopThread:
                     if job.done:
                         self._send((MSG_ASYNC_DROPPED, job))
 
-    def _send(self, msg: tuple) -> None:
+    def _send(self, msg: tuple | AsyncJob) -> None:
         self.outbox.append(msg)
         if not self.flushing:
             self.flushing = True
@@ -271,12 +275,14 @@ class EventLoopThread:
                 entered.__exit__(type(failure) if failure is not None else None, failure,
                                  failure.__traceback__ if failure is not None else None)
                 failure = None
-        duration = perf() - t0
+        job.duration = perf() - t0
         job.task = None  # nothing left to cancel: the finished Task need not outlive this step
-        self._ended()
+        job.ok, job.value, job.error = ok, value, error
         run = self.run  # the start in epoch seconds, without a second clock call
-        self._send((MSG_ASYNC_DONE, job, ok, value, error, run.started_at + (t0 - run.t0), duration,
-                    joined(mine) if mine else ""))
+        job.began = run.started_at + (t0 - run.t0)
+        job.output = joined(mine) if mine else ""
+        self._ended()
+        self._send(job)  # the attempt ended: the job is the message
 
     def stop(self) -> None:
         """Stop the loop, from the dispatcher, once the run is over.

@@ -1,7 +1,7 @@
 """Recording the run history: each run and its tasks written to SQLite as they finish.
 
 A :class:`HistoryRecorder` subscribes to a scheduler's event stream. Its
-subscribers only append finished tasks' events to a list and put the run's
+subscribers only append finished tasks' records to a list and put the run's
 own events on a queue (cheap, on the dispatcher thread); a writer thread of
 its own turns them into rows, one transaction per batch. While the run goes on
 the writer takes what has finished every ``BATCH_WINDOW`` seconds, so a busy

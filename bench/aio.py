@@ -84,7 +84,7 @@ def paired(measure, repeat):
 
 
 def main(quick: bool = False):
-    repeat = 3 if quick else 21  # short runs: more pairs steady the median on a busy machine
+    repeat = 3 if quick else 31  # short runs: more pairs steady the median on a busy machine
     rows = []
     rows.append((f"{NOOPS:,} no-op coroutines (async_limit=100)", *paired(
         lambda side: floor(noop, NOOPS) if side == "floor" else ours(noop, NOOPS, 100), repeat),

@@ -184,7 +184,7 @@ def paired(measure, repeat):
 
 def main(quick: bool = False):
     rows = []
-    repeat = 3 if quick else 9
+    repeat = 3 if quick else 15  # short runs on a noisy machine: more pairs steady the median
     cases = [
         ("10,000 independent no-ops", independent(10_000), lambda n: noop, 1.0),
         ("chain of 2,000 no-ops", chain(2_000), lambda n: noop, 1.0),

@@ -101,9 +101,10 @@ class AsyncRun(AsyncGateMethods, Run):
 
     def _heap_roots(self, roots: list[int]) -> None:
         options = self.options
-        to_loop, to_lanes = self.ready_async.append, self.ready.append  # both stay in order: heaps
-        for i in roots:
-            (to_loop if options[i].is_async else to_lanes)(i)
+        coroutines = [i for i in roots if options[i].is_async]
+        threads = [i for i in roots if not options[i].is_async] if coroutines else roots
+        self.ready_async.extend(self._sorted_keys(coroutines))
+        self.ready.extend(self._sorted_keys(threads))
 
     def _make_ready(self, idx: int) -> None:
         if not self.options[idx].is_async:

@@ -460,9 +460,8 @@ class Run(LaneMethods, InterruptMethods, GateMethods, ReplayMethods):
         """Make every task without dependencies ready: what ``_decide`` concludes for a root."""
         deps_left = self.deps_left
         roots = [i for i in range(self.n) if not deps_left[i]]
-        if self.pool_gate is None and self.first is None and self.plan is None \
-                and not self.events._subs[_K_READY]:
-            # nothing to weigh: ready in index order, which is already a heap
+        if self.pool_gate is None and self.first is None and not self.events._subs[_K_READY]:
+            # nothing to weigh: every root ready at once, each heap filled already sorted
             where = self.where
             for i in roots:
                 where[i] = _READY
@@ -472,8 +471,12 @@ class Run(LaneMethods, InterruptMethods, GateMethods, ReplayMethods):
                 self._make_ready(i)
 
     def _heap_roots(self, roots: list[int]) -> None:
-        """The roots, ready and in ascending order, to the ready heap (empty until now)."""
-        self.ready.extend(roots)
+        """The roots (ready, in ascending order) to the ready heap, empty until now."""
+        self.ready.extend(self._sorted_keys(roots))
+
+    def _sorted_keys(self, idxs: list[int]) -> list[int]:
+        """The heap keys of tasks ``idxs`` (ascending), ascending: a heap as it is."""
+        return idxs if self.plan is None else sorted(map(self.rank.__getitem__, idxs))
 
     def _make_ready(self, idx: int) -> None:
         self.where[idx] = _READY

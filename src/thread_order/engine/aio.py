@@ -82,7 +82,13 @@ class AsyncRun(AsyncGateMethods, Run):
             return None
 
         def watch(fd: int, on_readable: Any) -> Any:
-            aio.loop.call_soon_threadsafe(aio.loop.add_reader, fd, on_readable)
+            loop = aio.loop
+
+            def readable() -> None:
+                if not on_readable():  # at its end (a loop left running past the run): stop watching
+                    loop.remove_reader(fd)
+
+            loop.call_soon_threadsafe(loop.add_reader, fd, readable)
             return lambda: not aio.thread.is_alive()
         return watch
 

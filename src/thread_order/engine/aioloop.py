@@ -323,7 +323,10 @@ class EventLoopThread:
             self.loop.run_forever()
             if self.shutting and getattr(self.loop, "_asyncgens", True) and not self._tasks_pending():
                 # stopped with nothing left running, but async generators left open: close them
-                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+                try:
+                    self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+                except RuntimeError:  # one that never ends, and stop() stopped the loop after it
+                    pass
         finally:
             if not self._tasks_pending():
                 self.loop.close()

@@ -47,8 +47,9 @@ def install_interrupt_handler(request_stop: Callable[[], None],
 
     ``watch(fd, on_readable)``, when given, has a thread the run already has (its event
     loop) call ``on_readable()`` whenever the wakeup fd is readable, instead of a thread of
-    our own reading it; it returns a function telling, once the run is over, whether that
-    thread is done with the fd (it may be closed then).
+    our own reading it, until it returns False (the fd is at its end); ``watch`` returns a
+    function telling, once the run is over, whether that thread is done with the fd (it may
+    be closed then).
     """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
@@ -158,15 +159,18 @@ class _Wakeup:
         finally:
             os.close(self.read_fd)
 
-    def _readable(self) -> None:  # on the watching thread, when the fd is readable
+    def _readable(self) -> bool:  # on the watching thread, when the fd is readable
+        """Read what is there; False once there is nothing more to read (the run closed its end)."""
         try:
             data = os.read(self.read_fd, 64)
         except (BlockingIOError, InterruptedError):
-            return
+            return True
         except OSError:
-            return
-        if data:
-            self._handle(data)
+            return False
+        if not data:
+            return False
+        self._handle(data)
+        return True
 
     def close(self) -> None:
         """Give the wakeup fd back, then let the reader go (signals after this are not ours)."""

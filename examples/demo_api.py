@@ -17,6 +17,7 @@ import json
 import random
 import re
 import secrets
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -185,6 +186,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("DELETE")
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away mid-request (a run stopped by a second Ctrl-C cancels its
+        coroutines, and their connections close) is nothing to report; anything else is."""
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
+
+
 class DemoAPI:
     """The API served on 127.0.0.1 (a free port by default) from a background thread.
 
@@ -195,8 +207,7 @@ class DemoAPI:
         self.store = Store()
         self.latency = latency
         self._rng = random.Random()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.api = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
 

@@ -68,6 +68,23 @@ def run_demo(tdrun_proc, tmp_path, *argv):
     return result, data
 
 
+def test_the_demo_api_says_nothing_of_a_client_that_went_away(api, capsys):
+    """A second Ctrl-C cancels the async demo's coroutines and closes their connections mid-request:
+    the server's write then fails, which is no error of the server's (it printed a traceback)."""
+    server = api._server
+    for gone in (BrokenPipeError(32, "Broken pipe"), ConnectionResetError(104, "Connection reset by peer")):
+        try:
+            raise gone
+        except OSError:
+            server.handle_error(None, ("127.0.0.1", 9))
+    assert capsys.readouterr().err == ""
+    try:
+        raise ValueError("a bug in a handler")
+    except ValueError:
+        server.handle_error(None, ("127.0.0.1", 9))
+    assert "ValueError: a bug in a handler" in capsys.readouterr().err
+
+
 def test_demo_lifecycle_passes_and_leaves_nothing_behind(tdrun_proc, tmp_path, api):
     result, data = run_demo(tdrun_proc, tmp_path, f"--api_url={api.url}")
     assert result.code == 0, result.out + result.err

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import sys
 from typing import Any
 
 from .aiogate import AsyncGateMethods
@@ -74,23 +73,6 @@ class AsyncRun(AsyncGateMethods, Run):
             raise WorkerStartError(f"start: cannot start the event loop thread ({exc}); nothing ran: "
                                    "use fewer workers or raise the thread limit") from None
         self.aio = aio
-
-    def _signal_watch(self) -> Any:
-        """The run's loop reads the signals' wakeup fd: no thread of its own for it."""
-        aio = self.aio
-        if aio is None or sys.platform == "win32":
-            return None
-
-        def watch(fd: int, on_readable: Any) -> Any:
-            loop = aio.loop
-
-            def readable() -> None:
-                if not on_readable():  # at its end (a loop left running past the run): stop watching
-                    loop.remove_reader(fd)
-
-            loop.call_soon_threadsafe(loop.add_reader, fd, readable)
-            return lambda: not aio.thread.is_alive()
-        return watch
 
     def _loop(self) -> None:
         # after RUN_STARTED (so no initial-state snapshot holds it), gone when the run is over

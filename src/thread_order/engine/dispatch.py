@@ -216,7 +216,12 @@ class Run(LaneMethods, InterruptMethods, GateMethods, ReplayMethods):
         return summary
 
     def _signal_watch(self) -> Any:
-        """Who reads the signals' wakeup fd (signals.py): None, a thread of its own."""
+        """Who reads the signals' wakeup fd (signals.py): None, a thread of its own.
+
+        Never the run's event loop, in a run with async tasks: a coroutine stuck in a
+        blocking call holds that loop, and neither a first nor a second Ctrl-C (or
+        SIGTERM) would be heard until it returned, if ever.
+        """
         return None
 
     def _loop(self) -> None:

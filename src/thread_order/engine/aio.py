@@ -257,6 +257,9 @@ class AsyncRun(AsyncGateMethods, Run):
                 ran.append(name)
                 if cstart[idx] != cstart[idx + 1]:
                     self._release(idx, record)
+                    # (a TASK_READY subscriber it called may have subscribed to TASK_FINISHED:
+                    # the rest of the batch is then announced, through Run._finish)
+                    inline = not self.events._subs[_K_FINISHED]
         except BaseException:  # noqa: B902 - e.g. Ctrl-C in a subscriber: keep what is left
             if done < len(box):
                 self.inbox.put((MSG_ASYNC_BATCH, box[done:]))

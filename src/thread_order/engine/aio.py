@@ -161,6 +161,8 @@ class AsyncRun(AsyncGateMethods, Run):
                     if key >= low:
                         break
                 if need is not None and not self._finished_before(idx):
+                    if not (self.async_inflight or self.inflight or self.timers):
+                        Run._dispatch(self)  # a ready thread task may be what it waits for: its turn
                     if self.async_inflight or self.inflight or self.timers:
                         break  # a replay: what finished before it in the recording has not yet
                     self._open_gate()  # nothing in flight could bring it about (a changed graph)

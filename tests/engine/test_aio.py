@@ -840,3 +840,31 @@ def test_an_async_generator_a_task_left_open_is_closed_when_the_run_ends():
     assert summary["passed"] == ["take_one"]
     assert s.state["results"]["take_one"] == 0
     assert closed == ["event_loop"]
+
+
+def test_a_subscriber_added_while_a_batch_of_coroutines_is_recorded_hears_every_later_finish():
+    # a subscriber that subscribes another, mid-run: the finished coroutines recorded after that
+    # point (the rest of the loop's batch included) are announced to it, each with its count
+    from thread_order import EventKind
+
+    s = Scheduler(workers=1)
+
+    async def noop():
+        return None
+
+    for i in range(20):
+        s.register(noop, f"a{i}")
+    s.register(noop, "child", after=["a0"])
+    counts: list[int] = []
+
+    def on_ready(event):
+        if event.name == "child" and not counts:
+            counts.append(0)  # (once)
+            s.subscribe(lambda e: counts.append(e.count), EventKind.TASK_FINISHED)
+
+    s.subscribe(on_ready, EventKind.TASK_READY)
+    summary = s.start()
+    assert len(summary["passed"]) == 21
+    # a0 is the first to finish (the loop starts the roots in order; none awaits), and releasing
+    # it is what subscribed: every other task's finish, 2nd to 21st, comes after
+    assert counts[1:] == list(range(2, 22)), counts

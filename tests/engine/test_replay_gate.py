@@ -90,3 +90,98 @@ def test_a_replay_starts_each_task_after_what_had_finished_before_it(seed, n, se
     if workers == 1:  # one at a time: exactly the recorded start order
         ranked = sorted(starts, key=lambda name: starts[name][0])
         assert sorted(seen, key=lambda name: seen[name][0]) == ranked
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(min_value=0, max_value=10**9), n=st.integers(min_value=1, max_value=20),
+       serial=st.booleans(), workers=st.integers(min_value=1, max_value=3))
+def test_a_replay_of_thread_and_async_tasks_starts_each_after_what_had_finished_before_it(
+        seed, n, serial, workers):
+    # either side of the dispatcher (worker lanes, the run's event loop) may hold the task that
+    # must come first: neither gives up on the recording while the other has it in flight or
+    # about to start
+    import asyncio
+
+    rng = random.Random(seed)
+    dag, starts = recording(rng, n, serial)
+    is_async = {name: rng.random() < 0.5 for name, _ in dag}
+    ticks = itertools.count()
+    seen: dict[str, list[int]] = {}
+
+    def task(name):
+        lasts = (starts[name][1] - starts[name][0]) * 0.0005
+
+        if is_async[name]:
+            async def coro():
+                seen[name] = [next(ticks)]
+                await asyncio.sleep(lasts)
+                seen[name].append(next(ticks))
+            return coro
+
+        def run():
+            seen[name] = [next(ticks)]
+            time.sleep(lasts)
+            seen[name].append(next(ticks))
+        return run
+
+    sched = Scheduler(workers=workers, order=ReplayOrder(7, starts))
+    for name, after in dag:
+        sched.register(task(name), name, after)
+    summary = sched.start()
+    assert sorted(summary["passed"]) == sorted(starts)
+    for name, (begin, _) in starts.items():
+        for other, (_, finish) in starts.items():
+            if finish < begin:
+                assert seen[other][1] < seen[name][0], f"{other} must end before {name} starts"
+
+
+def test_a_replay_does_not_give_up_on_a_coroutine_while_a_thread_task_can_start():
+    import asyncio
+
+    # recorded: t2, then a1 (after t2 ended), then t0 (after a1 ended); a1 is the loop's, the
+    # others threads: the first dispatch finds a1 waiting for t2, which is ready, not in flight
+    starts = {"t2": (0.0, 1.0), "a1": (2.0, 3.0), "t0": (4.0, 5.0)}
+    events: list[str] = []
+
+    def thread_task(name):
+        def run():
+            events.append(name)
+        return run
+
+    async def a1():
+        events.append("a1")
+        await asyncio.sleep(0.01)
+        events.append("a1 end")
+
+    sched = Scheduler(workers=2, order=ReplayOrder(7, starts))
+    sched.register(thread_task("t0"), "t0")
+    sched.register(a1, "a1")
+    sched.register(thread_task("t2"), "t2")
+    sched.start()
+    assert events == ["t2", "a1", "a1 end", "t0"]
+
+
+def test_a_replay_does_not_give_up_on_a_thread_task_while_a_coroutine_runs():
+    import asyncio
+
+    # recorded: a0, then a1 (after a0 ended), then t2 (after a1 ended): while a0 runs, t2 waits
+    # for a1, which waits for a0 on the dispatcher; no worker is busy, but the loop is
+    starts = {"a0": (0.0, 1.0), "a1": (2.0, 3.0), "t2": (4.0, 5.0)}
+    events: list[str] = []
+
+    async def a0():
+        events.append("a0")
+        await asyncio.sleep(0.05)
+        events.append("a0 end")
+
+    async def a1():
+        events.append("a1")
+        await asyncio.sleep(0.01)
+        events.append("a1 end")
+
+    sched = Scheduler(workers=2, order=ReplayOrder(7, starts))
+    sched.register(a0, "a0")
+    sched.register(a1, "a1")
+    sched.register(lambda: events.append("t2"), "t2")
+    sched.start()
+    assert events == ["a0", "a0 end", "a1", "a1 end", "t2"]

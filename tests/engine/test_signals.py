@@ -334,9 +334,9 @@ def test_a_signal_the_kernel_hands_to_a_worker_thread_still_interrupts_at_once(s
 @needs_main
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_the_kernel_hands_to_the_event_loop_thread_still_interrupts_at_once(signum):
-    """A run of coroutines has no reader thread of its own for the wakeup fd: its event loop
-    reads it. A signal landing on the loop's thread wakes it, and the run is interrupted while
-    the coroutine still waits (and nothing is left reading the fd afterwards)."""
+    """A signal landing on the event loop's thread of a run of coroutines still reaches the
+    wakeup fd's reader, and the run is interrupted while the coroutine still waits (and
+    nothing is left reading the fd afterwards)."""
     import asyncio
 
     before = signal.signal(signal.SIGTERM, signal.default_int_handler)  # no SIG_DFL kill if it regresses
@@ -373,3 +373,38 @@ def test_a_signal_the_kernel_hands_to_the_event_loop_thread_still_interrupts_at_
     for t in set(threading.enumerate()) - threads_before:
         t.join(WAIT)
         assert not t.is_alive(), f"thread {t.name!r} outlived its run"
+
+
+@needs_main
+@pytest.mark.parametrize("target", ["main", "loop"])
+def test_a_signal_is_heard_while_a_coroutine_blocks_the_event_loop(target):
+    """A coroutine stuck in a blocking call (what the blocked-loop warning is about) holds the
+    run's event loop: a signal must still interrupt the run at once, and a second one must
+    still end it, so the wakeup fd cannot be read on that loop."""
+    before = signal.signal(signal.SIGTERM, signal.default_int_handler)  # no SIG_DFL kill if it regresses
+    try:
+        main_id = threading.main_thread().ident
+        seen = threading.Event()
+        s = Scheduler(workers=1, async_block_threshold=None)
+
+        async def blocker():
+            to = main_id if target == "main" else threading.get_ident()
+            signal.pthread_kill(to, signal.SIGINT)
+            # a sync wait on the loop's thread: nothing else runs on the loop until it returns
+            return "interrupted" if seen.wait(WAIT) else "never interrupted"
+
+        async def later():
+            return "later"
+
+        s.register(blocker, "blocker")
+        s.register(later, "later", after=["blocker"])
+        s.subscribe(lambda e: seen.set(), EventKind.RUN_INTERRUPTED)
+        try:
+            summary = s.start()
+        except KeyboardInterrupt:  # pragma: no cover - only when the engine lets Ctrl-C escape
+            pytest.fail("KeyboardInterrupt escaped start()")
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert s.state["results"]["blocker"] == "interrupted"
+    assert summary["interrupted"] is True
+    assert summary["cancelled"] == ["later"]

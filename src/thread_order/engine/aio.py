@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import sys
 from typing import Any
 
 from .aiogate import AsyncGateMethods
@@ -74,23 +73,6 @@ class AsyncRun(AsyncGateMethods, Run):
             raise WorkerStartError(f"start: cannot start the event loop thread ({exc}); nothing ran: "
                                    "use fewer workers or raise the thread limit") from None
         self.aio = aio
-
-    def _signal_watch(self) -> Any:
-        """The run's loop reads the signals' wakeup fd: no thread of its own for it."""
-        aio = self.aio
-        if aio is None or sys.platform == "win32":
-            return None
-
-        def watch(fd: int, on_readable: Any) -> Any:
-            loop = aio.loop
-
-            def readable() -> None:
-                if not on_readable():  # at its end (a loop left running past the run): stop watching
-                    loop.remove_reader(fd)
-
-            loop.call_soon_threadsafe(loop.add_reader, fd, readable)
-            return lambda: not aio.thread.is_alive()
-        return watch
 
     def _loop(self) -> None:
         # after RUN_STARTED (so no initial-state snapshot holds it), gone when the run is over
@@ -179,6 +161,8 @@ class AsyncRun(AsyncGateMethods, Run):
                     if key >= low:
                         break
                 if need is not None and not self._finished_before(idx):
+                    if not (self.async_inflight or self.inflight or self.timers):
+                        Run._dispatch(self)  # a ready thread task may be what it waits for: its turn
                     if self.async_inflight or self.inflight or self.timers:
                         break  # a replay: what finished before it in the recording has not yet
                     self._open_gate()  # nothing in flight could bring it about (a changed graph)
@@ -275,6 +259,9 @@ class AsyncRun(AsyncGateMethods, Run):
                 ran.append(name)
                 if cstart[idx] != cstart[idx + 1]:
                     self._release(idx, record)
+                    # (a TASK_READY subscriber it called may have subscribed to TASK_FINISHED:
+                    # the rest of the batch is then announced, through Run._finish)
+                    inline = not self.events._subs[_K_FINISHED]
         except BaseException:  # noqa: B902 - e.g. Ctrl-C in a subscriber: keep what is left
             if done < len(box):
                 self.inbox.put((MSG_ASYNC_BATCH, box[done:]))

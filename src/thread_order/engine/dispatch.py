@@ -70,6 +70,7 @@ class Run(LaneMethods, InterruptMethods, GateMethods, ReplayMethods):
     """
 
     WAITING, READY, RUNNING, RETRY_WAIT, DONE = _WAITING, _READY, _RUNNING, _RETRY_WAIT, _DONE
+    async_inflight = 0  # coroutines in flight on the run's event loop: an AsyncRun's (aio.py)
 
     def __init__(self, fns: Sequence[Callable[..., Any]], options: Sequence[TaskOptions], graph: Graph,
                  state: dict, state_lock: Any, events: EventStream, run_options: RunOptions,
@@ -216,7 +217,12 @@ class Run(LaneMethods, InterruptMethods, GateMethods, ReplayMethods):
         return summary
 
     def _signal_watch(self) -> Any:
-        """Who reads the signals' wakeup fd (signals.py): None, a thread of its own."""
+        """Who reads the signals' wakeup fd (signals.py): None, a thread of its own.
+
+        Never the run's event loop, in a run with async tasks: a coroutine stuck in a
+        blocking call holds that loop, and neither a first nor a second Ctrl-C (or
+        SIGTERM) would be heard until it returned, if ever.
+        """
         return None
 
     def _loop(self) -> None:
@@ -299,7 +305,7 @@ class Run(LaneMethods, InterruptMethods, GateMethods, ReplayMethods):
             # nothing in flight or pending could ever bring that about (a changed graph)
             if need is not None and (need[idx] > self.launched_prefix or options[idx].timeout is not None) \
                     and not self._replay_allows(idx):
-                if self.inflight or self.timers:
+                if self.inflight or self.async_inflight or self.timers:  # (a coroutine may be it)
                     return
                 self._open_gate()
             heapq.heappop(ready)

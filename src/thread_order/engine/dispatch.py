@@ -187,8 +187,7 @@ class Run(LaneMethods, InterruptMethods, GateMethods, ReplayMethods):
             self.events.emit(EventKind.RUN_STARTED, data=meta)
 
         completed = False
-        restore_sigint = install_interrupt_handler(lambda: self.request_stop(False, from_signal=True),
-                                                   self._signal_watch())
+        restore_sigint = install_interrupt_handler(lambda: self.request_stop(False, from_signal=True))
         if s.capture:
             OutputCapture.install()
         try:
@@ -215,15 +214,6 @@ class Run(LaneMethods, InterruptMethods, GateMethods, ReplayMethods):
         if self.executor is not None:
             self.executor.annotate(summary)
         return summary
-
-    def _signal_watch(self) -> Any:
-        """Who reads the signals' wakeup fd (signals.py): None, a thread of its own.
-
-        Never the run's event loop, in a run with async tasks: a coroutine stuck in a
-        blocking call holds that loop, and neither a first nor a second Ctrl-C (or
-        SIGTERM) would be heard until it returned, if ever.
-        """
-        return None
 
     def _loop(self) -> None:
         get = self.inbox.get

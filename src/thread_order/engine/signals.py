@@ -39,17 +39,9 @@ def _taken(signum: int, previous: object) -> bool:
     return True
 
 
-def install_interrupt_handler(request_stop: Callable[[], None],
-                              watch: Callable[[int, Callable[[], None]], Callable[[], bool]] | None = None,
-                              ) -> Callable[[], None]:
+def install_interrupt_handler(request_stop: Callable[[], None]) -> Callable[[], None]:
     """Turn SIGINT and SIGTERM into stop requests while we run; returns the function restoring
     the previous handlers. Does nothing off the main thread (Python delivers signals there).
-
-    ``watch(fd, on_readable)``, when given, has a thread the run already has (its event
-    loop) call ``on_readable()`` whenever the wakeup fd is readable, instead of a thread of
-    our own reading it, until it returns False (the fd is at its end); ``watch`` returns a
-    function telling, once the run is over, whether that thread is done with the fd (it may
-    be closed then).
     """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
@@ -67,7 +59,7 @@ def install_interrupt_handler(request_stop: Callable[[], None],
             continue
     if not taken:
         return lambda: None
-    wakeup = _Wakeup.open(request_stop, taken, watch)
+    wakeup = _Wakeup.open(request_stop, taken)
 
     def on_signal(signum, frame):
         if wakeup is None:  # no wakeup fd here: the handler itself asks
@@ -90,32 +82,26 @@ def install_interrupt_handler(request_stop: Callable[[], None],
 
 
 class _Wakeup:
-    """The wakeup fd of the run (``signal.set_wakeup_fd``) and who reads it: a thread of its
-    own, or the run's event loop (``watch``).
+    """The wakeup fd of the run (``signal.set_wakeup_fd``) and the thread reading it.
 
-    The reading thread is not waited for, neither when it starts (the pipe keeps what is
-    written before it reads) nor when the run ends (it closes the read end itself): a run
-    pays no thread hand-off for it.
+    The reader is a thread of its own, never the run's event loop: a coroutine
+    blocking the loop must not keep a Ctrl-C from being heard. It is not waited
+    for, neither when it starts (the pipe keeps what is written before it reads)
+    nor when the run ends (it closes the read end itself): a run pays no thread
+    hand-off for it.
     """
 
     _STOP = b"\0"  # no signal has number 0: the reader's cue to end
 
     def __init__(self, read_fd: int, write_fd: int, previous_fd: int,
-                 request_stop: Callable[[], None], signals: list[int],
-                 watch: Callable[[int, Callable[[], None]], Callable[[], bool]] | None) -> None:
+                 request_stop: Callable[[], None], signals: list[int]) -> None:
         self.read_fd, self.write_fd, self.previous_fd = read_fd, write_fd, previous_fd
         self.request_stop = request_stop
         self.signals = frozenset(signals)
-        self.done_with_fd: Callable[[], bool] | None = None
-        if watch is not None:
-            os.set_blocking(read_fd, False)
-            self.done_with_fd = watch(read_fd, self._readable)
-        else:
-            _thread.start_new_thread(self._read, ())
+        _thread.start_new_thread(self._read, ())
 
     @classmethod
-    def open(cls, request_stop: Callable[[], None], signals: list[int],
-             watch: Callable[[int, Callable[[], None]], Callable[[], bool]] | None = None) -> "_Wakeup | None":
+    def open(cls, request_stop: Callable[[], None], signals: list[int]) -> "_Wakeup | None":
         """Set the wakeup fd for the run; None where that cannot be done (then handlers ask)."""
         try:
             read_fd, write_fd = os.pipe()
@@ -129,23 +115,14 @@ class _Wakeup:
             os.close(write_fd)
             return None
         try:
-            return cls(read_fd, write_fd, previous_fd, request_stop, signals, watch)
+            return cls(read_fd, write_fd, previous_fd, request_stop, signals)
         except RuntimeError:  # no thread to spare for the reader: the handlers ask themselves
             signal.set_wakeup_fd(previous_fd)
             os.close(read_fd)
             os.close(write_fd)
             return None
 
-    def _handle(self, data: bytes) -> bool:
-        """Stop requests for the signals in ``data``; False at the cue to end."""
-        for signum in data:
-            if signum == 0:
-                return False
-            if signum in self.signals:
-                self.request_stop()  # one request per signal: the second one forces
-        return True
-
-    def _read(self) -> None:  # the reading thread
+    def _read(self) -> None:
         try:
             while True:
                 try:
@@ -154,33 +131,21 @@ class _Wakeup:
                     continue
                 except OSError:
                     return
-                if not data or not self._handle(data):
+                if not data:
                     return
+                for signum in data:
+                    if signum == 0:
+                        return
+                    if signum in self.signals:
+                        self.request_stop()  # one request per signal: the second one forces
         finally:
             os.close(self.read_fd)
-
-    def _readable(self) -> bool:  # on the watching thread, when the fd is readable
-        """Read what is there; False once there is nothing more to read (the run closed its end)."""
-        try:
-            data = os.read(self.read_fd, 64)
-        except (BlockingIOError, InterruptedError):
-            return True
-        except OSError:
-            return False
-        if not data:
-            return False
-        self._handle(data)
-        return True
 
     def close(self) -> None:
         """Give the wakeup fd back, then let the reader go (signals after this are not ours)."""
         signal.set_wakeup_fd(self.previous_fd)
-        if self.done_with_fd is None:
-            try:
-                os.write(self.write_fd, self._STOP)  # (a full pipe: the reader ends at EOF)
-            except OSError:
-                pass
-        elif self.done_with_fd():
-            os.close(self.read_fd)
-        # else its watcher is stuck (a coroutine that ignores cancellation): leave it the fd
+        try:
+            os.write(self.write_fd, self._STOP)  # (a full pipe: the reader ends at EOF)
+        except OSError:
+            pass
         os.close(self.write_fd)

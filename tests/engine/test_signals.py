@@ -304,29 +304,34 @@ def test_an_ignored_sigterm_stays_ignored_during_a_run():
     assert summary["passed"] == ["create", "use"]
 
 
+def start_interrupted(s: Scheduler) -> dict:
+    """``s.start()``, with SIGTERM raising KeyboardInterrupt meanwhile (a regression then fails
+    the test rather than killing pytest with SIG_DFL); its summary."""
+    before = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return s.start()
+    except KeyboardInterrupt:  # pragma: no cover - only when the engine lets Ctrl-C escape
+        pytest.fail("KeyboardInterrupt escaped start()")
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 @needs_main
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_the_kernel_hands_to_a_worker_thread_still_interrupts_at_once(signum):
     """Python runs handlers on the main thread only; a signal landing on a worker left the
     dispatcher asleep in its inbox until some task ended (never, for a stuck one)."""
-    before = signal.signal(signal.SIGTERM, signal.default_int_handler)  # no SIG_DFL kill if it regresses
-    try:
-        seen = threading.Event()
-        s = Scheduler(workers=1)
+    seen = threading.Event()
+    s = Scheduler(workers=1)
 
-        def stuck():
-            signal.pthread_kill(threading.get_ident(), signum)  # delivered to this worker thread
-            return "interrupted" if seen.wait(WAIT) else "never interrupted"
+    def stuck():
+        signal.pthread_kill(threading.get_ident(), signum)  # delivered to this worker thread
+        return "interrupted" if seen.wait(WAIT) else "never interrupted"
 
-        s.register(stuck, "stuck")
-        s.register(lambda: "t", "teardown", after=["stuck"], always=True)
-        s.subscribe(lambda e: seen.set(), EventKind.RUN_INTERRUPTED)
-        try:
-            summary = s.start()
-        except KeyboardInterrupt:  # pragma: no cover - only when the engine lets Ctrl-C escape
-            pytest.fail("KeyboardInterrupt escaped start()")
-    finally:
-        signal.signal(signal.SIGTERM, before)
+    s.register(stuck, "stuck")
+    s.register(lambda: "t", "teardown", after=["stuck"], always=True)
+    s.subscribe(lambda e: seen.set(), EventKind.RUN_INTERRUPTED)
+    summary = start_interrupted(s)
     assert s.state["results"]["stuck"] == "interrupted"
     assert summary["interrupted"] is True
 
@@ -339,33 +344,26 @@ def test_a_signal_the_kernel_hands_to_the_event_loop_thread_still_interrupts_at_
     nothing is left reading the fd afterwards)."""
     import asyncio
 
-    before = signal.signal(signal.SIGTERM, signal.default_int_handler)  # no SIG_DFL kill if it regresses
     threads_before = set(threading.enumerate())
-    try:
-        box: dict = {}
-        s = Scheduler(workers=1)
+    box: dict = {}
+    s = Scheduler(workers=1)
 
-        async def stuck():
-            box["loop"], box["seen"] = asyncio.get_running_loop(), asyncio.Event()
-            signal.pthread_kill(threading.get_ident(), signum)  # delivered to the loop's thread
-            try:
-                await asyncio.wait_for(box["seen"].wait(), WAIT)
-            except asyncio.TimeoutError:
-                return "never interrupted"
-            return "interrupted"
-
-        async def teardown():
-            return "t"
-
-        s.register(stuck, "stuck")
-        s.register(teardown, "teardown", after=["stuck"], always=True)
-        s.subscribe(lambda e: box["loop"].call_soon_threadsafe(box["seen"].set), EventKind.RUN_INTERRUPTED)
+    async def stuck():
+        box["loop"], box["seen"] = asyncio.get_running_loop(), asyncio.Event()
+        signal.pthread_kill(threading.get_ident(), signum)  # delivered to the loop's thread
         try:
-            summary = s.start()
-        except KeyboardInterrupt:  # pragma: no cover - only when the engine lets Ctrl-C escape
-            pytest.fail("KeyboardInterrupt escaped start()")
-    finally:
-        signal.signal(signal.SIGTERM, before)
+            await asyncio.wait_for(box["seen"].wait(), WAIT)
+        except asyncio.TimeoutError:
+            return "never interrupted"
+        return "interrupted"
+
+    async def teardown():
+        return "t"
+
+    s.register(stuck, "stuck")
+    s.register(teardown, "teardown", after=["stuck"], always=True)
+    s.subscribe(lambda e: box["loop"].call_soon_threadsafe(box["seen"].set), EventKind.RUN_INTERRUPTED)
+    summary = start_interrupted(s)
     assert s.state["results"]["stuck"] == "interrupted"
     assert summary["interrupted"] is True
     assert summary["passed"] == ["stuck", "teardown"]
@@ -379,32 +377,25 @@ def test_a_signal_the_kernel_hands_to_the_event_loop_thread_still_interrupts_at_
 @pytest.mark.parametrize("target", ["main", "loop"])
 def test_a_signal_is_heard_while_a_coroutine_blocks_the_event_loop(target):
     """A coroutine stuck in a blocking call (what the blocked-loop warning is about) holds the
-    run's event loop: a signal must still interrupt the run at once, and a second one must
-    still end it, so the wakeup fd cannot be read on that loop."""
-    before = signal.signal(signal.SIGTERM, signal.default_int_handler)  # no SIG_DFL kill if it regresses
-    try:
-        main_id = threading.main_thread().ident
-        seen = threading.Event()
-        s = Scheduler(workers=1, async_block_threshold=None)
+    run's event loop: a signal must still interrupt the run at once, which it cannot if the
+    wakeup fd is read on that loop."""
+    main_id = threading.main_thread().ident
+    seen = threading.Event()
+    s = Scheduler(workers=1, async_block_threshold=None)
 
-        async def blocker():
-            to = main_id if target == "main" else threading.get_ident()
-            signal.pthread_kill(to, signal.SIGINT)
-            # a sync wait on the loop's thread: nothing else runs on the loop until it returns
-            return "interrupted" if seen.wait(WAIT) else "never interrupted"
+    async def blocker():
+        to = main_id if target == "main" else threading.get_ident()
+        signal.pthread_kill(to, signal.SIGINT)
+        # a sync wait on the loop's thread: nothing else runs on the loop until it returns
+        return "interrupted" if seen.wait(WAIT) else "never interrupted"
 
-        async def later():
-            return "later"
+    async def later():
+        return "later"
 
-        s.register(blocker, "blocker")
-        s.register(later, "later", after=["blocker"])
-        s.subscribe(lambda e: seen.set(), EventKind.RUN_INTERRUPTED)
-        try:
-            summary = s.start()
-        except KeyboardInterrupt:  # pragma: no cover - only when the engine lets Ctrl-C escape
-            pytest.fail("KeyboardInterrupt escaped start()")
-    finally:
-        signal.signal(signal.SIGTERM, before)
+    s.register(blocker, "blocker")
+    s.register(later, "later", after=["blocker"])
+    s.subscribe(lambda e: seen.set(), EventKind.RUN_INTERRUPTED)
+    summary = start_interrupted(s)
     assert s.state["results"]["blocker"] == "interrupted"
     assert summary["interrupted"] is True
     assert summary["cancelled"] == ["later"]

@@ -60,58 +60,20 @@ def test_the_analysis_counts_for_each_start_the_tasks_finished_strictly_before_i
         assert count == sum(1 for _, finish in starts.values() if finish < starts[name][0])
 
 
-@settings(max_examples=60, deadline=None)
-@given(seed=st.integers(min_value=0, max_value=10**9), n=st.integers(min_value=1, max_value=25),
-       serial=st.booleans(), workers=st.integers(min_value=1, max_value=4))
-def test_a_replay_starts_each_task_after_what_had_finished_before_it(seed, n, serial, workers):
-    dag, starts = recording(random.Random(seed), n, serial)
-    ticks = itertools.count()  # next() is atomic: one total order of every task's start and end
-    seen: dict[str, list[int]] = {}
-
-    def task(name):
-        lasts = (starts[name][1] - starts[name][0]) * 0.0005  # as long as it did: others overlap it
-
-        def run():
-            seen[name] = [next(ticks)]
-            time.sleep(lasts)
-            seen[name].append(next(ticks))
-        return run
-
-    sched = Scheduler(workers=workers, order=ReplayOrder(7, starts))
-    for name, after in dag:
-        sched.register(task(name), name, after)
-    summary = sched.start()
-    assert sorted(summary["passed"]) == sorted(starts)
-    assert summary["order"]["replay_of"] == 7
-    for name, (begin, _) in starts.items():
-        for other, (_, finish) in starts.items():
-            if finish < begin:
-                assert seen[other][1] < seen[name][0], f"{other} must end before {name} starts"
-    if workers == 1:  # one at a time: exactly the recorded start order
-        ranked = sorted(starts, key=lambda name: starts[name][0])
-        assert sorted(seen, key=lambda name: seen[name][0]) == ranked
-
-
-@settings(max_examples=60, deadline=None)
-@given(seed=st.integers(min_value=0, max_value=10**9), n=st.integers(min_value=1, max_value=20),
-       serial=st.booleans(), workers=st.integers(min_value=1, max_value=3))
-def test_a_replay_of_thread_and_async_tasks_starts_each_after_what_had_finished_before_it(
-        seed, n, serial, workers):
-    # either side of the dispatcher (worker lanes, the run's event loop) may hold the task that
-    # must come first: neither gives up on the recording while the other has it in flight or
-    # about to start
+def replayed(dag, starts, workers, is_async):
+    """Replay recording ``starts`` of ``dag`` (the tasks ``is_async(name)`` as coroutines), each
+    task lasting as long as it did, so that others overlap it; checks that every task passed and
+    started after what had finished before it in the recording. Returns (summary, seen): seen
+    maps each task to its start and end ticks."""
     import asyncio
 
-    rng = random.Random(seed)
-    dag, starts = recording(rng, n, serial)
-    is_async = {name: rng.random() < 0.5 for name, _ in dag}
-    ticks = itertools.count()
+    ticks = itertools.count()  # next() is atomic: one total order of every task's start and end
     seen: dict[str, list[int]] = {}
 
     def task(name):
         lasts = (starts[name][1] - starts[name][0]) * 0.0005
 
-        if is_async[name]:
+        if is_async(name):
             async def coro():
                 seen[name] = [next(ticks)]
                 await asyncio.sleep(lasts)
@@ -133,6 +95,33 @@ def test_a_replay_of_thread_and_async_tasks_starts_each_after_what_had_finished_
         for other, (_, finish) in starts.items():
             if finish < begin:
                 assert seen[other][1] < seen[name][0], f"{other} must end before {name} starts"
+    return summary, seen
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(min_value=0, max_value=10**9), n=st.integers(min_value=1, max_value=25),
+       serial=st.booleans(), workers=st.integers(min_value=1, max_value=4))
+def test_a_replay_starts_each_task_after_what_had_finished_before_it(seed, n, serial, workers):
+    dag, starts = recording(random.Random(seed), n, serial)
+    summary, seen = replayed(dag, starts, workers, lambda name: False)
+    assert summary["order"]["replay_of"] == 7
+    if workers == 1:  # one at a time: exactly the recorded start order
+        ranked = sorted(starts, key=lambda name: starts[name][0])
+        assert sorted(seen, key=lambda name: seen[name][0]) == ranked
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(min_value=0, max_value=10**9), n=st.integers(min_value=1, max_value=20),
+       serial=st.booleans(), workers=st.integers(min_value=1, max_value=3))
+def test_a_replay_of_thread_and_async_tasks_starts_each_after_what_had_finished_before_it(
+        seed, n, serial, workers):
+    # either side of the dispatcher (worker lanes, the run's event loop) may hold the task that
+    # must come first: neither gives up on the recording while the other has it in flight or
+    # about to start
+    rng = random.Random(seed)
+    dag, starts = recording(rng, n, serial)
+    is_async = {name: rng.random() < 0.5 for name, _ in dag}
+    replayed(dag, starts, workers, is_async.__getitem__)
 
 
 def test_a_replay_does_not_give_up_on_a_coroutine_while_a_thread_task_can_start():

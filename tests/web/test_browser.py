@@ -386,7 +386,9 @@ def test_loading_another_module_leaves_nothing_of_the_last_one(page, server):
     assert page.is_hidden("#setup-run")
     assert page.inner_text("#run-pill") == "IDLE"
     page.click("a[data-tab=run]")
-    assert page.is_visible("#run-empty") and page.is_hidden("#run-view")
+    # the tab is drawn after the click returns: wait for it (with expect's timeout), not race it
+    playwright_api.expect(page.locator("#run-empty")).to_be_visible()
+    playwright_api.expect(page.locator("#run-view")).to_be_hidden()
     assert "cannot run: dependency cycle" in page.inner_text("#run-empty")
     assert page.is_disabled("#run-button")
     shot(page, "14-cycle-after-a-run")
